@@ -1,0 +1,309 @@
+//! Owns admission decisions: which policies run for a review, validators in parallel,
+//! initializers in order, merging verdicts, and the failure-policy rescue. Must not touch sockets
+//! or wasmtime types; plugins are called through [`runtime::Plugin`].
+
+mod convert;
+mod merge;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use tokio::time::Instant;
+
+use crate::config::{FailurePolicy, Mode, PluginKind};
+use crate::policy::{Labels, Policy, PolicySet, RequestAttributes};
+use crate::runtime::{Change, Decision, Plugin, PluginFailure};
+use crate::telemetry::Metrics;
+use crate::wire::{AdmissionRequest, AdmissionResponse, Operation};
+
+use merge::Outcome;
+pub use merge::{valid_annotation_key, valid_warning};
+
+/// A `/validate/{policy}` or `/mutate/{policy}` named a policy that does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("no {kind} policy named {name:?}")]
+pub struct UnknownPolicy {
+    /// `validator` or `initializer`.
+    pub kind: &'static str,
+    /// The name asked for.
+    pub name: String,
+}
+
+/// Decides one review: runs the matching policies of `kind` (all of them, or only `only`) and
+/// merges their answers into one response for `request.uid`.
+pub async fn decide(
+    policies: &PolicySet<Plugin>,
+    kind: PluginKind,
+    only: Option<&str>,
+    request: &AdmissionRequest,
+    deadline: Instant,
+    metrics: &Metrics,
+) -> Result<AdmissionResponse, UnknownPolicy> {
+    let candidates = policies.of_kind(kind, only).ok_or_else(|| UnknownPolicy {
+        kind: kind.world(),
+        name: only.unwrap_or_default().to_owned(),
+    })?;
+    let attrs = RequestAttributes {
+        operation: request.operation,
+        group: &request.resource.group,
+        version: &request.resource.version,
+        resource: &request.resource.resource,
+        sub_resource: &request.sub_resource,
+        namespace: &request.namespace,
+    };
+    Ok(match kind {
+        PluginKind::Validator => validate(candidates, &attrs, request, deadline, metrics).await,
+        PluginKind::Initializer => mutate(candidates, &attrs, request, deadline, metrics).await,
+    })
+}
+
+/// Every matching validator runs at once; the answer waits for the slowest.
+async fn validate(
+    candidates: Vec<&Arc<Policy<Plugin>>>,
+    attrs: &RequestAttributes<'_>,
+    request: &AdmissionRequest,
+    deadline: Instant,
+    metrics: &Metrics,
+) -> AdmissionResponse {
+    let labels = LazyLabels::default();
+    let object = request.object.as_deref().map(|o| o.get());
+    let old_object = request.old_object.as_deref().map(|o| o.get());
+    let matching: Vec<_> = candidates
+        .into_iter()
+        .filter(|p| p.matcher.matches(attrs, || labels.get(object, old_object)))
+        .cloned()
+        .collect();
+    let mut outcome = Outcome::new();
+    if matching.is_empty() {
+        return outcome.into_response(&request.uid);
+    }
+    let wit_request = Arc::new(convert::request(request, object.map(str::to_owned)));
+    let call = |policy: Arc<Policy<Plugin>>| {
+        let wit_request = wit_request.clone();
+        async move {
+            let started = Instant::now();
+            let result = policy
+                .plugin
+                .run(deadline, policy.timeout, move |plugin, budget| {
+                    plugin.validate_blocking(&wit_request, budget)
+                })
+                .await;
+            (policy, result, started.elapsed())
+        }
+    };
+    // One validator runs on this task; several are spawned so that they run in parallel.
+    let results = if let [only] = matching.as_slice() {
+        vec![call(only.clone()).await]
+    } else {
+        let handles: Vec<_> = matching
+            .iter()
+            .map(|p| tokio::spawn(call(p.clone())))
+            .collect();
+        let mut results = Vec::with_capacity(handles.len());
+        for (handle, policy) in handles.into_iter().zip(&matching) {
+            results.push(handle.await.unwrap_or_else(|e| {
+                (
+                    policy.clone(),
+                    Err(PluginFailure::Host(format!("validator task failed: {e}"))),
+                    Default::default(),
+                )
+            }));
+        }
+        results
+    };
+    // Results are merged in file order, whatever order they finished in, so that combined
+    // messages are stable.
+    for (policy, result, elapsed) in results {
+        metrics.plugin_call(&policy.name, outcome_label(&result), elapsed);
+        match result {
+            Ok(verdict) => {
+                outcome.remarks(&policy.name, verdict.remarks);
+                if let Decision::Denied(denial) = verdict.decision {
+                    outcome.denied(policy.mode, &policy.name, denial);
+                }
+            }
+            Err(failure) => outcome.failed(policy.failure_policy, &policy.name, &failure),
+        }
+    }
+    outcome.into_response(&request.uid)
+}
+
+/// Matching initializers run one after another in file order, each on the object as the one
+/// before it left it. The response carries one JSONPatch from the original object to the last.
+async fn mutate(
+    candidates: Vec<&Arc<Policy<Plugin>>>,
+    attrs: &RequestAttributes<'_>,
+    request: &AdmissionRequest,
+    deadline: Instant,
+    metrics: &Metrics,
+) -> AdmissionResponse {
+    let mut outcome = Outcome::new();
+    let original = request.object.as_deref().map(|o| o.get());
+    let old_object = request.old_object.as_deref().map(|o| o.get());
+    // The current object, as JSON text and as a value once an initializer has changed it.
+    let mut current: Option<(String, serde_json::Value)> = None;
+    let mutable =
+        matches!(request.operation, Operation::Create | Operation::Update) && original.is_some();
+    for policy in candidates {
+        let object_text = current.as_ref().map(|(t, _)| t.as_str()).or(original);
+        let labels = LazyLabels::default();
+        if !policy
+            .matcher
+            .matches(attrs, || labels.get(object_text, old_object))
+        {
+            continue;
+        }
+        let wit_request = convert::request(request, object_text.map(str::to_owned));
+        let started = Instant::now();
+        let result = policy
+            .plugin
+            .run(deadline, policy.timeout, move |plugin, budget| {
+                plugin.initialize_blocking(&wit_request, budget)
+            })
+            .await;
+        // A replaced object must be a JSON object of the same apiVersion and kind, and only
+        // objects being created or updated can be changed at all.
+        let result = result.and_then(|mutation| {
+            let change = match mutation.change {
+                Change::Replaced(text) if !mutable => {
+                    drop(text);
+                    return Err(PluginFailure::InvalidOutput(format!(
+                        "the object of a {} request cannot be changed",
+                        request.operation.as_str()
+                    )));
+                }
+                Change::Replaced(text) => {
+                    let value = checked_replacement(&text, object_text)?;
+                    Some((text, value))
+                }
+                Change::Unchanged => None,
+                Change::Denied(denial) => return Ok((mutation.remarks, Err(denial))),
+            };
+            Ok((mutation.remarks, Ok(change)))
+        });
+        metrics.plugin_call(&policy.name, outcome_label(&result), started.elapsed());
+        match result {
+            Ok((remarks, decision)) => {
+                outcome.remarks(&policy.name, remarks);
+                match decision {
+                    Ok(Some(replaced)) if policy.mode == Mode::Enforce => current = Some(replaced),
+                    Ok(Some(_)) => {
+                        tracing::info!(policy = %policy.name, uid = %request.uid, "monitor mode: the initializer's changes were not applied")
+                    }
+                    Ok(None) => {}
+                    Err(denial) => {
+                        outcome.denied(policy.mode, &policy.name, denial);
+                        if policy.mode == Mode::Enforce {
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(failure) => {
+                outcome.failed(policy.failure_policy, &policy.name, &failure);
+                if policy.failure_policy == FailurePolicy::Fail {
+                    break;
+                }
+            }
+        }
+    }
+    let mut response = outcome.into_response(&request.uid);
+    if let (true, Some((_, last)), Some(original)) = (response.allowed, &current, original) {
+        match serde_json::from_str::<serde_json::Value>(original) {
+            Ok(original) => {
+                let patch = json_patch::diff(&original, last);
+                match serde_json::to_vec(&patch) {
+                    Ok(bytes) => response.set_json_patch(&bytes),
+                    Err(e) => {
+                        return internal_error(
+                            &request.uid,
+                            format!("cannot encode the JSON patch: {e}"),
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                return internal_error(
+                    &request.uid,
+                    format!("the request's object is not valid JSON: {e}"),
+                );
+            }
+        }
+    }
+    response
+}
+
+fn internal_error(uid: &str, message: String) -> AdmissionResponse {
+    AdmissionResponse::deny(uid, 500, "InternalError", message)
+}
+
+/// Parses an initializer's replacement and checks that it is still the same kind of object.
+fn checked_replacement(
+    text: &str,
+    before: Option<&str>,
+) -> Result<serde_json::Value, PluginFailure> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        PluginFailure::InvalidOutput(format!("the replaced object is not JSON: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(PluginFailure::InvalidOutput(
+            "the replaced object is not a JSON object".into(),
+        ));
+    }
+    let type_of = |v: &serde_json::Value| (v.get("apiVersion").cloned(), v.get("kind").cloned());
+    if let Some(before) = before.and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok()) {
+        if type_of(&before) != type_of(&value) {
+            return Err(PluginFailure::InvalidOutput(
+                "an initializer may not change the object's apiVersion or kind".into(),
+            ));
+        }
+    }
+    Ok(value)
+}
+
+fn outcome_label<T>(result: &Result<T, PluginFailure>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(PluginFailure::Deadline(_)) => "deadline",
+        Err(PluginFailure::MemoryLimit { .. }) => "memory_limit",
+        Err(PluginFailure::Trap(_)) => "trap",
+        Err(PluginFailure::Returned(_)) => "error",
+        Err(PluginFailure::InvalidOutput(_)) => "invalid_output",
+        Err(PluginFailure::Host(_)) => "host_error",
+    }
+}
+
+/// The labels of the new and old object, parsed at most once per review and only if a policy
+/// has an object selector.
+#[derive(Default)]
+struct LazyLabels(OnceLock<(Option<Labels>, Option<Labels>)>);
+
+impl LazyLabels {
+    fn get(
+        &self,
+        object: Option<&str>,
+        old_object: Option<&str>,
+    ) -> (Option<Labels>, Option<Labels>) {
+        self.0
+            .get_or_init(|| (object.map(labels_of), old_object.map(labels_of)))
+            .clone()
+    }
+}
+
+/// `metadata.labels` of an object's JSON text; no labels (or unreadable JSON) is an empty set.
+fn labels_of(object: &str) -> Labels {
+    #[derive(serde::Deserialize)]
+    struct Object {
+        #[serde(default)]
+        metadata: Metadata,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Metadata {
+        #[serde(default)]
+        labels: Option<BTreeMap<String, String>>,
+    }
+    serde_json::from_str::<Object>(object)
+        .ok()
+        .and_then(|o| o.metadata.labels)
+        .unwrap_or_default()
+}

@@ -1,0 +1,243 @@
+//! Owns the `wasmgate` command line: argument parsing and wiring the modules together for
+//! `serve` and `check`. Bootstrap code: errors here are `anyhow`, reported once, with context.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use clap::{Args, Parser, Subcommand};
+use tokio::time::Instant;
+
+use crate::config::{Config, PluginKind};
+use crate::gateway::Gateway;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::server::{self, tls};
+use crate::snapshot::Snapshot;
+use crate::telemetry::{self, Metrics};
+
+/// wasmgate: Kubernetes admission webhooks whose policies are sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the validating and mutating webhooks over HTTPS.
+    Serve(ServeArgs),
+    /// Evaluate one AdmissionReview offline, exactly as the server would, and print the answer.
+    /// Exit status: 0 allowed, 1 denied, 2 error.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// The policy file.
+    #[arg(long, default_value = "policies/demo.yaml")]
+    config: PathBuf,
+    /// Where compiled plugins are cached, so that a restart does not recompile them.
+    #[arg(long, env = "WASMGATE_COMPILE_CACHE")]
+    cache_dir: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Serving certificate chain (PEM). Without it, a development CA and certificate for
+    /// localhost are generated under --state-dir.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Serving private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Where generated development certificates are kept.
+    #[arg(long, default_value = ".wasmgate")]
+    state_dir: PathBuf,
+    /// Largest admission request body, in bytes.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_BODY)]
+    max_body_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The AdmissionReview (JSON) to evaluate.
+    #[arg(long)]
+    request: PathBuf,
+    /// Only this policy (as `/validate/{policy}` or `/mutate/{policy}`).
+    #[arg(long)]
+    policy: Option<String>,
+    /// Run the initializers (`/mutate`) instead of the validators (`/validate`).
+    #[arg(long)]
+    mutate: bool,
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wasmgate: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => rt.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => rt.block_on(check(args)),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("wasmgate: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+/// The default compile cache: `$WASMGATE_CACHE/compiled`, else `$XDG_CACHE_HOME/wasmgate/compiled`,
+/// else `~/.cache/wasmgate/compiled`.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("WASMGATE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("wasmgate")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wasmgate")))?;
+    Some(base.join("compiled"))
+}
+
+fn load(common: &CommonArgs) -> anyhow::Result<(Runtime, Snapshot)> {
+    let cache_dir = common.cache_dir.clone().or_else(default_cache_dir);
+    let runtime = Runtime::new(&RuntimeConfig { cache_dir })?;
+    let config = Config::load(&common.config)?;
+    let snapshot = Snapshot::build(&config, &runtime, 1)?;
+    Ok((runtime, snapshot))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init_logging(args.common.log_json);
+    let started = std::time::Instant::now();
+    let files = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.client_ca.clone(),
+        },
+        _ => {
+            let dev = tls::dev_identity(&args.state_dir.join("tls"))?;
+            tracing::info!(
+                ca = %dev.ca.display(), cert = %dev.files.cert.display(),
+                "no --tls-cert given: serving a development certificate for localhost and 127.0.0.1; trust its CA with `curl --cacert {}`",
+                dev.ca.display()
+            );
+            tls::TlsFiles {
+                client_ca: args.client_ca.clone(),
+                ..dev.files
+            }
+        }
+    };
+    let tls_config = tls::server_config(&files)?;
+    let (runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common))?;
+    let policies = snapshot.policies.len();
+    let gateway = Arc::new(Gateway::new(snapshot, Arc::new(Metrics::new())));
+    let listener = server::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?, policies, mtls = files.client_ca.is_some(),
+        startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
+    );
+    let server_config = server::ServerConfig {
+        max_body: args.max_body_bytes,
+    };
+    server::serve(
+        listener,
+        Arc::new(ArcSwap::new(tls_config)),
+        gateway,
+        server_config,
+        shutdown_signal(),
+    )
+    .await;
+    drop(runtime);
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init_logging(args.common.log_json);
+    let (_runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common))?;
+    let body = read(&args.request)?;
+    let gateway = Gateway::new(snapshot, Arc::new(Metrics::new()));
+    let kind = if args.mutate {
+        PluginKind::Initializer
+    } else {
+        PluginKind::Validator
+    };
+    let deadline = Instant::now() + server::DEFAULT_TIMEOUT;
+    match gateway
+        .review(kind, args.policy.as_deref(), &body, deadline)
+        .await
+    {
+        Ok((review, response)) => {
+            let allowed = response.allowed;
+            let json: serde_json::Value =
+                serde_json::from_slice(&response.into_review_json(review.version))?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Err(answer) => {
+            let status: serde_json::Value =
+                serde_json::from_slice(&answer.body).unwrap_or_default();
+            anyhow::bail!(
+                "{}: {}",
+                args.request.display(),
+                status["message"].as_str().unwrap_or("cannot be evaluated")
+            )
+        }
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}

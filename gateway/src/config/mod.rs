@@ -1,0 +1,218 @@
+//! Owns the policy file: its YAML schema, defaults and validation, and the errors that name the
+//! file, line and reason. Produces plain validated data; must not compile Wasm or open sockets
+//! (reading the policy file itself, and the modules it names for their pins, is its only I/O).
+
+mod locate;
+mod quantity;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use quantity::parse_quantity;
+pub use schema::{
+    FailurePolicy, LabelSelector, Mode, PluginKind, PolicyEntry, PolicyFile, Rule, Scope,
+    SelectorOperator, SelectorRequirement,
+};
+
+use crate::wire::parse_go_duration;
+
+/// The API version of wasmgate policy files.
+pub const API_VERSION: &str = "wasmgate.io/v1alpha1";
+/// The kind of wasmgate policy files.
+pub const KIND: &str = "PolicySet";
+/// A plugin's deadline when its entry names none. Kubewarden's default is the same order of
+/// magnitude; admission plugins are expected to answer in microseconds to milliseconds.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest `timeout` an entry may ask for: the API server never waits more than 30 s.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+/// A plugin's linear-memory cap when its entry names none: ample for Rust and C plugins
+/// (tens of KiB to 17 MiB measured), and small enough that 64 in flight fit in 4 GiB.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
+/// The largest `memoryLimit` an entry may ask for; also the pooling allocator's slot size.
+pub const MAX_MEMORY_LIMIT: u64 = 1 << 30;
+
+/// A policy file that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The policy file.
+    pub file: PathBuf,
+    /// The 1-based line the problem is on, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A validated policy entry with everything resolved: module bytes read and pinned, durations
+/// and quantities parsed.
+#[derive(Debug, Clone)]
+pub struct ResolvedEntry {
+    /// The entry as written.
+    pub entry: PolicyEntry,
+    /// The module's absolute path.
+    pub module_path: PathBuf,
+    /// The module's bytes.
+    pub module_bytes: std::sync::Arc<Vec<u8>>,
+    /// sha256 of the module, hex.
+    pub module_sha256: String,
+    /// The settings as JSON text.
+    pub settings_json: String,
+    /// The per-call deadline.
+    pub timeout: Duration,
+    /// The linear-memory cap in bytes.
+    pub memory_limit: u64,
+    /// The line of the entry's `name:` in the file, for later error messages.
+    pub line: Option<usize>,
+}
+
+/// A loaded, validated policy file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// sha256 of the file's bytes together with every module's, hex: the snapshot's identity.
+    pub content_hash: String,
+    /// The entries, in file order.
+    pub entries: Vec<ResolvedEntry>,
+}
+
+impl Config {
+    /// Reads and validates `file`, and reads every module it names.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            line: None,
+            message: format!("cannot read policy file: {e}"),
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Validates the text of a policy file located at `file` (modules resolve relative to it).
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let err = |line: Option<usize>, message: String| ConfigError {
+            file: file.to_owned(),
+            line,
+            message,
+        };
+        let parsed: PolicyFile = serde_yaml_ng::from_str(text).map_err(|e| {
+            let line = e.location().map(|l| l.line());
+            // The library appends " at line L column C"; we print the line ourselves.
+            let mut message = e.to_string();
+            if let Some(at) = message.find(" at line ") {
+                message.truncate(at);
+            }
+            err(line, message)
+        })?;
+        if parsed.api_version != API_VERSION || parsed.kind != KIND {
+            return Err(err(
+                locate::key_line(text, "apiVersion"),
+                format!(
+                    "expected apiVersion {API_VERSION} and kind {KIND}, got {:?} and {:?}",
+                    parsed.api_version, parsed.kind
+                ),
+            ));
+        }
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        sha2::Digest::update(&mut hasher, text.as_bytes());
+        let mut seen = std::collections::HashSet::new();
+        let mut entries = Vec::with_capacity(parsed.policies.len());
+        for entry in parsed.policies {
+            let line = locate::entry_line(text, &entry.name);
+            let at = |message: String| err(line, format!("policy {:?}: {message}", entry.name));
+            validate_name(&entry.name).map_err(at)?;
+            if !seen.insert(entry.name.clone()) {
+                return Err(at("the name is used twice".into()));
+            }
+            entry.validate().map_err(at)?;
+            let timeout = match &entry.timeout {
+                None => DEFAULT_TIMEOUT,
+                Some(t) => {
+                    let d = parse_go_duration(t).map_err(|e| at(format!("timeout: {e}")))?;
+                    if d.is_zero() || d > MAX_TIMEOUT {
+                        return Err(at(format!(
+                            "timeout {t} must be more than 0 and at most 30s"
+                        )));
+                    }
+                    d
+                }
+            };
+            let memory_limit = match &entry.memory_limit {
+                None => DEFAULT_MEMORY_LIMIT,
+                Some(q) => {
+                    let bytes = parse_quantity(q).map_err(|e| at(format!("memoryLimit: {e}")))?;
+                    if !(1 << 20..=MAX_MEMORY_LIMIT).contains(&bytes) {
+                        return Err(at(format!("memoryLimit {q} must be between 1Mi and 1Gi")));
+                    }
+                    bytes
+                }
+            };
+            let module_line = locate::key_line_after(text, line, "module").or(line);
+            let module_path = base.join(&entry.module);
+            let module_bytes = std::fs::read(&module_path).map_err(|e| {
+                err(
+                    module_line,
+                    format!(
+                        "policy {:?}: cannot read module {}: {e}",
+                        entry.name,
+                        module_path.display()
+                    ),
+                )
+            })?;
+            let module_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&module_bytes));
+            if let Some(pin) = &entry.sha256 {
+                if !pin.eq_ignore_ascii_case(&module_sha256) {
+                    return Err(err(
+                        locate::key_line_after(text, line, "sha256").or(line),
+                        format!(
+                            "policy {:?}: module {} has sha256 {module_sha256}, but the policy pins {pin}",
+                            entry.name,
+                            module_path.display()
+                        ),
+                    ));
+                }
+            }
+            sha2::Digest::update(&mut hasher, module_sha256.as_bytes());
+            let settings_json = match &entry.settings {
+                None => "{}".to_owned(),
+                Some(v) => serde_json::to_string(v).map_err(|e| at(format!("settings: {e}")))?,
+            };
+            entries.push(ResolvedEntry {
+                module_path,
+                module_bytes: std::sync::Arc::new(module_bytes),
+                module_sha256,
+                settings_json,
+                timeout,
+                memory_limit,
+                line,
+                entry,
+            });
+        }
+        Ok(Config {
+            file: file.to_owned(),
+            content_hash: hex::encode(sha2::Digest::finalize(hasher)),
+            entries,
+        })
+    }
+}
+
+/// Policy names appear in URL paths (`/validate/{name}`) and audit-annotation keys, so they
+/// are DNS labels: lowercase alphanumerics and `-`, at most 63 characters.
+fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err("the name must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'".into())
+    }
+}
+
+#[cfg(test)]
+mod tests;

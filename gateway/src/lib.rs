@@ -1,0 +1,20 @@
+//! wasmgate: a Kubernetes admission gateway whose policies are sandboxed WebAssembly components.
+//!
+//! The API server calls it as a validating webhook (`/validate`: every matching validator runs in
+//! parallel, any deny denies) and as a mutating webhook (`/mutate`: matching initializers run in
+//! order, one combined JSONPatch). See `DESIGN.md` for the architecture; each module's `//!`
+//! line says what it owns.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs, rust_2018_idioms)]
+
+pub mod admission;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod policy;
+pub mod runtime;
+pub mod server;
+pub mod snapshot;
+pub mod telemetry;
+pub mod wire;

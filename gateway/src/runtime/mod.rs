@@ -1,0 +1,337 @@
+//! Owns the wasmtime engine, the compile cache, the linker, and running one plugin call in a
+//! fresh store and instance under a deadline and a memory cap. Knows nothing of HTTP or of
+//! admission semantics: it takes WIT values in and gives WIT values or a [`PluginFailure`] out.
+
+pub mod bindings;
+mod engine;
+mod host;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Store, Trap};
+
+pub use bindings::types::{
+    AdmissionRequest, Change, Decision, Denial, GroupVersionKind, GroupVersionResource, Mutation,
+    Operation as WitOperation, Remarks, UserInfo, Verdict,
+};
+pub use engine::{EPOCH_TICK, POOL_SLOTS};
+pub use host::{PluginState, STDIO_CAPACITY};
+
+use crate::config::PluginKind;
+use bindings::initializer::{Initializer, InitializerPre};
+use bindings::validator::{Validator, ValidatorPre};
+use host::{HostData, Limiter};
+
+/// How the runtime is set up.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Why the runtime could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the Wasm runtime: {0:#}")]
+pub struct RuntimeError(#[source] wasmtime::Error);
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not a component, or it does not compile.
+    #[error("module does not compile as a WebAssembly component: {0}")]
+    Compile(String),
+    /// Its imports are not what wasmgate provides.
+    #[error("module imports something wasmgate does not provide: {0}")]
+    Imports(String),
+    /// It does not export the declared world's function.
+    #[error(
+        "module is not a {world} (it does not export the `{world}` world of wasmgate:plugin@0.1.0): {detail}"
+    )]
+    WrongWorld {
+        /// The world the policy declared.
+        world: &'static str,
+        /// wasmtime's explanation.
+        detail: String,
+    },
+    /// It cannot even be instantiated under its limits.
+    #[error("module fails to instantiate under its limits: {0}")]
+    Instantiate(String),
+}
+
+/// Why a plugin call produced no usable answer. Each is handled by the policy's failure policy.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PluginFailure {
+    /// The call ran past its deadline and was interrupted.
+    #[error("deadline of {0:?} exceeded")]
+    Deadline(Duration),
+    /// The call tried to grow memory past its cap.
+    #[error("memory limit of {limit} bytes exceeded")]
+    MemoryLimit {
+        /// The cap.
+        limit: usize,
+    },
+    /// The plugin trapped (a panic, `unreachable`, an out-of-bounds access...).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The plugin returned `err(..)`.
+    #[error("returned an error: {0}")]
+    Returned(String),
+    /// The plugin's answer breaks the contract (e.g. a replaced object that is not JSON).
+    #[error("invalid output: {0}")]
+    InvalidOutput(String),
+    /// The host failed to run the call (a bug, or shutdown).
+    #[error("could not be run: {0}")]
+    Host(String),
+}
+
+/// The wasmtime side of wasmgate: one engine, one linker, bounded concurrency.
+pub struct Runtime {
+    engine: wasmtime::Engine,
+    linker: Linker<PluginState>,
+    slots: Arc<Semaphore>,
+    _ticker: engine::EpochTicker,
+}
+
+impl Runtime {
+    /// Creates the engine (pooling allocator, epoch interruption, compile cache) and the linker
+    /// (WASI p2 with an empty context, and the `host` interface).
+    pub fn new(config: &RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let engine = engine::new_engine(config).map_err(RuntimeError)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(RuntimeError)?;
+        bindings::host::add_to_linker::<PluginState, HostData>(&mut linker, |s| &mut s.host)
+            .map_err(RuntimeError)?;
+        let ticker = engine::EpochTicker::start(engine.clone());
+        Ok(Runtime {
+            engine,
+            linker,
+            slots: Arc::new(Semaphore::new(POOL_SLOTS as usize)),
+            _ticker: ticker,
+        })
+    }
+
+    /// Compiles (or loads from the cache) a component and checks it against `kind`'s world.
+    /// Blocking and possibly slow (seconds for Python or JS components): call it off the
+    /// request path.
+    pub fn load(&self, spec: PluginSpec) -> Result<Plugin, LoadError> {
+        let component = Component::new(&self.engine, spec.bytes.as_slice())
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports(format!("{e:#}")))?;
+        let world = spec.kind.world();
+        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
+            world,
+            detail: format!("{e:#}"),
+        };
+        let pre = match spec.kind {
+            PluginKind::Validator => {
+                PluginPre::Validator(ValidatorPre::new(pre).map_err(wrong_world)?)
+            }
+            PluginKind::Initializer => {
+                PluginPre::Initializer(InitializerPre::new(pre).map_err(wrong_world)?)
+            }
+        };
+        let plugin = Plugin {
+            name: spec.name.into(),
+            settings: spec.settings.into(),
+            memory_limit: usize::try_from(spec.memory_limit).unwrap_or(usize::MAX),
+            pre,
+            engine: self.engine.clone(),
+            slots: self.slots.clone(),
+        };
+        // Instantiate once now, so a module whose initial memory exceeds its cap, or that traps
+        // in its start function, is refused at load time rather than failing every request.
+        let mut store = plugin.store(Duration::from_secs(5));
+        let instantiated = match &plugin.pre {
+            PluginPre::Validator(p) => p.instantiate(&mut store).map(drop),
+            PluginPre::Initializer(p) => p.instantiate(&mut store).map(drop),
+        };
+        instantiated.map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+        Ok(plugin)
+    }
+}
+
+/// What to load.
+pub struct PluginSpec {
+    /// The policy's name, for logs and errors.
+    pub name: String,
+    /// The world the module must implement.
+    pub kind: PluginKind,
+    /// The component's bytes.
+    pub bytes: Arc<Vec<u8>>,
+    /// The settings, as JSON text.
+    pub settings: String,
+    /// The linear-memory cap in bytes.
+    pub memory_limit: u64,
+}
+
+enum PluginPre {
+    Validator(ValidatorPre<PluginState>),
+    Initializer(InitializerPre<PluginState>),
+}
+
+/// A compiled, type-checked plugin. Every call gets a fresh store and instance.
+pub struct Plugin {
+    name: Arc<str>,
+    settings: Arc<str>,
+    memory_limit: usize,
+    pre: PluginPre,
+    engine: wasmtime::Engine,
+    slots: Arc<Semaphore>,
+}
+
+impl Plugin {
+    /// The policy name this plugin was loaded for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn store(&self, budget: Duration) -> Store<PluginState> {
+        let limiter = Limiter {
+            memory_limit: self.memory_limit,
+            exceeded: None,
+        };
+        let mut store = Store::new(
+            &self.engine,
+            PluginState::new(self.name.clone(), self.settings.clone(), limiter),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(ticks(budget));
+        store
+    }
+
+    /// Runs `validate` in a fresh instance, blocking, under `budget`.
+    pub fn validate_blocking(
+        &self,
+        request: &AdmissionRequest,
+        budget: Duration,
+    ) -> Result<Verdict, PluginFailure> {
+        let PluginPre::Validator(pre) = &self.pre else {
+            return Err(PluginFailure::Host(format!(
+                "plugin {} is not a validator",
+                self.name
+            )));
+        };
+        let mut store = self.store(budget);
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|instance: Validator| instance.call_validate(&mut store, request));
+        finish(store, result, budget)
+    }
+
+    /// Runs `initialize` in a fresh instance, blocking, under `budget`.
+    pub fn initialize_blocking(
+        &self,
+        request: &AdmissionRequest,
+        budget: Duration,
+    ) -> Result<Mutation, PluginFailure> {
+        let PluginPre::Initializer(pre) = &self.pre else {
+            return Err(PluginFailure::Host(format!(
+                "plugin {} is not an initializer",
+                self.name
+            )));
+        };
+        let mut store = self.store(budget);
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|instance: Initializer| instance.call_initialize(&mut store, request));
+        finish(store, result, budget)
+    }
+
+    /// Runs `call` on the blocking pool once a pool slot is free, with the time left until
+    /// `deadline` capped by `timeout` as its budget. Waiting for a slot counts against the
+    /// deadline; a call whose budget is gone fails with [`PluginFailure::Deadline`] unrun.
+    pub async fn run<R, F>(
+        self: &Arc<Self>,
+        deadline: Instant,
+        timeout: Duration,
+        call: F,
+    ) -> Result<R, PluginFailure>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Plugin, Duration) -> Result<R, PluginFailure> + Send + 'static,
+    {
+        let permit =
+            match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_closed)) => {
+                    return Err(PluginFailure::Host("the runtime is shutting down".into()));
+                }
+                Err(_elapsed) => return Err(PluginFailure::Deadline(timeout)),
+            };
+        let plugin = self.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(PluginFailure::Deadline(timeout));
+            }
+            call(&plugin, left.min(timeout))
+        })
+        .await;
+        joined.unwrap_or_else(|e| {
+            Err(PluginFailure::Host(format!(
+                "plugin call panicked in the host: {e}"
+            )))
+        })
+    }
+}
+
+/// Epoch ticks for `budget`, rounded up, at least one.
+fn ticks(budget: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    u64::try_from(budget.as_nanos().div_ceil(tick))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Turns the outcome of one call into the plugin's answer or a classified failure, and writes
+/// what the plugin printed to the log.
+fn finish<T>(
+    store: Store<PluginState>,
+    result: wasmtime::Result<Result<T, String>>,
+    budget: Duration,
+) -> Result<T, PluginFailure> {
+    let state = store.data();
+    state.flush_stdio();
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(message)) => Err(PluginFailure::Returned(message)),
+        Err(_) if state.limiter.exceeded.is_some() => Err(PluginFailure::MemoryLimit {
+            limit: state.limiter.memory_limit,
+        }),
+        Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+            Err(PluginFailure::Deadline(budget))
+        }
+        Err(e) => {
+            let trap = e
+                .downcast_ref::<Trap>()
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| format!("{:#}", e.root_cause()));
+            Err(PluginFailure::Trap(match state.last_stderr_line() {
+                Some(line) => format!("{trap} ({line})"),
+                None => trap,
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_round_up() {
+        assert_eq!(ticks(Duration::ZERO), 1);
+        assert_eq!(ticks(Duration::from_micros(10)), 1);
+        assert_eq!(ticks(EPOCH_TICK * 3), 3);
+        assert_eq!(ticks(EPOCH_TICK * 3 + Duration::from_nanos(1)), 4);
+    }
+}

@@ -1,0 +1,159 @@
+//! Owns observability: the Prometheus registry and the metrics every module records into, and
+//! log setup. Records; never decides.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    policy: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 10 µs to ~2.6 s: plugin calls take microseconds, deadlines are seconds.
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
+}
+
+/// The gateway's metrics. Cheap to share (`Arc`), lock-free to record.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    plugin_calls: Family<CallLabels, Counter>,
+    plugin_seconds: Family<PolicyLabels, Histogram, fn() -> Histogram>,
+    /// The generation of the snapshot serving requests.
+    pub snapshot_generation: Gauge,
+    /// How many policies the serving snapshot has.
+    pub policies: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every wasmgate metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("wasmgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds =
+            Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        let plugin_calls = Family::<CallLabels, Counter>::default();
+        let plugin_seconds =
+            Family::<PolicyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        let snapshot_generation = Gauge::default();
+        let policies = Gauge::default();
+        registry.register(
+            "admission_requests",
+            "Admission reviews answered, by endpoint and result",
+            requests.clone(),
+        );
+        registry.register(
+            "admission_request_duration_seconds",
+            "Time to answer an admission review",
+            request_seconds.clone(),
+        );
+        registry.register("plugin_calls", "Plugin calls, by policy and outcome (ok, deadline, memory_limit, trap, error, invalid_output, host_error)", plugin_calls.clone());
+        registry.register(
+            "plugin_call_duration_seconds",
+            "Fresh instance + call time of one plugin call",
+            plugin_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_generation",
+            "Generation of the policy snapshot serving requests",
+            snapshot_generation.clone(),
+        );
+        registry.register(
+            "policies",
+            "Policies in the serving snapshot",
+            policies.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            plugin_calls,
+            plugin_seconds,
+            snapshot_generation,
+            policies,
+        }
+    }
+
+    /// One admission review answered on `endpoint` (`validate`, `mutate`) with `result`
+    /// (`allowed`, `denied`, `bad_request`, ...).
+    pub fn request(&self, endpoint: &'static str, result: &'static str, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { endpoint, result })
+            .inc();
+        self.request_seconds
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One plugin call of `policy` ended with `outcome`.
+    pub fn plugin_call(&self, policy: &str, outcome: &'static str, elapsed: Duration) {
+        self.plugin_calls
+            .get_or_create(&CallLabels {
+                policy: policy.to_owned(),
+                outcome,
+            })
+            .inc();
+        self.plugin_seconds
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Sets up `tracing`: `RUST_LOG`-style filter (default `info`), JSON lines when `json` is set.
+pub fn init_logging(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
