@@ -1,0 +1,35 @@
+use wasmgate_sdk::serde_json::json;
+
+use super::*;
+
+#[test]
+fn sets_absent_or_null_class() {
+    for spec in [json!({}), json!({"storageClassName": null})] {
+        let mut pvc = json!({"kind": "PersistentVolumeClaim", "spec": spec});
+        assert!(set_default(&mut pvc, "standard"));
+        assert_eq!(pvc["spec"]["storageClassName"], "standard");
+    }
+}
+
+#[test]
+fn keeps_empty_and_set_classes() {
+    for class in ["", "fast"] {
+        let mut pvc = json!({"spec": {"storageClassName": class}});
+        assert!(!set_default(&mut pvc, "standard"));
+        assert_eq!(pvc["spec"]["storageClassName"], class);
+    }
+}
+
+#[test]
+fn leaves_claims_without_spec_alone() {
+    let mut pvc = json!({"kind": "PersistentVolumeClaim"});
+    assert!(!set_default(&mut pvc, "standard"));
+    assert_eq!(pvc, json!({"kind": "PersistentVolumeClaim"}));
+}
+
+#[test]
+fn settings_use_the_kubernetes_spelling() {
+    let settings: Settings = wasmgate_sdk::parse_settings(r#"{"storageClassName": "x"}"#).unwrap();
+    assert_eq!(settings.storage_class_name.as_deref(), Some("x"));
+    assert!(wasmgate_sdk::parse_settings::<Settings>(r#"{"storage_class_name": "x"}"#).is_err());
+}

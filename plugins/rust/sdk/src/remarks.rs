@@ -1,0 +1,219 @@
+//! Constructors and builders on the generated WIT types: verdicts, mutations, denials,
+//! remarks, and JSON access to the request's objects. No host calls.
+
+use serde_json::Value;
+
+use crate::types::{
+    AdmissionRequest, Change, Decision, Denial, Mutation, Operation, Remarks, Verdict,
+};
+
+// === impl Denial ===
+
+impl Denial {
+    /// A `403 Forbidden` denial with `message`, the usual way to refuse a request.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            code: 403,
+            reason: "Forbidden".into(),
+            message: message.into(),
+        }
+    }
+}
+
+// === impl Remarks ===
+
+impl Remarks {
+    /// No warnings and no audit annotations.
+    pub fn none() -> Self {
+        Self {
+            warnings: Vec::new(),
+            audit_annotations: Vec::new(),
+        }
+    }
+}
+
+impl Default for Remarks {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+// === impl Verdict ===
+
+impl Verdict {
+    /// Let the request through, with no remarks.
+    pub fn allow() -> Self {
+        Self {
+            decision: Decision::Allowed,
+            remarks: Remarks::none(),
+        }
+    }
+
+    /// Refuse the request with `403 Forbidden` and `message`.
+    pub fn deny(message: impl Into<String>) -> Self {
+        Self::denied(Denial::forbidden(message))
+    }
+
+    /// Refuse the request with a denial of your own (another code or reason).
+    pub fn denied(denial: Denial) -> Self {
+        Self {
+            decision: Decision::Denied(denial),
+            remarks: Remarks::none(),
+        }
+    }
+
+    /// True when the decision is `allowed`.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self.decision, Decision::Allowed)
+    }
+
+    /// Add a warning for the API client (printable UTF-8, keep it under 120 characters).
+    #[must_use]
+    pub fn with_warning(mut self, warning: impl Into<String>) -> Self {
+        self.remarks.warnings.push(warning.into());
+        self
+    }
+
+    /// Add an audit annotation (`key`: at most 63 characters of `[A-Za-z0-9._-]`, no `/`).
+    #[must_use]
+    pub fn with_annotation(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.remarks
+            .audit_annotations
+            .push((key.into(), value.into()));
+        self
+    }
+}
+
+// === impl Mutation ===
+
+impl Mutation {
+    /// The object is fine as it is.
+    pub fn unchanged() -> Self {
+        Self {
+            change: Change::Unchanged,
+            remarks: Remarks::none(),
+        }
+    }
+
+    /// The complete new object; the host computes the JSONPatch from the old one to this one.
+    pub fn replaced(object: &Value) -> Self {
+        Self {
+            change: Change::Replaced(object.to_string()),
+            remarks: Remarks::none(),
+        }
+    }
+
+    /// Refuse the request with `403 Forbidden` and `message`; the rest of the chain does not run.
+    pub fn deny(message: impl Into<String>) -> Self {
+        Self::denied(Denial::forbidden(message))
+    }
+
+    /// Refuse the request with a denial of your own (another code or reason).
+    pub fn denied(denial: Denial) -> Self {
+        Self {
+            change: Change::Denied(denial),
+            remarks: Remarks::none(),
+        }
+    }
+
+    /// Add a warning for the API client (printable UTF-8, keep it under 120 characters).
+    #[must_use]
+    pub fn with_warning(mut self, warning: impl Into<String>) -> Self {
+        self.remarks.warnings.push(warning.into());
+        self
+    }
+
+    /// Add an audit annotation (`key`: at most 63 characters of `[A-Za-z0-9._-]`, no `/`).
+    #[must_use]
+    pub fn with_annotation(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.remarks
+            .audit_annotations
+            .push((key.into(), value.into()));
+        self
+    }
+}
+
+// === impl AdmissionRequest ===
+
+impl AdmissionRequest {
+    /// The incoming object, parsed: `Ok(None)` when there is none (DELETE), `Err` when it is
+    /// not JSON. Return that `Err` from the plugin: it is a plugin failure, not a denial.
+    pub fn object_json(&self) -> Result<Option<Value>, String> {
+        parse_object("object", self.object.as_deref())
+    }
+
+    /// The existing object (UPDATE and DELETE), parsed like [`Self::object_json`].
+    pub fn old_object_json(&self) -> Result<Option<Value>, String> {
+        parse_object("old object", self.old_object.as_deref())
+    }
+}
+
+fn parse_object(what: &str, text: Option<&str>) -> Result<Option<Value>, String> {
+    text.map(|text| {
+        serde_json::from_str(text).map_err(|err| format!("the request's {what} is not JSON: {err}"))
+    })
+    .transpose()
+}
+
+// === impl Operation ===
+
+impl Operation {
+    /// The admission.k8s.io/v1 spelling: `CREATE`, `UPDATE`, `DELETE`, `CONNECT`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deny_is_403_forbidden_with_remarks() {
+        let verdict = Verdict::deny("no")
+            .with_warning("careful")
+            .with_annotation("k", "v");
+        assert!(!verdict.is_allowed());
+        assert_eq!(
+            verdict.decision,
+            Decision::Denied(Denial {
+                code: 403,
+                reason: "Forbidden".into(),
+                message: "no".into(),
+            })
+        );
+        assert_eq!(verdict.remarks.warnings, ["careful"]);
+        assert_eq!(
+            verdict.remarks.audit_annotations,
+            [("k".to_string(), "v".to_string())]
+        );
+    }
+
+    #[test]
+    fn replaced_carries_json_text() {
+        let object = serde_json::json!({"kind": "Pod"});
+        let Change::Replaced(text) = Mutation::replaced(&object).change else {
+            panic!("not replaced");
+        };
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), object);
+    }
+
+    #[test]
+    fn object_json_distinguishes_none_and_garbage() {
+        assert_eq!(parse_object("object", None), Ok(None));
+        assert_eq!(
+            parse_object("object", Some("{\"a\":1}")),
+            Ok(Some(serde_json::json!({"a": 1})))
+        );
+        let err = parse_object("object", Some("nope")).unwrap_err();
+        assert!(
+            err.starts_with("the request's object is not JSON: "),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! `bad-output` (initializer, test-only): answers `replaced("this is not json")`, which the host
+//! must treat as an invalid return value (a plugin failure), never as a patch.
+
+use wasmgate_sdk::initializer::{AdmissionRequest, Change, Guest, Mutation, Remarks};
+
+struct BadOutput;
+
+impl Guest for BadOutput {
+    fn initialize(_request: AdmissionRequest) -> Result<Mutation, String> {
+        Ok(Mutation {
+            change: Change::Replaced("this is not json".into()),
+            remarks: Remarks::none(),
+        })
+    }
+}
+
+wasmgate_sdk::export_initializer!(BadOutput);

@@ -1,0 +1,20 @@
+//! `chatty` (validator, test-only): writes one line to stdout and one to stderr, logs its
+//! settings text at `info`, then allows with warning `chatty was here` and audit annotation
+//! `chatty=yes`. Exercises stdio capture, host logging and remarks.
+
+use wasmgate_sdk::validator::{AdmissionRequest, Guest, Verdict};
+
+struct Chatty;
+
+impl Guest for Chatty {
+    fn validate(request: AdmissionRequest) -> Result<Verdict, String> {
+        println!("chatty: stdout line for {}", request.uid);
+        eprintln!("chatty: stderr line for {}", request.uid);
+        wasmgate_sdk::log::info(&wasmgate_sdk::settings_raw());
+        Ok(Verdict::allow()
+            .with_warning("chatty was here")
+            .with_annotation("chatty", "yes"))
+    }
+}
+
+wasmgate_sdk::export_validator!(Chatty);
