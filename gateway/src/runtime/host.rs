@@ -72,14 +72,16 @@ impl PluginState {
         }
     }
 
-    /// The last non-empty line the plugin wrote to stderr (a Rust panic message, usually).
+    /// The last meaningful line the plugin wrote to stderr: for a Rust panic, its message
+    /// (std prints `thread .. panicked at FILE:LINE:`, the message, then a backtrace hint).
     pub(super) fn last_stderr_line(&self) -> Option<String> {
         let bytes = self.stderr.contents();
         String::from_utf8_lossy(&bytes)
             .lines()
             .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.trim().to_owned())
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+            .map(str::to_owned)
     }
 }
 

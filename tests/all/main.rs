@@ -1,0 +1,10 @@
+//! wasmgate's integration tests: the real `wasmgate` binary, started on an ephemeral port with
+//! real TLS, called by a real HTTPS client (reqwest over rustls). Plugins come from
+//! `scripts/build-plugins` (`plugins/dist`, `tests/plugins/dist`).
+
+mod harness;
+
+mod admission;
+mod check;
+mod containment;
+mod protocol;
