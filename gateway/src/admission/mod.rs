@@ -251,12 +251,11 @@ fn checked_replacement(
         ));
     }
     let type_of = |v: &serde_json::Value| (v.get("apiVersion").cloned(), v.get("kind").cloned());
-    if let Some(before) = before.and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok()) {
-        if type_of(&before) != type_of(&value) {
-            return Err(PluginFailure::InvalidOutput(
-                "an initializer may not change the object's apiVersion or kind".into(),
-            ));
-        }
+    let before = before.and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok());
+    if before.is_some_and(|before| type_of(&before) != type_of(&value)) {
+        return Err(PluginFailure::InvalidOutput(
+            "an initializer may not change the object's apiVersion or kind".into(),
+        ));
     }
     Ok(value)
 }

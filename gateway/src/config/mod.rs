@@ -161,17 +161,17 @@ impl Config {
                 )
             })?;
             let module_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&module_bytes));
-            if let Some(pin) = &entry.sha256 {
-                if !pin.eq_ignore_ascii_case(&module_sha256) {
-                    return Err(err(
-                        locate::key_line_after(text, line, "sha256").or(line),
-                        format!(
-                            "policy {:?}: module {} has sha256 {module_sha256}, but the policy pins {pin}",
-                            entry.name,
-                            module_path.display()
-                        ),
-                    ));
-                }
+            if let Some(pin) = &entry.sha256
+                && !pin.eq_ignore_ascii_case(&module_sha256)
+            {
+                return Err(err(
+                    locate::key_line_after(text, line, "sha256").or(line),
+                    format!(
+                        "policy {:?}: module {} has sha256 {module_sha256}, but the policy pins {pin}",
+                        entry.name,
+                        module_path.display()
+                    ),
+                ));
             }
             sha2::Digest::update(&mut hasher, module_sha256.as_bytes());
             let settings_json = match &entry.settings {

@@ -28,7 +28,8 @@ impl RequestAttributes<'_> {
     /// Whether the resource is namespaced. A Namespace object carries its own name in
     /// `namespace` but is cluster-scoped.
     pub fn is_namespaced(&self) -> bool {
-        !self.namespace.is_empty() && !(self.group.is_empty() && self.resource == "namespaces")
+        let is_namespace_object = self.group.is_empty() && self.resource == "namespaces";
+        !self.namespace.is_empty() && !is_namespace_object
     }
 }
 
