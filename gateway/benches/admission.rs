@@ -128,10 +128,10 @@ fn start(floor: bool) -> (Server, Duration) {
         .unwrap();
     let ready = rt.block_on(async {
         loop {
-            if let Ok(mut conn) = Conn::connect(&server).await {
-                if conn.request("GET", "/healthz", Bytes::new()).await.is_ok() {
-                    return started.elapsed();
-                }
+            if let Ok(mut conn) = Conn::connect(&server).await
+                && conn.request("GET", "/healthz", Bytes::new()).await.is_ok()
+            {
+                return started.elapsed();
             }
             assert!(
                 started.elapsed() < Duration::from_secs(120),
