@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, PluginKind};
 use crate::gateway::Gateway;
+use crate::reload;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::server::{self, tls};
 use crate::snapshot::Snapshot;
@@ -121,12 +122,12 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("compiled"))
 }
 
-fn load(common: &CommonArgs) -> anyhow::Result<(Runtime, Snapshot)> {
+fn load(common: &CommonArgs) -> anyhow::Result<(Arc<Runtime>, Snapshot)> {
     let cache_dir = common.cache_dir.clone().or_else(default_cache_dir);
     let runtime = Runtime::new(&RuntimeConfig { cache_dir })?;
     let config = Config::load(&common.config)?;
-    let snapshot = Snapshot::build(&config, &runtime, 1)?;
-    Ok((runtime, snapshot))
+    let snapshot = Snapshot::build(&config, &runtime, 1, None)?;
+    Ok((Arc::new(runtime), snapshot))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -158,21 +159,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = server::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(
-        listen = %listener.local_addr()?, policies, mtls = files.client_ca.is_some(),
-        startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
-    );
     let server_config = server::ServerConfig {
         max_body: args.max_body_bytes,
     };
+    let tls_handle = Arc::new(ArcSwap::new(tls_config));
+    // One shutdown signal for the server and the reloader.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mtls = files.client_ca.is_some();
+    let reloader = reload::Reloader::new(
+        args.common.config.clone(),
+        runtime.clone(),
+        gateway.clone(),
+        Some((files, tls_handle.clone())),
+    );
+    let reloading = reloader.start(stopped(stop_rx.clone()));
+    tracing::info!(
+        listen = %listener.local_addr()?, policies, mtls,
+        startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
+    );
     server::serve(
         listener,
-        Arc::new(ArcSwap::new(tls_config)),
+        tls_handle,
         gateway,
         server_config,
-        shutdown_signal(),
+        stopped(stop_rx),
     )
     .await;
+    let _ = reloading.await;
     drop(runtime);
     Ok(())
 }

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::admission;
 use crate::config::PluginKind;
+use crate::reload::ReloadStatus;
 use crate::server::{Answer, Handler};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Metrics;
@@ -19,17 +20,46 @@ use crate::wire::{AdmissionResponse, AdmissionReview};
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     metrics: Arc<Metrics>,
+    reload: ArcSwap<ReloadStatus>,
 }
 
 impl Gateway {
     /// A gateway serving `snapshot`.
     pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
-        metrics.snapshot_generation.set(snapshot.generation as i64);
-        metrics.policies.set(snapshot.policies.len() as i64);
+        metrics.snapshot_serving(
+            snapshot.generation,
+            &snapshot.content_hash,
+            snapshot.policies.len(),
+        );
         Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
+            reload: ArcSwap::default(),
         }
+    }
+
+    /// Serves `snapshot` from now on. Requests in flight finish on the one they loaded.
+    pub fn swap(&self, snapshot: Snapshot) {
+        self.metrics.snapshot_serving(
+            snapshot.generation,
+            &snapshot.content_hash,
+            snapshot.policies.len(),
+        );
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// The reload status shown by `/readyz`.
+    pub fn reload_status(&self) -> Arc<ReloadStatus> {
+        self.reload.load_full()
+    }
+
+    /// Updates the reload status shown by `/readyz`.
+    pub fn update_status(&self, update: impl Fn(&mut ReloadStatus)) {
+        self.reload.rcu(|current| {
+            let mut next = ReloadStatus::clone(current);
+            update(&mut next);
+            next
+        });
     }
 
     /// The snapshot serving requests now.
@@ -122,6 +152,7 @@ impl Handler for Gateway {
                 "generation": snapshot.generation,
                 "contentHash": snapshot.content_hash,
                 "policies": snapshot.policies.iter().map(|p| &p.name).collect::<Vec<_>>(),
+                "reload": &**self.reload.load(),
             })
             .to_string()
             .into_bytes(),

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod policy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod snapshot;

@@ -91,7 +91,7 @@ pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
     pub pki: Pki,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -165,9 +165,14 @@ impl Gateway {
             child,
             addr,
             pki,
-            _dir: dir,
+            dir,
             logs,
         }
+    }
+
+    /// A file in the gateway's directory: `policies.yaml`, `tls.crt`, `tls.key`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -8,3 +8,4 @@ mod admission;
 mod check;
 mod containment;
 mod protocol;
+mod reload;
