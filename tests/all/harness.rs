@@ -109,6 +109,7 @@ impl Gateway {
             path.display().to_string()
         };
         let config = write("policies.yaml", policy);
+        write("ca.crt", &pki.ca);
         let cert = write("tls.crt", &pki.cert);
         let key = write("tls.key", &pki.key);
         let mut args = vec![

@@ -208,12 +208,35 @@ async fn broken_changes_are_rejected_and_fixes_recover() {
     wait_for(&gw, &body, Version::V2).await;
     assert!(readyz(&gw).await["reload"]["lastError"].is_null());
 
+    // ... and `wasmgate status` shows it too: exit 1 while the last reload is rejected.
+    write(&current, "garbage again");
+    let error = rejected(&gw, 2, "a broken plugin").await;
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["status", "--url", &gw.url(""), "--cacert"])
+        .arg(gw.path("ca.crt"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("reloads       3 attempted, 1 succeeded, 2 failed"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "last reload   REJECTED (the previous snapshot keeps serving): {error}"
+        )),
+        "{out}"
+    );
+    replace(Path::new(&module("chatty")), &current);
+    wait_for(&gw, &body, Version::V2).await;
+
     // A policy file with a syntax error: the error names the file and the line.
     write(
         &policy,
         "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies: [\n",
     );
-    let error = rejected(&gw, 2, "a syntax error").await;
+    let error = rejected(&gw, 3, "a syntax error").await;
     assert!(
         error.starts_with(&format!("{}:", policy.display())),
         "{error}"
@@ -225,7 +248,7 @@ async fn broken_changes_are_rejected_and_fixes_recover() {
         &policy,
         &current_policy(dir.path(), &format!("    sha256: {}\n", "0".repeat(64))),
     );
-    let error = rejected(&gw, 3, "a pin mismatch").await;
+    let error = rejected(&gw, 4, "a pin mismatch").await;
     assert!(error.contains("but the policy pins 0000"), "{error}");
     assert_eq!(ask(&gw, &client, &body).await, Version::V2);
 
@@ -242,7 +265,7 @@ async fn broken_changes_are_rejected_and_fixes_recover() {
     assert_eq!(ask(&gw, &client, &body).await, Version::V1);
     let ready = readyz(&gw).await;
     assert!(ready["reload"]["lastError"].is_null(), "{ready}");
-    assert_eq!(ready["reload"]["failed"], 3);
+    assert_eq!(ready["reload"]["failed"], 4);
     let metrics = gw
         .client()
         .get(gw.url("/metrics"))
@@ -253,7 +276,7 @@ async fn broken_changes_are_rejected_and_fixes_recover() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("wasmgate_reloads_total{result=\"failed\"} 3"),
+        metrics.contains("wasmgate_reloads_total{result=\"failed\"} 4"),
         "{metrics}"
     );
 }
