@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, ResolvedEntry};
 use crate::policy::{Matcher, Policy, PolicySet};
-use crate::runtime::{Plugin, PluginSpec, Runtime};
+use crate::runtime::{Plugin, PluginSpec, Reuse, Runtime};
 
 /// Everything one request needs, fixed for the request's lifetime.
 pub struct Snapshot {
@@ -34,6 +34,7 @@ struct PluginKey {
     module_sha256: String,
     settings: String,
     memory_limit: u64,
+    reuse: Option<Reuse>,
 }
 
 impl Snapshot {
@@ -58,9 +59,17 @@ impl Snapshot {
                 module_sha256: resolved.module_sha256.clone(),
                 settings: resolved.settings_json.clone(),
                 memory_limit: resolved.memory_limit,
+                reuse: resolved.entry.instance_reuse.map(|r| Reuse {
+                    max_calls: r.max_calls,
+                    max_idle: r.max_idle,
+                }),
             };
             let plugin = match previous.and_then(|p| p.plugins.get(&key)) {
-                Some(plugin) => plugin.clone(),
+                Some(plugin) => {
+                    // Unchanged, but a new snapshot starts without warm instances.
+                    plugin.discard_warm();
+                    plugin.clone()
+                }
                 None => Arc::new(
                     runtime
                         .load(PluginSpec {
@@ -69,6 +78,7 @@ impl Snapshot {
                             bytes: resolved.module_bytes.clone(),
                             settings: resolved.settings_json.clone(),
                             memory_limit: resolved.memory_limit,
+                            reuse: key.reuse,
                         })
                         .map_err(|e| ConfigError {
                             file: config.file.clone(),

@@ -9,3 +9,4 @@ mod check;
 mod containment;
 mod protocol;
 mod reload;
+mod reuse;

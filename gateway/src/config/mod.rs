@@ -11,8 +11,8 @@ use std::time::Duration;
 
 pub use quantity::parse_quantity;
 pub use schema::{
-    FailurePolicy, LabelSelector, Mode, PluginKind, PolicyEntry, PolicyFile, Rule, Scope,
-    SelectorOperator, SelectorRequirement,
+    FailurePolicy, InstanceReuse, LabelSelector, Mode, PluginKind, PolicyEntry, PolicyFile, Rule,
+    Scope, SelectorOperator, SelectorRequirement,
 };
 
 use crate::wire::parse_go_duration;
@@ -31,6 +31,10 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
 /// The largest `memoryLimit` an entry may ask for; also the pooling allocator's slot size.
 pub const MAX_MEMORY_LIMIT: u64 = 1 << 30;
+
+/// The most warm instances all policies of a file may keep together (`instanceReuse.maxIdle`
+/// summed): half the runtime's warm pool slots, since two snapshots may be alive during a reload.
+pub const MAX_WARM_TOTAL: usize = 128;
 
 /// A policy file that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +192,18 @@ impl Config {
                 line,
                 entry,
             });
+        }
+        let warm: usize = entries
+            .iter()
+            .filter_map(|e| e.entry.instance_reuse.map(|r| r.max_idle))
+            .sum();
+        if warm > MAX_WARM_TOTAL {
+            return Err(err(
+                None,
+                format!(
+                    "instanceReuse.maxIdle adds up to {warm} over all policies; at most {MAX_WARM_TOTAL}"
+                ),
+            ));
         }
         Ok(Config {
             file: file.to_owned(),
