@@ -305,13 +305,22 @@ pub fn load_validator(
     }
 }
 
-/// p50 and p99 of `calls` fresh-instance calls of `plugin` on `review`, in process, after a
-/// warm-up of a twentieth as many.
+/// p50 and p99 of `calls` calls of `plugin` on `review`, in process, after a warm-up of a
+/// twentieth as many.
 pub fn call_cost(
     plugin: &wasmgate::runtime::Plugin,
     review: &serde_json::Value,
     calls: usize,
 ) -> (Duration, Duration) {
+    try_call_cost(plugin, review, calls).unwrap()
+}
+
+/// [`call_cost`], or the first call's failure.
+pub fn try_call_cost(
+    plugin: &wasmgate::runtime::Plugin,
+    review: &serde_json::Value,
+    calls: usize,
+) -> Result<(Duration, Duration), wasmgate::runtime::PluginFailure> {
     let request =
         wasmgate::wire::AdmissionReview::decode(&serde_json::to_vec(review).unwrap()).unwrap();
     let wit = wasmgate::admission::wit_request(&request.request);
@@ -319,17 +328,15 @@ pub fn call_cost(
     let mut samples = Vec::with_capacity(calls);
     for i in 0..calls + warm_up {
         let t = Instant::now();
-        let verdict = plugin
-            .validate_blocking(&wit, Duration::from_secs(5))
-            .unwrap();
+        let verdict = plugin.validate_blocking(&wit, Duration::from_secs(5))?;
         if i >= warm_up {
             samples.push(t.elapsed());
         }
         std::hint::black_box(verdict);
     }
     samples.sort();
-    (
+    Ok((
         samples[samples.len() / 2],
         samples[samples.len() * 99 / 100],
-    )
+    ))
 }

@@ -99,26 +99,9 @@ async fn validate(
             (policy, result, started.elapsed())
         }
     };
-    // One validator runs on this task; several are spawned so that they run in parallel.
-    let results = if let [only] = matching.as_slice() {
-        vec![call(only.clone()).await]
-    } else {
-        let handles: Vec<_> = matching
-            .iter()
-            .map(|p| tokio::spawn(call(p.clone())))
-            .collect();
-        let mut results = Vec::with_capacity(handles.len());
-        for (handle, policy) in handles.into_iter().zip(&matching) {
-            results.push(handle.await.unwrap_or_else(|e| {
-                (
-                    policy.clone(),
-                    Err(PluginFailure::Host(format!("validator task failed: {e}"))),
-                    Default::default(),
-                )
-            }));
-        }
-        results
-    };
+    // Each call runs on the blocking pool; polling them together on this task lets them run in
+    // parallel without a task of their own each. join_all keeps file order.
+    let results = futures_util::future::join_all(matching.iter().map(|p| call(p.clone()))).await;
     // Results are merged in file order, whatever order they finished in, so that combined
     // messages are stable.
     for (policy, result, elapsed) in results {
