@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use common::{call_cost, load, load_validator, ms, repo, start, try_call_cost};
+use common::{arg, call_cost, load, load_validator, ms, repo, start, try_call_cost};
 
 const LANGUAGES: [(&str, &str); 6] = [
     ("Rust", ""),
@@ -23,15 +23,6 @@ const LANGUAGES: [(&str, &str); 6] = [
     ("JavaScript (StarlingMonkey)", "javascript-"),
     ("Python", "python-"),
 ];
-
-fn arg(name: &str, default: f64) -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let seconds = arg("--seconds", 3.0);

@@ -15,16 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use common::{Conn, Server, ms, repo, start};
-
-fn arg(name: &str, default: f64) -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{Conn, Server, arg, ms, repo, start};
 
 fn replace(from: &Path, to: &Path) {
     let tmp = to.with_extension("tmp");

@@ -297,15 +297,7 @@ async fn plugin_output_reaches_the_log_and_remarks_the_response() {
         "host log call with settings missing: {logs:#?}"
     );
 
-    let metrics = gw
-        .client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.get_text("/metrics").await;
     assert!(
         metrics.contains(r#"wasmgate_plugin_calls_total{policy="chatty",outcome="ok"} 1"#),
         "{metrics}"

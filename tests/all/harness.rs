@@ -220,6 +220,23 @@ impl Gateway {
         body["response"].clone()
     }
 
+    /// `GET path` (e.g. `/metrics`), as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /readyz`, parsed.
+    pub async fn readyz(&self) -> Value {
+        serde_json::from_str(&self.get_text("/readyz").await).unwrap()
+    }
+
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
     }

@@ -185,15 +185,7 @@ async fn health_and_readiness() {
     let gw = simple();
     let health = gw.client().get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let ready: Value = gw
-        .client()
-        .get(gw.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = gw.readyz().await;
     assert_eq!(ready["ready"], true);
     assert_eq!(ready["policies"], json!(["fast"]));
     assert_eq!(ready["generation"], 1);

@@ -90,17 +90,6 @@ async fn wait_for(gw: &Gateway, body: &[u8], want: Version) -> Duration {
     }
 }
 
-async fn readyz(gw: &Gateway) -> Value {
-    gw.client()
-        .get(gw.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_a_validator_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -161,7 +150,7 @@ async fn swapping_a_validator_under_load_fails_no_request() {
     for _ in 0..20 {
         assert_eq!(ask(&gw, &client, &body).await, Version::V1);
     }
-    let ready = readyz(&gw).await;
+    let ready = gw.readyz().await;
     assert_eq!(ready["reload"]["succeeded"], swaps, "{ready}");
     assert_eq!(ready["generation"], swaps + 1);
 }
@@ -170,7 +159,7 @@ async fn swapping_a_validator_under_load_fails_no_request() {
 async fn rejected(gw: &Gateway, failures: u64, what: &str) -> String {
     let started = Instant::now();
     loop {
-        let ready = readyz(gw).await;
+        let ready = gw.readyz().await;
         if ready["reload"]["failed"] == failures {
             return ready["reload"]["lastError"]
                 .as_str()
@@ -206,7 +195,7 @@ async fn broken_changes_are_rejected_and_fixes_recover() {
     // Fixing it (with another plugin) recovers and clears the error.
     replace(Path::new(&module("chatty")), &current);
     wait_for(&gw, &body, Version::V2).await;
-    assert!(readyz(&gw).await["reload"]["lastError"].is_null());
+    assert!(gw.readyz().await["reload"]["lastError"].is_null());
 
     // ... and `wasmgate status` shows it too: exit 1 while the last reload is rejected.
     write(&current, "garbage again");
@@ -263,18 +252,10 @@ async fn broken_changes_are_rejected_and_fixes_recover() {
     assert!(hup.success());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ask(&gw, &client, &body).await, Version::V1);
-    let ready = readyz(&gw).await;
+    let ready = gw.readyz().await;
     assert!(ready["reload"]["lastError"].is_null(), "{ready}");
     assert_eq!(ready["reload"]["failed"], 4);
-    let metrics = gw
-        .client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.get_text("/metrics").await;
     assert!(
         metrics.contains("wasmgate_reloads_total{result=\"failed\"} 4"),
         "{metrics}"

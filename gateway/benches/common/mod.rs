@@ -340,3 +340,13 @@ pub fn try_call_cost(
         samples[samples.len() * 99 / 100],
     ))
 }
+
+/// The number after `--name` on the command line, or `default`.
+pub fn arg(name: &str, default: f64) -> f64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
