@@ -1,5 +1,5 @@
 //! Owns the `wasmgate` command line: argument parsing and wiring the modules together for
-//! `serve` and `check`. Bootstrap code: errors here are `anyhow`, reported once, with context.
+//! `serve`, `check` and `manifests`. Bootstrap code: errors here are `anyhow`, reported once, with context.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,92 @@ enum Command {
     /// Evaluate one AdmissionReview offline, exactly as the server would, and print the answer.
     /// Exit status: 0 allowed, 1 denied, 2 error.
     Check(CheckArgs),
+    /// Print the manifests that register wasmgate with a cluster and run it there, as YAML:
+    /// webhook configurations, the API server's audit kubeconfig and audit Policy, and the
+    /// Deployment and its friends. See docs/registering.md.
+    Manifests(ManifestsArgs),
+}
+
+/// What `wasmgate manifests` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ManifestKind {
+    /// ValidatingWebhookConfiguration and MutatingWebhookConfiguration (kubectl apply).
+    Webhooks,
+    /// kubeconfig for kube-apiserver's --audit-webhook-config-file (a file on the control plane).
+    AuditKubeconfig,
+    /// audit Policy for kube-apiserver's --audit-policy-file (a file on the control plane).
+    AuditPolicy,
+    /// Namespace, ServiceAccount, Service, Deployment, PodDisruptionBudget (as in deploy/).
+    Deploy,
+    /// ConfigMap with the policy file and the plugins; Secret with the serving certificate.
+    Config,
+}
+
+#[derive(Debug, Args)]
+struct ManifestsArgs {
+    /// The policy file.
+    #[arg(long, default_value = "policies/demo.yaml")]
+    config: PathBuf,
+    /// What to print; several kinds are separated by commas (audit-kubeconfig and audit-policy
+    /// are files for the API server's host and are printed alone).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "webhooks")]
+    kind: Vec<ManifestKind>,
+    /// The gateway's base URL as the API server reaches it (https://host:port[/prefix]);
+    /// `/validate/...`, `/mutate/...` and `/audit` are appended. Without it, the API server
+    /// reaches the gateway through --service.
+    #[arg(long)]
+    url: Option<String>,
+    /// The gateway's Service, namespace/name[:port]: where `deploy` and `config` put it and,
+    /// without --url, how the API server reaches it.
+    #[arg(long, default_value = "wasmgate/wasmgate:443")]
+    service: String,
+    /// The CA (PEM) that signed the gateway's serving certificate: the webhooks' caBundle, the
+    /// audit kubeconfig's certificate-authority-data and the Secret's ca.crt.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// metadata.name of the webhook configurations.
+    #[arg(long, default_value = "wasmgate")]
+    name: String,
+    /// Webhooks are named <policy>.<domain> (validate.<domain> and mutate.<domain> with
+    /// --aggregate).
+    #[arg(long, default_value = "wasmgate.io")]
+    webhook_domain: String,
+    /// One webhook per kind with the union of the rules, on /validate and /mutate, instead of
+    /// one webhook per policy.
+    #[arg(long)]
+    aggregate: bool,
+    /// Namespaces whose requests never reach the gateway (repeatable, comma-separated; an
+    /// empty value clears the list). The gateway's own namespace is added when the API server
+    /// reaches it through --service.
+    #[arg(long = "exempt-namespace", value_delimiter = ',', default_values = crate::manifests::DEFAULT_EXEMPT_NAMESPACES)]
+    exempt_namespaces: Vec<String>,
+    /// User groups whose requests never reach the gateway (repeatable, comma-separated; an
+    /// empty value clears the list).
+    #[arg(long = "exempt-group", value_delimiter = ',', default_values = crate::manifests::DEFAULT_EXEMPT_GROUPS)]
+    exempt_groups: Vec<String>,
+    /// Client certificate the API server presents to /audit: a path on the API server's host.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<String>,
+    /// Its key: a path on the API server's host.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<String>,
+    /// The Deployment's image.
+    #[arg(long, default_value_t = crate::manifests::default_image())]
+    image: String,
+    /// The Deployment's replicas.
+    #[arg(long, default_value_t = 3)]
+    replicas: u32,
+    /// Serving certificate (PEM) for the TLS Secret (`config`).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Generate a CA and a serving certificate for the Service (or the --url host) and use
+    /// them for the Secret, caBundle and ca.crt. The CA's key is not kept: print every kind
+    /// that needs it in the same run.
+    #[arg(long, conflicts_with_all = ["tls_cert", "ca_file"])]
+    generate_tls: bool,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +190,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => rt.block_on(check(args)),
+        Command::Manifests(args) => manifests(args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("wasmgate: {e:#}");
@@ -240,4 +327,119 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
+    use crate::manifests::{self, Options, Service, Target, TlsMaterial};
+    let kinds = &args.kind;
+    let control_plane_file = kinds
+        .iter()
+        .any(|k| matches!(k, ManifestKind::AuditKubeconfig | ManifestKind::AuditPolicy));
+    if control_plane_file && kinds.len() > 1 {
+        anyhow::bail!(
+            "audit-kubeconfig and audit-policy are files for the API server's host: print each on its own"
+        );
+    }
+    let service = Service::parse(&args.service)?;
+    let mut options = Options::new(service);
+    if let Some(url) = &args.url {
+        options.target = Target::url(url)?;
+    }
+    options.name = args.name;
+    options.webhook_domain = args.webhook_domain;
+    options.aggregate = args.aggregate;
+    options.exempt_namespaces = args
+        .exempt_namespaces
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    options.exempt_groups = args
+        .exempt_groups
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    options.client_cert_path = args.client_cert;
+    options.client_key_path = args.client_key;
+    options.image = args.image;
+    options.replicas = args.replicas;
+    if let Some(ca) = &args.ca_file {
+        options.ca_pem = Some(read(ca)?);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        options.tls = Some(TlsMaterial {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        });
+    }
+    let mut header = vec![format!(
+        "Generated by `wasmgate manifests --kind {}` (wasmgate {}).",
+        kinds
+            .iter()
+            .map(|k| clap::ValueEnum::to_possible_value(k)
+                .map(|v| v.get_name().to_owned())
+                .unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(","),
+        env!("CARGO_PKG_VERSION")
+    )];
+    if args.generate_tls {
+        let mut names = manifests::serving_names(&options.target);
+        for name in manifests::serving_names(&Target::Service(options.service.clone())) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (ca, cert, key) = tls::generate(&refs).context("cannot generate a certificate")?;
+        options.ca_pem = Some(ca.into_bytes());
+        options.tls = Some(TlsMaterial {
+            cert_pem: cert.into_bytes(),
+            key_pem: key.into_bytes(),
+        });
+        header.push(format!(
+            "Serving certificate generated for {}; its CA is the caBundle and the Secret's ca.crt.",
+            names.join(", ")
+        ));
+    }
+    let needs_config = kinds.iter().any(|k| {
+        matches!(
+            k,
+            ManifestKind::Webhooks | ManifestKind::Config | ManifestKind::AuditPolicy
+        )
+    });
+    let loaded = if needs_config {
+        let config = Config::load(&args.config)?;
+        let text = std::fs::read_to_string(&args.config)
+            .with_context(|| format!("cannot read {}", args.config.display()))?;
+        header.push(format!("Policy file: {}.", args.config.display()));
+        Some((config, text))
+    } else {
+        None
+    };
+    let policy = || {
+        loaded
+            .as_ref()
+            .context("internal error: the policy file was not loaded")
+    };
+    let mut docs = Vec::new();
+    for kind in kinds {
+        match kind {
+            ManifestKind::Webhooks => docs.extend(manifests::webhooks(&policy()?.0, &options)?),
+            ManifestKind::Config => {
+                let (config, text) = policy()?;
+                docs.extend(manifests::config_objects(config, text, &options)?);
+                if options.tls.is_none() {
+                    header.push(format!(
+                        "No Secret: create it with `kubectl -n {} create secret tls {}-tls --cert=tls.crt --key=tls.key` (or pass --tls-cert/--tls-key or --generate-tls).",
+                        options.service.namespace, options.service.name
+                    ));
+                }
+            }
+            ManifestKind::AuditPolicy => docs.push(manifests::audit_policy(&policy()?.0)?),
+            ManifestKind::AuditKubeconfig => docs.push(manifests::audit_kubeconfig(&options)?),
+            ManifestKind::Deploy => docs.extend(manifests::deploy(&options)?),
+        }
+    }
+    print!("{}", manifests::to_yaml(&header, &docs)?);
+    Ok(())
 }

@@ -12,6 +12,7 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub mod manifests;
 pub mod policy;
 pub mod runtime;
 pub mod server;

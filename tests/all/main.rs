@@ -7,4 +7,5 @@ mod harness;
 mod admission;
 mod check;
 mod containment;
+mod manifests;
 mod protocol;

@@ -1,0 +1,953 @@
+//! Owns rendering registration and deployment manifests (`wasmgate manifests`): the Validating-
+//! and MutatingWebhookConfigurations for a policy file, the API server's audit webhook
+//! kubeconfig and audit Policy, and the objects that run wasmgate in a cluster. No I/O beyond
+//! reading the policy file via `config`: every other input (CA, certificates) arrives as bytes
+//! from the caller, and the output is YAML text.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_yaml_ng::{Mapping, Value};
+
+use crate::config::{
+    Config, FailurePolicy, LabelSelector, Mode, PluginKind, ResolvedEntry, Rule, Scope,
+    SelectorOperator,
+};
+
+/// Builds a [`Value`] that reads like the YAML it becomes: `{ "key": value, ... }` is a mapping
+/// (keys in the order written), `[a, b]` a sequence, anything else goes through `Value::from`.
+/// Values that are expressions of more than one token go in parentheses.
+macro_rules! yaml {
+    ({ $($key:literal : $value:tt),* $(,)? }) => {{
+        #[allow(unused_mut)]
+        let mut map = ::serde_yaml_ng::Mapping::new();
+        $( map.insert(::serde_yaml_ng::Value::from($key), yaml!($value)); )*
+        ::serde_yaml_ng::Value::Mapping(map)
+    }};
+    ([ $($value:tt),* $(,)? ]) => {
+        ::serde_yaml_ng::Value::Sequence(vec![$( yaml!($value) ),*])
+    };
+    ($value:expr) => { ::serde_yaml_ng::Value::from($value) };
+}
+
+/// The label every Namespace carries with its own name (set by the API server since 1.21).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Namespaces whose objects never reach the gateway by default: the control plane's own.
+pub const DEFAULT_EXEMPT_NAMESPACES: &[&str] = &["kube-system", "kube-node-lease"];
+/// Groups whose requests never reach the gateway by default: kubelets (node and pod status,
+/// mirror pods), so that a gateway outage can never take nodes down with it.
+pub const DEFAULT_EXEMPT_GROUPS: &[&str] = &["system:nodes"];
+/// The port wasmgate listens on inside its Pod.
+pub const CONTAINER_PORT: u16 = 8443;
+/// The API server never waits longer than this for a webhook.
+pub const MAX_TIMEOUT_SECONDS: u64 = 30;
+/// A ConfigMap holds at most 1 MiB (the API server refuses larger ones).
+pub const CONFIGMAP_LIMIT: usize = 1 << 20;
+/// Where the Deployment mounts the policies ConfigMap.
+pub const POLICY_DIR: &str = "/etc/wasmgate/policies";
+/// Where the Deployment mounts the TLS Secret.
+pub const TLS_DIR: &str = "/etc/wasmgate/tls";
+/// The policy file's key in the ConfigMap.
+pub const POLICY_KEY: &str = "policies.yaml";
+
+/// A manifest that cannot be rendered, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ManifestError(pub String);
+
+fn bad(message: impl Into<String>) -> ManifestError {
+    ManifestError(message.into())
+}
+
+/// An in-cluster Service: where `deploy` puts wasmgate, and how the API server may reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Its namespace (also where the Deployment and its friends go).
+    pub namespace: String,
+    /// Its name (also the name of the Deployment and its friends).
+    pub name: String,
+    /// The Service port (443 by default).
+    pub port: u16,
+}
+
+impl Service {
+    /// Parses `--service namespace/name[:port]`.
+    pub fn parse(spec: &str) -> Result<Service, ManifestError> {
+        let err = || {
+            bad(format!(
+                "--service {spec:?}: expected namespace/name[:port], each a DNS label"
+            ))
+        };
+        let (namespace, rest) = spec.split_once('/').ok_or_else(err)?;
+        let (name, port) = match rest.split_once(':') {
+            Some((name, port)) => (name, port.parse::<u16>().map_err(|_| err())?),
+            None => (rest, 443),
+        };
+        if !is_dns_label(namespace) || !is_dns_label(name) || port == 0 {
+            return Err(err());
+        }
+        Ok(Service {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            port,
+        })
+    }
+}
+
+/// How the API server reaches the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `https://host[:port][/prefix]`: endpoint paths are appended to it.
+    Url(String),
+    /// Through the in-cluster Service.
+    Service(Service),
+}
+
+impl Target {
+    /// Parses `--url`: `https://` only, a host, no userinfo, query or fragment (what the API
+    /// server accepts in `clientConfig.url`). A trailing `/` is dropped.
+    pub fn url(url: &str) -> Result<Target, ManifestError> {
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| bad(format!("--url {url:?}: webhooks must use https://")))?;
+        let host = rest.split('/').next().unwrap_or_default();
+        if host.is_empty() || host.starts_with(':') {
+            return Err(bad(format!("--url {url:?}: no host")));
+        }
+        if rest.contains(['?', '#', '@']) {
+            return Err(bad(format!(
+                "--url {url:?}: no userinfo, query or fragment allowed"
+            )));
+        }
+        Ok(Target::Url(url.trim_end_matches('/').to_owned()))
+    }
+
+    /// The `clientConfig` for an endpoint path such as `/validate/require-labels`.
+    fn client_config(&self, path: &str, ca_bundle: Option<&str>) -> Value {
+        let mut config = match self {
+            Target::Url(base) => yaml!({ "url": (format!("{base}{path}")) }),
+            Target::Service(Service {
+                namespace,
+                name,
+                port,
+            }) => yaml!({
+                "service": {
+                    "namespace": (namespace.as_str()),
+                    "name": (name.as_str()),
+                    "path": path,
+                    "port": (*port),
+                }
+            }),
+        };
+        if let (Some(ca), Value::Mapping(map)) = (ca_bundle, &mut config) {
+            map.insert("caBundle".into(), ca.into());
+        }
+        config
+    }
+
+    /// The full URL of an endpoint (the audit kubeconfig's `server`).
+    fn endpoint_url(&self, path: &str) -> String {
+        match self {
+            Target::Url(base) => format!("{base}{path}"),
+            Target::Service(Service {
+                namespace,
+                name,
+                port,
+            }) => format!("https://{name}.{namespace}.svc:{port}{path}"),
+        }
+    }
+
+    fn namespace(&self) -> Option<&str> {
+        match self {
+            Target::Url(_) => None,
+            Target::Service(service) => Some(&service.namespace),
+        }
+    }
+}
+
+/// TLS material for the Secret the Deployment mounts.
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    /// Serving certificate chain, PEM.
+    pub cert_pem: Vec<u8>,
+    /// Its private key, PEM.
+    pub key_pem: Vec<u8>,
+}
+
+/// Everything the manifests depend on besides the policy file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How the API server reaches the gateway (webhooks, audit kubeconfig).
+    pub target: Target,
+    /// Where wasmgate runs in the cluster (deploy, config).
+    pub service: Service,
+    /// The CA (PEM) that signed the gateway's serving certificate: `caBundle` and the audit
+    /// kubeconfig's `certificate-authority-data`. Without it the API server uses system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// `metadata.name` of the webhook configurations (the API server orders configurations by
+    /// name).
+    pub name: String,
+    /// Webhook names are `<policy>.<domain>` (or `validate.<domain>`, `mutate.<domain>`).
+    pub webhook_domain: String,
+    /// One webhook per kind with the union of rules, instead of one per policy.
+    pub aggregate: bool,
+    /// Namespaces whose requests never reach the gateway.
+    pub exempt_namespaces: Vec<String>,
+    /// User groups whose requests never reach the gateway.
+    pub exempt_groups: Vec<String>,
+    /// Client certificate and key paths *on the API server's host*, for the audit kubeconfig.
+    pub client_cert_path: Option<String>,
+    /// See `client_cert_path`.
+    pub client_key_path: Option<String>,
+    /// The container image of the Deployment.
+    pub image: String,
+    /// The Deployment's replicas.
+    pub replicas: u32,
+    /// Serving identity for the TLS Secret (`config`); no Secret is rendered without it.
+    pub tls: Option<TlsMaterial>,
+}
+
+impl Options {
+    /// Defaults for a gateway running as `service`, reached through it: the demo's names, no
+    /// CA.
+    pub fn new(service: Service) -> Options {
+        Options {
+            target: Target::Service(service.clone()),
+            service,
+            ca_pem: None,
+            name: "wasmgate".into(),
+            webhook_domain: "wasmgate.io".into(),
+            aggregate: false,
+            exempt_namespaces: DEFAULT_EXEMPT_NAMESPACES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            exempt_groups: DEFAULT_EXEMPT_GROUPS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            client_cert_path: None,
+            client_key_path: None,
+            image: default_image(),
+            replicas: 3,
+            tls: None,
+        }
+    }
+
+    fn ca_b64(&self) -> Option<String> {
+        self.ca_pem
+            .as_ref()
+            .map(|pem| base64::engine::general_purpose::STANDARD.encode(pem))
+    }
+
+    /// Checks what clap cannot: names that the API server would refuse.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if !is_dns_subdomain(&self.name) {
+            return Err(bad(format!(
+                "--name {:?} must be a DNS subdomain (lowercase letters, digits, '-', '.')",
+                self.name
+            )));
+        }
+        // A webhook name must be a fully qualified name: at least three DNS segments.
+        let probe = format!("validate.{}", self.webhook_domain);
+        if !is_dns_subdomain(&probe) || self.webhook_domain.split('.').count() < 2 {
+            return Err(bad(format!(
+                "--webhook-domain {:?} must be a DNS domain of at least two segments (e.g. wasmgate.io), so that webhook names have three",
+                self.webhook_domain
+            )));
+        }
+        for ns in &self.exempt_namespaces {
+            if !is_dns_label(ns) {
+                return Err(bad(format!("--exempt-namespace {ns:?} is not a DNS label")));
+            }
+        }
+        if self.client_cert_path.is_some() != self.client_key_path.is_some() {
+            return Err(bad("--client-cert and --client-key go together"));
+        }
+        if self.replicas == 0 {
+            return Err(bad("--replicas must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn labels(&self) -> Value {
+        yaml!({
+            "app.kubernetes.io/name": "wasmgate",
+            "app.kubernetes.io/instance": (self.name.as_str()),
+        })
+    }
+}
+
+/// The image `deploy` uses unless told otherwise: this build's version.
+pub fn default_image() -> String {
+    format!("wasmgate:{}", env!("CARGO_PKG_VERSION"))
+}
+
+// === webhooks ===
+
+/// The ValidatingWebhookConfiguration and MutatingWebhookConfiguration for `config` (each only
+/// when the file has policies of that kind).
+pub fn webhooks(config: &Config, options: &Options) -> Result<Vec<Value>, ManifestError> {
+    options.validate()?;
+    let mut docs = Vec::new();
+    for kind in [PluginKind::Validator, PluginKind::Initializer] {
+        let entries: Vec<&ResolvedEntry> = config
+            .entries
+            .iter()
+            .filter(|e| e.entry.kind == kind)
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        let hooks = if options.aggregate {
+            vec![aggregated_webhook(kind, &entries, options)]
+        } else {
+            entries
+                .iter()
+                .map(|e| policy_webhook(kind, e, options))
+                .collect()
+        };
+        let config_kind = match kind {
+            PluginKind::Validator => "ValidatingWebhookConfiguration",
+            PluginKind::Initializer => "MutatingWebhookConfiguration",
+        };
+        docs.push(yaml!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": config_kind,
+            "metadata": {
+                "name": (options.name.as_str()),
+                "labels": (options.labels()),
+            },
+            "webhooks": (hooks),
+        }));
+    }
+    Ok(docs)
+}
+
+fn endpoint(kind: PluginKind) -> &'static str {
+    match kind {
+        PluginKind::Validator => "validate",
+        PluginKind::Initializer => "mutate",
+    }
+}
+
+/// One webhook for one policy, on `/validate/{policy}` or `/mutate/{policy}`: the API server
+/// applies the policy's own selectors, failure policy and timeout.
+fn policy_webhook(kind: PluginKind, entry: &ResolvedEntry, options: &Options) -> Value {
+    let e = &entry.entry;
+    let failure = match e.mode {
+        // A monitor-mode policy never blocks, so an unreachable gateway must not either.
+        Mode::Monitor => FailurePolicy::Ignore,
+        Mode::Enforce => e.failure_policy,
+    };
+    let namespaces = if e.namespaces.is_empty() {
+        None
+    } else {
+        Some(e.namespaces.clone())
+    };
+    webhook(
+        kind,
+        format!("{}.{}", e.name, options.webhook_domain),
+        &format!("/{}/{}", endpoint(kind), e.name),
+        e.rules.iter().map(rule).collect(),
+        failure,
+        timeout_seconds(entry.timeout),
+        namespace_selector(options, &e.exclude_namespaces, namespaces),
+        e.object_selector.as_ref().map(label_selector),
+        options,
+    )
+}
+
+/// One webhook for every policy of `kind`, on `/validate` or `/mutate`: one call per request,
+/// and the gateway applies each policy's selectors itself.
+fn aggregated_webhook(kind: PluginKind, entries: &[&ResolvedEntry], options: &Options) -> Value {
+    let mut rules: Vec<Value> = Vec::new();
+    for e in entries {
+        for r in e.entry.rules.iter().map(rule) {
+            if !rules.contains(&r) {
+                rules.push(r);
+            }
+        }
+    }
+    // Fail closed if any enforcing policy asks to.
+    let failure = if entries
+        .iter()
+        .any(|e| e.entry.mode == Mode::Enforce && e.entry.failure_policy == FailurePolicy::Fail)
+    {
+        FailurePolicy::Fail
+    } else {
+        FailurePolicy::Ignore
+    };
+    // Validators run in parallel (the slowest counts); initializers one after another.
+    let plugin_time = match kind {
+        PluginKind::Validator => entries.iter().map(|e| e.timeout).max(),
+        PluginKind::Initializer => Some(entries.iter().map(|e| e.timeout).sum()),
+    }
+    .unwrap_or_default();
+    // Only namespaces that every policy excludes can be left out by the API server.
+    let mut excluded: Option<BTreeSet<String>> = None;
+    for e in entries {
+        let mine: BTreeSet<String> = e.entry.exclude_namespaces.iter().cloned().collect();
+        excluded = Some(match excluded {
+            None => mine,
+            Some(all) => all.intersection(&mine).cloned().collect(),
+        });
+    }
+    let excluded: Vec<String> = excluded.unwrap_or_default().into_iter().collect();
+    let only = if entries.iter().all(|e| !e.entry.namespaces.is_empty()) {
+        let union: BTreeSet<String> = entries
+            .iter()
+            .flat_map(|e| e.entry.namespaces.iter().cloned())
+            .collect();
+        Some(union.into_iter().collect())
+    } else {
+        None
+    };
+    webhook(
+        kind,
+        format!("{}.{}", endpoint(kind), options.webhook_domain),
+        &format!("/{}", endpoint(kind)),
+        rules,
+        failure,
+        timeout_seconds(plugin_time),
+        namespace_selector(options, &excluded, only),
+        None,
+        options,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn webhook(
+    kind: PluginKind,
+    name: String,
+    path: &str,
+    rules: Vec<Value>,
+    failure: FailurePolicy,
+    timeout_seconds: u64,
+    namespace_selector: Value,
+    object_selector: Option<Value>,
+    options: &Options,
+) -> Value {
+    let ca = options.ca_b64();
+    let mut hook = yaml!({
+        "name": name,
+        "clientConfig": (options.target.client_config(path, ca.as_deref())),
+        "rules": (rules),
+        "failurePolicy": (match failure {
+            FailurePolicy::Fail => "Fail",
+            FailurePolicy::Ignore => "Ignore",
+        }),
+        "matchPolicy": "Equivalent",
+        "namespaceSelector": namespace_selector,
+    });
+    let Value::Mapping(map) = &mut hook else {
+        return hook;
+    };
+    if let Some(selector) = object_selector {
+        map.insert("objectSelector".into(), selector);
+    }
+    map.insert("sideEffects".into(), "None".into());
+    map.insert("timeoutSeconds".into(), timeout_seconds.into());
+    map.insert("admissionReviewVersions".into(), yaml!(["v1", "v1beta1"]));
+    if kind == PluginKind::Initializer {
+        map.insert("reinvocationPolicy".into(), "Never".into());
+    }
+    map.insert("matchConditions".into(), match_conditions(options));
+    hook
+}
+
+/// The webhook's `timeoutSeconds`: the plugin time rounded up, plus a second for the network
+/// and the envelope, so that a plugin timeout is answered by the gateway (with the policy's
+/// failure policy) before the API server gives up on the call; at most 30.
+fn timeout_seconds(plugin_time: Duration) -> u64 {
+    let secs = plugin_time.as_secs() + u64::from(plugin_time.subsec_nanos() > 0);
+    (secs + 1).clamp(1, MAX_TIMEOUT_SECONDS)
+}
+
+fn rule(r: &Rule) -> Value {
+    yaml!({
+        "operations": (r.operations.clone()),
+        "apiGroups": (r.api_groups.clone()),
+        "apiVersions": (r.api_versions.clone()),
+        "resources": (r.resources.clone()),
+        "scope": (match r.scope {
+            Scope::Cluster => "Cluster",
+            Scope::Namespaced => "Namespaced",
+            Scope::All => "*",
+        }),
+    })
+}
+
+/// `kubernetes.io/metadata.name NotIn` the exempt namespaces (the control plane's, the
+/// gateway's own when it runs in the cluster, and the policy's `excludeNamespaces`), and `In`
+/// the policy's `namespaces` when it lists some.
+fn namespace_selector(options: &Options, excluded: &[String], only: Option<Vec<String>>) -> Value {
+    let mut not_in: BTreeSet<String> = options.exempt_namespaces.iter().cloned().collect();
+    // The gateway must never gate its own Pods: with every replica down, none could start.
+    not_in.extend(options.target.namespace().map(str::to_owned));
+    not_in.extend(excluded.iter().cloned());
+    let mut expressions = Vec::new();
+    if !not_in.is_empty() {
+        expressions.push(yaml!({
+            "key": NAMESPACE_NAME_LABEL,
+            "operator": "NotIn",
+            "values": (not_in.into_iter().collect::<Vec<_>>()),
+        }));
+    }
+    if let Some(only) = only {
+        expressions.push(yaml!({
+            "key": NAMESPACE_NAME_LABEL,
+            "operator": "In",
+            "values": only,
+        }));
+    }
+    yaml!({ "matchExpressions": expressions })
+}
+
+fn label_selector(selector: &LabelSelector) -> Value {
+    let mut map = Mapping::new();
+    if !selector.match_labels.is_empty() {
+        let labels: Mapping = selector
+            .match_labels
+            .iter()
+            .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
+            .collect();
+        map.insert("matchLabels".into(), Value::Mapping(labels));
+    }
+    if !selector.match_expressions.is_empty() {
+        let expressions: Vec<Value> = selector
+            .match_expressions
+            .iter()
+            .map(|req| {
+                let operator = match req.operator {
+                    SelectorOperator::In => "In",
+                    SelectorOperator::NotIn => "NotIn",
+                    SelectorOperator::Exists => "Exists",
+                    SelectorOperator::DoesNotExist => "DoesNotExist",
+                };
+                let mut m = Mapping::new();
+                m.insert("key".into(), req.key.as_str().into());
+                m.insert("operator".into(), operator.into());
+                if !req.values.is_empty() {
+                    m.insert("values".into(), req.values.clone().into());
+                }
+                Value::Mapping(m)
+            })
+            .collect();
+        map.insert("matchExpressions".into(), expressions.into());
+    }
+    Value::Mapping(map)
+}
+
+/// CEL conditions evaluated by the API server before it calls the gateway: kubelets' requests
+/// and leases (the control plane's heartbeats) never reach it, whatever the rules say.
+fn match_conditions(options: &Options) -> Value {
+    let mut conditions = vec![yaml!({
+        "name": "exclude-leases",
+        "expression": r#"!(request.resource.group == "coordination.k8s.io" && request.resource.resource == "leases")"#,
+    })];
+    if !options.exempt_groups.is_empty() {
+        let groups = options
+            .exempt_groups
+            .iter()
+            .map(|g| cel_string(g))
+            .collect::<Vec<_>>()
+            .join(", ");
+        conditions.push(yaml!({
+            "name": "exclude-exempt-groups",
+            "expression": (format!("!request.userInfo.groups.exists(g, g in [{groups}])")),
+        }));
+    }
+    conditions.into()
+}
+
+/// A CEL string literal.
+fn cel_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+// === audit ===
+
+/// The kubeconfig for kube-apiserver's `--audit-webhook-config-file`: the gateway's `/audit`
+/// endpoint, its CA, and optionally the client certificate the API server presents.
+pub fn audit_kubeconfig(options: &Options) -> Result<Value, ManifestError> {
+    options.validate()?;
+    let mut cluster = yaml!({ "server": (options.target.endpoint_url("/audit")) });
+    if let (Some(ca), Value::Mapping(map)) = (options.ca_b64(), &mut cluster) {
+        map.insert("certificate-authority-data".into(), ca.into());
+    }
+    let mut user = Mapping::new();
+    if let (Some(cert), Some(key)) = (&options.client_cert_path, &options.client_key_path) {
+        user.insert("client-certificate".into(), cert.as_str().into());
+        user.insert("client-key".into(), key.as_str().into());
+    }
+    Ok(yaml!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": (options.name.as_str()), "cluster": cluster }],
+        "users": [{ "name": "kube-apiserver", "user": (Value::Mapping(user)) }],
+        "contexts": [{
+            "name": (options.name.as_str()),
+            "context": { "cluster": (options.name.as_str()), "user": "kube-apiserver" },
+        }],
+        "current-context": (options.name.as_str()),
+    }))
+}
+
+/// The audit Policy for kube-apiserver's `--audit-policy-file`, from the policy file's audit
+/// sinks.
+pub fn audit_policy(config: &Config) -> Result<Value, ManifestError> {
+    Err(bad(format!(
+        "{}: this build has no audit sinks to derive an audit Policy from",
+        config.file.display()
+    )))
+}
+
+// === deploy ===
+
+/// The objects that run wasmgate in the cluster as `options.service`: Namespace, ServiceAccount, Service, Deployment, PodDisruptionBudget. They do not
+/// depend on the policy file, so `deploy/` can hold them verbatim; the policies and plugins
+/// (ConfigMap) and the TLS Secret come from [`config_objects`].
+pub fn deploy(options: &Options) -> Result<Vec<Value>, ManifestError> {
+    options.validate()?;
+    let Service {
+        namespace,
+        name,
+        port,
+    } = &options.service;
+    let ns = namespace.as_str();
+    let labels = options.labels();
+    let meta = |name: &str| {
+        yaml!({
+            "name": name,
+            "namespace": ns,
+            "labels": (labels.clone()),
+        })
+    };
+    let https_probe = |path: &str, period: u32, failures: u32| {
+        yaml!({
+            "httpGet": { "path": path, "port": "https", "scheme": "HTTPS" },
+            "periodSeconds": period,
+            "timeoutSeconds": 2,
+            "failureThreshold": failures,
+        })
+    };
+    let args: Vec<Value> = [
+        "serve".to_owned(),
+        format!("--listen=0.0.0.0:{CONTAINER_PORT}"),
+        format!("--config={POLICY_DIR}/{POLICY_KEY}"),
+        format!("--tls-cert={TLS_DIR}/tls.crt"),
+        format!("--tls-key={TLS_DIR}/tls.key"),
+        "--cache-dir=/var/cache/wasmgate".to_owned(),
+        "--state-dir=/tmp/wasmgate".to_owned(),
+        "--log-json".to_owned(),
+    ]
+    .into_iter()
+    .map(Value::from)
+    .collect();
+    let container = yaml!({
+        "name": "wasmgate",
+        "image": (options.image.as_str()),
+        "imagePullPolicy": "IfNotPresent",
+        "args": args,
+        "ports": [{ "name": "https", "containerPort": CONTAINER_PORT, "protocol": "TCP" }],
+        // Compiling the plugins on a cold start takes seconds; the other probes wait for it.
+        "startupProbe": (https_probe("/healthz", 2, 60)),
+        "readinessProbe": (https_probe("/readyz", 5, 2)),
+        "livenessProbe": (https_probe("/healthz", 10, 3)),
+        // The Service stops sending new requests once the endpoint is gone; wait for that
+        // before the process stops accepting, so that no webhook call is refused.
+        "lifecycle": { "preStop": { "sleep": { "seconds": 5 } } },
+        "resources": {
+            "requests": { "cpu": "100m", "memory": "128Mi" },
+            "limits": { "memory": "1Gi" },
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": { "drop": ["ALL"] },
+        },
+        "volumeMounts": [
+            { "name": "policies", "mountPath": POLICY_DIR, "readOnly": true },
+            { "name": "tls", "mountPath": TLS_DIR, "readOnly": true },
+            { "name": "cache", "mountPath": "/var/cache/wasmgate" },
+            { "name": "tmp", "mountPath": "/tmp" },
+        ],
+    });
+    let selector = labels.clone();
+    Ok(vec![
+        yaml!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": ns,
+                "labels": {
+                    "app.kubernetes.io/name": "wasmgate",
+                    // wasmgate's Pod meets the restricted Pod Security Standard.
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                },
+            },
+        }),
+        yaml!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": (meta(name)),
+            // The gateway never calls the Kubernetes API.
+            "automountServiceAccountToken": false,
+        }),
+        yaml!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": (meta(name)),
+            "spec": {
+                "selector": (selector.clone()),
+                "ports": [{
+                    "name": "https",
+                    "port": (*port),
+                    "targetPort": "https",
+                    "protocol": "TCP",
+                }],
+            },
+        }),
+        yaml!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": (meta(name)),
+            "spec": {
+                "replicas": (options.replicas),
+                "revisionHistoryLimit": 5,
+                "selector": { "matchLabels": (selector.clone()) },
+                // Never fewer ready replicas than asked for during a rollout.
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 },
+                },
+                "template": {
+                    "metadata": { "labels": (selector.clone()) },
+                    "spec": {
+                        "serviceAccountName": (name.as_str()),
+                        "automountServiceAccountToken": false,
+                        // DRAIN_TIMEOUT (30 s) plus the preStop sleep, with room to spare.
+                        "terminationGracePeriodSeconds": 45,
+                        "securityContext": {
+                            "runAsNonRoot": true,
+                            "runAsUser": 65532,
+                            "runAsGroup": 65532,
+                            "seccompProfile": { "type": "RuntimeDefault" },
+                        },
+                        "topologySpreadConstraints": [{
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": { "matchLabels": (selector.clone()) },
+                        }],
+                        "containers": [container],
+                        "volumes": [
+                            { "name": "policies", "configMap": { "name": (format!("{name}-policies")) } },
+                            { "name": "tls", "secret": { "secretName": (format!("{name}-tls")) } },
+                            { "name": "cache", "emptyDir": { "sizeLimit": "256Mi" } },
+                            { "name": "tmp", "emptyDir": { "sizeLimit": "16Mi" } },
+                        ],
+                    },
+                },
+            },
+        }),
+        yaml!({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": (meta(name)),
+            "spec": {
+                "maxUnavailable": 1,
+                "unhealthyPodEvictionPolicy": "AlwaysAllow",
+                "selector": { "matchLabels": selector },
+            },
+        }),
+    ])
+}
+
+/// The ConfigMap `<name>-policies` with the policy file (modules renamed to their key in the
+/// ConfigMap and pinned by sha256) and every plugin as binary data, and, when TLS material is
+/// given, the Secret `<name>-tls` the Deployment mounts. `policy_text` is the policy file as
+/// read by `config`.
+pub fn config_objects(
+    config: &Config,
+    policy_text: &str,
+    options: &Options,
+) -> Result<Vec<Value>, ManifestError> {
+    options.validate()?;
+    let Service {
+        namespace, name, ..
+    } = &options.service;
+    let mut doc: Value = serde_yaml_ng::from_str(policy_text)
+        .map_err(|e| bad(format!("{}: {e}", config.file.display())))?;
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let mut binary = Mapping::new();
+    let mut keys: Vec<(String, String)> = Vec::new(); // (key, sha256)
+    let mut size = 0usize;
+    let policies = doc
+        .get_mut("policies")
+        .and_then(Value::as_sequence_mut)
+        .ok_or_else(|| bad(format!("{}: no policies list", config.file.display())))?;
+    for (item, entry) in policies.iter_mut().zip(&config.entries) {
+        let base = entry
+            .module_path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or("plugin.wasm");
+        let key = match keys.iter().find(|(k, _)| k == base) {
+            // The same file name holding other bytes: keep both, under distinct keys.
+            Some((_, sha)) if *sha != entry.module_sha256 => {
+                format!("{}-{base}", entry.entry.name)
+            }
+            _ => base.to_owned(),
+        };
+        if !is_configmap_key(&key) {
+            return Err(bad(format!(
+                "policy {:?}: module file name {key:?} is not a valid ConfigMap key",
+                entry.entry.name
+            )));
+        }
+        if !keys.iter().any(|(k, _)| *k == key) {
+            keys.push((key.clone(), entry.module_sha256.clone()));
+            size += entry.module_bytes.len();
+            binary.insert(
+                key.as_str().into(),
+                b64.encode(entry.module_bytes.as_slice()).into(),
+            );
+        }
+        if let Value::Mapping(map) = item {
+            map.insert("module".into(), key.as_str().into());
+            map.insert("sha256".into(), entry.module_sha256.as_str().into());
+        }
+    }
+    let text = serde_yaml_ng::to_string(&doc).map_err(|e| bad(e.to_string()))?;
+    let text = format!(
+        "# Rendered by `wasmgate manifests --kind config` from {}; modules are keys of this ConfigMap.\n{text}",
+        config
+            .file
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or("the policy file")
+    );
+    size += text.len();
+    if size > CONFIGMAP_LIMIT {
+        return Err(bad(format!(
+            "the policies and plugins take {size} bytes, more than a ConfigMap holds ({CONFIGMAP_LIMIT})"
+        )));
+    }
+    let labels = options.labels();
+    let mut docs = vec![yaml!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": (format!("{name}-policies")),
+            "namespace": (namespace.as_str()),
+            "labels": (labels.clone()),
+        },
+        "data": { "policies.yaml": text },
+        "binaryData": (Value::Mapping(binary)),
+    })];
+    if let Some(tls) = &options.tls {
+        let mut data = yaml!({
+            "tls.crt": (b64.encode(&tls.cert_pem)),
+            "tls.key": (b64.encode(&tls.key_pem)),
+        });
+        if let (Some(ca), Value::Mapping(map)) = (options.ca_b64(), &mut data) {
+            map.insert("ca.crt".into(), ca.into());
+        }
+        docs.push(yaml!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": (format!("{name}-tls")),
+                "namespace": (namespace.as_str()),
+                "labels": labels,
+            },
+            "type": "kubernetes.io/tls",
+            "data": data,
+        }));
+    }
+    Ok(docs)
+}
+
+/// The DNS names a serving certificate for `target` needs: for a Service, the name the API
+/// server checks (`<svc>.<ns>.svc`) and its longer forms; for a URL, its host.
+pub fn serving_names(target: &Target) -> Vec<String> {
+    match target {
+        Target::Url(url) => {
+            let host = url
+                .trim_start_matches("https://")
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            // [v6]:port, host:port, or host.
+            let host = match host.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default(),
+                None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+            };
+            vec![host.to_owned()]
+        }
+        Target::Service(Service {
+            namespace, name, ..
+        }) => vec![
+            format!("{name}.{namespace}.svc"),
+            format!("{name}.{namespace}.svc.cluster.local"),
+            format!("{name}.{namespace}"),
+        ],
+    }
+}
+
+// === output ===
+
+/// The documents as one YAML stream (`---` between documents), after `header` comment lines.
+pub fn to_yaml(header: &[String], docs: &[Value]) -> Result<String, ManifestError> {
+    let mut out = String::new();
+    for line in header {
+        let _ = writeln!(out, "# {line}");
+    }
+    for (i, doc) in docs.iter().enumerate() {
+        if i > 0 || !header.is_empty() {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_yaml_ng::to_string(doc).map_err(|e| bad(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+// === names ===
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn is_configmap_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests;
