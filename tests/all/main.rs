@@ -5,6 +5,7 @@
 mod harness;
 
 mod admission;
+mod captured;
 mod check;
 mod containment;
 mod manifests;
