@@ -19,6 +19,14 @@ use crate::wire::{AdmissionRequest, AdmissionResponse, Operation};
 use merge::Outcome;
 pub use merge::{valid_annotation_key, valid_warning};
 
+/// The plugin-contract form of `request`, with its object as sent.
+pub fn wit_request(request: &AdmissionRequest) -> crate::runtime::AdmissionRequest {
+    convert::request(
+        request,
+        request.object.as_deref().map(|o| o.get().to_owned()),
+    )
+}
+
 /// A `/validate/{policy}` or `/mutate/{policy}` named a policy that does not exist.
 #[derive(Debug, thiserror::Error)]
 #[error("no {kind} policy named {name:?}")]

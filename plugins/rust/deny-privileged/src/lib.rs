@@ -3,8 +3,9 @@
 
 use serde::Deserialize;
 use wasmgate_sdk::Value;
-use wasmgate_sdk::k8s::{self, Container, ContainerList};
+use wasmgate_sdk::k8s::ContainerList;
 use wasmgate_sdk::validator::{AdmissionRequest, Guest, Verdict};
+use wasmgate_sdk::view::Workload;
 
 /// `{"skip_init_containers": false, "skip_ephemeral_containers": false}` (the defaults).
 #[derive(Debug, Default, Deserialize)]
@@ -15,8 +16,8 @@ struct Settings {
 }
 
 impl Settings {
-    fn checks(&self, container: &Container<'_>) -> bool {
-        match container.list {
+    fn checks(&self, list: ContainerList) -> bool {
+        match list {
             ContainerList::Containers => true,
             ContainerList::InitContainers => !self.skip_init_containers,
             ContainerList::EphemeralContainers => !self.skip_ephemeral_containers,
@@ -29,20 +30,33 @@ struct DenyPrivileged;
 impl Guest for DenyPrivileged {
     fn validate(request: AdmissionRequest) -> Result<Verdict, String> {
         let settings: Settings = wasmgate_sdk::settings()?;
-        match request.object_json()? {
+        match request.object_as::<Workload>()? {
             Some(object) => Ok(check(&settings, &object)),
             None => Ok(Verdict::allow()), // DELETE
         }
     }
 }
 
-fn check(settings: &Settings, object: &Value) -> Verdict {
-    let offenders: Vec<String> = k8s::containers(object)
-        .filter(|container| settings.checks(container))
-        .filter(|container| {
-            container.value.pointer("/securityContext/privileged") == Some(&Value::Bool(true))
+fn check(settings: &Settings, object: &Workload) -> Verdict {
+    let Some(pod) = object.pod_spec() else {
+        return Verdict::allow(); // Not a kind that runs containers.
+    };
+    let offenders: Vec<String> = pod
+        .containers()
+        .filter(|(list, _, _)| settings.checks(*list))
+        .filter(|(_, _, c)| {
+            c.security_context
+                .as_ref()
+                .is_some_and(|s| s.is_privileged())
         })
-        .map(|container| format!("{} {}", container.path, Value::from(container.name())))
+        .map(|(list, i, c)| {
+            format!(
+                "{}.{}[{i}] {}",
+                pod.path,
+                list.field(),
+                Value::from(c.name.as_str())
+            )
+        })
         .collect();
     if offenders.is_empty() {
         Verdict::allow()

@@ -5,7 +5,12 @@ use wasmgate_sdk::types::Decision;
 use super::*;
 
 fn message(settings: &str, object: Value) -> Option<String> {
-    match check(&parse_settings(settings).unwrap(), &object).decision {
+    match check(
+        &parse_settings(settings).unwrap(),
+        &wasmgate_sdk::serde_json::from_value(object).unwrap(),
+    )
+    .decision
+    {
         Decision::Allowed => None,
         Decision::Denied(denial) => {
             assert_eq!((denial.code, denial.reason.as_str()), (403, "Forbidden"));

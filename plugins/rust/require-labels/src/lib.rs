@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use wasmgate_sdk::validator::{AdmissionRequest, Guest, Verdict};
-use wasmgate_sdk::{Value, k8s};
+use wasmgate_sdk::view::Labels;
 
 /// `{"labels": ["team", "owner"]}`; no labels (the default) allows everything.
 #[derive(Debug, Default, Deserialize)]
@@ -17,19 +17,19 @@ struct RequireLabels;
 impl Guest for RequireLabels {
     fn validate(request: AdmissionRequest) -> Result<Verdict, String> {
         let settings: Settings = wasmgate_sdk::settings()?;
-        match request.object_json()? {
+        match request.object_as::<Labels>()? {
             Some(object) => Ok(check(&settings, &object)),
             None => Ok(Verdict::allow()), // DELETE: nothing to label.
         }
     }
 }
 
-fn check(settings: &Settings, object: &Value) -> Verdict {
+fn check(settings: &Settings, object: &Labels) -> Verdict {
     let missing: Vec<&str> = settings
         .labels
         .iter()
         .map(String::as_str)
-        .filter(|key| k8s::label(object, key).is_none())
+        .filter(|key| object.get(key).is_none())
         .collect();
     if missing.is_empty() {
         Verdict::allow()

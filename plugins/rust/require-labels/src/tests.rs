@@ -3,9 +3,13 @@ use wasmgate_sdk::serde_json::json;
 use wasmgate_sdk::types::{Decision, Denial};
 
 use super::*;
+use wasmgate_sdk::Value;
 
 fn verdict(settings: &str, object: Value) -> Verdict {
-    check(&parse_settings(settings).unwrap(), &object)
+    check(
+        &parse_settings(settings).unwrap(),
+        &wasmgate_sdk::serde_json::from_value(object).unwrap(),
+    )
 }
 
 #[test]

@@ -31,6 +31,7 @@ pub mod k8s;
 pub mod log;
 mod remarks;
 mod settings;
+pub mod view;
 
 pub use serde_json::{self, Value};
 pub use settings::{parse_settings, settings, settings_raw};

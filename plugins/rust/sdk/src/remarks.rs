@@ -142,6 +142,19 @@ impl AdmissionRequest {
         parse_object("object", self.object.as_deref())
     }
 
+    /// The incoming object deserialized into `T`, typically a partial [`crate::view`] that
+    /// skips what it does not name: `Ok(None)` when there is none (DELETE), `Err` when it is not
+    /// JSON of that shape.
+    pub fn object_as<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, String> {
+        self.object
+            .as_deref()
+            .map(|text| {
+                serde_json::from_str(text)
+                    .map_err(|err| format!("the request's object is not JSON: {err}"))
+            })
+            .transpose()
+    }
+
     /// The existing object (UPDATE and DELETE), parsed like [`Self::object_json`].
     pub fn old_object_json(&self) -> Result<Option<Value>, String> {
         parse_object("old object", self.old_object.as_deref())
