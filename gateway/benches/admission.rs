@@ -330,7 +330,7 @@ fn plugin_call_cost(review: &serde_json::Value) -> (Duration, Duration) {
     let plugin = runtime
         .load(wasmgate::runtime::PluginSpec {
             name: "require-labels".into(),
-            kind: wasmgate::config::PluginKind::Validator,
+            kind: wasmgate::runtime::World::Validator,
             bytes: Arc::new(std::fs::read(&plugin_path).unwrap()),
             settings,
             memory_limit: 64 << 20,

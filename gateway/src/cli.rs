@@ -1,5 +1,6 @@
 //! Owns the `wasmgate` command line: argument parsing and wiring the modules together for
-//! `serve`, `check` and `manifests`. Bootstrap code: errors here are `anyhow`, reported once, with context.
+//! `serve`, `check` and `manifests`. Bootstrap code: errors here are `anyhow`, reported once,
+//! with context.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,8 @@ use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use tokio::time::Instant;
 
-use crate::config::{Config, PluginKind};
+use crate::audit::{AuditService, FsyncPolicy, SpoolConfig};
+use crate::config::{Config, PluginKind, parse_quantity};
 use crate::gateway::Gateway;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::server::{self, tls};
@@ -96,12 +98,17 @@ struct ManifestsArgs {
     /// empty value clears the list).
     #[arg(long = "exempt-group", value_delimiter = ',', default_values = crate::manifests::DEFAULT_EXEMPT_GROUPS)]
     exempt_groups: Vec<String>,
-    /// Client certificate the API server presents to /audit: a path on the API server's host.
+    /// Client certificate (PEM) the API server presents to /audit (audit-kubeconfig): a path on
+    /// the API server's host, which it reads (or see --embed-client-cert).
     #[arg(long, requires = "client_key")]
     client_cert: Option<String>,
-    /// Its key: a path on the API server's host.
+    /// Its key (PEM): a path on the API server's host.
     #[arg(long, requires = "client_cert")]
     client_key: Option<String>,
+    /// Read --client-cert and --client-key here and embed them in the kubeconfig
+    /// (client-certificate-data), for one self-contained file.
+    #[arg(long, requires = "client_cert")]
+    embed_client_cert: bool,
     /// The Deployment's image.
     #[arg(long, default_value_t = crate::manifests::default_image())]
     image: String,
@@ -157,6 +164,38 @@ struct ServeArgs {
     /// Largest admission request body, in bytes.
     #[arg(long, default_value_t = server::DEFAULT_MAX_BODY)]
     max_body_bytes: usize,
+    /// Largest audit EventList body, in bytes (the API server sends tens of MiB with objects).
+    #[arg(long, default_value_t = server::DEFAULT_AUDIT_MAX_BODY, value_parser = parse_body_limit)]
+    audit_max_body_bytes: usize,
+    /// The audit spool's directory (default: <state-dir>/spool). One gateway per directory.
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    /// The most the audit spool may hold, as a quantity (`1Gi`); when full, `/audit` answers
+    /// 503 until sinks catch up, and the API server re-sends.
+    #[arg(long, default_value = "1Gi", value_parser = parse_spool_size)]
+    spool_max_bytes: u64,
+    /// When the audit spool syncs: `always` (each batch before its answer), `batch` (batches
+    /// arriving together share one sync before their answers), `never` (survives a crash of
+    /// wasmgate, not of the machine).
+    #[arg(long, default_value = "batch", value_parser = FsyncPolicy::from_str_arg)]
+    fsync: FsyncPolicy,
+}
+
+/// The audit body limit: at most the spool reader's record limit.
+fn parse_body_limit(text: &str) -> Result<usize, String> {
+    let bytes: usize = text.parse().map_err(|e| format!("{e}"))?;
+    if bytes == 0 || bytes as u64 >= u64::from(crate::audit::spool::MAX_RECORD_PAYLOAD) / 2 {
+        return Err("must be more than 0 and less than 512 MiB".into());
+    }
+    Ok(bytes)
+}
+
+fn parse_spool_size(text: &str) -> Result<u64, String> {
+    let bytes = parse_quantity(text)?;
+    if bytes < 64 << 10 {
+        return Err("the spool must be allowed at least 64Ki".into());
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Args)]
@@ -241,16 +280,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tls_config = tls::server_config(&files)?;
     let (runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common))?;
     let policies = snapshot.policies.len();
-    let gateway = Arc::new(Gateway::new(snapshot, Arc::new(Metrics::new())));
+    let metrics = Arc::new(Metrics::new());
+    let sinks = snapshot.audit_sinks.clone();
+    let mut gateway = Gateway::new(snapshot, metrics.clone());
+    // The spool is opened only when there is a sink to feed: an admission-only gateway keeps
+    // no audit state, and `/audit` answers 404 there.
+    let audit = if sinks.is_empty() {
+        None
+    } else {
+        let spool = SpoolConfig {
+            dir: args
+                .spool_dir
+                .clone()
+                .unwrap_or_else(|| args.state_dir.join("spool")),
+            max_bytes: args.spool_max_bytes,
+            fsync: args.fsync,
+        };
+        let audit = AuditService::start(&spool, sinks, metrics)
+            .await
+            .context("cannot start the audit webhook")?;
+        gateway = gateway.with_audit(audit.clone());
+        Some(audit)
+    };
+    let audit_sinks = audit.as_ref().map_or(0, |a| a.sink_names().len());
+    let gateway = Arc::new(gateway);
     let listener = server::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(
-        listen = %listener.local_addr()?, policies, mtls = files.client_ca.is_some(),
+        listen = %listener.local_addr()?, policies, audit_sinks, mtls = files.client_ca.is_some(),
         startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
     );
     let server_config = server::ServerConfig {
         max_body: args.max_body_bytes,
+        audit_max_body: args.audit_max_body_bytes,
     };
     server::serve(
         listener,
@@ -260,6 +323,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await;
+    drop(audit);
     drop(runtime);
     Ok(())
 }
@@ -330,7 +394,7 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
-    use crate::manifests::{self, Options, Service, Target, TlsMaterial};
+    use crate::manifests::{self, ClientCredentials, Options, Service, Target, TlsMaterial};
     let kinds = &args.kind;
     let control_plane_file = kinds
         .iter()
@@ -358,8 +422,14 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
         .into_iter()
         .filter(|s| !s.is_empty())
         .collect();
-    options.client_cert_path = args.client_cert;
-    options.client_key_path = args.client_key;
+    options.audit_client = match (args.client_cert, args.client_key) {
+        (Some(cert), Some(key)) if args.embed_client_cert => Some(ClientCredentials::Embedded {
+            cert_pem: read(Path::new(&cert))?,
+            key_pem: read(Path::new(&key))?,
+        }),
+        (Some(cert), Some(key)) => Some(ClientCredentials::Files { cert, key }),
+        _ => None,
+    };
     options.image = args.image;
     options.replicas = args.replicas;
     if let Some(ca) = &args.ca_file {

@@ -12,9 +12,10 @@ use base64::Engine as _;
 use serde_yaml_ng::{Mapping, Value};
 
 use crate::config::{
-    Config, FailurePolicy, LabelSelector, Mode, PluginKind, ResolvedEntry, Rule, Scope,
+    AuditRule, Config, FailurePolicy, LabelSelector, Mode, PluginKind, ResolvedEntry, Rule, Scope,
     SelectorOperator,
 };
+use crate::wire::audit::{Level, Stage};
 
 /// Builds a [`Value`] that reads like the YAML it becomes: `{ "key": value, ... }` is a mapping
 /// (keys in the order written), `[a, b]` a sequence, anything else goes through `Value::from`.
@@ -176,6 +177,27 @@ pub struct TlsMaterial {
     pub key_pem: Vec<u8>,
 }
 
+/// A client certificate in a kubeconfig.
+#[derive(Debug, Clone)]
+pub enum ClientCredentials {
+    /// Paths on the API server's host (`client-certificate`, `client-key`): the API server reads
+    /// them, so a renewed certificate needs no new kubeconfig.
+    Files {
+        /// The certificate's path.
+        cert: String,
+        /// The key's path.
+        key: String,
+    },
+    /// PEM embedded in the kubeconfig (`client-certificate-data`, `client-key-data`): one
+    /// self-contained file.
+    Embedded {
+        /// The certificate chain, PEM.
+        cert_pem: Vec<u8>,
+        /// The key, PEM.
+        key_pem: Vec<u8>,
+    },
+}
+
 /// Everything the manifests depend on besides the policy file.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -197,10 +219,8 @@ pub struct Options {
     pub exempt_namespaces: Vec<String>,
     /// User groups whose requests never reach the gateway.
     pub exempt_groups: Vec<String>,
-    /// Client certificate and key paths *on the API server's host*, for the audit kubeconfig.
-    pub client_cert_path: Option<String>,
-    /// See `client_cert_path`.
-    pub client_key_path: Option<String>,
+    /// The client certificate the API server presents to `/audit` (audit kubeconfig).
+    pub audit_client: Option<ClientCredentials>,
     /// The container image of the Deployment.
     pub image: String,
     /// The Deployment's replicas.
@@ -228,8 +248,7 @@ impl Options {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-            client_cert_path: None,
-            client_key_path: None,
+            audit_client: None,
             image: default_image(),
             replicas: 3,
             tls: None,
@@ -262,9 +281,6 @@ impl Options {
             if !is_dns_label(ns) {
                 return Err(bad(format!("--exempt-namespace {ns:?} is not a DNS label")));
             }
-        }
-        if self.client_cert_path.is_some() != self.client_key_path.is_some() {
-            return Err(bad("--client-cert and --client-key go together"));
         }
         if self.replicas == 0 {
             return Err(bad("--replicas must be at least 1"));
@@ -588,9 +604,20 @@ pub fn audit_kubeconfig(options: &Options) -> Result<Value, ManifestError> {
         map.insert("certificate-authority-data".into(), ca.into());
     }
     let mut user = Mapping::new();
-    if let (Some(cert), Some(key)) = (&options.client_cert_path, &options.client_key_path) {
-        user.insert("client-certificate".into(), cert.as_str().into());
-        user.insert("client-key".into(), key.as_str().into());
+    match &options.audit_client {
+        None => {}
+        Some(ClientCredentials::Files { cert, key }) => {
+            user.insert("client-certificate".into(), cert.as_str().into());
+            user.insert("client-key".into(), key.as_str().into());
+        }
+        Some(ClientCredentials::Embedded { cert_pem, key_pem }) => {
+            let b64 = &base64::engine::general_purpose::STANDARD;
+            user.insert(
+                "client-certificate-data".into(),
+                b64.encode(cert_pem).into(),
+            );
+            user.insert("client-key-data".into(), b64.encode(key_pem).into());
+        }
     }
     Ok(yaml!({
         "apiVersion": "v1",
@@ -605,13 +632,189 @@ pub fn audit_kubeconfig(options: &Options) -> Result<Value, ManifestError> {
     }))
 }
 
+/// Requests the generated audit Policy drops at the API server when no sink wants any of them:
+/// the control plane's heartbeats, events, and health probes, which are most of the volume of
+/// an idle cluster.
+const AUDIT_NOISE: &[Noise] = &[
+    Noise::Resource("coordination.k8s.io", "leases"),
+    Noise::Resource("", "events"),
+    Noise::Resource("events.k8s.io", "events"),
+    Noise::Url("/healthz"),
+    Noise::Url("/livez"),
+    Noise::Url("/readyz"),
+];
+
+/// A class of requests: a resource (without subresources) of a group, or the non-resource URLs
+/// under a path prefix.
+#[derive(Debug, Clone, Copy)]
+enum Noise {
+    Resource(&'static str, &'static str),
+    Url(&'static str),
+}
+
 /// The audit Policy for kube-apiserver's `--audit-policy-file`, from the policy file's audit
-/// sinks.
+/// sinks. The gateway routes every event through each sink's own rules and strips it to that
+/// sink's level, so this policy only has to produce every event some sink wants, at the highest
+/// level any sink wants anything: the noise classes no sink wants are dropped (level `None`),
+/// everything else is sent at that level, and the stages every sink omits are omitted.
 pub fn audit_policy(config: &Config) -> Result<Value, ManifestError> {
-    Err(bad(format!(
-        "{}: this build has no audit sinks to derive an audit Policy from",
-        config.file.display()
-    )))
+    let sinks = &config.sinks;
+    if sinks.is_empty() {
+        return Err(bad(format!(
+            "{}: no auditSinks, so the API server has nothing to send",
+            config.file.display()
+        )));
+    }
+    let top = sinks
+        .iter()
+        .flat_map(|s| s.entry.rules.iter().map(|r| r.level))
+        .max()
+        .unwrap_or(Level::None);
+    if top == Level::None {
+        return Err(bad(format!(
+            "{}: every audit sink's rules say None, so the API server has nothing to send",
+            config.file.display()
+        )));
+    }
+    let unwanted: Vec<Noise> = AUDIT_NOISE
+        .iter()
+        .copied()
+        .filter(|noise| sinks.iter().all(|s| never_wants(&s.entry.rules, *noise)))
+        .collect();
+    let mut rules = Vec::new();
+    let mut resources: Vec<(&str, Vec<&str>)> = Vec::new();
+    for noise in &unwanted {
+        if let Noise::Resource(group, resource) = *noise {
+            match resources.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, list)) => list.push(resource),
+                None => resources.push((group, vec![resource])),
+            }
+        }
+    }
+    if !resources.is_empty() {
+        let resources: Vec<Value> = resources
+            .into_iter()
+            .map(|(group, list)| yaml!({ "group": group, "resources": list }))
+            .collect();
+        rules.push(yaml!({ "level": "None", "resources": resources }));
+    }
+    let urls: Vec<String> = unwanted
+        .iter()
+        .filter_map(|noise| match noise {
+            Noise::Url(prefix) => Some(format!("{prefix}*")),
+            Noise::Resource(..) => None,
+        })
+        .collect();
+    if !urls.is_empty() {
+        rules.push(yaml!({ "level": "None", "nonResourceURLs": urls }));
+    }
+    rules.push(yaml!({ "level": (top.as_str()) }));
+    // A stage is left out only if every sink leaves it out everywhere.
+    let mut omit: Option<Vec<Stage>> = None;
+    for sink in sinks {
+        let mine = &sink.entry.omit_stages;
+        omit = Some(match omit {
+            None => mine.clone(),
+            Some(all) => all.into_iter().filter(|s| mine.contains(s)).collect(),
+        });
+    }
+    let omit: Vec<Value> = omit
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.as_str().into())
+        .collect();
+    let omit_managed_fields = sinks.iter().all(|s| {
+        s.entry.omit_managed_fields
+            && s.entry
+                .rules
+                .iter()
+                .all(|r| r.omit_managed_fields != Some(false))
+    });
+    let mut policy = yaml!({
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+    });
+    if let Value::Mapping(map) = &mut policy {
+        if !omit.is_empty() {
+            map.insert("omitStages".into(), omit.into());
+        }
+        if omit_managed_fields {
+            map.insert("omitManagedFields".into(), true.into());
+        }
+        map.insert("rules".into(), rules.into());
+    }
+    Ok(policy)
+}
+
+/// Whether a sink with these rules (first match wins, no match is `None`) gives every request
+/// of `noise` the level `None`.
+fn never_wants(rules: &[AuditRule], noise: Noise) -> bool {
+    for rule in rules {
+        if !could_match(rule, noise) {
+            continue;
+        }
+        if rule.level != Level::None {
+            return false;
+        }
+        if covers(rule, noise) {
+            return true;
+        }
+    }
+    true
+}
+
+/// Whether `rule` matches at least one request of `noise`.
+fn could_match(rule: &AuditRule, noise: Noise) -> bool {
+    match noise {
+        Noise::Resource(group, resource) => {
+            rule.non_resource_urls.is_empty()
+                && (rule.resources.is_empty()
+                    || rule.resources.iter().any(|gr| {
+                        (gr.group == "*" || gr.group == group)
+                            && (gr.resources.is_empty()
+                                || gr.resources.iter().any(|r| r == "*" || r == resource))
+                    }))
+        }
+        Noise::Url(prefix) => {
+            rule.resources.is_empty()
+                && rule.namespaces.is_empty()
+                && (rule.non_resource_urls.is_empty()
+                    || rule
+                        .non_resource_urls
+                        .iter()
+                        .any(|p| match p.strip_suffix('*') {
+                            Some(p) => p.starts_with(prefix) || prefix.starts_with(p),
+                            None => p.starts_with(prefix),
+                        }))
+        }
+    }
+}
+
+/// Whether `rule` matches every request of `noise`.
+fn covers(rule: &AuditRule, noise: Noise) -> bool {
+    if !(rule.users.is_empty() && rule.user_groups.is_empty() && rule.verbs.is_empty()) {
+        return false;
+    }
+    match noise {
+        Noise::Resource(group, resource) => {
+            rule.namespaces.is_empty()
+                && rule.non_resource_urls.is_empty()
+                && (rule.resources.is_empty()
+                    || rule.resources.iter().any(|gr| {
+                        (gr.group == "*" || gr.group == group)
+                            && gr.resource_names.is_empty()
+                            && (gr.resources.is_empty()
+                                || gr.resources.iter().any(|r| r == "*" || r == resource))
+                    }))
+        }
+        Noise::Url(prefix) => {
+            rule.non_resource_urls.is_empty()
+                || rule
+                    .non_resource_urls
+                    .iter()
+                    .any(|p| p.strip_suffix('*').is_some_and(|p| prefix.starts_with(p)))
+        }
+    }
 }
 
 // === deploy ===

@@ -1,13 +1,14 @@
-//! Owns assembling an immutable [`Snapshot`] (every policy with its compiled plugin) from a
-//! validated [`Config`] and the [`Runtime`]. Building is blocking and may take seconds; it never
-//! runs on the request path. A snapshot is never changed after it is built.
+//! Owns assembling an immutable [`Snapshot`] (every policy and audit sink with its compiled
+//! plugin) from a validated [`Config`] and the [`Runtime`]. Building is blocking and may take
+//! seconds; it never runs on the request path. A snapshot is never changed after it is built.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
+use crate::policy::audit::{AuditRules, SinkPolicy};
 use crate::policy::{Matcher, Policy, PolicySet};
-use crate::runtime::{Plugin, PluginSpec, Runtime};
+use crate::runtime::{Plugin, PluginSpec, Runtime, World};
 
 /// Everything one request needs, fixed for the request's lifetime.
 pub struct Snapshot {
@@ -19,6 +20,8 @@ pub struct Snapshot {
     pub content_hash: String,
     /// The policies.
     pub policies: PolicySet<Plugin>,
+    /// The audit sinks, in file order.
+    pub audit_sinks: Vec<Arc<SinkPolicy<Plugin>>>,
 }
 
 impl Snapshot {
@@ -36,7 +39,7 @@ impl Snapshot {
             let plugin = runtime
                 .load(PluginSpec {
                     name: entry.name.clone(),
-                    kind: entry.kind,
+                    kind: entry.kind.into(),
                     bytes: resolved.module_bytes.clone(),
                     settings: resolved.settings_json.clone(),
                     memory_limit: resolved.memory_limit,
@@ -60,11 +63,41 @@ impl Snapshot {
                 plugin: Arc::new(plugin),
             });
         }
+        let mut audit_sinks = Vec::with_capacity(config.sinks.len());
+        for sink in &config.sinks {
+            let entry = &sink.entry;
+            let plugin = runtime
+                .load(PluginSpec {
+                    name: entry.name.clone(),
+                    kind: World::AuditSink,
+                    bytes: sink.module_bytes.clone(),
+                    settings: sink.settings_json.clone(),
+                    memory_limit: sink.memory_limit,
+                })
+                .map_err(|e| ConfigError {
+                    file: config.file.clone(),
+                    line: sink.line,
+                    message: format!(
+                        "audit sink {:?}: {}: {e}",
+                        entry.name,
+                        sink.module_path.display()
+                    ),
+                })?;
+            audit_sinks.push(Arc::new(SinkPolicy {
+                name: entry.name.clone(),
+                rules: AuditRules::new(&entry.rules, &entry.omit_stages, entry.omit_managed_fields),
+                outputs: sink.outputs.clone(),
+                timeout: sink.timeout,
+                max_attempts: sink.max_attempts,
+                plugin: Arc::new(plugin),
+            }));
+        }
         Ok(Snapshot {
             generation,
             file: config.file.clone(),
             content_hash: config.content_hash.clone(),
             policies: PolicySet::new(policies),
+            audit_sinks,
         })
     }
 }

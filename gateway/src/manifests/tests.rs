@@ -297,9 +297,6 @@ fn targets_and_names_are_checked() {
     let mut options = url_options();
     options.name = "Gate".into();
     assert!(options.validate().is_err());
-    let mut options = url_options();
-    options.client_cert_path = Some("/c".into());
-    assert!(options.validate().is_err());
 }
 
 #[test]
@@ -311,8 +308,10 @@ fn cel_strings_are_escaped() {
 #[test]
 fn audit_kubeconfig_points_at_the_audit_endpoint() {
     let mut options = url_options();
-    options.client_cert_path = Some("/etc/kubernetes/pki/wasmgate-client.crt".into());
-    options.client_key_path = Some("/etc/kubernetes/pki/wasmgate-client.key".into());
+    options.audit_client = Some(ClientCredentials::Files {
+        cert: "/etc/kubernetes/pki/wasmgate-client.crt".into(),
+        key: "/etc/kubernetes/pki/wasmgate-client.key".into(),
+    });
     let kc = json(&audit_kubeconfig(&options).unwrap());
     assert_eq!(kc["kind"], "Config");
     assert_eq!(kc["current-context"], "wasmgate");
@@ -329,6 +328,15 @@ fn audit_kubeconfig_points_at_the_audit_endpoint() {
         "/etc/kubernetes/pki/wasmgate-client.crt"
     );
     assert_eq!(kc["contexts"][0]["context"]["user"], "kube-apiserver");
+    options.audit_client = Some(ClientCredentials::Embedded {
+        cert_pem: b"CERT".to_vec(),
+        key_pem: b"KEY".to_vec(),
+    });
+    let kc = json(&audit_kubeconfig(&options).unwrap());
+    assert_eq!(
+        kc["users"][0]["user"],
+        serde_json::json!({"client-certificate-data": "Q0VSVA==", "client-key-data": "S0VZ"})
+    );
 
     let options = Options::new(Service::parse("gate/wg").unwrap());
     let kc = json(&audit_kubeconfig(&options).unwrap());
@@ -496,4 +504,103 @@ fn yaml_stream_has_header_and_separators() {
         "# made here\n---\na: 1\n---\nb:\n- x\n- ''\n"
     );
     assert_eq!(to_yaml(&[], &docs[..1]).unwrap(), "a: 1\n");
+}
+
+/// A policy file with these audit sinks (YAML list items), each writing to a file output.
+fn sinks(entries: &str) -> (tempfile::TempDir, Config) {
+    policy_set(&format!("auditSinks:\n{entries}"))
+}
+
+fn sink(name: &str, rules: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    module: a.wasm\n    rules:\n{rules}{extra}    outputs:\n      - {{name: out, type: file, path: {name}.jsonl}}\n"
+    )
+}
+
+#[test]
+fn audit_policy_drops_only_what_no_sink_wants() {
+    let (_dir, config) = sinks(
+        &(sink(
+            "redact",
+            "      - level: None\n        users: [system:kube-proxy]\n      - level: RequestResponse\n",
+            "    omitStages: [RequestReceived]\n    omitManagedFields: true\n",
+        ) + &sink(
+            "alerts",
+            "      - level: Metadata\n        resources: [{group: '', resources: [pods/exec, secrets]}]\n      - level: None\n",
+            "    omitStages: [RequestReceived, ResponseStarted]\n",
+        )),
+    );
+    let policy = json(&audit_policy(&config).unwrap());
+    assert_eq!(policy["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(policy["kind"], "Policy");
+    // The redact sink keeps everything but kube-proxy's requests: nothing may be dropped.
+    assert_eq!(
+        policy["rules"],
+        serde_json::json!([{"level": "RequestResponse"}])
+    );
+    assert_eq!(policy["omitStages"], serde_json::json!(["RequestReceived"]));
+    assert!(
+        policy.get("omitManagedFields").is_none(),
+        "only one sink omits them"
+    );
+
+    let (_dir, config) = sinks(
+        &(sink(
+            "redact",
+            "      - level: None\n        resources: [{group: coordination.k8s.io, resources: [leases]}, {group: '', resources: ['*']}]\n      - level: None\n        nonResourceURLs: ['/healthz*', /livez]\n      - level: Request\n",
+            "    omitManagedFields: true\n",
+        ) + &sink(
+            "alerts",
+            "      - level: Metadata\n        resources: [{group: '', resources: [pods/exec]}]\n",
+            "    omitManagedFields: true\n",
+        )),
+    );
+    let policy = json(&audit_policy(&config).unwrap());
+    assert_eq!(
+        policy["rules"],
+        serde_json::json!([
+            {"level": "None", "resources": [
+                {"group": "coordination.k8s.io", "resources": ["leases"]},
+                {"group": "", "resources": ["events"]}]},
+            // `/livez` alone leaves `/livez/ping` wanted.
+            {"level": "None", "nonResourceURLs": ["/healthz*"]},
+            {"level": "Request"},
+        ])
+    );
+    assert!(policy.get("omitStages").is_none());
+    assert_eq!(policy["omitManagedFields"], true);
+}
+
+#[test]
+fn audit_policy_keeps_noise_a_sink_asks_for() {
+    let (_dir, config) = sinks(&sink(
+        "leases",
+        "      - level: None\n        users: [system:apiserver]\n      - level: Metadata\n        resources: [{group: coordination.k8s.io}]\n      - level: None\n        verbs: [watch]\n      - level: None\n",
+        "",
+    ));
+    let policy = json(&audit_policy(&config).unwrap());
+    let rules = policy["rules"].as_array().unwrap();
+    assert_eq!(
+        rules[0]["resources"],
+        serde_json::json!([{"group": "", "resources": ["events"]}, {"group": "events.k8s.io", "resources": ["events"]}]),
+        "leases are wanted at Metadata; events fall through to None"
+    );
+    assert_eq!(
+        rules[1]["nonResourceURLs"],
+        serde_json::json!(["/healthz*", "/livez*", "/readyz*"])
+    );
+    assert_eq!(rules[2], serde_json::json!({"level": "Metadata"}));
+}
+
+#[test]
+fn audit_policy_needs_a_sink_that_wants_something() {
+    let (_dir, config) = policy_set("");
+    assert!(
+        audit_policy(&config)
+            .unwrap_err()
+            .0
+            .contains("no auditSinks")
+    );
+    let (_dir, config) = sinks(&sink("quiet", "      - level: None\n", ""));
+    assert!(audit_policy(&config).unwrap_err().0.contains("say None"));
 }
