@@ -52,6 +52,11 @@ pub const POLICY_DIR: &str = "/etc/wasmgate/policies";
 pub const TLS_DIR: &str = "/etc/wasmgate/tls";
 /// The policy file's key in the ConfigMap.
 pub const POLICY_KEY: &str = "policies.yaml";
+/// Where audit sinks' `file` outputs with relative paths write in the cluster (an `emptyDir`).
+pub const OUTPUT_DIR: &str = "/var/log/wasmgate";
+/// The audit spool's directory in the cluster (an `emptyDir`: it survives container restarts,
+/// not the Pod's deletion).
+pub const SPOOL_DIR: &str = "/var/lib/wasmgate/spool";
 
 /// A manifest that cannot be rendered, and why.
 #[derive(Debug, thiserror::Error)]
@@ -853,6 +858,7 @@ pub fn deploy(options: &Options) -> Result<Vec<Value>, ManifestError> {
         format!("--tls-cert={TLS_DIR}/tls.crt"),
         format!("--tls-key={TLS_DIR}/tls.key"),
         "--cache-dir=/var/cache/wasmgate".to_owned(),
+        format!("--spool-dir={SPOOL_DIR}"),
         "--state-dir=/tmp/wasmgate".to_owned(),
         "--log-json".to_owned(),
     ]
@@ -885,6 +891,8 @@ pub fn deploy(options: &Options) -> Result<Vec<Value>, ManifestError> {
             { "name": "policies", "mountPath": POLICY_DIR, "readOnly": true },
             { "name": "tls", "mountPath": TLS_DIR, "readOnly": true },
             { "name": "cache", "mountPath": "/var/cache/wasmgate" },
+            { "name": "spool", "mountPath": SPOOL_DIR },
+            { "name": "outputs", "mountPath": OUTPUT_DIR },
             { "name": "tmp", "mountPath": "/tmp" },
         ],
     });
@@ -960,6 +968,9 @@ pub fn deploy(options: &Options) -> Result<Vec<Value>, ManifestError> {
                             { "name": "policies", "configMap": { "name": (format!("{name}-policies")) } },
                             { "name": "tls", "secret": { "secretName": (format!("{name}-tls")) } },
                             { "name": "cache", "emptyDir": { "sizeLimit": "256Mi" } },
+                            // serve's --spool-max-bytes (1Gi by default), with room to spare.
+                            { "name": "spool", "emptyDir": { "sizeLimit": "2Gi" } },
+                            { "name": "outputs", "emptyDir": { "sizeLimit": "1Gi" } },
                             { "name": "tmp", "emptyDir": { "sizeLimit": "16Mi" } },
                         ],
                     },
@@ -998,40 +1009,67 @@ pub fn config_objects(
     let mut binary = Mapping::new();
     let mut keys: Vec<(String, String)> = Vec::new(); // (key, sha256)
     let mut size = 0usize;
-    let policies = doc
-        .get_mut("policies")
-        .and_then(Value::as_sequence_mut)
-        .ok_or_else(|| bad(format!("{}: no policies list", config.file.display())))?;
-    for (item, entry) in policies.iter_mut().zip(&config.entries) {
-        let base = entry
-            .module_path
-            .file_name()
-            .and_then(|f| f.to_str())
-            .unwrap_or("plugin.wasm");
-        let key = match keys.iter().find(|(k, _)| k == base) {
-            // The same file name holding other bytes: keep both, under distinct keys.
-            Some((_, sha)) if *sha != entry.module_sha256 => {
-                format!("{}-{base}", entry.entry.name)
-            }
-            _ => base.to_owned(),
+    // (section, entry name, module path, bytes, sha256) in file order, per section.
+    let sections: [(&str, Vec<ModuleRef<'_>>); 2] = [
+        (
+            "policies",
+            config
+                .entries
+                .iter()
+                .map(|e| ModuleRef {
+                    name: &e.entry.name,
+                    path: &e.module_path,
+                    bytes: &e.module_bytes,
+                    sha256: &e.module_sha256,
+                })
+                .collect(),
+        ),
+        (
+            "auditSinks",
+            config
+                .sinks
+                .iter()
+                .map(|e| ModuleRef {
+                    name: &e.entry.name,
+                    path: &e.module_path,
+                    bytes: &e.module_bytes,
+                    sha256: &e.module_sha256,
+                })
+                .collect(),
+        ),
+    ];
+    for (section, modules) in &sections {
+        let Some(items) = doc.get_mut(*section).and_then(Value::as_sequence_mut) else {
+            continue;
         };
-        if !is_configmap_key(&key) {
-            return Err(bad(format!(
-                "policy {:?}: module file name {key:?} is not a valid ConfigMap key",
-                entry.entry.name
-            )));
-        }
-        if !keys.iter().any(|(k, _)| *k == key) {
-            keys.push((key.clone(), entry.module_sha256.clone()));
-            size += entry.module_bytes.len();
-            binary.insert(
-                key.as_str().into(),
-                b64.encode(entry.module_bytes.as_slice()).into(),
-            );
-        }
-        if let Value::Mapping(map) = item {
+        for (item, module) in items.iter_mut().zip(modules) {
+            let base = module
+                .path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or("plugin.wasm");
+            let key = match keys.iter().find(|(k, _)| k == base) {
+                // The same file name holding other bytes: keep both, under distinct keys.
+                Some((_, sha)) if sha != module.sha256 => format!("{}-{base}", module.name),
+                _ => base.to_owned(),
+            };
+            if !is_configmap_key(&key) {
+                return Err(bad(format!(
+                    "{:?}: module file name {key:?} is not a valid ConfigMap key",
+                    module.name
+                )));
+            }
+            if !keys.iter().any(|(k, _)| *k == key) {
+                keys.push((key.clone(), module.sha256.to_owned()));
+                size += module.bytes.len();
+                binary.insert(key.as_str().into(), b64.encode(module.bytes).into());
+            }
+            let Value::Mapping(map) = item else { continue };
             map.insert("module".into(), key.as_str().into());
-            map.insert("sha256".into(), entry.module_sha256.as_str().into());
+            map.insert("sha256".into(), module.sha256.into());
+            if *section == "auditSinks" {
+                relocate_file_outputs(map);
+            }
         }
     }
     let text = serde_yaml_ng::to_string(&doc).map_err(|e| bad(e.to_string()))?;
@@ -1082,6 +1120,35 @@ pub fn config_objects(
         }));
     }
     Ok(docs)
+}
+
+/// A module named by a policy or an audit sink.
+struct ModuleRef<'a> {
+    name: &'a str,
+    path: &'a std::path::Path,
+    bytes: &'a [u8],
+    sha256: &'a str,
+}
+
+/// A sink's `file` outputs with a relative path would resolve next to the policy file, in the
+/// read-only ConfigMap volume: they go under [`OUTPUT_DIR`] instead (an `emptyDir`).
+fn relocate_file_outputs(sink: &mut Mapping) {
+    let Some(Value::Sequence(outputs)) = sink.get_mut("outputs") else {
+        return;
+    };
+    for output in outputs {
+        let Value::Mapping(output) = output else {
+            continue;
+        };
+        if output.get("type").and_then(Value::as_str) != Some("file") {
+            continue;
+        }
+        let relative = match output.get("path").and_then(Value::as_str) {
+            Some(path) if !path.starts_with('/') => path.trim_start_matches("./").to_owned(),
+            _ => continue,
+        };
+        output.insert("path".into(), format!("{OUTPUT_DIR}/{relative}").into());
+    }
 }
 
 /// The DNS names a serving certificate for `target` needs: for a Service, the name the API

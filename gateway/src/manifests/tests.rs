@@ -399,6 +399,23 @@ fn deploy_objects_fit_together() {
         .collect();
     assert!(args.contains(&"--config=/etc/wasmgate/policies/policies.yaml"));
     assert!(args.contains(&"--tls-cert=/etc/wasmgate/tls/tls.crt"));
+    assert!(args.contains(&"--spool-dir=/var/lib/wasmgate/spool"));
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    for dir in [
+        POLICY_DIR,
+        TLS_DIR,
+        SPOOL_DIR,
+        OUTPUT_DIR,
+        "/var/cache/wasmgate",
+        "/tmp",
+    ] {
+        assert!(mounts.contains(&dir), "{dir} is not mounted");
+    }
     assert_eq!(pod["volumes"][0]["configMap"]["name"], "wg-policies");
     assert_eq!(pod["volumes"][1]["secret"]["secretName"], "wg-tls");
     assert_eq!(pod["serviceAccountName"], "wg");
@@ -603,4 +620,40 @@ fn audit_policy_needs_a_sink_that_wants_something() {
     );
     let (_dir, config) = sinks(&sink("quiet", "      - level: None\n", ""));
     assert!(audit_policy(&config).unwrap_err().0.contains("say None"));
+}
+
+#[test]
+fn config_objects_carry_audit_sinks_with_writable_outputs() {
+    let (_dir, config) = policy_set(
+        "  - name: labels\n    kind: validator\n    module: b.wasm\n    rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]\nauditSinks:\n  - name: redact\n    module: c.wasm\n    rules: [{level: Metadata}]\n    outputs:\n      - {name: audit, type: file, path: ./audit/events.jsonl}\n      - {name: kept, type: file, path: /data/events.jsonl}\n      - {name: console, type: stdout}\n",
+    );
+    let text = std::fs::read_to_string(&config.file).unwrap();
+    let options = Options::new(Service::parse("gate/wg").unwrap());
+    let docs: Vec<serde_json::Value> = config_objects(&config, &text, &options)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    let cm = &docs[0];
+    assert_eq!(
+        cm["binaryData"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["b.wasm", "c.wasm"]
+    );
+    let file: serde_json::Value =
+        serde_yaml_ng::from_str(cm["data"]["policies.yaml"].as_str().unwrap()).unwrap();
+    let sink = &file["auditSinks"][0];
+    assert_eq!(sink["module"], "c.wasm");
+    assert_eq!(sink["sha256"], config.sinks[0].module_sha256.as_str());
+    assert_eq!(
+        sink["outputs"],
+        serde_json::json!([
+            {"name": "audit", "type": "file", "path": "/var/log/wasmgate/audit/events.jsonl"},
+            {"name": "kept", "type": "file", "path": "/data/events.jsonl"},
+            {"name": "console", "type": "stdout"},
+        ])
+    );
 }
