@@ -1,6 +1,6 @@
 //! Owns the `wasmgate` command line: argument parsing and wiring the modules together for
-//! `serve`, `check` and `manifests`. Bootstrap code: errors here are `anyhow`, reported once,
-//! with context.
+//! `serve`, `check`, `status` and `manifests`. Bootstrap code: errors here are `anyhow`,
+//! reported once, with context.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::audit::{AuditService, FsyncPolicy, SpoolConfig};
 use crate::config::{Config, PluginKind, parse_quantity};
 use crate::gateway::Gateway;
+use crate::reload;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::server::{self, tls};
 use crate::snapshot::Snapshot;
@@ -35,6 +36,10 @@ enum Command {
     /// Evaluate one AdmissionReview offline, exactly as the server would, and print the answer.
     /// Exit status: 0 allowed, 1 denied, 2 error.
     Check(CheckArgs),
+    /// Show a running gateway's snapshot and reload status (from its /readyz). Exit status: 0
+    /// when the last reload succeeded, 1 when it was rejected (the previous snapshot serves),
+    /// 2 when the gateway cannot be reached.
+    Status(StatusArgs),
     /// Print the manifests that register wasmgate with a cluster and run it there, as YAML:
     /// webhook configurations, the API server's audit kubeconfig and audit Policy, and the
     /// Deployment and its friends. See docs/registering.md.
@@ -126,6 +131,17 @@ struct ManifestsArgs {
     /// that needs it in the same run.
     #[arg(long, conflicts_with_all = ["tls_cert", "ca_file"])]
     generate_tls: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The gateway's address.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    url: String,
+    /// The CA that signed the gateway's certificate (default: the development CA under
+    /// .wasmgate/tls/ca.crt).
+    #[arg(long, default_value = ".wasmgate/tls/ca.crt")]
+    cacert: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +245,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => rt.block_on(check(args)),
+        Command::Status(args) => rt.block_on(status(args)),
         Command::Manifests(args) => manifests(args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
@@ -247,12 +264,17 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("compiled"))
 }
 
-fn load(common: &CommonArgs) -> anyhow::Result<(Runtime, Snapshot)> {
-    let cache_dir = common.cache_dir.clone().or_else(default_cache_dir);
+fn load(common: &CommonArgs) -> anyhow::Result<(Arc<Runtime>, Snapshot)> {
+    // wasmtime's cache wants an absolute directory.
+    let cache_dir = common
+        .cache_dir
+        .clone()
+        .or_else(default_cache_dir)
+        .map(|d| std::path::absolute(&d).unwrap_or(d));
     let runtime = Runtime::new(&RuntimeConfig { cache_dir })?;
     let config = Config::load(&common.config)?;
-    let snapshot = Snapshot::build(&config, &runtime, 1)?;
-    Ok((runtime, snapshot))
+    let snapshot = Snapshot::build(&config, &runtime, 1, None)?;
+    Ok((Arc::new(runtime), snapshot))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -307,22 +329,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = server::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(
-        listen = %listener.local_addr()?, policies, audit_sinks, mtls = files.client_ca.is_some(),
-        startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
-    );
     let server_config = server::ServerConfig {
         max_body: args.max_body_bytes,
         audit_max_body: args.audit_max_body_bytes,
     };
+    let tls_handle = Arc::new(ArcSwap::new(tls_config));
+    // One shutdown signal for the server and the reloader.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mtls = files.client_ca.is_some();
+    let reloader = reload::Reloader::new(
+        args.common.config.clone(),
+        runtime.clone(),
+        gateway.clone(),
+        Some((files, tls_handle.clone())),
+    );
+    let reloading = reloader.start(stopped(stop_rx.clone()));
+    tracing::info!(
+        listen = %listener.local_addr()?, policies, audit_sinks, mtls,
+        startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
+    );
     server::serve(
         listener,
-        Arc::new(ArcSwap::new(tls_config)),
+        tls_handle,
         gateway,
         server_config,
-        shutdown_signal(),
+        stopped(stop_rx),
     )
     .await;
+    let _ = reloading.await;
     drop(audit);
     drop(runtime);
     Ok(())
@@ -391,6 +432,89 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let uri: http::Uri = args
+        .url
+        .parse()
+        .with_context(|| format!("bad --url {}", args.url))?;
+    let host = uri
+        .host()
+        .context("--url needs a host")?
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::pem_file_iter(
+            &args.cacert,
+        )
+        .with_context(|| format!("cannot read {}", args.cacert.display()))?
+    {
+        roots.add(cert.with_context(|| format!("bad PEM in {}", args.cacert.display()))?)?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot connect to {host}:{port}"))?;
+    let name = rustls_pki_types::ServerName::try_from(host.clone())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .context("TLS handshake failed")?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    let request = http::Request::get("/readyz")
+        .header("host", host.as_str())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await?
+        .to_bytes();
+    let ready: serde_json::Value =
+        serde_json::from_slice(&body).context("/readyz did not answer JSON")?;
+    let reload = &ready["reload"];
+    println!("generation    {}", ready["generation"]);
+    println!(
+        "content hash  {}",
+        ready["contentHash"].as_str().unwrap_or("?")
+    );
+    println!(
+        "policies      {}",
+        ready["policies"]
+            .as_array()
+            .map(|p| p
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
+    );
+    println!(
+        "reloads       {} attempted, {} succeeded, {} failed",
+        reload["attempts"], reload["succeeded"], reload["failed"]
+    );
+    if let Some(error) = reload["lastTlsError"].as_str() {
+        println!("certificates  last reload rejected: {error}");
+    }
+    Ok(match reload["lastError"].as_str() {
+        Some(error) => {
+            println!("last reload   REJECTED (the previous snapshot keeps serving): {error}");
+            ExitCode::from(1)
+        }
+        None => {
+            println!("last reload   ok");
+            ExitCode::SUCCESS
+        }
+    })
 }
 
 fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {

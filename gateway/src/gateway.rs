@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::admission;
 use crate::audit::{AuditService, IntakeError, spool::AppendError};
 use crate::config::PluginKind;
+use crate::reload::ReloadStatus;
 use crate::server::{Answer, Handler};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Metrics;
@@ -21,17 +22,22 @@ use crate::wire::{AdmissionResponse, AdmissionReview};
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     metrics: Arc<Metrics>,
+    reload: ArcSwap<ReloadStatus>,
     audit: Option<Arc<AuditService>>,
 }
 
 impl Gateway {
     /// A gateway serving `snapshot`.
     pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
-        metrics.snapshot_generation.set(snapshot.generation as i64);
-        metrics.policies.set(snapshot.policies.len() as i64);
+        metrics.snapshot_serving(
+            snapshot.generation,
+            &snapshot.content_hash,
+            snapshot.policies.len(),
+        );
         Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
+            reload: ArcSwap::default(),
             audit: None,
         }
     }
@@ -40,6 +46,39 @@ impl Gateway {
     pub fn with_audit(mut self, audit: Arc<AuditService>) -> Self {
         self.audit = Some(audit);
         self
+    }
+
+    /// Serves `snapshot` from now on. Requests in flight finish on the one they loaded; audit
+    /// sinks take the new configuration from their next batch. Blocking (it reads the sinks'
+    /// cursors): call it off the request path, as reloads do.
+    pub fn swap(&self, snapshot: Snapshot) {
+        self.metrics.snapshot_serving(
+            snapshot.generation,
+            &snapshot.content_hash,
+            snapshot.policies.len(),
+        );
+        match &self.audit {
+            Some(audit) => audit.reconfigure(snapshot.audit_sinks.clone()),
+            None if !snapshot.audit_sinks.is_empty() => tracing::warn!(
+                "the reloaded policy file has auditSinks, but this gateway started without any: /audit stays disabled until it restarts"
+            ),
+            None => {}
+        }
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// The reload status shown by `/readyz`.
+    pub fn reload_status(&self) -> Arc<ReloadStatus> {
+        self.reload.load_full()
+    }
+
+    /// Updates the reload status shown by `/readyz`.
+    pub fn update_status(&self, update: impl Fn(&mut ReloadStatus)) {
+        self.reload.rcu(|current| {
+            let mut next = ReloadStatus::clone(current);
+            update(&mut next);
+            next
+        });
     }
 
     /// The snapshot serving requests now.
@@ -126,7 +165,9 @@ impl Handler for Gateway {
 
     async fn audit(&self, body: Bytes, deadline: Instant) -> Answer {
         let started = Instant::now();
-        let Some(audit) = &self.audit else {
+        // No sinks (none at start, or a reload removed them all): nothing would keep the events.
+        let configured = !self.snapshot.load().audit_sinks.is_empty();
+        let Some(audit) = self.audit.as_ref().filter(|_| configured) else {
             let answer = Answer::status(
                 StatusCode::NOT_FOUND,
                 "the audit webhook is disabled: the policy file has no auditSinks",
@@ -196,6 +237,7 @@ impl Handler for Gateway {
                 "contentHash": snapshot.content_hash,
                 "policies": snapshot.policies.iter().map(|p| &p.name).collect::<Vec<_>>(),
                 "auditSinks": snapshot.audit_sinks.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                "reload": &**self.reload.load(),
             })
             .to_string()
             .into_bytes(),

@@ -2,10 +2,11 @@
 //! plugin) from a validated [`Config`] and the [`Runtime`]. Building is blocking and may take
 //! seconds; it never runs on the request path. A snapshot is never changed after it is built.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ResolvedEntry, ResolvedSink};
 use crate::policy::audit::{AuditRules, SinkPolicy};
 use crate::policy::{Matcher, Policy, PolicySet};
 use crate::runtime::{Plugin, PluginSpec, Runtime, World};
@@ -22,75 +23,78 @@ pub struct Snapshot {
     pub policies: PolicySet<Plugin>,
     /// The audit sinks, in file order.
     pub audit_sinks: Vec<Arc<SinkPolicy<Plugin>>>,
+    /// The module files the policies and sinks were loaded from (watched for hot reload).
+    pub module_paths: Vec<PathBuf>,
+    /// The compiled plugins by what they were built from, so that a rebuild reuses them.
+    plugins: HashMap<PluginKey, Arc<Plugin>>,
+}
+
+/// What a compiled plugin depends on: equal keys give interchangeable plugins.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PluginKey {
+    name: String,
+    world: &'static str,
+    module_sha256: String,
+    settings: String,
+    memory_limit: u64,
 }
 
 impl Snapshot {
     /// Compiles and checks every plugin of `config`. A module that does not compile, does not
     /// implement its declared world, or cannot instantiate under its limits fails the build with
-    /// the policy file, the entry's line and the reason.
+    /// the policy file, the entry's line and the reason. Plugins whose module, settings and
+    /// limits are unchanged since `previous` are reused as they are, neither recompiled nor
+    /// re-checked.
     pub fn build(
         config: &Config,
         runtime: &Runtime,
         generation: u64,
+        previous: Option<&Snapshot>,
     ) -> Result<Snapshot, ConfigError> {
+        let mut plugins = HashMap::new();
+        let mut load =
+            |what: &str, world: World, spec: Spec<'_>| -> Result<Arc<Plugin>, ConfigError> {
+                let key = PluginKey {
+                    name: spec.name.to_owned(),
+                    world: world.name(),
+                    module_sha256: spec.module_sha256.to_owned(),
+                    settings: spec.settings.to_owned(),
+                    memory_limit: spec.memory_limit,
+                };
+                let plugin = match previous.and_then(|p| p.plugins.get(&key)) {
+                    Some(plugin) => plugin.clone(),
+                    None => Arc::new(
+                        runtime
+                            .load(PluginSpec {
+                                name: spec.name.to_owned(),
+                                kind: world,
+                                bytes: spec.bytes.clone(),
+                                settings: spec.settings.to_owned(),
+                                memory_limit: spec.memory_limit,
+                            })
+                            .map_err(|e| ConfigError {
+                                file: config.file.clone(),
+                                line: spec.line,
+                                message: format!(
+                                    "{what} {:?}: {}: {e}",
+                                    spec.name,
+                                    spec.module_path.display()
+                                ),
+                            })?,
+                    ),
+                };
+                plugins.insert(key, plugin.clone());
+                Ok(plugin)
+            };
         let mut policies = Vec::with_capacity(config.entries.len());
         for resolved in &config.entries {
-            let entry = &resolved.entry;
-            let plugin = runtime
-                .load(PluginSpec {
-                    name: entry.name.clone(),
-                    kind: entry.kind.into(),
-                    bytes: resolved.module_bytes.clone(),
-                    settings: resolved.settings_json.clone(),
-                    memory_limit: resolved.memory_limit,
-                })
-                .map_err(|e| ConfigError {
-                    file: config.file.clone(),
-                    line: resolved.line,
-                    message: format!(
-                        "policy {:?}: {}: {e}",
-                        entry.name,
-                        resolved.module_path.display()
-                    ),
-                })?;
-            policies.push(Policy {
-                name: entry.name.clone(),
-                kind: entry.kind,
-                matcher: Matcher::new(entry),
-                mode: entry.mode,
-                failure_policy: entry.failure_policy,
-                timeout: resolved.timeout,
-                plugin: Arc::new(plugin),
-            });
+            let plugin = load("policy", resolved.entry.kind.into(), Spec::entry(resolved))?;
+            policies.push(policy(resolved, plugin));
         }
         let mut audit_sinks = Vec::with_capacity(config.sinks.len());
         for sink in &config.sinks {
-            let entry = &sink.entry;
-            let plugin = runtime
-                .load(PluginSpec {
-                    name: entry.name.clone(),
-                    kind: World::AuditSink,
-                    bytes: sink.module_bytes.clone(),
-                    settings: sink.settings_json.clone(),
-                    memory_limit: sink.memory_limit,
-                })
-                .map_err(|e| ConfigError {
-                    file: config.file.clone(),
-                    line: sink.line,
-                    message: format!(
-                        "audit sink {:?}: {}: {e}",
-                        entry.name,
-                        sink.module_path.display()
-                    ),
-                })?;
-            audit_sinks.push(Arc::new(SinkPolicy {
-                name: entry.name.clone(),
-                rules: AuditRules::new(&entry.rules, &entry.omit_stages, entry.omit_managed_fields),
-                outputs: sink.outputs.clone(),
-                timeout: sink.timeout,
-                max_attempts: sink.max_attempts,
-                plugin: Arc::new(plugin),
-            }));
+            let plugin = load("audit sink", World::AuditSink, Spec::sink(sink))?;
+            audit_sinks.push(Arc::new(sink_policy(sink, plugin)));
         }
         Ok(Snapshot {
             generation,
@@ -98,6 +102,75 @@ impl Snapshot {
             content_hash: config.content_hash.clone(),
             policies: PolicySet::new(policies),
             audit_sinks,
+            module_paths: config
+                .entries
+                .iter()
+                .map(|e| e.module_path.clone())
+                .chain(config.sinks.iter().map(|s| s.module_path.clone()))
+                .collect(),
+            plugins,
         })
+    }
+}
+
+/// What loading one plugin needs, from a policy or a sink entry.
+struct Spec<'a> {
+    name: &'a str,
+    module_path: &'a PathBuf,
+    module_sha256: &'a str,
+    bytes: &'a Arc<Vec<u8>>,
+    settings: &'a str,
+    memory_limit: u64,
+    line: Option<usize>,
+}
+
+impl<'a> Spec<'a> {
+    fn entry(r: &'a ResolvedEntry) -> Self {
+        Spec {
+            name: &r.entry.name,
+            module_path: &r.module_path,
+            module_sha256: &r.module_sha256,
+            bytes: &r.module_bytes,
+            settings: &r.settings_json,
+            memory_limit: r.memory_limit,
+            line: r.line,
+        }
+    }
+
+    fn sink(r: &'a ResolvedSink) -> Self {
+        Spec {
+            name: &r.entry.name,
+            module_path: &r.module_path,
+            module_sha256: &r.module_sha256,
+            bytes: &r.module_bytes,
+            settings: &r.settings_json,
+            memory_limit: r.memory_limit,
+            line: r.line,
+        }
+    }
+}
+
+fn policy(resolved: &ResolvedEntry, plugin: Arc<Plugin>) -> Policy<Plugin> {
+    let entry = &resolved.entry;
+    Policy {
+        name: entry.name.clone(),
+        kind: entry.kind,
+        matcher: Matcher::new(entry),
+        mode: entry.mode,
+        failure_policy: entry.failure_policy,
+        timeout: resolved.timeout,
+        plugin,
+    }
+}
+
+fn sink_policy(sink: &ResolvedSink, plugin: Arc<Plugin>) -> SinkPolicy<Plugin> {
+    let entry = &sink.entry;
+    SinkPolicy {
+        name: entry.name.clone(),
+        rules: AuditRules::new(&entry.rules, &entry.omit_stages, entry.omit_managed_fields),
+        outputs: sink.outputs.clone(),
+        timeout: sink.timeout,
+        max_attempts: sink.max_attempts,
+        plugin,
     }
 }

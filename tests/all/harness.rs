@@ -91,7 +91,7 @@ pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
     pub pki: Pki,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -109,6 +109,7 @@ impl Gateway {
             path.display().to_string()
         };
         let config = write("policies.yaml", policy);
+        write("ca.crt", &pki.ca);
         let cert = write("tls.crt", &pki.cert);
         let key = write("tls.key", &pki.key);
         let mut args = vec![
@@ -165,9 +166,14 @@ impl Gateway {
             child,
             addr,
             pki,
-            _dir: dir,
+            dir,
             logs,
         }
+    }
+
+    /// A file in the gateway's directory: `policies.yaml`, `tls.crt`, `tls.key`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     pub fn url(&self, path: &str) -> String {

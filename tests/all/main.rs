@@ -10,3 +10,4 @@ mod check;
 mod containment;
 mod manifests;
 mod protocol;
+mod reload;

@@ -10,13 +10,14 @@ pub mod route;
 mod sink;
 pub mod spool;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -38,6 +39,8 @@ pub type Sinks = Vec<Arc<SinkPolicy<Plugin>>>;
 pub(crate) struct Shared {
     spool: Arc<Spool>,
     sinks: ArcSwap<Sinks>,
+    /// Bumped on every reconfiguration, so that a task whose sink is gone can wait for it.
+    config: watch::Sender<u64>,
     metrics: Arc<Metrics>,
 }
 
@@ -50,13 +53,16 @@ impl Shared {
 /// The running audit backend: the spool and one task per sink.
 pub struct AuditService {
     shared: Arc<Shared>,
-    tasks: tokio::sync::Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Every sink a task was started for (a task outlives its sink's removal, idle, and takes
+    /// up again if the sink comes back).
+    started: ArcSwap<HashSet<String>>,
+    runtime: tokio::runtime::Handle,
     stats_task: JoinHandle<()>,
 }
 
 impl AuditService {
-    /// Opens the spool (blocking: it checks every record; call it off the async workers, e.g.
-    /// in `block_in_place`) and starts a task per sink, each from its saved cursor.
+    /// Opens the spool (blocking: it checks every record) and starts a task per sink, each from
+    /// its saved cursor. Needs the multi-threaded runtime.
     pub async fn start(
         config: &SpoolConfig,
         sinks: Sinks,
@@ -73,6 +79,7 @@ impl AuditService {
         let shared = Arc::new(Shared {
             spool: Arc::new(spool),
             sinks: ArcSwap::from_pointee(Vec::new()),
+            config: watch::Sender::new(0),
             metrics,
         });
         let stats_task = tokio::spawn({
@@ -87,47 +94,46 @@ impl AuditService {
         });
         let service = Arc::new(AuditService {
             shared,
-            tasks: tokio::sync::Mutex::new(HashMap::new()),
+            started: ArcSwap::default(),
+            runtime: tokio::runtime::Handle::current(),
             stats_task,
         });
-        service.reconfigure(sinks).await;
+        tokio::task::block_in_place(|| service.reconfigure(sinks));
         Ok(service)
     }
 
     /// Applies a new set of sinks: new ones start at the end of the spool (they see what is
-    /// accepted from now on), removed ones stop, and the others take the new configuration from
-    /// their next record on.
-    pub async fn reconfigure(&self, sinks: Sinks) {
-        let mut tasks = self.tasks.lock().await;
-        let spool = self.shared.spool.clone();
+    /// accepted from now on), removed ones stop at their next batch (the spool no longer keeps
+    /// events for them), and the others take the new configuration from their next batch on.
+    /// Blocking: it reads the sinks' saved cursors.
+    pub fn reconfigure(&self, sinks: Sinks) {
+        let spool = &self.shared.spool;
         let names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
         // Every sink's saved position, so that the writer keeps what each still needs (a
-        // saved cursor is never ahead of the sink, so this errs on the side of keeping).
-        let positions = tokio::task::block_in_place(|| {
-            names
-                .iter()
-                .filter_map(|name| match spool.load_cursor(name) {
-                    Ok(cursor) => Some((name.clone(), cursor.at)),
-                    Err(e) => {
-                        tracing::error!(sink = %name, "cannot load the audit cursor: {e}");
-                        None
-                    }
-                })
-                .collect::<Vec<_>>()
-        });
+        // saved cursor is never ahead of its sink, so this errs on the side of keeping).
+        let positions = names
+            .iter()
+            .filter_map(|name| match spool.load_cursor(name) {
+                Ok(cursor) => Some((name.clone(), cursor.at)),
+                Err(e) => {
+                    tracing::error!(sink = %name, "cannot load the audit cursor: {e}");
+                    None
+                }
+            })
+            .collect();
         self.shared.sinks.store(Arc::new(sinks));
         spool.set_sinks(positions);
-        tasks.retain(|name, task| {
-            let keep = names.contains(name);
-            if !keep {
-                task.abort();
-            }
-            keep
+        self.shared
+            .config
+            .send_modify(|generation| *generation += 1);
+        let before = self.started.rcu(|started| {
+            let mut all = HashSet::clone(started);
+            all.extend(names.iter().cloned());
+            all
         });
-        for name in names {
-            tasks
-                .entry(name.clone())
-                .or_insert_with(|| tokio::spawn(sink::run(name.into(), self.shared.clone())));
+        for name in names.into_iter().filter(|n| !before.contains(n)) {
+            self.runtime
+                .spawn(sink::run(name.into(), self.shared.clone()));
         }
     }
 
@@ -162,11 +168,6 @@ impl AuditService {
 impl Drop for AuditService {
     fn drop(&mut self) {
         self.stats_task.abort();
-        if let Ok(tasks) = self.tasks.try_lock() {
-            for task in tasks.values() {
-                task.abort();
-            }
-        }
     }
 }
 

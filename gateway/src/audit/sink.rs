@@ -17,6 +17,7 @@ use super::outputs::{OutputError, Outputs};
 use super::route::{self, Routed};
 use super::spool::record::Record;
 use super::spool::{Cursor, Position, Read, now_ms};
+use crate::config::OutputSpec;
 use crate::policy::audit::SinkPolicy;
 use crate::runtime::{Emission, Plugin, PluginFailure};
 use crate::wire::audit::Event;
@@ -51,33 +52,38 @@ fn random_fraction() -> f64 {
 /// Runs the sink named `name` until it is removed from the configuration or the spool closes.
 pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
     let spool = shared.spool.clone();
-    let mut attempt = 0;
-    let mut cursor = loop {
-        let (s, n) = (spool.clone(), name.clone());
-        match tokio::task::spawn_blocking(move || s.load_cursor(&n)).await {
-            Ok(Ok(cursor)) => break cursor,
-            Ok(Err(e)) => tracing::error!(sink = %name, "cannot load the audit cursor: {e}"),
-            Err(e) => tracing::error!(sink = %name, "cannot load the audit cursor: {e}"),
-        }
-        attempt += 1;
-        tokio::time::sleep(backoff(attempt)).await;
-    };
+    let mut cursor = load_cursor(&shared, &name).await;
     tracing::info!(sink = %name, segment = cursor.at.segment, offset = cursor.at.offset, item = cursor.item, "audit sink started");
     let mut reader = Some(spool.reader());
     let mut committed = spool.committed();
-    let mut outputs: Option<(Arc<SinkPolicy<Plugin>>, Outputs)> = None;
+    let mut outputs: Option<(Vec<OutputSpec>, Outputs)> = None;
     let mut read_failures = 0;
+    let mut config = shared.config.subscribe();
     loop {
         // The current configuration, once per record: a reload applies from the next one.
         let Some(policy) = shared.sink(&name) else {
-            tracing::info!(sink = %name, "audit sink removed from the configuration: stopped");
-            return;
+            tracing::info!(sink = %name, "audit sink removed from the configuration: idle");
+            shared.metrics.audit.lag(&name, 0);
+            outputs = None;
+            // Wait until it is configured again; then the spool may have moved on without it.
+            loop {
+                if config.changed().await.is_err() {
+                    return;
+                }
+                if shared.sink(&name).is_some() {
+                    break;
+                }
+            }
+            cursor = load_cursor(&shared, &name).await;
+            tracing::info!(sink = %name, segment = cursor.at.segment, offset = cursor.at.offset, "audit sink configured again");
+            continue;
         };
+        // Outputs (open files, HTTP clients) are kept across reloads that do not change them.
         let outputs = match &mut outputs {
-            Some((p, o)) if Arc::ptr_eq(p, &policy) => o,
+            Some((specs, o)) if *specs == policy.outputs => o,
             slot => {
                 let fresh = Outputs::new(&policy.outputs, spool.fsync());
-                &mut slot.insert((policy.clone(), fresh)).1
+                &mut slot.insert((policy.outputs.clone(), fresh)).1
             }
         };
         let end = *committed.borrow_and_update();
@@ -149,6 +155,21 @@ pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
                 save(&shared, &name, cursor).await;
             }
         }
+    }
+}
+
+/// The sink's saved cursor, retried until it can be read.
+async fn load_cursor(shared: &Arc<Shared>, name: &Arc<str>) -> Cursor {
+    let mut attempt = 0;
+    loop {
+        let (spool, n) = (shared.spool.clone(), name.clone());
+        match tokio::task::spawn_blocking(move || spool.load_cursor(&n)).await {
+            Ok(Ok(cursor)) => return cursor,
+            Ok(Err(e)) => tracing::error!(sink = %name, "cannot load the audit cursor: {e}"),
+            Err(e) => tracing::error!(sink = %name, "cannot load the audit cursor: {e}"),
+        }
+        attempt += 1;
+        tokio::time::sleep(backoff(attempt)).await;
     }
 }
 

@@ -171,15 +171,15 @@ impl Runtime {
     /// request path.
     pub fn load(&self, spec: PluginSpec) -> Result<Plugin, LoadError> {
         let component = Component::new(&self.engine, spec.bytes.as_slice())
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+            .map_err(|e| LoadError::Compile(one_line(&e)))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Imports(format!("{e:#}")))?;
+            .map_err(|e| LoadError::Imports(one_line(&e)))?;
         let world = spec.kind.name();
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             world,
-            detail: format!("{e:#}"),
+            detail: one_line(&e),
         };
         let pre = match spec.kind {
             World::Validator => PluginPre::Validator(ValidatorPre::new(pre).map_err(wrong_world)?),
@@ -204,7 +204,7 @@ impl Runtime {
             PluginPre::Initializer(p) => p.instantiate(&mut store).map(drop),
             PluginPre::AuditSink(p) => p.instantiate(&mut store).map(drop),
         };
-        instantiated.map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+        instantiated.map_err(|e| LoadError::Instantiate(one_line(&e)))?;
         Ok(plugin)
     }
 }
@@ -353,6 +353,14 @@ impl Plugin {
             )))
         })
     }
+}
+
+/// wasmtime's error chain on one line (some causes print arrays over several lines).
+fn one_line(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Epoch ticks for `budget`, rounded up, at least one.

@@ -71,12 +71,25 @@ pub struct Metrics {
     request_seconds: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     plugin_calls: Family<CallLabels, Counter>,
     plugin_seconds: Family<PolicyLabels, Histogram, fn() -> Histogram>,
-    /// The generation of the snapshot serving requests.
-    pub snapshot_generation: Gauge,
-    /// How many policies the serving snapshot has.
-    pub policies: Gauge,
+    snapshot_generation: Gauge,
+    snapshot_info: Family<HashLabels, Gauge>,
+    policies: Gauge,
+    reload_attempts: Counter,
+    reloads: Family<ReloadLabels, Counter>,
+    reload_seconds: Histogram,
+    tls_reload_failures: Counter,
     /// The audit metrics.
     pub audit: AuditMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HashLabels {
+    content_hash: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
 }
 
 /// The audit webhook's metrics: intake, spool, and per sink.
@@ -299,7 +312,38 @@ impl Metrics {
                 latency_histogram as fn() -> Histogram,
             );
         let snapshot_generation = Gauge::default();
+        let snapshot_info = Family::<HashLabels, Gauge>::default();
         let policies = Gauge::default();
+        let reload_attempts = Counter::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        // 1 ms to ~16 s: a Rust plugin swaps in milliseconds, a Python one compiles for seconds.
+        let reload_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let tls_reload_failures = Counter::default();
+        registry.register(
+            "snapshot_info",
+            "The serving snapshot's content hash (policy file and modules), as a label",
+            snapshot_info.clone(),
+        );
+        registry.register(
+            "reload_attempts",
+            "Reloads attempted (a changed policy file, module or SIGHUP)",
+            reload_attempts.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Reload attempts by result (succeeded, failed)",
+            reloads.clone(),
+        );
+        registry.register(
+            "reload_to_serving_seconds",
+            "Time from a file change to the new snapshot serving",
+            reload_seconds.clone(),
+        );
+        registry.register(
+            "tls_reload_failures",
+            "Certificate reloads rejected (new connections keep the previous certificate)",
+            tls_reload_failures.clone(),
+        );
         registry.register(
             "admission_requests",
             "Admission reviews answered, by endpoint and result",
@@ -335,8 +379,54 @@ impl Metrics {
             plugin_calls,
             plugin_seconds,
             snapshot_generation,
+            snapshot_info,
             policies,
+            reload_attempts,
+            reloads,
+            reload_seconds,
+            tls_reload_failures,
         }
+    }
+
+    /// A snapshot started serving.
+    pub fn snapshot_serving(&self, generation: u64, content_hash: &str, policies: usize) {
+        self.snapshot_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.policies
+            .set(i64::try_from(policies).unwrap_or(i64::MAX));
+        self.snapshot_info.clear();
+        self.snapshot_info
+            .get_or_create(&HashLabels {
+                content_hash: content_hash.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// A reload was attempted.
+    pub fn reload_attempt(&self) {
+        self.reload_attempts.inc();
+    }
+
+    /// A reload swapped in a new snapshot, `since_change` after the change that caused it.
+    pub fn reload_succeeded(&self, since_change: Duration) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: "succeeded",
+            })
+            .inc();
+        self.reload_seconds.observe(since_change.as_secs_f64());
+    }
+
+    /// A reload was rejected.
+    pub fn reload_failed(&self) {
+        self.reloads
+            .get_or_create(&ReloadLabels { result: "failed" })
+            .inc();
+    }
+
+    /// A certificate reload was rejected.
+    pub fn tls_reload_failed(&self) {
+        self.tls_reload_failures.inc();
     }
 
     /// One admission review answered on `endpoint` (`validate`, `mutate`) with `result`

@@ -4,8 +4,6 @@
 //! require-labels ~30 µs as a `Value`, a few µs as a view). Use them with
 //! `AdmissionRequest::object_as::<view::...>()` when a plugin only reads.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use crate::k8s::{ContainerList, pod_spec_location};
@@ -20,13 +18,15 @@ pub struct Labels {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct LabelsMeta {
-    labels: Option<BTreeMap<String, String>>,
+    // A map as the API server always sends it; read leniently so that a malformed value makes
+    // the label absent rather than the plugin fail (as the `Value` helpers in `k8s` do).
+    labels: Option<serde_json::Value>,
 }
 
 impl Labels {
-    /// The value of label `key`, if set.
+    /// The value of label `key`, if set to a string.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.metadata.labels.as_ref()?.get(key).map(String::as_str)
+        self.metadata.labels.as_ref()?.get(key)?.as_str()
     }
 }
 

@@ -1,0 +1,272 @@
+//! What the benchmarks share: starting the real `wasmgate` binary, a lean HTTPS/1.1 keep-alive
+//! client, a closed-loop load generator, and process measurements from /proc.
+
+#![allow(dead_code)] // Each bench uses a different part.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A running gateway, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub ca: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `wasmgate serve` on `policy` (YAML text) with a fresh certificate and returns it once
+/// it answers, with the time that took (start to first answer).
+pub fn start(policy: &str) -> (Server, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = wasmgate::server::tls::generate(&["127.0.0.1"]).unwrap();
+    for (name, text) in [
+        ("tls.crt", &cert),
+        ("tls.key", &key),
+        ("policies.yaml", &policy.to_owned()),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let port = free_port();
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(dir.path().join("policies.yaml"))
+        .arg("--tls-cert")
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.path().join("tls.key"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        port,
+        ca,
+        dir,
+    };
+    // Start to first answer: poll /healthz over TLS until it answers.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ready = rt.block_on(async {
+        loop {
+            if let Ok(mut conn) = Conn::connect(&server).await
+                && conn.request("GET", "/healthz", Bytes::new()).await.is_ok()
+            {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "gateway did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    (server, ready)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One keep-alive HTTPS/1.1 connection.
+pub struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    pub async fn connect(
+        server: &Server,
+    ) -> Result<Conn, Box<dyn std::error::Error + Send + Sync>> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(server.ca.as_bytes()) {
+            roots.add(cert?)?;
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await?;
+        tcp.set_nodelay(true)?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
+            .await?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(Conn { sender })
+    }
+
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(Full::new(body))?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        if response.status() != 200 {
+            return Err(format!("status {}", response.status()).into());
+        }
+        Ok(response.into_body().collect().await?.to_bytes())
+    }
+}
+
+/// CPU seconds (user + system) the process has used, from /proc.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+pub struct Run {
+    pub rps: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub cpu_ms_per_request: f64,
+    pub errors: u64,
+}
+
+pub fn load(
+    server: &Server,
+    path: &str,
+    body: &Bytes,
+    concurrency: usize,
+    seconds: f64,
+    check: &'static str,
+) -> Run {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..concurrency {
+            conns.push(Conn::connect(server).await.expect("connect"));
+        }
+        // Warm-up: a few requests per connection.
+        for conn in &mut conns {
+            for _ in 0..5 {
+                conn.request("POST", path, body.clone())
+                    .await
+                    .expect("warm-up request");
+            }
+        }
+        let cpu_before = cpu_seconds(server.child.id());
+        let started = Instant::now();
+        let end = started + Duration::from_secs_f64(seconds);
+        let mut tasks = Vec::new();
+        for mut conn in conns {
+            let (path, body) = (path.to_owned(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(100_000);
+                let mut errors = 0u64;
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    match conn.request("POST", &path, body.clone()).await {
+                        Ok(answer) if memchr(check.as_bytes(), &answer) => {
+                            latencies.push(t.elapsed())
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            }));
+        }
+        let mut latencies = Vec::new();
+        let mut errors = 0;
+        for task in tasks {
+            let (l, e) = task.await.unwrap();
+            latencies.extend(l);
+            errors += e;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(server.child.id()) - cpu_before;
+        latencies.sort();
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        Run {
+            rps: latencies.len() as f64 / elapsed,
+            p50: pct(0.50),
+            p99: pct(0.99),
+            p999: pct(0.999),
+            cpu_ms_per_request: cpu * 1000.0 / latencies.len().max(1) as f64,
+            errors,
+        }
+    })
+}
+
+pub fn memchr(needle: &[u8], haystack: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}

@@ -1,0 +1,319 @@
+//! Owns hot reload: watching the policy file, the modules it names and the TLS files (and
+//! SIGHUP), building a complete new snapshot off the request path, and swapping it in whole. A
+//! snapshot that fails to build is rejected with its reason; the last good one keeps serving.
+//! Must not mutate live state in place: it only ever swaps whole values.
+
+mod watch;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::runtime::Runtime;
+use crate::server::TlsConfigHandle;
+use crate::server::tls::{self, TlsFiles};
+use crate::snapshot::Snapshot;
+
+pub use watch::DEBOUNCE;
+
+/// A re-scan even without events, for file systems that deliver none (NFS, some overlays).
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Why a reload was attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A watched file changed, first seen at this instant.
+    FileChange(Instant),
+    /// SIGHUP or an explicit request.
+    Signal,
+    /// The periodic re-scan.
+    Rescan,
+}
+
+/// The outcome of the last reload attempt, for `/readyz` and `wasmgate status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadStatus {
+    /// Reload attempts since start.
+    pub attempts: u64,
+    /// Attempts that swapped in a new snapshot.
+    pub succeeded: u64,
+    /// Attempts rejected; the previous snapshot kept serving.
+    pub failed: u64,
+    /// Why the last attempt failed, with file and line; `None` once a later attempt succeeds.
+    pub last_error: Option<String>,
+    /// When the last attempt ended (seconds since the Unix epoch).
+    pub last_attempt_unix: Option<u64>,
+    /// Why the last certificate reload failed, if it did; new connections keep the old ones.
+    pub last_tls_error: Option<String>,
+}
+
+/// Everything a reload needs.
+pub struct Reloader {
+    config_path: PathBuf,
+    runtime: Arc<Runtime>,
+    gateway: Arc<Gateway>,
+    tls: Option<(TlsFiles, TlsConfigHandle)>,
+    /// sha256 of the TLS files serving now, so that unchanged files are not reloaded.
+    tls_fingerprint: ArcSwap<String>,
+}
+
+impl Reloader {
+    /// A reloader for the gateway serving `config_path`; `tls` when certificates are to be
+    /// watched too (not for generated development certificates).
+    pub fn new(
+        config_path: PathBuf,
+        runtime: Arc<Runtime>,
+        gateway: Arc<Gateway>,
+        tls: Option<(TlsFiles, TlsConfigHandle)>,
+    ) -> Self {
+        let tls_fingerprint = ArcSwap::from_pointee(
+            tls.as_ref()
+                .map(|(files, _)| tls_fingerprint(files))
+                .unwrap_or_default(),
+        );
+        Reloader {
+            config_path,
+            runtime,
+            gateway,
+            tls,
+            tls_fingerprint,
+        }
+    }
+
+    /// Starts watching now (so that a change made right after this returns is seen), then
+    /// reloads on change, SIGHUP and periodically on a task of its own until `shutdown`
+    /// resolves.
+    pub fn start(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let (tx, rx) = mpsc::channel::<Trigger>(16);
+        let this = Arc::new(self);
+        let mut watcher = match watch::Watcher::new(tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(
+                    "file watching is unavailable, reloading only on SIGHUP and every {RESCAN_INTERVAL:?}: {e}"
+                );
+                None
+            }
+        };
+        if let Some(w) = watcher.as_mut() {
+            w.watch(&this.watched_files());
+        }
+        spawn_sighup(tx);
+        tokio::spawn(this.run(watcher, rx, shutdown))
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        mut watcher: Option<watch::Watcher>,
+        mut rx: mpsc::Receiver<Trigger>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let this = self;
+        let mut rescan =
+            tokio::time::interval_at(Instant::now() + RESCAN_INTERVAL, RESCAN_INTERVAL);
+        tokio::pin!(shutdown);
+        loop {
+            let trigger = tokio::select! {
+                Some(t) = rx.recv() => t,
+                _ = rescan.tick() => Trigger::Rescan,
+                () = &mut shutdown => break,
+            };
+            // Fold triggers that arrived meanwhile into this attempt.
+            let mut trigger = trigger;
+            while let Ok(next) = rx.try_recv() {
+                if let (Trigger::FileChange(a), Trigger::FileChange(b)) = (trigger, next) {
+                    trigger = Trigger::FileChange(a.min(b));
+                } else if !matches!(trigger, Trigger::FileChange(_)) {
+                    trigger = next;
+                }
+            }
+            let worker = this.clone();
+            let result = tokio::task::spawn_blocking(move || worker.reload(trigger)).await;
+            if let Err(e) = result {
+                tracing::error!("reload task failed: {e}");
+            }
+            if let Some(w) = watcher.as_mut() {
+                // Modules may have moved to other directories with the new policy file.
+                w.watch(&this.watched_files());
+            }
+        }
+    }
+
+    /// Every file whose change must trigger a reload: the policy file, the modules of the
+    /// serving snapshot, and the TLS files.
+    pub fn watched_files(&self) -> BTreeSet<PathBuf> {
+        let mut files = BTreeSet::new();
+        files.insert(self.config_path.clone());
+        for path in self.gateway.snapshot().module_paths.iter() {
+            files.insert(path.clone());
+        }
+        if let Some((tls, _)) = &self.tls {
+            files.extend([tls.cert.clone(), tls.key.clone()]);
+            files.extend(tls.client_ca.clone());
+        }
+        files
+    }
+
+    /// One reload attempt, blocking: policies first, then certificates.
+    pub fn reload(&self, trigger: Trigger) {
+        self.reload_policies(trigger);
+        self.reload_tls();
+    }
+
+    fn reload_policies(&self, trigger: Trigger) {
+        let metrics = self.gateway.metrics_registry();
+        let current = self.gateway.snapshot();
+        let config = match Config::load(&self.config_path) {
+            Ok(config) => config,
+            Err(e) => return self.rejected(trigger, e.to_string()),
+        };
+        if config.content_hash == current.content_hash {
+            tracing::debug!(?trigger, "reload: nothing changed");
+            return;
+        }
+        metrics.reload_attempt();
+        let started = Instant::now();
+        match Snapshot::build(
+            &config,
+            &self.runtime,
+            current.generation + 1,
+            Some(&current),
+        ) {
+            Ok(snapshot) => {
+                let generation = snapshot.generation;
+                let hash = snapshot.content_hash.clone();
+                self.gateway.swap(snapshot);
+                let since_change = match trigger {
+                    Trigger::FileChange(seen) => seen.elapsed(),
+                    _ => started.elapsed(),
+                };
+                metrics.reload_succeeded(since_change);
+                self.gateway.update_status(|s| {
+                    s.attempts += 1;
+                    s.succeeded += 1;
+                    s.last_error = None;
+                    s.last_attempt_unix = unix_now();
+                });
+                tracing::info!(generation, content_hash = %hash, ms = since_change.as_millis() as u64, "reload: new snapshot serving");
+            }
+            Err(e) => self.rejected(trigger, e.to_string()),
+        }
+    }
+
+    fn rejected(&self, trigger: Trigger, reason: String) {
+        // The periodic re-scan finding the same broken files again is not a new attempt.
+        if trigger == Trigger::Rescan
+            && self.gateway.reload_status().last_error.as_deref() == Some(reason.as_str())
+        {
+            return;
+        }
+        let metrics = self.gateway.metrics_registry();
+        // A file that does not even parse was still an attempt to change the configuration.
+        metrics.reload_attempt();
+        metrics.reload_failed();
+        tracing::error!("reload rejected, the previous snapshot keeps serving: {reason}");
+        self.gateway.update_status(|s| {
+            s.attempts += 1;
+            s.failed += 1;
+            s.last_error = Some(reason.clone());
+            s.last_attempt_unix = unix_now();
+        });
+    }
+
+    fn reload_tls(&self) {
+        let Some((files, handle)) = &self.tls else {
+            return;
+        };
+        let fingerprint = tls_fingerprint(files);
+        if **self.tls_fingerprint.load() == fingerprint {
+            return;
+        }
+        match tls::server_config(files) {
+            Ok(config) => {
+                handle.store(config);
+                self.tls_fingerprint.store(Arc::new(fingerprint));
+                self.gateway.update_status(|s| s.last_tls_error = None);
+                tracing::info!("reload: new TLS certificate serving new connections");
+            }
+            Err(e) => {
+                tracing::error!(
+                    "certificate reload rejected, new connections keep the previous certificate: {e}"
+                );
+                self.gateway.metrics_registry().tls_reload_failed();
+                self.gateway
+                    .update_status(|s| s.last_tls_error = Some(e.to_string()));
+            }
+        }
+    }
+}
+
+/// sha256 over the certificate, key and client CA files (unreadable files hash as empty, and
+/// the reload then reports why).
+fn tls_fingerprint(files: &TlsFiles) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for path in [
+        Some(&files.cert),
+        Some(&files.key),
+        files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        hasher.update(std::fs::read(path).unwrap_or_default());
+        hasher.update([0]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn unix_now() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+fn spawn_sighup(tx: mpsc::Sender<Trigger>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return tracing::warn!("cannot listen for SIGHUP");
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            if tx.send(Trigger::Signal).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The directories to watch for `files`, each with the file names in it that matter.
+pub(crate) fn by_directory(
+    files: &BTreeSet<PathBuf>,
+) -> HashMap<PathBuf, BTreeSet<std::ffi::OsString>> {
+    let mut dirs: HashMap<PathBuf, BTreeSet<std::ffi::OsString>> = HashMap::new();
+    for file in files {
+        let dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        if let Some(name) = file.file_name() {
+            dirs.entry(dir).or_default().insert(name.to_owned());
+        }
+    }
+    dirs
+}

@@ -1,0 +1,155 @@
+/* always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.1.0).
+ *
+ * Behaves exactly like plugins/rust/always-pull-images (see its README): sets
+ * `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
+ * pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
+ * ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns `unchanged`
+ * when nothing changes, else `replaced` with the whole new object (the host computes the
+ * JSONPatch); every other value is written back exactly as it came in. An unparseable object, or
+ * a container that is not a JSON object, is a plugin failure (`err`). Settings are ignored.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "initializer.h"
+#include "json.h"
+
+void __component_type_object_force_link_initializer(void) {}
+
+typedef struct {
+    const char *dotted;       /* for messages, e.g. "spec.template.spec" */
+    const char *const *keys;  /* NULL-terminated */
+} pod_path;
+
+static const char *const POD_KEYS[] = {"spec", NULL};
+static const char *const POD_TEMPLATE_KEYS[] = {"template", "spec", NULL};
+static const char *const TEMPLATE_KEYS[] = {"spec", "template", "spec", NULL};
+static const char *const CRON_JOB_KEYS[] = {"spec", "jobTemplate", "spec", "template", "spec", NULL};
+static const pod_path POD = {"spec", POD_KEYS};
+static const pod_path POD_TEMPLATE = {"template.spec", POD_TEMPLATE_KEYS};
+static const pod_path TEMPLATE = {"spec.template.spec", TEMPLATE_KEYS};
+static const pod_path CRON_JOB = {"spec.jobTemplate.spec.template.spec", CRON_JOB_KEYS};
+
+static const char *const CONTAINER_LISTS[] = {"containers", "initContainers", "ephemeralContainers"};
+
+static bool is(const char *s, const char *t) { return strcmp(s, t) == 0; }
+
+/* Where the pod spec sits for an object of `group` and `kind`, or NULL. */
+static const pod_path *pod_spec_path(const char *group, const char *kind) {
+    if (is(group, "")) {
+        if (is(kind, "Pod")) return &POD;
+        if (is(kind, "PodTemplate")) return &POD_TEMPLATE;
+        if (is(kind, "ReplicationController")) return &TEMPLATE;
+    } else if (is(group, "apps") || is(group, "extensions")) {
+        if (is(kind, "Deployment") || is(kind, "StatefulSet") || is(kind, "DaemonSet") || is(kind, "ReplicaSet"))
+            return &TEMPLATE;
+    } else if (is(group, "batch")) {
+        if (is(kind, "Job")) return &TEMPLATE;
+        if (is(kind, "CronJob")) return &CRON_JOB;
+    }
+    return NULL;
+}
+
+/* The unescaped value of string member `key`, or "" (malloc'd either way). */
+static char *string_field(const json_value *object, const char *key) {
+    const json_value *v = json_get(object, key);
+    char *s = v && v->type == JSON_STRING ? json_unescape(v->text, v->text_len, NULL) : strdup("");
+    if (!s) abort();
+    return s;
+}
+
+static bool fail(initializer_string_t *err, char *message /* malloc'd */) {
+    err->ptr = (uint8_t *)message;
+    err->len = strlen(message);
+    return false;
+}
+
+static char *concat(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = malloc(la + lb + 1);
+    if (!s) abort();
+    memcpy(s, a, la);
+    memcpy(s + la, b, lb + 1);
+    return s;
+}
+
+/* Sets the policy where it is not `Always` yet. Returns 1 when anything changed, 0 when not,
+ * -1 (with *error set, malloc'd) when a container is not a JSON object. */
+static int always_pull(json_value *object, char **error) {
+    if (object->type != JSON_OBJECT) return 0;
+    char *api_version = string_field(object, "apiVersion");
+    char *kind = string_field(object, "kind");
+    char *slash = strrchr(api_version, '/');
+    if (slash) *slash = '\0';
+    const pod_path *path = pod_spec_path(slash ? api_version : "", kind);
+    free(api_version);
+    free(kind);
+    if (!path) return 0;
+    json_value *spec = object;
+    for (size_t i = 0; spec && path->keys[i]; i++) spec = json_get(spec, path->keys[i]);
+    if (!spec || spec->type != JSON_OBJECT) return 0;
+
+    int changed = 0;
+    for (size_t f = 0; f < sizeof CONTAINER_LISTS / sizeof CONTAINER_LISTS[0]; f++) {
+        json_value *containers = json_get(spec, CONTAINER_LISTS[f]);
+        if (!containers || containers->type != JSON_ARRAY) continue;
+        for (size_t i = 0; i < containers->len; i++) {
+            json_value *c = containers->items[i];
+            if (c->type != JSON_OBJECT) {
+                /* "<pod path>.<list>[<index>] is not a JSON object" (no printf: it triples the size) */
+                char index[24], *p = index + sizeof index;
+                *--p = '\0';
+                size_t n = i;
+                do *--p = (char)('0' + n % 10); while ((n /= 10) != 0);
+                const char *parts[] = {path->dotted, ".", CONTAINER_LISTS[f], "[", p, "] is not a JSON object"};
+                size_t len = 0;
+                for (size_t k = 0; k < 6; k++) len += strlen(parts[k]);
+                *error = malloc(len + 1);
+                if (!*error) abort();
+                (*error)[0] = '\0';
+                for (size_t k = 0; k < 6; k++) strcat(*error, parts[k]);
+                return -1;
+            }
+            if (json_string_equals(json_get(c, "imagePullPolicy"), "Always", 6)) continue;
+            json_value *always = json_new_string("Always");
+            if (!always || !json_set(c, "imagePullPolicy", always)) abort();
+            changed = 1;
+        }
+    }
+    return changed;
+}
+
+bool exports_initializer_initialize(initializer_admission_request_t *request, initializer_mutation_t *ret,
+                                    initializer_string_t *err) {
+    bool ok = true;
+    const char *error = NULL;
+    json_value *object = NULL;
+
+    memset(ret, 0, sizeof *ret); /* unchanged, no warnings, no annotations */
+    ret->change.tag = WASMGATE_PLUGIN_TYPES_CHANGE_UNCHANGED;
+
+    if (!request->object.is_some) goto done; /* DELETE */
+    object = json_parse((const char *)request->object.val.ptr, request->object.val.len, &error);
+    if (!object) {
+        ok = fail(err, concat("the request's object is not JSON: ", error));
+        goto done;
+    }
+    char *message = NULL;
+    int changed = always_pull(object, &message);
+    if (changed < 0) {
+        ok = fail(err, message);
+        goto done;
+    }
+    if (!changed) goto done;
+
+    size_t len;
+    char *text = json_write(object, &len);
+    if (!text) abort();
+    ret->change.tag = WASMGATE_PLUGIN_TYPES_CHANGE_REPLACED;
+    ret->change.val.replaced = (initializer_string_t){(uint8_t *)text, len};
+
+done:
+    json_free(object); /* after json_write: the tree points into the request's object text */
+    initializer_admission_request_free(request);
+    return ok;
+}

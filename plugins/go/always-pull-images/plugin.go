@@ -1,0 +1,145 @@
+// always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.1.0).
+//
+// Behaves exactly like plugins/rust/always-pull-images (see its README): sets
+// `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
+// pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
+// ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns
+// `unchanged` when nothing changes, else `replaced` with the whole new object (the host computes
+// the JSONPatch; numbers keep their exact text). An unparseable object, or a container that is
+// not a JSON object, is a plugin failure (`err`). Settings are ignored.
+package export_wit_world
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	witTypes "go.bytecodealliance.org/pkg/wit/types"
+	types "wit_component/wasmgate_plugin_types"
+)
+
+type result = witTypes.Result[types.Mutation, string]
+
+var (
+	pod            = []string{"spec"}
+	podTemplate    = []string{"template", "spec"}
+	template       = []string{"spec", "template", "spec"}
+	cronJob        = []string{"spec", "jobTemplate", "spec", "template", "spec"}
+	containerLists = []string{"containers", "initContainers", "ephemeralContainers"}
+)
+
+// podSpecPath tells where the pod spec sits for an object of `group` and `kind` (nil: nowhere).
+func podSpecPath(group, kind string) []string {
+	switch group {
+	case "":
+		switch kind {
+		case "Pod":
+			return pod
+		case "PodTemplate":
+			return podTemplate
+		case "ReplicationController":
+			return template
+		}
+	case "apps", "extensions":
+		switch kind {
+		case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet":
+			return template
+		}
+	case "batch":
+		switch kind {
+		case "Job":
+			return template
+		case "CronJob":
+			return cronJob
+		}
+	}
+	return nil
+}
+
+// parseJSON reads exactly one JSON value; numbers stay json.Number, so they are written back
+// with their exact text.
+func parseJSON(text string) (any, error) {
+	dec := json.NewDecoder(strings.NewReader(text))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("trailing characters after the value")
+	}
+	return v, nil
+}
+
+// alwaysPull sets the policy where it is not `Always` yet and reports whether anything changed.
+func alwaysPull(object any) (bool, error) {
+	obj, ok := object.(map[string]any)
+	if !ok {
+		return false, nil
+	}
+	apiVersion, _ := obj["apiVersion"].(string)
+	kind, _ := obj["kind"].(string)
+	group := ""
+	if i := strings.LastIndexByte(apiVersion, '/'); i >= 0 {
+		group = apiVersion[:i]
+	}
+	path := podSpecPath(group, kind)
+	if path == nil {
+		return false, nil
+	}
+	var node any = obj
+	for _, key := range path {
+		m, ok := node.(map[string]any)
+		if !ok {
+			return false, nil
+		}
+		node = m[key]
+	}
+	spec, ok := node.(map[string]any)
+	if !ok {
+		return false, nil
+	}
+	changed := false
+	for _, field := range containerLists {
+		containers, ok := spec[field].([]any)
+		if !ok {
+			continue
+		}
+		for index, item := range containers {
+			container, ok := item.(map[string]any)
+			if !ok {
+				return false, fmt.Errorf("%s.%s[%d] is not a JSON object", strings.Join(path, "."), field, index)
+			}
+			if policy, _ := container["imagePullPolicy"].(string); policy != "Always" {
+				container["imagePullPolicy"] = "Always"
+				changed = true
+			}
+		}
+	}
+	return changed, nil
+}
+
+func Initialize(request types.AdmissionRequest) result {
+	unchanged := types.Mutation{Change: types.MakeChangeUnchanged()}
+	if request.Object.IsNone() { // DELETE
+		return witTypes.Ok[types.Mutation, string](unchanged)
+	}
+	object, err := parseJSON(request.Object.Some())
+	if err != nil {
+		return witTypes.Err[types.Mutation]("the request's object is not JSON: " + err.Error())
+	}
+	changed, err := alwaysPull(object)
+	if err != nil {
+		return witTypes.Err[types.Mutation](err.Error())
+	}
+	if !changed {
+		return witTypes.Ok[types.Mutation, string](unchanged)
+	}
+	text, err := json.Marshal(object)
+	if err != nil {
+		return witTypes.Err[types.Mutation]("cannot write the object: " + err.Error())
+	}
+	return witTypes.Ok[types.Mutation, string](types.Mutation{Change: types.MakeChangeReplaced(string(text))})
+}

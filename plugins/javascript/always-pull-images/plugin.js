@@ -1,0 +1,73 @@
+// always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.1.0).
+//
+// Behaves exactly like plugins/rust/always-pull-images (see its README): sets
+// `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
+// pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
+// ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns
+// `unchanged` when nothing changes, else `replaced` with the whole new object (the host computes
+// the JSONPatch). An unparseable object, or a container that is not a JSON object, is a plugin
+// failure (throw a string: `err`). Settings are ignored. Numbers go through JavaScript doubles:
+// integers beyond 2^53 would lose precision (Kubernetes objects carry none; quantities are
+// strings).
+
+const POD = ['spec'];
+const TEMPLATE = ['spec', 'template', 'spec'];
+const CRON_JOB = ['spec', 'jobTemplate', 'spec', 'template', 'spec'];
+const CONTAINER_LISTS = ['containers', 'initContainers', 'ephemeralContainers'];
+const NO_REMARKS = { warnings: [], auditAnnotations: [] };
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+const has = (obj, key) => Object.prototype.hasOwnProperty.call(obj, key);
+const stringField = (obj, key) => (has(obj, key) && typeof obj[key] === 'string' ? obj[key] : '');
+
+/** Where the pod spec sits for an object of `group` and `kind`, or undefined. */
+function podSpecPath(group, kind) {
+  if (group === '') {
+    if (kind === 'Pod') return POD;
+    if (kind === 'PodTemplate') return ['template', 'spec'];
+    if (kind === 'ReplicationController') return TEMPLATE;
+  } else if (group === 'apps' || group === 'extensions') {
+    if (['Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet'].includes(kind)) return TEMPLATE;
+  } else if (group === 'batch') {
+    if (kind === 'Job') return TEMPLATE;
+    if (kind === 'CronJob') return CRON_JOB;
+  }
+  return undefined;
+}
+
+/** Sets the policy where it is not `Always` yet; returns whether anything changed. */
+function alwaysPull(obj) {
+  if (!isObject(obj)) return false;
+  const apiVersion = stringField(obj, 'apiVersion');
+  const slash = apiVersion.lastIndexOf('/');
+  const path = podSpecPath(slash < 0 ? '' : apiVersion.slice(0, slash), stringField(obj, 'kind'));
+  if (path === undefined) return false;
+  let spec = obj;
+  for (const key of path) spec = isObject(spec) && has(spec, key) ? spec[key] : undefined;
+  if (!isObject(spec)) return false;
+  let changed = false;
+  for (const field of CONTAINER_LISTS) {
+    const containers = has(spec, field) ? spec[field] : undefined;
+    if (!Array.isArray(containers)) continue;
+    containers.forEach((container, index) => {
+      if (!isObject(container)) throw `${path.join('.')}.${field}[${index}] is not a JSON object`;
+      if (container.imagePullPolicy !== 'Always') {
+        container.imagePullPolicy = 'Always';
+        changed = true;
+      }
+    });
+  }
+  return changed;
+}
+
+export function initialize(request) {
+  // DELETE. (ComponentizeJS passes `undefined` for `none`, QuickJS `null`.)
+  if (request.object == null) return { change: { tag: 'unchanged' }, remarks: NO_REMARKS };
+  let obj;
+  try {
+    obj = JSON.parse(request.object);
+  } catch (e) {
+    throw `the request's object is not JSON: ${e.message}`;
+  }
+  if (!alwaysPull(obj)) return { change: { tag: 'unchanged' }, remarks: NO_REMARKS };
+  return { change: { tag: 'replaced', val: JSON.stringify(obj) }, remarks: NO_REMARKS };
+}

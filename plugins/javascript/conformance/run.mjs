@@ -1,0 +1,118 @@
+// Conformance harness for wasmgate plugins written in any language.
+//
+// It transpiles each component with jco (so Node's WebAssembly engine runs it), supplies the
+// `wasmgate:plugin/host@0.1.0` import (settings per case, log collected), and checks the
+// verdicts in cases.json. It does not replace the wasmgate host; it lets plugins be tested
+// before (and without) it. WASI imports, if a component has any, come from jco's preview2-shim.
+//
+//   node --experimental-wasm-extended-const run.mjs --jco PATH/TO/jco --work DIR [--cases cases.json] \
+//       dist/<lang>-<plugin>.wasm ...
+//
+// (Node 20 needs that flag for the extended-const instructions of some components; the work
+// directory must sit where node_modules resolves, for WASI imports: see the build script.)
+//
+// The plugin's behaviour is chosen by the file name's suffix: `require-labels` or
+// `always-pull-images`. Exit status 0 when every case passes.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
+
+const args = process.argv.slice(2);
+let jco = 'jco', work = null, casesPath = join(dirname(fileURLToPath(import.meta.url)), 'cases.json');
+const files = [];
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--jco') jco = args[++i];
+  else if (args[i] === '--work') work = resolve(args[++i]);
+  else if (args[i] === '--cases') casesPath = args[++i];
+  else files.push(resolve(args[i]));
+}
+if (!work || files.length === 0) {
+  console.error('usage: node run.mjs --jco JCO --work DIR [--cases FILE] COMPONENT.wasm...');
+  process.exit(2);
+}
+const cases = JSON.parse(readFileSync(casesPath, 'utf8'));
+
+const HOST_JS = `
+export function settings() { return globalThis.__wasmgate.settings; }
+export function log(level, message) { globalThis.__wasmgate.logs.push([level, message]); }
+`;
+globalThis.__wasmgate = { settings: '{}', logs: [] };
+
+function request(c) {
+  const kinds = { Deployment: 'apps', StatefulSet: 'apps', DaemonSet: 'apps', ReplicaSet: 'apps', Job: 'batch', CronJob: 'batch' };
+  const fromObject = c.object !== null && typeof c.object === 'object' && !Array.isArray(c.object) ? c.object.kind : undefined;
+  const kind = c.kind ?? fromObject ?? 'Pod';
+  const group = kinds[kind] ?? '';
+  const resource = kind.toLowerCase() + 's';
+  const text = (v) => (v === null || v === undefined ? undefined : JSON.stringify(v));
+  return {
+    uid: '705ab4f5-6393-11e8-b7cc-42010a800002',
+    kind: { group, version: 'v1', kind },
+    resource: { group, version: 'v1', resource },
+    subResource: '',
+    requestKind: undefined,
+    requestResource: undefined,
+    requestSubResource: '',
+    name: 'example',
+    namespace: 'default',
+    operation: c.operation ?? 'create',
+    userInfo: { username: 'admin', uid: '', groups: ['system:authenticated'], extra: [] },
+    object: 'objectText' in c ? c.objectText : text(c.object),
+    oldObject: text(c.oldObject),
+    dryRun: false,
+    options: undefined,
+  };
+}
+
+function outcome(plugin, fn, req) {
+  try {
+    const r = fn(req);
+    const remarks = r.remarks;
+    const noRemarks = remarks.warnings.length === 0 && remarks.auditAnnotations.length === 0;
+    if (plugin === 'require-labels') {
+      if (r.decision.tag === 'allowed') return { allowed: true, noRemarks };
+      return { denied: r.decision.val, noRemarks };
+    }
+    if (r.change.tag === 'unchanged') return { unchanged: true, noRemarks };
+    if (r.change.tag === 'denied') return { denied: r.change.val, noRemarks };
+    let value;
+    try { value = JSON.parse(r.change.val); } catch (e) { return { badJson: r.change.val }; }
+    return { replaced: value, noRemarks };
+  } catch (e) {
+    if (e && e.constructor && e.constructor.name === 'ComponentError') return { err: true, message: String(e.payload) };
+    return { trap: String(e && e.stack || e) };
+  }
+}
+
+let passed = 0, failed = 0;
+for (const file of files) {
+  const name = basename(file, '.wasm');
+  const plugin = ['require-labels', 'always-pull-images'].find((p) => name.endsWith(p));
+  if (!plugin) { console.error(`${name}: unknown plugin`); failed++; continue; }
+  const out = join(work, name);
+  rmSync(out, { recursive: true, force: true });
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, 'host.js'), HOST_JS);
+  execFileSync(jco, ['transpile', file, '-o', out, '--name', 'component', '--no-typescript', '--quiet',
+    '--map', 'wasmgate:plugin/host@0.1.0=./host.js', '--map', 'wasmgate:plugin/host=./host.js'], { stdio: 'inherit' });
+  const mod = await import(pathToFileURL(join(out, 'component.js')).href);
+  const fn = plugin === 'require-labels' ? mod.validate : mod.initialize;
+  for (const c of cases[plugin]) {
+    globalThis.__wasmgate.settings = 'settingsText' in c ? c.settingsText : JSON.stringify(c.settings ?? {});
+    const got = outcome(plugin, fn, request(c));
+    const exp = c.expect;
+    let ok;
+    if (exp.err) ok = got.err === true;
+    else ok = got.noRemarks === true && isDeepStrictEqual({ ...got, noRemarks: undefined }, { ...exp, noRemarks: undefined });
+    if (ok) passed++;
+    else {
+      failed++;
+      console.log(`FAIL ${name}: ${c.name}\n  expected ${JSON.stringify(exp)}\n  got      ${JSON.stringify(got)}`);
+    }
+  }
+  console.log(`${name}: ${cases[plugin].length} cases run`);
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,90 @@
+"""always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.1.0).
+
+Behaves exactly like plugins/rust/always-pull-images (see its README): sets
+`imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
+pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
+ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns `unchanged`
+when nothing changes, else `replaced` with the whole new object (the host computes the
+JSONPatch). An unparseable object, or a container that is not a JSON object, is a plugin
+failure (`err`). Settings are ignored.
+"""
+
+import json
+
+import wit_world
+from componentize_py_types import Err
+from wit_world.imports import types
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(text: str):
+    """Strict JSON, like serde_json: no NaN or Infinity."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+POD = ("spec",)
+TEMPLATE = ("spec", "template", "spec")
+
+
+def pod_spec_path(group: str, kind: str):
+    """Where the pod spec sits for an object of `group` and `kind`, or None."""
+    if group == "":
+        return {"Pod": POD, "PodTemplate": ("template", "spec"), "ReplicationController": TEMPLATE}.get(kind)
+    if group in ("apps", "extensions") and kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
+        return TEMPLATE
+    if group == "batch":
+        return {"Job": TEMPLATE, "CronJob": ("spec", "jobTemplate", "spec", "template", "spec")}.get(kind)
+    return None
+
+
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+NO_REMARKS = types.Remarks(warnings=[], audit_annotations=[])
+
+
+def string_field(obj: dict, key: str) -> str:
+    value = obj.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def always_pull(obj) -> bool:
+    """Sets the policy where it is not `Always` yet; returns whether anything changed."""
+    if not isinstance(obj, dict):
+        return False
+    api_version = string_field(obj, "apiVersion")
+    group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+    path = pod_spec_path(group, string_field(obj, "kind"))
+    if path is None:
+        return False
+    spec = obj
+    for key in path:
+        spec = spec.get(key) if isinstance(spec, dict) else None
+    if not isinstance(spec, dict):
+        return False
+    changed = False
+    for field in CONTAINER_LISTS:
+        containers = spec.get(field)
+        if not isinstance(containers, list):
+            continue
+        for index, container in enumerate(containers):
+            if not isinstance(container, dict):
+                raise Err(f"{'.'.join(path)}.{field}[{index}] is not a JSON object")
+            if container.get("imagePullPolicy") != "Always":
+                container["imagePullPolicy"] = "Always"
+                changed = True
+    return changed
+
+
+class WitWorld(wit_world.WitWorld):
+    def initialize(self, request: types.AdmissionRequest) -> types.Mutation:
+        if request.object is None:  # DELETE
+            return types.Mutation(types.Change_Unchanged(), NO_REMARKS)
+        try:
+            obj = parse_json(request.object)
+        except ValueError as e:
+            raise Err(f"the request's object is not JSON: {e}")
+        if not always_pull(obj):
+            return types.Mutation(types.Change_Unchanged(), NO_REMARKS)
+        new = json.dumps(obj, separators=(",", ":"))
+        return types.Mutation(types.Change_Replaced(new), NO_REMARKS)

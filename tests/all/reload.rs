@@ -1,0 +1,342 @@
+//! Hot reload: plugins, policy files and certificates change under a running gateway.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Pki, client, module, policy_file, review};
+
+/// Replaces `to` with `from`'s bytes the way deployers should: write a temp file, rename.
+fn replace(from: &Path, to: &Path) {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+fn write(to: &Path, text: &str) {
+    let tmp = to.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Version {
+    /// require-labels: denies the Pod without a team label.
+    V1,
+    /// chatty: allows with its warning.
+    V2,
+    /// Anything else: a failed or mixed answer.
+    Bad(String),
+}
+
+fn version(status: u16, body: &Value) -> Version {
+    let r = &body["response"];
+    if status == 200
+        && r["allowed"] == false
+        && r["status"]["message"] == "current: missing required labels: team"
+        && r.get("warnings").is_none()
+    {
+        Version::V1
+    } else if status == 200
+        && r["allowed"] == true
+        && r["warnings"] == json!(["chatty was here"])
+        && r.get("status").is_none()
+    {
+        Version::V2
+    } else {
+        Version::Bad(format!("{status} {body}"))
+    }
+}
+
+fn current_policy(dir: &Path, extra: &str) -> String {
+    policy_file(&format!(
+        "  - name: current\n    kind: validator\n    module: {}\n    settings: {{labels: [team]}}\n{extra}    rules:\n      - {{operations: ['*'], apiGroups: ['*'], apiVersions: ['*'], resources: ['*']}}\n",
+        dir.join("current.wasm").display()
+    ))
+}
+
+async fn ask(gw: &Gateway, client: &reqwest::Client, body: &[u8]) -> Version {
+    match client
+        .post(gw.url("/validate"))
+        .header("Content-Type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+    {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            version(status, &body)
+        }
+        Err(e) => Version::Bad(format!("request failed: {e}")),
+    }
+}
+
+async fn wait_for(gw: &Gateway, body: &[u8], want: Version) -> Duration {
+    let client = gw.client();
+    let started = Instant::now();
+    loop {
+        if ask(gw, &client, body).await == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{want:?} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn readyz(gw: &Gateway) -> Value {
+    gw.client()
+        .get(gw.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_a_validator_under_load_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (module("require-labels"), module("chatty"));
+    let current = dir.path().join("current.wasm");
+    replace(Path::new(&v1), &current);
+    let gw = Arc::new(Gateway::start(&current_policy(dir.path(), "")));
+    let body = serde_json::to_vec(&review("pod-create-no-team.json")).unwrap();
+    assert_eq!(ask(&gw, &gw.client(), &body).await, Version::V1);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (gw, stop, body) = (gw.clone(), stop.clone(), body.clone());
+            tokio::spawn(async move {
+                let client = gw.client();
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    seen.push(ask(&gw, &client, &body).await);
+                }
+                seen
+            })
+        })
+        .collect();
+
+    let swaps = 10;
+    for i in 0..swaps {
+        let (from, want) = if i % 2 == 0 {
+            (&v2, Version::V2)
+        } else {
+            (&v1, Version::V1)
+        };
+        replace(Path::new(from), &current);
+        wait_for(&gw, &body, want).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for c in clients {
+        answers.extend(c.await.unwrap());
+    }
+    let bad: Vec<_> = answers
+        .iter()
+        .filter(|v| matches!(v, Version::Bad(_)))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} answers were neither wholly v1 nor wholly v2: {:?}",
+        bad.len(),
+        answers.len(),
+        &bad[..bad.len().min(5)]
+    );
+    assert!(
+        answers.contains(&Version::V1) && answers.contains(&Version::V2),
+        "the load saw both versions"
+    );
+    // After the last swap (to v1), only v1 answers.
+    let client = gw.client();
+    for _ in 0..20 {
+        assert_eq!(ask(&gw, &client, &body).await, Version::V1);
+    }
+    let ready = readyz(&gw).await;
+    assert_eq!(ready["reload"]["succeeded"], swaps, "{ready}");
+    assert_eq!(ready["generation"], swaps + 1);
+}
+
+/// Waits until `/readyz` counts `failures` rejected reloads and returns the last error.
+async fn rejected(gw: &Gateway, failures: u64, what: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let ready = readyz(gw).await;
+        if ready["reload"]["failed"] == failures {
+            return ready["reload"]["lastError"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what} was not rejected: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn broken_changes_are_rejected_and_fixes_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let current = dir.path().join("current.wasm");
+    replace(Path::new(&module("require-labels")), &current);
+    let gw = Gateway::start(&current_policy(dir.path(), ""));
+    let policy = gw.path("policies.yaml");
+    let body = serde_json::to_vec(&review("pod-create-no-team.json")).unwrap();
+    let client = gw.client();
+
+    // A module that is not a component: rejected, the last good snapshot still answers.
+    write(&current, "garbage");
+    let error = rejected(&gw, 1, "a broken plugin").await;
+    assert!(
+        error.contains("module does not compile as a WebAssembly component"),
+        "{error}"
+    );
+    assert_eq!(ask(&gw, &client, &body).await, Version::V1);
+    // Fixing it (with another plugin) recovers and clears the error.
+    replace(Path::new(&module("chatty")), &current);
+    wait_for(&gw, &body, Version::V2).await;
+    assert!(readyz(&gw).await["reload"]["lastError"].is_null());
+
+    // ... and `wasmgate status` shows it too: exit 1 while the last reload is rejected.
+    write(&current, "garbage again");
+    let error = rejected(&gw, 2, "a broken plugin").await;
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["status", "--url", &gw.url(""), "--cacert"])
+        .arg(gw.path("ca.crt"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("reloads       3 attempted, 1 succeeded, 2 failed"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "last reload   REJECTED (the previous snapshot keeps serving): {error}"
+        )),
+        "{out}"
+    );
+    replace(Path::new(&module("chatty")), &current);
+    wait_for(&gw, &body, Version::V2).await;
+
+    // A policy file with a syntax error: the error names the file and the line.
+    write(
+        &policy,
+        "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies: [\n",
+    );
+    let error = rejected(&gw, 3, "a syntax error").await;
+    assert!(
+        error.starts_with(&format!("{}:", policy.display())),
+        "{error}"
+    );
+    assert_eq!(ask(&gw, &client, &body).await, Version::V2);
+
+    // A pin mismatch.
+    write(
+        &policy,
+        &current_policy(dir.path(), &format!("    sha256: {}\n", "0".repeat(64))),
+    );
+    let error = rejected(&gw, 4, "a pin mismatch").await;
+    assert!(error.contains("but the policy pins 0000"), "{error}");
+    assert_eq!(ask(&gw, &client, &body).await, Version::V2);
+
+    // Fixing the file recovers; SIGHUP with nothing changed is harmless.
+    replace(Path::new(&module("require-labels")), &current);
+    write(&policy, &current_policy(dir.path(), ""));
+    wait_for(&gw, &body, Version::V1).await;
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ask(&gw, &client, &body).await, Version::V1);
+    let ready = readyz(&gw).await;
+    assert!(ready["reload"]["lastError"].is_null(), "{ready}");
+    assert_eq!(ready["reload"]["failed"], 4);
+    let metrics = gw
+        .client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wasmgate_reloads_total{result=\"failed\"} 4"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn certificates_rotate_for_new_connections_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("current.wasm"),
+        std::fs::read(module("require-labels")).unwrap(),
+    )
+    .unwrap();
+    let gw = Gateway::start(&current_policy(dir.path(), ""));
+    let old_ca = gw.pki.ca.clone();
+    let established = client(&old_ca, None, false);
+    assert_eq!(
+        established
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let new = Pki::new(&["localhost", "127.0.0.1"]);
+    write(&gw.path("tls.key"), &new.key);
+    write(&gw.path("tls.crt"), &new.cert);
+    let started = Instant::now();
+    loop {
+        if client(&new.ca, None, false)
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The established keep-alive connection still works (a new one would fail: it trusts only
+    // the old CA) and a new client that trusts only the old CA is refused.
+    assert_eq!(
+        established
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(
+        client(&old_ca, None, false)
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+}
