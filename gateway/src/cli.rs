@@ -1,5 +1,6 @@
 //! Owns the `wasmgate` command line: argument parsing and wiring the modules together for
-//! `serve` and `check`. Bootstrap code: errors here are `anyhow`, reported once, with context.
+//! `serve`, `check` and `audit-kubeconfig`. Bootstrap code: errors here are `anyhow`, reported
+//! once, with context.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,8 @@ use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use tokio::time::Instant;
 
-use crate::config::{Config, PluginKind};
+use crate::audit::{AuditService, FsyncPolicy, SpoolConfig};
+use crate::config::{Config, PluginKind, parse_quantity};
 use crate::gateway::Gateway;
 use crate::reload;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -38,6 +40,9 @@ enum Command {
     /// when the last reload succeeded, 1 when it was rejected (the previous snapshot serves),
     /// 2 when the gateway cannot be reached.
     Status(StatusArgs),
+    /// Print the kubeconfig for the API server's `--audit-webhook-config-file`, pointing at this
+    /// gateway's `/audit` and trusting its CA.
+    AuditKubeconfig(AuditKubeconfigArgs),
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +92,58 @@ struct ServeArgs {
     /// Largest admission request body, in bytes.
     #[arg(long, default_value_t = server::DEFAULT_MAX_BODY)]
     max_body_bytes: usize,
+    /// Largest audit EventList body, in bytes (the API server sends tens of MiB with objects).
+    #[arg(long, default_value_t = server::DEFAULT_AUDIT_MAX_BODY, value_parser = parse_body_limit)]
+    audit_max_body_bytes: usize,
+    /// The audit spool's directory (default: <state-dir>/spool). One gateway per directory.
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    /// The most the audit spool may hold, as a quantity (`1Gi`); when full, `/audit` answers
+    /// 503 until sinks catch up, and the API server re-sends.
+    #[arg(long, default_value = "1Gi", value_parser = parse_spool_size)]
+    spool_max_bytes: u64,
+    /// When the audit spool syncs: `always` (each batch before its answer), `batch` (batches
+    /// arriving together share one sync before their answers), `never` (survives a crash of
+    /// wasmgate, not of the machine).
+    #[arg(long, default_value = "batch", value_parser = FsyncPolicy::from_str_arg)]
+    fsync: FsyncPolicy,
+}
+
+/// The audit body limit: at most the spool reader's record limit.
+fn parse_body_limit(text: &str) -> Result<usize, String> {
+    let bytes: usize = text.parse().map_err(|e| format!("{e}"))?;
+    if bytes == 0 || bytes as u64 >= u64::from(crate::audit::spool::MAX_RECORD_PAYLOAD) / 2 {
+        return Err("must be more than 0 and less than 512 MiB".into());
+    }
+    Ok(bytes)
+}
+
+fn parse_spool_size(text: &str) -> Result<u64, String> {
+    let bytes = parse_quantity(text)?;
+    if bytes < 64 << 10 {
+        return Err("the spool must be allowed at least 64Ki".into());
+    }
+    Ok(bytes)
+}
+
+#[derive(Debug, Args)]
+struct AuditKubeconfigArgs {
+    /// The gateway's audit URL as the API server reaches it.
+    #[arg(long, default_value = "https://127.0.0.1:8443/audit")]
+    server: String,
+    /// The CA that signed the gateway's serving certificate (PEM). Default: the development CA
+    /// under --state-dir, as `serve` generates it.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Where `serve` keeps its development certificates.
+    #[arg(long, default_value = ".wasmgate")]
+    state_dir: PathBuf,
+    /// A client certificate the API server presents (PEM), when the gateway requires mTLS.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +178,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => rt.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => rt.block_on(check(args)),
         Command::Status(args) => rt.block_on(status(args)),
+        Command::AuditKubeconfig(args) => audit_kubeconfig(args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("wasmgate: {e:#}");
@@ -176,12 +234,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tls_config = tls::server_config(&files)?;
     let (runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common))?;
     let policies = snapshot.policies.len();
-    let gateway = Arc::new(Gateway::new(snapshot, Arc::new(Metrics::new())));
+    let metrics = Arc::new(Metrics::new());
+    let sinks = snapshot.audit_sinks.clone();
+    let mut gateway = Gateway::new(snapshot, metrics.clone());
+    // The spool is opened only when there is a sink to feed: an admission-only gateway keeps
+    // no audit state, and `/audit` answers 404 there.
+    let audit = if sinks.is_empty() {
+        None
+    } else {
+        let spool = SpoolConfig {
+            dir: args
+                .spool_dir
+                .clone()
+                .unwrap_or_else(|| args.state_dir.join("spool")),
+            max_bytes: args.spool_max_bytes,
+            fsync: args.fsync,
+        };
+        let audit = AuditService::start(&spool, sinks, metrics)
+            .await
+            .context("cannot start the audit webhook")?;
+        gateway = gateway.with_audit(audit.clone());
+        Some(audit)
+    };
+    let audit_sinks = audit.as_ref().map_or(0, |a| a.sink_names().len());
+    let gateway = Arc::new(gateway);
     let listener = server::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let server_config = server::ServerConfig {
         max_body: args.max_body_bytes,
+        audit_max_body: args.audit_max_body_bytes,
     };
     let tls_handle = Arc::new(ArcSwap::new(tls_config));
     // One shutdown signal for the server and the reloader.
@@ -202,7 +284,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let reloading = reloader.start(stopped(stop_rx.clone()));
     tracing::info!(
-        listen = %listener.local_addr()?, policies, mtls,
+        listen = %listener.local_addr()?, policies, audit_sinks, mtls,
         startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
     );
     server::serve(
@@ -214,6 +296,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await;
     let _ = reloading.await;
+    drop(audit);
     drop(runtime);
     Ok(())
 }
@@ -277,6 +360,44 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             )
         }
     }
+}
+
+/// Prints the kubeconfig of `--audit-webhook-config-file`: one cluster (the gateway's audit URL
+/// and CA), one user (a client certificate, or none), one current context.
+fn audit_kubeconfig(args: AuditKubeconfigArgs) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let b64 = |path: &Path| -> anyhow::Result<String> {
+        Ok(base64::engine::general_purpose::STANDARD.encode(read(path)?))
+    };
+    let uri: http::Uri = args
+        .server
+        .parse()
+        .with_context(|| format!("--server {:?} is not a URL", args.server))?;
+    if uri.scheme_str() != Some("https") || uri.host().is_none() {
+        anyhow::bail!("--server {:?} must be an https:// URL", args.server);
+    }
+    let ca = args
+        .ca
+        .unwrap_or_else(|| args.state_dir.join("tls").join("ca.crt"));
+    let mut user = serde_json::Map::new();
+    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+        user.insert("client-certificate-data".into(), b64(cert)?.into());
+        user.insert("client-key-data".into(), b64(key)?.into());
+    }
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "wasmgate", "cluster": {
+            "server": args.server,
+            "certificate-authority-data": b64(&ca)?,
+        }}],
+        "users": [{"name": "kube-apiserver", "user": user}],
+        "contexts": [{"name": "wasmgate", "context": {"cluster": "wasmgate", "user": "kube-apiserver"}}],
+        "current-context": "wasmgate",
+    });
+    println!("# kubeconfig for kube-apiserver --audit-webhook-config-file (generated by wasmgate)");
+    print!("{}", serde_yaml_ng::to_string(&kubeconfig)?);
+    Ok(())
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
