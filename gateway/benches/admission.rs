@@ -77,43 +77,16 @@ fn plugin_call_cost(review: &serde_json::Value) -> (Duration, Duration) {
         .unwrap_or_else(|| repo().join("plugins/dist/require-labels.wasm"));
     let settings =
         std::env::var("BENCH_SETTINGS").unwrap_or_else(|_| r#"{"labels":["team"]}"#.to_owned());
-    let runtime =
-        wasmgate::runtime::Runtime::new(&wasmgate::runtime::RuntimeConfig { cache_dir: None })
-            .unwrap();
-    let plugin = runtime
-        .load(wasmgate::runtime::PluginSpec {
-            name: "require-labels".into(),
-            kind: wasmgate::runtime::World::Validator,
-            bytes: Arc::new(std::fs::read(&plugin_path).unwrap()),
-            settings,
-            memory_limit: 64 << 20,
-        })
-        .unwrap();
-    let request: wasmgate::wire::AdmissionReview =
-        wasmgate::wire::AdmissionReview::decode(&serde_json::to_vec(review).unwrap()).unwrap();
-    let wit = wasmgate::admission::wit_request(&request.request);
+    let plugin = common::load_validator(&plugin_path, &settings, false, None).plugin;
     println!(
         "\nplugin: {} validating the review above",
         plugin_path.display()
     );
-    let mut samples = Vec::new();
-    for i in 0..20_000 {
-        let t = Instant::now();
-        let verdict = plugin
-            .validate_blocking(&wit, Duration::from_secs(1))
-            .unwrap();
-        if i >= 1000 {
-            samples.push(t.elapsed());
-        }
-        std::hint::black_box(verdict);
-    }
-    samples.sort();
-    let direct = (
-        samples[samples.len() / 2],
-        samples[samples.len() * 99 / 100],
-    );
+    let direct = common::call_cost(&plugin, review, 20_000);
+    let request =
+        wasmgate::wire::AdmissionReview::decode(&serde_json::to_vec(review).unwrap()).unwrap();
+    let wit = wasmgate::admission::wit_request(&request.request);
     // The same call through the async path the server uses (slot semaphore + blocking pool).
-    let plugin = Arc::new(plugin);
     let wit = Arc::new(wit);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::{Config, ConfigError, ResolvedEntry, ResolvedSink};
 use crate::policy::audit::{AuditRules, SinkPolicy};
 use crate::policy::{Matcher, Policy, PolicySet};
-use crate::runtime::{Plugin, PluginSpec, Runtime, World};
+use crate::runtime::{Plugin, PluginSpec, Reuse, Runtime, World};
 
 /// Everything one request needs, fixed for the request's lifetime.
 pub struct Snapshot {
@@ -37,6 +37,7 @@ struct PluginKey {
     module_sha256: String,
     settings: String,
     memory_limit: u64,
+    reuse: Option<Reuse>,
 }
 
 impl Snapshot {
@@ -60,9 +61,14 @@ impl Snapshot {
                     module_sha256: spec.module_sha256.to_owned(),
                     settings: spec.settings.to_owned(),
                     memory_limit: spec.memory_limit,
+                    reuse: spec.reuse,
                 };
                 let plugin = match previous.and_then(|p| p.plugins.get(&key)) {
-                    Some(plugin) => plugin.clone(),
+                    Some(plugin) => {
+                        // Unchanged, but a new snapshot starts without warm instances.
+                        plugin.discard_warm();
+                        plugin.clone()
+                    }
                     None => Arc::new(
                         runtime
                             .load(PluginSpec {
@@ -71,6 +77,7 @@ impl Snapshot {
                                 bytes: spec.bytes.clone(),
                                 settings: spec.settings.to_owned(),
                                 memory_limit: spec.memory_limit,
+                                reuse: spec.reuse,
                             })
                             .map_err(|e| ConfigError {
                                 file: config.file.clone(),
@@ -121,6 +128,8 @@ struct Spec<'a> {
     bytes: &'a Arc<Vec<u8>>,
     settings: &'a str,
     memory_limit: u64,
+    /// Warm instances: admission policies may opt in; sinks always get a fresh instance.
+    reuse: Option<Reuse>,
     line: Option<usize>,
 }
 
@@ -133,6 +142,10 @@ impl<'a> Spec<'a> {
             bytes: &r.module_bytes,
             settings: &r.settings_json,
             memory_limit: r.memory_limit,
+            reuse: r.entry.instance_reuse.map(|r| Reuse {
+                max_calls: r.max_calls,
+                max_idle: r.max_idle,
+            }),
             line: r.line,
         }
     }
@@ -145,6 +158,7 @@ impl<'a> Spec<'a> {
             bytes: &r.module_bytes,
             settings: &r.settings_json,
             memory_limit: r.memory_limit,
+            reuse: None,
             line: r.line,
         }
     }

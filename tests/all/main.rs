@@ -11,3 +11,4 @@ mod containment;
 mod manifests;
 mod protocol;
 mod reload;
+mod reuse;

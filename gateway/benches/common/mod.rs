@@ -270,3 +270,66 @@ pub fn memchr(needle: &[u8], haystack: &[u8]) -> bool {
 pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
+
+/// A validator compiled in process, and how long compiling and checking it took.
+pub struct Loaded {
+    pub plugin: Arc<wasmgate::runtime::Plugin>,
+    pub compile: Duration,
+}
+
+/// Compiles `path` as a validator with `settings` (JSON), without the on-disk cache unless
+/// `cached`.
+pub fn load_validator(
+    path: &Path,
+    settings: &str,
+    cached: bool,
+    reuse: Option<wasmgate::runtime::Reuse>,
+) -> Loaded {
+    let cache_dir = cached.then(|| std::env::temp_dir().join("wasmgate-bench-cache"));
+    let runtime =
+        wasmgate::runtime::Runtime::new(&wasmgate::runtime::RuntimeConfig { cache_dir }).unwrap();
+    let started = Instant::now();
+    let plugin = runtime
+        .load(wasmgate::runtime::PluginSpec {
+            name: "bench".into(),
+            kind: wasmgate::runtime::World::Validator,
+            bytes: Arc::new(std::fs::read(path).unwrap()),
+            settings: settings.to_owned(),
+            memory_limit: 64 << 20,
+            reuse,
+        })
+        .unwrap();
+    Loaded {
+        plugin: Arc::new(plugin),
+        compile: started.elapsed(),
+    }
+}
+
+/// p50 and p99 of `calls` fresh-instance calls of `plugin` on `review`, in process, after a
+/// warm-up of a twentieth as many.
+pub fn call_cost(
+    plugin: &wasmgate::runtime::Plugin,
+    review: &serde_json::Value,
+    calls: usize,
+) -> (Duration, Duration) {
+    let request =
+        wasmgate::wire::AdmissionReview::decode(&serde_json::to_vec(review).unwrap()).unwrap();
+    let wit = wasmgate::admission::wit_request(&request.request);
+    let warm_up = calls / 20;
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls + warm_up {
+        let t = Instant::now();
+        let verdict = plugin
+            .validate_blocking(&wit, Duration::from_secs(5))
+            .unwrap();
+        if i >= warm_up {
+            samples.push(t.elapsed());
+        }
+        std::hint::black_box(verdict);
+    }
+    samples.sort();
+    (
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    )
+}

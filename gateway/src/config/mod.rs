@@ -17,8 +17,8 @@ pub use audit::{
 };
 pub use quantity::parse_quantity;
 pub use schema::{
-    FailurePolicy, LabelSelector, Mode, PluginKind, PolicyEntry, PolicyFile, Rule, Scope,
-    SelectorOperator, SelectorRequirement,
+    FailurePolicy, InstanceReuse, LabelSelector, Mode, PluginKind, PolicyEntry, PolicyFile, Rule,
+    Scope, SelectorOperator, SelectorRequirement,
 };
 
 use crate::wire::parse_go_duration;
@@ -37,6 +37,10 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
 /// The largest `memoryLimit` an entry may ask for; also the pooling allocator's slot size.
 pub const MAX_MEMORY_LIMIT: u64 = 1 << 30;
+
+/// The most warm instances all policies of a file may keep together (`instanceReuse.maxIdle`
+/// summed): half the runtime's warm pool slots, since two snapshots may be alive during a reload.
+pub const MAX_WARM_TOTAL: usize = 128;
 
 /// A policy file that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +200,18 @@ impl Config {
                 line,
                 entry,
             });
+        }
+        let warm: usize = entries
+            .iter()
+            .filter_map(|e| e.entry.instance_reuse.map(|r| r.max_idle))
+            .sum();
+        if warm > MAX_WARM_TOTAL {
+            return Err(err(
+                None,
+                format!(
+                    "instanceReuse.maxIdle adds up to {warm} over all policies; at most {MAX_WARM_TOTAL}"
+                ),
+            ));
         }
         let mut sinks = Vec::with_capacity(parsed.audit_sinks.len());
         for entry in parsed.audit_sinks {

@@ -168,6 +168,21 @@ pub struct PolicyEntry {
     /// Linear-memory cap as a quantity (`64Mi`); default 64Mi, at most 1Gi.
     #[serde(default)]
     pub memory_limit: Option<String>,
+    /// Opt-in reuse of warm instances (gives up isolation between requests); absent: a fresh
+    /// instance per call.
+    #[serde(default)]
+    pub instance_reuse: Option<InstanceReuse>,
+}
+
+/// `instanceReuse`: keep up to `maxIdle` instances warm and retire each after `maxCalls` calls
+/// (or at once after a trap, and on every reload).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InstanceReuse {
+    /// Calls an instance serves before it is retired: 2 to 1,000,000.
+    pub max_calls: u32,
+    /// Idle instances kept: 1 to 16.
+    pub max_idle: usize,
 }
 
 impl PolicyEntry {
@@ -209,6 +224,14 @@ impl PolicyEntry {
                         "bad resource {res:?} (e.g. pods, pods/status, *, pods/*, */scale)"
                     )));
                 }
+            }
+        }
+        if let Some(reuse) = &self.instance_reuse {
+            if !(2..=1_000_000).contains(&reuse.max_calls) {
+                return Err("instanceReuse.maxCalls must be between 2 and 1000000".into());
+            }
+            if !(1..=16).contains(&reuse.max_idle) {
+                return Err("instanceReuse.maxIdle must be between 1 and 16".into());
             }
         }
         if let Some(selector) = &self.object_selector {

@@ -21,6 +21,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// 64 concurrent admission requests with four plugins each.
 pub const POOL_SLOTS: u32 = 256;
 
+/// Pool slots for idle warm instances of policies with `instanceReuse`, beyond [`POOL_SLOTS`].
+pub const WARM_SLOTS: u32 = 256;
+
 /// Linear memory kept resident (and reset in place) per pooled slot. With `pagemap_scan` only
 /// the touched pages are reset; the first probe measured this as the largest single win
 /// (30 µs → 13 µs for instantiate + call + teardown).
@@ -37,11 +40,15 @@ pub(super) fn new_engine(runtime: &RuntimeConfig) -> wasmtime::Result<Engine> {
         config.cache(Some(Cache::new(cache)?));
     }
     let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(POOL_SLOTS)
-        // Rust and C components have 1-3 core instances; componentize-py/js ones have tens.
-        .total_core_instances(POOL_SLOTS * 8)
-        .total_memories(POOL_SLOTS * 2)
-        .total_tables(POOL_SLOTS * 4)
+    // Instances in flight (POOL_SLOTS) plus warm ones kept by policies that opted into reuse
+    // (at most 16 per policy; two snapshots' worth may be alive during a reload).
+    let instances = POOL_SLOTS + WARM_SLOTS;
+    pool.total_component_instances(instances)
+        // Rust and C components have 1-3 core instances; componentize-py/js ones up to 14
+        // (measured), 38 for componentize-py with stubbed WASI.
+        .total_core_instances(instances * 8)
+        .total_memories(instances * 2)
+        .total_tables(instances * 4)
         .max_core_instances_per_component(64)
         .max_memories_per_component(8)
         .max_tables_per_component(16)

@@ -29,6 +29,8 @@ pub struct PluginState {
     pub(super) host: HostCtx,
     pub(super) stdout: MemoryOutputPipe,
     pub(super) stderr: MemoryOutputPipe,
+    /// Bytes of stdout and stderr already written to the log (a reused instance keeps its pipes).
+    logged: [usize; 2],
 }
 
 impl PluginState {
@@ -53,14 +55,33 @@ impl PluginState {
             },
             stdout,
             stderr,
+            logged: [0, 0],
         }
     }
 
-    /// Writes what the plugin printed to the log, one event per line.
-    pub(super) fn flush_stdio(&self) {
-        for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+    /// Resets what is counted per call, before a call on a reused instance.
+    pub(super) fn begin_call(&mut self) {
+        self.host.log_lines = 0;
+        self.host.dropped_log_lines = 0;
+        self.limiter.exceeded = None;
+    }
+
+    /// Whether the stdio pipes have room for another call's output (they cannot be emptied, so a
+    /// reused instance whose pipes are half full is retired).
+    pub(super) fn stdio_has_room(&self) -> bool {
+        self.logged.iter().all(|&n| n < STDIO_CAPACITY / 2)
+    }
+
+    /// Writes what the plugin printed since the last flush to the log, one event per line.
+    pub(super) fn flush_stdio(&mut self) {
+        for (i, (stream, pipe)) in [("stdout", &self.stdout), ("stderr", &self.stderr)]
+            .into_iter()
+            .enumerate()
+        {
             let bytes = pipe.contents();
-            for line in String::from_utf8_lossy(&bytes)
+            let new = bytes.get(self.logged[i]..).unwrap_or_default();
+            self.logged[i] = bytes.len();
+            for line in String::from_utf8_lossy(new)
                 .lines()
                 .filter(|l| !l.is_empty())
             {

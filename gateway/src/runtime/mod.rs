@@ -23,7 +23,7 @@ pub use bindings::types::{
     AdmissionRequest, Change, Decision, Denial, GroupVersionKind, GroupVersionResource, Mutation,
     Operation as WitOperation, Remarks, UserInfo, Verdict,
 };
-pub use engine::{EPOCH_TICK, POOL_SLOTS};
+pub use engine::{EPOCH_TICK, POOL_SLOTS, WARM_SLOTS};
 pub use host::{PluginState, STDIO_CAPACITY};
 
 use crate::config::PluginKind;
@@ -195,6 +195,8 @@ impl Runtime {
             pre,
             engine: self.engine.clone(),
             slots: self.slots.clone(),
+            reuse: spec.reuse,
+            idle: IdlePool::default(),
         };
         // Instantiate once now, so a module whose initial memory exceeds its cap, or that traps
         // in its start function, is refused at load time rather than failing every request.
@@ -221,7 +223,37 @@ pub struct PluginSpec {
     pub settings: String,
     /// The linear-memory cap in bytes.
     pub memory_limit: u64,
+    /// Opt-in reuse of warm instances; `None` (the default) is a fresh instance per call.
+    pub reuse: Option<Reuse>,
 }
+
+/// Reusing warm instances, opted into per policy (`instanceReuse`). It gives up isolation
+/// between requests: a reused instance keeps its linear memory and globals, so one request can
+/// see what an earlier one left behind. It buys heavy runtimes (Python, JavaScript) their
+/// milliseconds of instantiation back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reuse {
+    /// An instance is retired after this many calls.
+    pub max_calls: u32,
+    /// At most this many idle instances are kept.
+    pub max_idle: usize,
+}
+
+enum Instance {
+    Validator(Validator),
+    Initializer(Initializer),
+}
+
+/// An idle instance with its store, ready for another call.
+struct Warm {
+    store: Store<PluginState>,
+    instance: Instance,
+    calls: u32,
+}
+
+// Locked only on blocking-pool threads, for one push or pop, never across an await.
+#[allow(clippy::disallowed_types)]
+type IdlePool = std::sync::Mutex<Vec<Warm>>;
 
 enum PluginPre {
     Validator(ValidatorPre<PluginState>),
@@ -237,6 +269,8 @@ pub struct Plugin {
     pre: PluginPre,
     engine: wasmtime::Engine,
     slots: Arc<Semaphore>,
+    reuse: Option<Reuse>,
+    idle: IdlePool,
 }
 
 impl Plugin {
@@ -259,7 +293,8 @@ impl Plugin {
         store
     }
 
-    /// Runs `validate` in a fresh instance, blocking, under `budget`.
+    /// Runs `validate`, blocking, under `budget`: in a fresh instance, or a warm one when the
+    /// policy opted into reuse.
     pub fn validate_blocking(
         &self,
         request: &AdmissionRequest,
@@ -271,14 +306,17 @@ impl Plugin {
                 self.name
             )));
         };
-        let mut store = self.store(budget);
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|instance: Validator| instance.call_validate(&mut store, request));
-        finish(store, result, budget)
+        self.call(
+            budget,
+            |store| pre.instantiate(store).map(Instance::Validator),
+            |instance, store| match instance {
+                Instance::Validator(v) => v.call_validate(store, request),
+                Instance::Initializer(_) => unreachable_world(),
+            },
+        )
     }
 
-    /// Runs `initialize` in a fresh instance, blocking, under `budget`.
+    /// Runs `initialize`, blocking, under `budget`, like [`Self::validate_blocking`].
     pub fn initialize_blocking(
         &self,
         request: &AdmissionRequest,
@@ -290,11 +328,62 @@ impl Plugin {
                 self.name
             )));
         };
-        let mut store = self.store(budget);
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|instance: Initializer| instance.call_initialize(&mut store, request));
-        finish(store, result, budget)
+        self.call(
+            budget,
+            |store| pre.instantiate(store).map(Instance::Initializer),
+            |instance, store| match instance {
+                Instance::Initializer(i) => i.call_initialize(store, request),
+                Instance::Validator(_) => unreachable_world(),
+            },
+        )
+    }
+
+    /// One call: takes a warm instance if reuse is on and one is idle, else instantiates; runs
+    /// `invoke` under `budget`; keeps the instance for reuse only if the call did not trap, it
+    /// has calls left and the idle pool has room.
+    fn call<T>(
+        &self,
+        budget: Duration,
+        instantiate: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<Instance>,
+        invoke: impl FnOnce(&Instance, &mut Store<PluginState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<T, PluginFailure> {
+        let warm = self.reuse.and_then(|_| self.idle.lock().ok()?.pop());
+        let (mut store, instance, calls) = match warm {
+            Some(warm) => (warm.store, warm.instance, warm.calls),
+            None => {
+                let mut store = self.store(budget);
+                match instantiate(&mut store) {
+                    Ok(instance) => (store, instance, 0),
+                    Err(e) => return finish(store.data_mut(), Err(e), budget),
+                }
+            }
+        };
+        store.set_epoch_deadline(ticks(budget));
+        store.data_mut().begin_call();
+        let result = invoke(&instance, &mut store);
+        let trapped = result.is_err();
+        let outcome = finish(store.data_mut(), result, budget);
+        if let Some(reuse) = self.reuse
+            && !trapped
+            && calls + 1 < reuse.max_calls
+            && store.data().stdio_has_room()
+            && let Ok(mut idle) = self.idle.lock()
+            && idle.len() < reuse.max_idle
+        {
+            idle.push(Warm {
+                store,
+                instance,
+                calls: calls + 1,
+            });
+        }
+        outcome
+    }
+
+    /// Drops every idle instance (on reload: a new snapshot starts with fresh instances).
+    pub fn discard_warm(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
     }
 
     /// Runs `deliver` in a fresh instance, blocking, under `budget`.
@@ -309,11 +398,12 @@ impl Plugin {
                 self.name
             )));
         };
+        // Never a warm instance: a sink sees one batch and nothing of the previous one.
         let mut store = self.store(budget);
         let result = pre
             .instantiate(&mut store)
             .and_then(|instance: AuditSink| instance.call_deliver(&mut store, batch));
-        finish(store, result, budget)
+        finish(store.data_mut(), result, budget)
     }
 
     /// Runs `call` on the blocking pool once a pool slot is free, with the time left until
@@ -355,6 +445,13 @@ impl Plugin {
     }
 }
 
+/// A warm instance of the other world: cannot happen, an instance comes from this plugin's pre.
+fn unreachable_world<T>() -> wasmtime::Result<T> {
+    Err(wasmtime::Error::msg(
+        "internal error: instance of another world",
+    ))
+}
+
 /// wasmtime's error chain on one line (some causes print arrays over several lines).
 fn one_line(e: &wasmtime::Error) -> String {
     format!("{e:#}")
@@ -374,11 +471,10 @@ fn ticks(budget: Duration) -> u64 {
 /// Turns the outcome of one call into the plugin's answer or a classified failure, and writes
 /// what the plugin printed to the log.
 fn finish<T>(
-    store: Store<PluginState>,
+    state: &mut PluginState,
     result: wasmtime::Result<Result<T, String>>,
     budget: Duration,
 ) -> Result<T, PluginFailure> {
-    let state = store.data();
     state.flush_stdio();
     match result {
         Ok(Ok(value)) => Ok(value),
