@@ -75,10 +75,7 @@ impl AuditService {
             corrupt_records = recovery.corrupt, fsync = ?config.fsync, max_bytes = config.max_bytes,
             "audit spool opened"
         );
-        metrics
-            .audit
-            .spool_corrupt_records
-            .inc_by(recovery.corrupt);
+        metrics.audit.spool_corrupt_records.inc_by(recovery.corrupt);
         let shared = Arc::new(Shared {
             spool: Arc::new(spool),
             sinks: ArcSwap::from_pointee(Vec::new()),
@@ -126,7 +123,9 @@ impl AuditService {
             .collect();
         self.shared.sinks.store(Arc::new(sinks));
         spool.set_sinks(positions);
-        self.shared.config.send_modify(|generation| *generation += 1);
+        self.shared
+            .config
+            .send_modify(|generation| *generation += 1);
         let before = self.started.rcu(|started| {
             let mut all = HashSet::clone(started);
             all.extend(names.iter().cloned());
@@ -139,15 +138,30 @@ impl AuditService {
     }
 
     /// Takes one EventList body: answered `Ok` only once its events are in the spool.
-    pub async fn intake(&self, body: Bytes, deadline: Instant) -> Result<IntakeReport, IntakeError> {
-        let result = intake::take(&self.shared.spool, &self.shared.metrics.audit, body, deadline).await;
+    pub async fn intake(
+        &self,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<IntakeReport, IntakeError> {
+        let result = intake::take(
+            &self.shared.spool,
+            &self.shared.metrics.audit,
+            body,
+            deadline,
+        )
+        .await;
         publish_stats(&self.shared);
         result
     }
 
     /// The sinks' names, in configuration order.
     pub fn sink_names(&self) -> Vec<String> {
-        self.shared.sinks.load().iter().map(|s| s.name.clone()).collect()
+        self.shared
+            .sinks
+            .load()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
     }
 }
 

@@ -75,11 +75,12 @@ pub fn strip(event: &mut Event, routing: Routing) {
         event.response_object = None;
     }
     if routing.omit_managed_fields {
-        for object in [&mut event.request_object, &mut event.response_object] {
-            if let Some(raw) = object {
-                if let Some(stripped) = without_managed_fields(raw) {
-                    *raw = stripped;
-                }
+        for raw in [&mut event.request_object, &mut event.response_object]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(stripped) = without_managed_fields(raw) {
+                *raw = stripped;
             }
         }
     }

@@ -94,14 +94,14 @@ impl Writer {
     }
 
     fn commit(&mut self, group: Vec<(Vec<SpoolItem>, Reply)>) {
-        if self.active.len >= self.segment_target {
-            if let Err(e) = self.roll() {
-                tracing::error!("cannot start a new spool segment: {e}");
-                for (_, reply) in group {
-                    let _ = reply.send(Err(AppendError::Io(e.to_string())));
-                }
-                return;
+        if self.active.len >= self.segment_target
+            && let Err(e) = self.roll()
+        {
+            tracing::error!("cannot start a new spool segment: {e}");
+            for (_, reply) in group {
+                let _ = reply.send(Err(AppendError::Io(e.to_string())));
             }
+            return;
         }
         let now_ms = super::now_ms();
         self.buf.clear();
@@ -273,10 +273,9 @@ impl Writer {
         if self.all_caught_up()
             && self.active.len > SEGMENT_HEADER_LEN
             && (self.active.len >= self.segment_target / 4 || self.bytes() > self.max_bytes / 2)
+            && let Err(e) = self.roll()
         {
-            if let Err(e) = self.roll() {
-                tracing::warn!("cannot start a new spool segment: {e}");
-            }
+            tracing::warn!("cannot start a new spool segment: {e}");
         }
         let keep_from = self
             .sinks

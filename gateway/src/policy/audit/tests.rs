@@ -52,6 +52,7 @@ fn rules(yaml: &str, omit: &[Stage]) -> AuditRules {
 
 /// An event at RequestResponse for `verb` on `resource` (`pods/log`) in `namespace`, or on the
 /// non-resource `path` when `resource` is empty.
+#[allow(clippy::too_many_arguments)]
 fn event(
     user: &str,
     groups: &[&str],
