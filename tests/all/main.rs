@@ -5,6 +5,7 @@
 mod harness;
 
 mod admission;
+mod audit;
 mod check;
 mod containment;
 mod protocol;
