@@ -53,45 +53,46 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, ConfigError> {
         let mut plugins = HashMap::new();
-        let mut load = |what: &str, world: World, spec: Spec<'_>| -> Result<Arc<Plugin>, ConfigError> {
-            let key = PluginKey {
-                name: spec.name.to_owned(),
-                world: world.name(),
-                module_sha256: spec.module_sha256.to_owned(),
-                settings: spec.settings.to_owned(),
-                memory_limit: spec.memory_limit,
-                reuse: spec.reuse,
+        let mut load =
+            |what: &str, world: World, spec: Spec<'_>| -> Result<Arc<Plugin>, ConfigError> {
+                let key = PluginKey {
+                    name: spec.name.to_owned(),
+                    world: world.name(),
+                    module_sha256: spec.module_sha256.to_owned(),
+                    settings: spec.settings.to_owned(),
+                    memory_limit: spec.memory_limit,
+                    reuse: spec.reuse,
+                };
+                let plugin = match previous.and_then(|p| p.plugins.get(&key)) {
+                    Some(plugin) => {
+                        // Unchanged, but a new snapshot starts without warm instances.
+                        plugin.discard_warm();
+                        plugin.clone()
+                    }
+                    None => Arc::new(
+                        runtime
+                            .load(PluginSpec {
+                                name: spec.name.to_owned(),
+                                kind: world,
+                                bytes: spec.bytes.clone(),
+                                settings: spec.settings.to_owned(),
+                                memory_limit: spec.memory_limit,
+                                reuse: spec.reuse,
+                            })
+                            .map_err(|e| ConfigError {
+                                file: config.file.clone(),
+                                line: spec.line,
+                                message: format!(
+                                    "{what} {:?}: {}: {e}",
+                                    spec.name,
+                                    spec.module_path.display()
+                                ),
+                            })?,
+                    ),
+                };
+                plugins.insert(key, plugin.clone());
+                Ok(plugin)
             };
-            let plugin = match previous.and_then(|p| p.plugins.get(&key)) {
-                Some(plugin) => {
-                    // Unchanged, but a new snapshot starts without warm instances.
-                    plugin.discard_warm();
-                    plugin.clone()
-                }
-                None => Arc::new(
-                    runtime
-                        .load(PluginSpec {
-                            name: spec.name.to_owned(),
-                            kind: world,
-                            bytes: spec.bytes.clone(),
-                            settings: spec.settings.to_owned(),
-                            memory_limit: spec.memory_limit,
-                            reuse: spec.reuse,
-                        })
-                        .map_err(|e| ConfigError {
-                            file: config.file.clone(),
-                            line: spec.line,
-                            message: format!(
-                                "{what} {:?}: {}: {e}",
-                                spec.name,
-                                spec.module_path.display()
-                            ),
-                        })?,
-                ),
-            };
-            plugins.insert(key, plugin.clone());
-            Ok(plugin)
-        };
         let mut policies = Vec::with_capacity(config.entries.len());
         for resolved in &config.entries {
             let plugin = load("policy", resolved.entry.kind.into(), Spec::entry(resolved))?;
