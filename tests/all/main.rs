@@ -5,6 +5,7 @@
 mod harness;
 
 mod admission;
+mod audit;
 mod captured;
 mod check;
 mod containment;

@@ -292,7 +292,7 @@ pub fn load_validator(
     let plugin = runtime
         .load(wasmgate::runtime::PluginSpec {
             name: "bench".into(),
-            kind: wasmgate::runtime::World::Validator,
+            kind: wasmgate::config::PluginKind::Validator.into(),
             bytes: Arc::new(std::fs::read(path).unwrap()),
             settings: settings.to_owned(),
             memory_limit: 64 << 20,

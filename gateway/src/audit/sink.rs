@@ -248,10 +248,12 @@ async fn deliver(
         attempt += 1;
         let started = Instant::now();
         let batch = events.clone();
+        // Waiting for a pool slot (under busy admission traffic) may take up to another
+        // timeout before the call's own budget starts.
         let result = policy
             .plugin
             .run(
-                started + policy.timeout,
+                started + policy.timeout * 2,
                 policy.timeout,
                 move |plugin, budget| {
                     let batch: Vec<_> = batch.iter().map(route::to_wit).collect();

@@ -139,3 +139,38 @@ fn to_json_writes_a_v1_event_with_type_metadata() {
         "raw kept"
     );
 }
+
+#[test]
+fn a_body_captured_from_a_real_api_server_decodes_whole() {
+    let body = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/apiserver/smoke/audit-eventlist.json"
+    ))
+    .unwrap();
+    let items = decode_event_list(&body).unwrap();
+    assert_eq!(items.len(), 20);
+    for item in &items {
+        let event = item.event.as_ref().unwrap();
+        assert!(
+            event.kind.is_empty() && event.api_version.is_empty(),
+            "items carry no type"
+        );
+        assert_eq!(event.level, Level::RequestResponse);
+    }
+    let forbidden = items
+        .iter()
+        .filter_map(|i| i.event.as_ref().ok())
+        .find(|e| e.user.username == "e2e-user" && e.stage == Stage::ResponseComplete)
+        .unwrap();
+    assert_eq!(forbidden.response_code(), Some(403));
+    let non_resource = items
+        .iter()
+        .filter_map(|i| i.event.as_ref().ok())
+        .find(|e| e.object_ref.is_none())
+        .unwrap();
+    assert!(
+        non_resource.path().starts_with("/openapi/v3"),
+        "{}",
+        non_resource.request_uri
+    );
+}

@@ -49,6 +49,7 @@ struct Alert<'a> {
     source_ips: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     response_code: Option<u16>,
+    #[serde(rename = "requestURI")]
     request_uri: &'a str,
     timestamp: &'a str,
 }
