@@ -151,7 +151,10 @@ fn a_body_captured_from_a_real_api_server_decodes_whole() {
     assert_eq!(items.len(), 20);
     for item in &items {
         let event = item.event.as_ref().unwrap();
-        assert!(event.kind.is_empty() && event.api_version.is_empty(), "items carry no type");
+        assert!(
+            event.kind.is_empty() && event.api_version.is_empty(),
+            "items carry no type"
+        );
         assert_eq!(event.level, Level::RequestResponse);
     }
     let forbidden = items
@@ -165,5 +168,9 @@ fn a_body_captured_from_a_real_api_server_decodes_whole() {
         .filter_map(|i| i.event.as_ref().ok())
         .find(|e| e.object_ref.is_none())
         .unwrap();
-    assert!(non_resource.path().starts_with("/openapi/v3"), "{}", non_resource.request_uri);
+    assert!(
+        non_resource.path().starts_with("/openapi/v3"),
+        "{}",
+        non_resource.request_uri
+    );
 }
