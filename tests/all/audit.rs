@@ -1344,3 +1344,90 @@ impl Drop for Receiver {
         self.task.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_adds_changes_and_removes_sinks() {
+    let dir = Dir::new();
+    let echo = |name: &str, rules: &str| {
+        sink(
+            name,
+            "echo-sink",
+            &format!(
+                "{rules}outputs:\n{}",
+                file_output("out", &dir.at(&format!("{name}.jsonl")))
+            ),
+        )
+    };
+    let gw = start(&sinks_file(&[echo("a", ALL)]), &[]);
+    let batch = |tag: &str| {
+        event_list(&[
+            event(&format!("{tag}-pod"), "get", "pods", "Metadata"),
+            event(&format!("{tag}-cm"), "get", "configmaps", "Metadata"),
+        ])
+    };
+    let got = |name: &str| -> Vec<String> {
+        ids(&lines(&dir.path(&format!("{name}.jsonl"))))
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    };
+    assert_eq!(post(&gw, &batch("one")).await.0, 200);
+    eventually(Some(&gw), "a", Duration::from_secs(10), || {
+        got("a").len() == 2
+    })
+    .await;
+
+    // a now drops pods; b is new and starts with what is accepted from now on.
+    let pods_none = "rules:\n  - level: None\n    resources: [{group: \"\", resources: [pods]}]\n  - level: RequestResponse\n";
+    let policy = gw.path("policies.yaml");
+    let write = |text: String| {
+        let tmp = policy.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &policy).unwrap();
+    };
+    write(sinks_file(&[echo("a", pods_none), echo("b", ALL)]));
+    sinks_serving(&gw, json!(["a", "b"])).await;
+    assert_eq!(post(&gw, &batch("two")).await.0, 200);
+    eventually(Some(&gw), "a and b", Duration::from_secs(10), || {
+        got("a").len() == 3 && got("b").len() == 2
+    })
+    .await;
+    assert_eq!(got("a"), ["one-pod", "one-cm", "two-cm"]);
+    assert_eq!(got("b"), ["two-pod", "two-cm"]);
+
+    // a is removed: it gets nothing more, b goes on.
+    write(sinks_file(&[echo("b", ALL)]));
+    sinks_serving(&gw, json!(["b"])).await;
+    assert_eq!(post(&gw, &batch("three")).await.0, 200);
+    eventually(Some(&gw), "b", Duration::from_secs(10), || {
+        got("b").len() == 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(got("a").len(), 3);
+}
+
+/// Waits until `/readyz` lists these audit sinks (a reload went through).
+async fn sinks_serving(gw: &Gateway, want: Value) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready: Value = gw
+            .client()
+            .get(gw.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["auditSinks"] == want {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "no reload to {want}: {ready}\n{}",
+            gw.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
