@@ -1,5 +1,6 @@
 //! Owns the `wasmgate` command line: argument parsing and wiring the modules together for
-//! `serve` and `check`. Bootstrap code: errors here are `anyhow`, reported once, with context.
+//! `serve`, `check`, `status` and `manifests`. Bootstrap code: errors here are `anyhow`,
+//! reported once, with context.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,8 @@ use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use tokio::time::Instant;
 
-use crate::config::{Config, PluginKind};
+use crate::audit::{AuditService, FsyncPolicy, SpoolConfig};
+use crate::config::{Config, PluginKind, parse_quantity};
 use crate::gateway::Gateway;
 use crate::reload;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -38,6 +40,97 @@ enum Command {
     /// when the last reload succeeded, 1 when it was rejected (the previous snapshot serves),
     /// 2 when the gateway cannot be reached.
     Status(StatusArgs),
+    /// Print the manifests that register wasmgate with a cluster and run it there, as YAML:
+    /// webhook configurations, the API server's audit kubeconfig and audit Policy, and the
+    /// Deployment and its friends. See docs/registering.md.
+    Manifests(ManifestsArgs),
+}
+
+/// What `wasmgate manifests` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ManifestKind {
+    /// ValidatingWebhookConfiguration and MutatingWebhookConfiguration (kubectl apply).
+    Webhooks,
+    /// kubeconfig for kube-apiserver's --audit-webhook-config-file (a file on the control plane).
+    AuditKubeconfig,
+    /// audit Policy for kube-apiserver's --audit-policy-file (a file on the control plane).
+    AuditPolicy,
+    /// Namespace, ServiceAccount, Service, Deployment, PodDisruptionBudget (as in deploy/).
+    Deploy,
+    /// ConfigMap with the policy file and the plugins; Secret with the serving certificate.
+    Config,
+}
+
+#[derive(Debug, Args)]
+struct ManifestsArgs {
+    /// The policy file.
+    #[arg(long, default_value = "policies/demo.yaml")]
+    config: PathBuf,
+    /// What to print; several kinds are separated by commas (audit-kubeconfig and audit-policy
+    /// are files for the API server's host and are printed alone).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "webhooks")]
+    kind: Vec<ManifestKind>,
+    /// The gateway's base URL as the API server reaches it (https://host:port[/prefix]);
+    /// `/validate/...`, `/mutate/...` and `/audit` are appended. Without it, the API server
+    /// reaches the gateway through --service.
+    #[arg(long)]
+    url: Option<String>,
+    /// The gateway's Service, namespace/name[:port]: where `deploy` and `config` put it and,
+    /// without --url, how the API server reaches it.
+    #[arg(long, default_value = "wasmgate/wasmgate:443")]
+    service: String,
+    /// The CA (PEM) that signed the gateway's serving certificate: the webhooks' caBundle, the
+    /// audit kubeconfig's certificate-authority-data and the Secret's ca.crt.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// metadata.name of the webhook configurations.
+    #[arg(long, default_value = "wasmgate")]
+    name: String,
+    /// Webhooks are named <policy>.<domain> (validate.<domain> and mutate.<domain> with
+    /// --aggregate).
+    #[arg(long, default_value = "wasmgate.io")]
+    webhook_domain: String,
+    /// One webhook per kind with the union of the rules, on /validate and /mutate, instead of
+    /// one webhook per policy.
+    #[arg(long)]
+    aggregate: bool,
+    /// Namespaces whose requests never reach the gateway (repeatable, comma-separated; an
+    /// empty value clears the list). The gateway's own namespace is added when the API server
+    /// reaches it through --service.
+    #[arg(long = "exempt-namespace", value_delimiter = ',', default_values = crate::manifests::DEFAULT_EXEMPT_NAMESPACES)]
+    exempt_namespaces: Vec<String>,
+    /// User groups whose requests never reach the gateway (repeatable, comma-separated; an
+    /// empty value clears the list).
+    #[arg(long = "exempt-group", value_delimiter = ',', default_values = crate::manifests::DEFAULT_EXEMPT_GROUPS)]
+    exempt_groups: Vec<String>,
+    /// Client certificate (PEM) the API server presents to /audit (audit-kubeconfig): a path on
+    /// the API server's host, which it reads (or see --embed-client-cert).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<String>,
+    /// Its key (PEM): a path on the API server's host.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<String>,
+    /// Read --client-cert and --client-key here and embed them in the kubeconfig
+    /// (client-certificate-data), for one self-contained file.
+    #[arg(long, requires = "client_cert")]
+    embed_client_cert: bool,
+    /// The Deployment's image.
+    #[arg(long, default_value_t = crate::manifests::default_image())]
+    image: String,
+    /// The Deployment's replicas.
+    #[arg(long, default_value_t = 3)]
+    replicas: u32,
+    /// Serving certificate (PEM) for the TLS Secret (`config`).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Generate a CA and a serving certificate for the Service (or the --url host) and use
+    /// them for the Secret, caBundle and ca.crt. The CA's key is not kept: print every kind
+    /// that needs it in the same run.
+    #[arg(long, conflicts_with_all = ["tls_cert", "ca_file"])]
+    generate_tls: bool,
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +180,38 @@ struct ServeArgs {
     /// Largest admission request body, in bytes.
     #[arg(long, default_value_t = server::DEFAULT_MAX_BODY)]
     max_body_bytes: usize,
+    /// Largest audit EventList body, in bytes (the API server sends tens of MiB with objects).
+    #[arg(long, default_value_t = server::DEFAULT_AUDIT_MAX_BODY, value_parser = parse_body_limit)]
+    audit_max_body_bytes: usize,
+    /// The audit spool's directory (default: <state-dir>/spool). One gateway per directory.
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
+    /// The most the audit spool may hold, as a quantity (`1Gi`); when full, `/audit` answers
+    /// 503 until sinks catch up, and the API server re-sends.
+    #[arg(long, default_value = "1Gi", value_parser = parse_spool_size)]
+    spool_max_bytes: u64,
+    /// When the audit spool syncs: `always` (each batch before its answer), `batch` (batches
+    /// arriving together share one sync before their answers), `never` (survives a crash of
+    /// wasmgate, not of the machine).
+    #[arg(long, default_value = "batch", value_parser = FsyncPolicy::from_str_arg)]
+    fsync: FsyncPolicy,
+}
+
+/// The audit body limit: at most the spool reader's record limit.
+fn parse_body_limit(text: &str) -> Result<usize, String> {
+    let bytes: usize = text.parse().map_err(|e| format!("{e}"))?;
+    if bytes == 0 || bytes as u64 >= u64::from(crate::audit::spool::MAX_RECORD_PAYLOAD) / 2 {
+        return Err("must be more than 0 and less than 512 MiB".into());
+    }
+    Ok(bytes)
+}
+
+fn parse_spool_size(text: &str) -> Result<u64, String> {
+    let bytes = parse_quantity(text)?;
+    if bytes < 64 << 10 {
+        return Err("the spool must be allowed at least 64Ki".into());
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +246,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => rt.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => rt.block_on(check(args)),
         Command::Status(args) => rt.block_on(status(args)),
+        Command::Manifests(args) => manifests(args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("wasmgate: {e:#}");
@@ -176,12 +302,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tls_config = tls::server_config(&files)?;
     let (runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common))?;
     let policies = snapshot.policies.len();
-    let gateway = Arc::new(Gateway::new(snapshot, Arc::new(Metrics::new())));
+    let metrics = Arc::new(Metrics::new());
+    let sinks = snapshot.audit_sinks.clone();
+    let mut gateway = Gateway::new(snapshot, metrics.clone());
+    // The spool is opened only when there is a sink to feed: an admission-only gateway keeps
+    // no audit state, and `/audit` answers 404 there.
+    let audit = if sinks.is_empty() {
+        None
+    } else {
+        let spool = SpoolConfig {
+            dir: args
+                .spool_dir
+                .clone()
+                .unwrap_or_else(|| args.state_dir.join("spool")),
+            max_bytes: args.spool_max_bytes,
+            fsync: args.fsync,
+        };
+        let audit = AuditService::start(&spool, sinks, metrics)
+            .await
+            .context("cannot start the audit webhook")?;
+        gateway = gateway.with_audit(audit.clone());
+        Some(audit)
+    };
+    let audit_sinks = audit.as_ref().map_or(0, |a| a.sink_names().len());
+    let gateway = Arc::new(gateway);
     let listener = server::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let server_config = server::ServerConfig {
         max_body: args.max_body_bytes,
+        audit_max_body: args.audit_max_body_bytes,
     };
     let tls_handle = Arc::new(ArcSwap::new(tls_config));
     // One shutdown signal for the server and the reloader.
@@ -202,7 +352,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let reloading = reloader.start(stopped(stop_rx.clone()));
     tracing::info!(
-        listen = %listener.local_addr()?, policies, mtls,
+        listen = %listener.local_addr()?, policies, audit_sinks, mtls,
         startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
     );
     server::serve(
@@ -214,6 +364,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await;
     let _ = reloading.await;
+    drop(audit);
     drop(runtime);
     Ok(())
 }
@@ -364,4 +515,125 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         }
     })
+}
+
+fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
+    use crate::manifests::{self, ClientCredentials, Options, Service, Target, TlsMaterial};
+    let kinds = &args.kind;
+    let control_plane_file = kinds
+        .iter()
+        .any(|k| matches!(k, ManifestKind::AuditKubeconfig | ManifestKind::AuditPolicy));
+    if control_plane_file && kinds.len() > 1 {
+        anyhow::bail!(
+            "audit-kubeconfig and audit-policy are files for the API server's host: print each on its own"
+        );
+    }
+    let service = Service::parse(&args.service)?;
+    let mut options = Options::new(service);
+    if let Some(url) = &args.url {
+        options.target = Target::url(url)?;
+    }
+    options.name = args.name;
+    options.webhook_domain = args.webhook_domain;
+    options.aggregate = args.aggregate;
+    options.exempt_namespaces = args
+        .exempt_namespaces
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    options.exempt_groups = args
+        .exempt_groups
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    options.audit_client = match (args.client_cert, args.client_key) {
+        (Some(cert), Some(key)) if args.embed_client_cert => Some(ClientCredentials::Embedded {
+            cert_pem: read(Path::new(&cert))?,
+            key_pem: read(Path::new(&key))?,
+        }),
+        (Some(cert), Some(key)) => Some(ClientCredentials::Files { cert, key }),
+        _ => None,
+    };
+    options.image = args.image;
+    options.replicas = args.replicas;
+    if let Some(ca) = &args.ca_file {
+        options.ca_pem = Some(read(ca)?);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        options.tls = Some(TlsMaterial {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        });
+    }
+    let mut header = vec![format!(
+        "Generated by `wasmgate manifests --kind {}` (wasmgate {}).",
+        kinds
+            .iter()
+            .map(|k| clap::ValueEnum::to_possible_value(k)
+                .map(|v| v.get_name().to_owned())
+                .unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(","),
+        env!("CARGO_PKG_VERSION")
+    )];
+    if args.generate_tls {
+        let mut names = manifests::serving_names(&options.target);
+        for name in manifests::serving_names(&Target::Service(options.service.clone())) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (ca, cert, key) = tls::generate(&refs).context("cannot generate a certificate")?;
+        options.ca_pem = Some(ca.into_bytes());
+        options.tls = Some(TlsMaterial {
+            cert_pem: cert.into_bytes(),
+            key_pem: key.into_bytes(),
+        });
+        header.push(format!(
+            "Serving certificate generated for {}; its CA is the caBundle and the Secret's ca.crt.",
+            names.join(", ")
+        ));
+    }
+    let needs_config = kinds.iter().any(|k| {
+        matches!(
+            k,
+            ManifestKind::Webhooks | ManifestKind::Config | ManifestKind::AuditPolicy
+        )
+    });
+    let loaded = if needs_config {
+        let config = Config::load(&args.config)?;
+        let text = std::fs::read_to_string(&args.config)
+            .with_context(|| format!("cannot read {}", args.config.display()))?;
+        header.push(format!("Policy file: {}.", args.config.display()));
+        Some((config, text))
+    } else {
+        None
+    };
+    let policy = || {
+        loaded
+            .as_ref()
+            .context("internal error: the policy file was not loaded")
+    };
+    let mut docs = Vec::new();
+    for kind in kinds {
+        match kind {
+            ManifestKind::Webhooks => docs.extend(manifests::webhooks(&policy()?.0, &options)?),
+            ManifestKind::Config => {
+                let (config, text) = policy()?;
+                docs.extend(manifests::config_objects(config, text, &options)?);
+                if options.tls.is_none() {
+                    header.push(format!(
+                        "No Secret: create it with `kubectl -n {} create secret tls {}-tls --cert=tls.crt --key=tls.key` (or pass --tls-cert/--tls-key or --generate-tls).",
+                        options.service.namespace, options.service.name
+                    ));
+                }
+            }
+            ManifestKind::AuditPolicy => docs.push(manifests::audit_policy(&policy()?.0)?),
+            ManifestKind::AuditKubeconfig => docs.push(manifests::audit_kubeconfig(&options)?),
+            ManifestKind::Deploy => docs.extend(manifests::deploy(&options)?),
+        }
+    }
+    print!("{}", manifests::to_yaml(&header, &docs)?);
+    Ok(())
 }

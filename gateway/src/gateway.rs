@@ -1,5 +1,6 @@
-//! Owns the live gateway: the snapshot serving requests and the metrics, and what each endpoint
-//! means (decode the review, decide on one snapshot, encode the answer in the review's version).
+//! Owns the live gateway: the snapshot serving requests, the audit backend and the metrics, and
+//! what each endpoint means (decode the review, decide on one snapshot, encode the answer in the
+//! review's version; hand an audit batch to the audit backend and map its outcome to a status).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use http::StatusCode;
 use tokio::time::Instant;
 
 use crate::admission;
+use crate::audit::{AuditService, IntakeError, spool::AppendError};
 use crate::config::PluginKind;
 use crate::reload::ReloadStatus;
 use crate::server::{Answer, Handler};
@@ -21,6 +23,7 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     metrics: Arc<Metrics>,
     reload: ArcSwap<ReloadStatus>,
+    audit: Option<Arc<AuditService>>,
 }
 
 impl Gateway {
@@ -35,16 +38,32 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             reload: ArcSwap::default(),
+            audit: None,
         }
     }
 
-    /// Serves `snapshot` from now on. Requests in flight finish on the one they loaded.
+    /// Serves `/audit` with `audit`. Without it, `/audit` answers 404.
+    pub fn with_audit(mut self, audit: Arc<AuditService>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Serves `snapshot` from now on. Requests in flight finish on the one they loaded; audit
+    /// sinks take the new configuration from their next batch. Blocking (it reads the sinks'
+    /// cursors): call it off the request path, as reloads do.
     pub fn swap(&self, snapshot: Snapshot) {
         self.metrics.snapshot_serving(
             snapshot.generation,
             &snapshot.content_hash,
             snapshot.policies.len(),
         );
+        match &self.audit {
+            Some(audit) => audit.reconfigure(snapshot.audit_sinks.clone()),
+            None if !snapshot.audit_sinks.is_empty() => tracing::warn!(
+                "the reloaded policy file has auditSinks, but this gateway started without any: /audit stays disabled until it restarts"
+            ),
+            None => {}
+        }
         self.snapshot.store(Arc::new(snapshot));
     }
 
@@ -144,6 +163,71 @@ impl Handler for Gateway {
         }
     }
 
+    async fn audit(&self, body: Bytes, deadline: Instant) -> Answer {
+        let started = Instant::now();
+        // No sinks (none at start, or a reload removed them all): nothing would keep the events.
+        let configured = !self.snapshot.load().audit_sinks.is_empty();
+        let Some(audit) = self.audit.as_ref().filter(|_| configured) else {
+            let answer = Answer::status(
+                StatusCode::NOT_FOUND,
+                "the audit webhook is disabled: the policy file has no auditSinks",
+            );
+            self.refused("audit", &answer, started.elapsed());
+            return answer;
+        };
+        let (answer, result) = match audit.intake(body, deadline).await {
+            Ok(report) => {
+                tracing::debug!(
+                    received = report.received,
+                    spooled = report.spooled,
+                    duplicates = report.duplicates,
+                    malformed = report.malformed,
+                    "audit batch spooled"
+                );
+                // The API server ignores the body of a 2xx; this one is for people and tests.
+                let body = serde_json::to_vec(&report).unwrap_or_default();
+                (Answer::json(body), "accepted")
+            }
+            Err(e) => {
+                let (status, result) = match &e {
+                    IntakeError::NotAnEventList(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+                    IntakeError::Spool(AppendError::Full { .. }) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "spool_full")
+                    }
+                    IntakeError::Spool(AppendError::TooLarge { .. }) => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+                    }
+                    IntakeError::Deadline => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+                    IntakeError::Spool(_) | IntakeError::Host(_) => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "error")
+                    }
+                };
+                if status == StatusCode::BAD_REQUEST {
+                    tracing::info!("audit batch refused: {e}");
+                } else {
+                    tracing::warn!(status = %status, "audit batch refused, the API server will re-send it: {e}");
+                }
+                (Answer::status(status, e), result)
+            }
+        };
+        self.metrics.audit.request(result, started.elapsed());
+        answer
+    }
+
+    fn refused(&self, endpoint: &'static str, answer: &Answer, elapsed: std::time::Duration) {
+        if endpoint != "audit" {
+            return;
+        }
+        let result = match answer.status {
+            StatusCode::NOT_FOUND => "disabled",
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::SERVICE_UNAVAILABLE => "busy",
+            StatusCode::REQUEST_TIMEOUT => "timeout",
+            _ => "bad_request",
+        };
+        self.metrics.audit.request(result, elapsed);
+    }
+
     fn ready(&self) -> Answer {
         let snapshot = self.snapshot.load();
         Answer::json(
@@ -152,6 +236,7 @@ impl Handler for Gateway {
                 "generation": snapshot.generation,
                 "contentHash": snapshot.content_hash,
                 "policies": snapshot.policies.iter().map(|p| &p.name).collect::<Vec<_>>(),
+                "auditSinks": snapshot.audit_sinks.iter().map(|s| &s.name).collect::<Vec<_>>(),
                 "reload": &**self.reload.load(),
             })
             .to_string()

@@ -1,17 +1,21 @@
-//! wasmgate: a Kubernetes admission gateway whose policies are sandboxed WebAssembly components.
+//! wasmgate: a Kubernetes admission and audit gateway whose policies are sandboxed WebAssembly
+//! components.
 //!
 //! The API server calls it as a validating webhook (`/validate`: every matching validator runs in
-//! parallel, any deny denies) and as a mutating webhook (`/mutate`: matching initializers run in
-//! order, one combined JSONPatch). See `DESIGN.md` for the architecture; each module's `//!`
-//! line says what it owns.
+//! parallel, any deny denies), as a mutating webhook (`/mutate`: matching initializers run in
+//! order, one combined JSONPatch), and as its audit webhook backend (`/audit`: batches are
+//! spooled durably, then every audit sink whose rules match gets them, independently). See
+//! `DESIGN.md` for the architecture; each module's `//!` line says what it owns.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rust_2018_idioms)]
 
 pub mod admission;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub mod manifests;
 pub mod policy;
 pub mod reload;
 pub mod runtime;

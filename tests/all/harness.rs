@@ -128,6 +128,12 @@ impl Gateway {
             args.push("--client-ca".into());
             args.push(write("client-ca.crt", ca));
         }
+        // Each gateway its own audit spool (one process per spool directory), unless the test
+        // keeps one across restarts.
+        if !options.extra_args.iter().any(|a| a == "--spool-dir") {
+            args.push("--spool-dir".into());
+            args.push(dir.path().join("spool").display().to_string());
+        }
         args.extend(options.extra_args);
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
             .args(&args)

@@ -5,8 +5,11 @@
 mod harness;
 
 mod admission;
+mod audit;
+mod captured;
 mod check;
 mod containment;
+mod manifests;
 mod protocol;
 mod reload;
 mod reuse;

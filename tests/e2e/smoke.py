@@ -14,7 +14,7 @@
   smoke.py [--work-dir D] [--save-fixtures] [--keep]
 
 --save-fixtures writes pretty-printed bodies (and the request metadata: path with ?timeout=,
-headers) to tests/e2e/captured/. Exit status 0 = all checks passed.
+headers) to tests/fixtures/apiserver/smoke/. Exit status 0 = all checks passed.
 """
 
 from __future__ import annotations
@@ -233,12 +233,12 @@ def main() -> int:
 
 
 def save_fixtures(cap, pod_v, cm_v, mutate, events, early, x_ns) -> None:
-    dest = HERE / "captured"
+    dest = HERE.parent / "fixtures" / "apiserver" / "smoke"
     dest.mkdir(exist_ok=True)
 
     def write(name, obj):
         (dest / name).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-        print(f"     wrote captured/{name}")
+        print(f"     wrote tests/fixtures/apiserver/smoke/{name}")
 
     def meta(m):
         return {"path": m["path"], "http_version": m["http_version"],

@@ -39,6 +39,12 @@ impl Drop for Server {
 /// Starts `wasmgate serve` on `policy` (YAML text) with a fresh certificate and returns it once
 /// it answers, with the time that took (start to first answer).
 pub fn start(policy: &str) -> (Server, Duration) {
+    start_with(policy, &[])
+}
+
+/// [`start`] with more `serve` arguments. The audit spool is in the server's own directory
+/// unless `args` names one.
+pub fn start_with(policy: &str, args: &[&str]) -> (Server, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = wasmgate::server::tls::generate(&["127.0.0.1"]).unwrap();
     for (name, text) in [
@@ -58,6 +64,15 @@ pub fn start(policy: &str) -> (Server, Duration) {
         .arg(dir.path().join("tls.crt"))
         .arg("--tls-key")
         .arg(dir.path().join("tls.key"))
+        .args(if args.contains(&"--spool-dir") {
+            vec![]
+        } else {
+            vec![
+                "--spool-dir".into(),
+                dir.path().join("spool").into_os_string(),
+            ]
+        })
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -292,7 +307,7 @@ pub fn load_validator(
     let plugin = runtime
         .load(wasmgate::runtime::PluginSpec {
             name: "bench".into(),
-            kind: wasmgate::config::PluginKind::Validator,
+            kind: wasmgate::config::PluginKind::Validator.into(),
             bytes: Arc::new(std::fs::read(path).unwrap()),
             settings: settings.to_owned(),
             memory_limit: 64 << 20,

@@ -14,6 +14,36 @@ pub fn entry_line(text: &str, name: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// The 1-based line of the list item `- name: NAME` under the top-level key `section:`. Finds
+/// the right line when the same name appears elsewhere (a policy, an output of another sink).
+pub fn section_entry_line(text: &str, section: &str, name: &str) -> Option<usize> {
+    let start = text.lines().position(|line| {
+        line.strip_prefix(section)
+            .is_some_and(|r| r.starts_with(':'))
+    })?;
+    let mut indent = None;
+    for (i, line) in text.lines().enumerate().skip(start + 1) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let depth = line.len() - trimmed.len();
+        if depth == 0 && !trimmed.starts_with('-') {
+            return None; // the next top-level key: the section ended
+        }
+        if !trimmed.starts_with("- ") {
+            continue;
+        }
+        // The first list item sets the indentation of the section's entries.
+        if *indent.get_or_insert(depth) == depth
+            && value_of(line, "name").is_some_and(|v| v == name)
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 /// The 1-based line of the first `key:` strictly after line `after` (1-based).
 pub fn key_line_after(text: &str, after: Option<usize>, key: &str) -> Option<usize> {
     let after = after?;
@@ -45,5 +75,14 @@ mod tests {
         assert_eq!(entry_line(text, "b"), Some(5));
         assert_eq!(key_line_after(text, Some(5), "module"), Some(7));
         assert_eq!(entry_line(text, "c"), None);
+    }
+
+    #[test]
+    fn finds_entries_of_one_section() {
+        let text = "policies:\n  - name: a\nauditSinks:\n  - name: s\n    outputs:\n      - name: a\n  - name: a\n";
+        assert_eq!(section_entry_line(text, "auditSinks", "a"), Some(7));
+        assert_eq!(section_entry_line(text, "auditSinks", "s"), Some(4));
+        assert_eq!(section_entry_line(text, "policies", "a"), Some(2));
+        assert_eq!(section_entry_line(text, "policies", "s"), None);
     }
 }

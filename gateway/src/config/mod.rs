@@ -1,7 +1,9 @@
 //! Owns the policy file: its YAML schema, defaults and validation, and the errors that name the
 //! file, line and reason. Produces plain validated data; must not compile Wasm or open sockets
-//! (reading the policy file itself, and the modules it names for their pins, is its only I/O).
+//! (reading the policy file itself, the modules it names for their pins, and checking that the
+//! files an output names exist, is its only I/O).
 
+mod audit;
 mod locate;
 mod quantity;
 mod schema;
@@ -9,6 +11,10 @@ mod schema;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use audit::{
+    AuditRule, AuditSinkEntry, DEFAULT_MAX_ATTEMPTS, DEFAULT_SINK_TIMEOUT, GroupResources,
+    MAX_SINK_TIMEOUT, OutputEntry, OutputKind, OutputSpec, OutputType,
+};
 pub use quantity::parse_quantity;
 pub use schema::{
     FailurePolicy, InstanceReuse, LabelSelector, Mode, PluginKind, PolicyEntry, PolicyFile, Rule,
@@ -70,6 +76,31 @@ pub struct ResolvedEntry {
     pub line: Option<usize>,
 }
 
+/// A validated audit sink with everything resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedSink {
+    /// The entry as written.
+    pub entry: AuditSinkEntry,
+    /// The module's absolute path.
+    pub module_path: PathBuf,
+    /// The module's bytes.
+    pub module_bytes: std::sync::Arc<Vec<u8>>,
+    /// sha256 of the module, hex.
+    pub module_sha256: String,
+    /// The settings as JSON text.
+    pub settings_json: String,
+    /// The per-call deadline.
+    pub timeout: Duration,
+    /// The linear-memory cap in bytes.
+    pub memory_limit: u64,
+    /// Failed calls of one batch before it is dead-lettered.
+    pub max_attempts: u32,
+    /// The granted outputs.
+    pub outputs: Vec<OutputSpec>,
+    /// The line of the entry's `name:` in the file.
+    pub line: Option<usize>,
+}
+
 /// A loaded, validated policy file.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -79,6 +110,15 @@ pub struct Config {
     pub content_hash: String,
     /// The entries, in file order.
     pub entries: Vec<ResolvedEntry>,
+    /// The audit sinks, in file order.
+    pub sinks: Vec<ResolvedSink>,
+}
+
+/// A module read and checked against its pin.
+struct Module {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    sha256: String,
 }
 
 impl Config {
@@ -130,53 +170,21 @@ impl Config {
                 return Err(at("the name is used twice".into()));
             }
             entry.validate().map_err(at)?;
-            let timeout = match &entry.timeout {
-                None => DEFAULT_TIMEOUT,
-                Some(t) => {
-                    let d = parse_go_duration(t).map_err(|e| at(format!("timeout: {e}")))?;
-                    if d.is_zero() || d > MAX_TIMEOUT {
-                        return Err(at(format!(
-                            "timeout {t} must be more than 0 and at most 30s"
-                        )));
-                    }
-                    d
-                }
-            };
-            let memory_limit = match &entry.memory_limit {
-                None => DEFAULT_MEMORY_LIMIT,
-                Some(q) => {
-                    let bytes = parse_quantity(q).map_err(|e| at(format!("memoryLimit: {e}")))?;
-                    if !(1 << 20..=MAX_MEMORY_LIMIT).contains(&bytes) {
-                        return Err(at(format!("memoryLimit {q} must be between 1Mi and 1Gi")));
-                    }
-                    bytes
-                }
-            };
-            let module_line = locate::key_line_after(text, line, "module").or(line);
-            let module_path = base.join(&entry.module);
-            let module_bytes = std::fs::read(&module_path).map_err(|e| {
-                err(
-                    module_line,
-                    format!(
-                        "policy {:?}: cannot read module {}: {e}",
-                        entry.name,
-                        module_path.display()
-                    ),
-                )
-            })?;
-            let module_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&module_bytes));
-            if let Some(pin) = &entry.sha256
-                && !pin.eq_ignore_ascii_case(&module_sha256)
-            {
-                return Err(err(
-                    locate::key_line_after(text, line, "sha256").or(line),
-                    format!(
-                        "policy {:?}: module {} has sha256 {module_sha256}, but the policy pins {pin}",
-                        entry.name,
-                        module_path.display()
-                    ),
-                ));
-            }
+            let timeout = parse_timeout(entry.timeout.as_deref(), DEFAULT_TIMEOUT, MAX_TIMEOUT)
+                .map_err(at)?;
+            let memory_limit = parse_memory_limit(entry.memory_limit.as_deref()).map_err(at)?;
+            let Module {
+                path: module_path,
+                bytes: module_bytes,
+                sha256: module_sha256,
+            } = read_module(
+                file,
+                text,
+                line,
+                &format!("policy {:?}", entry.name),
+                &entry.module,
+                entry.sha256.as_deref(),
+            )?;
             sha2::Digest::update(&mut hasher, module_sha256.as_bytes());
             let settings_json = match &entry.settings {
                 None => "{}".to_owned(),
@@ -205,12 +213,152 @@ impl Config {
                 ),
             ));
         }
+        let mut sinks = Vec::with_capacity(parsed.audit_sinks.len());
+        for entry in parsed.audit_sinks {
+            let line = locate::section_entry_line(text, "auditSinks", &entry.name);
+            let what = format!("audit sink {:?}", entry.name);
+            let at = |message: String| err(line, format!("{what}: {message}"));
+            validate_name(&entry.name).map_err(at)?;
+            if !seen.insert(entry.name.clone()) {
+                return Err(at("the name is used twice".into()));
+            }
+            let outputs = entry.validate(base).map_err(at)?;
+            for output in &outputs {
+                let OutputKind::File { path, .. } = &output.kind else {
+                    continue;
+                };
+                let taken = sinks
+                    .iter()
+                    .flat_map(|s: &ResolvedSink| s.outputs.iter().map(move |o| (&s.entry.name, o)));
+                for (other, o) in taken {
+                    if matches!(&o.kind, OutputKind::File { path: p, .. } if p == path) {
+                        return Err(at(format!(
+                            "output {:?} writes to {}, which audit sink {other:?} already writes to",
+                            output.name,
+                            path.display()
+                        )));
+                    }
+                }
+            }
+            let timeout = parse_timeout(
+                entry.timeout.as_deref(),
+                DEFAULT_SINK_TIMEOUT,
+                MAX_SINK_TIMEOUT,
+            )
+            .map_err(at)?;
+            let memory_limit = parse_memory_limit(entry.memory_limit.as_deref()).map_err(at)?;
+            let max_attempts = entry.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+            if !(1..=audit::MAX_MAX_ATTEMPTS).contains(&max_attempts) {
+                return Err(at(format!(
+                    "maxAttempts {max_attempts} must be between 1 and {}",
+                    audit::MAX_MAX_ATTEMPTS
+                )));
+            }
+            let module = read_module(
+                file,
+                text,
+                line,
+                &what,
+                &entry.module,
+                entry.sha256.as_deref(),
+            )?;
+            sha2::Digest::update(&mut hasher, module.sha256.as_bytes());
+            let settings_json = match &entry.settings {
+                None => "{}".to_owned(),
+                Some(v) => serde_json::to_string(v).map_err(|e| at(format!("settings: {e}")))?,
+            };
+            sinks.push(ResolvedSink {
+                module_path: module.path,
+                module_bytes: std::sync::Arc::new(module.bytes),
+                module_sha256: module.sha256,
+                settings_json,
+                timeout,
+                memory_limit,
+                max_attempts,
+                outputs,
+                line,
+                entry,
+            });
+        }
         Ok(Config {
             file: file.to_owned(),
             content_hash: hex::encode(sha2::Digest::finalize(hasher)),
             entries,
+            sinks,
         })
     }
+}
+
+/// A `timeout` value: a Go duration, more than zero and at most `max`.
+fn parse_timeout(
+    value: Option<&str>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
+    let Some(t) = value else { return Ok(default) };
+    let d = parse_go_duration(t).map_err(|e| format!("timeout: {e}"))?;
+    if d.is_zero() || d > max {
+        return Err(format!(
+            "timeout {t} must be more than 0 and at most {}s",
+            max.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
+/// A `memoryLimit` value: a quantity between 1Mi and 1Gi.
+fn parse_memory_limit(value: Option<&str>) -> Result<u64, String> {
+    let Some(q) = value else {
+        return Ok(DEFAULT_MEMORY_LIMIT);
+    };
+    let bytes = parse_quantity(q).map_err(|e| format!("memoryLimit: {e}"))?;
+    if !(1 << 20..=MAX_MEMORY_LIMIT).contains(&bytes) {
+        return Err(format!("memoryLimit {q} must be between 1Mi and 1Gi"));
+    }
+    Ok(bytes)
+}
+
+/// Reads the module an entry names (relative to the policy file) and checks its pin. Errors
+/// point at the entry's `module:` or `sha256:` line.
+fn read_module(
+    file: &Path,
+    text: &str,
+    line: Option<usize>,
+    what: &str,
+    module: &str,
+    pin: Option<&str>,
+) -> Result<Module, ConfigError> {
+    let err = |line: Option<usize>, message: String| ConfigError {
+        file: file.to_owned(),
+        line,
+        message,
+    };
+    let base = file.parent().unwrap_or(Path::new("."));
+    let module_line = locate::key_line_after(text, line, "module").or(line);
+    let path = base.join(module);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        err(
+            module_line,
+            format!("{what}: cannot read module {}: {e}", path.display()),
+        )
+    })?;
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    if let Some(pin) = pin
+        && !pin.eq_ignore_ascii_case(&sha256)
+    {
+        return Err(err(
+            locate::key_line_after(text, line, "sha256").or(line),
+            format!(
+                "{what}: module {} has sha256 {sha256}, but the policy pins {pin}",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Module {
+        path,
+        bytes,
+        sha256,
+    })
 }
 
 /// Policy names appear in URL paths (`/validate/{name}`) and audit-annotation keys, so they

@@ -18,6 +18,9 @@ pub struct PolicyFile {
     /// Admission policies; initializers run in this order.
     #[serde(default)]
     pub policies: Vec<PolicyEntry>,
+    /// Audit sinks: each sees the events its rules route to it, independently of the others.
+    #[serde(default)]
+    pub audit_sinks: Vec<super::AuditSinkEntry>,
 }
 
 /// The kind of plugin an entry runs, i.e. the WIT world its module must implement.

@@ -155,3 +155,198 @@ fn a_correct_pin_is_accepted() {
         .unwrap();
     assert_eq!(config.entries[0].module_sha256, digest);
 }
+
+const SINKS: &str = "apiVersion: wasmgate.io/v1alpha1
+kind: PolicySet
+auditSinks:
+  - name: redact
+    module: p.wasm
+    settings:
+      output: audit
+    rules:
+      - level: None
+        users: [\"system:kube-proxy\"]
+        verbs: [watch]
+      - level: Metadata
+        resources:
+          - group: \"\"
+            resources: [secrets, configmaps]
+      - level: RequestResponse
+    omitStages: [RequestReceived]
+    outputs:
+      - name: audit
+        type: file
+        path: out/audit.jsonl
+        maxSize: 10Mi
+      - name: console
+        type: stdout
+";
+
+#[test]
+fn audit_sinks_load_with_defaults_and_resolved_outputs() {
+    let dir = Dir::new("sinks");
+    let config = dir.load(SINKS).unwrap();
+    assert!(config.entries.is_empty());
+    let sink = &config.sinks[0];
+    assert_eq!(sink.line, Some(4));
+    assert_eq!(sink.timeout, DEFAULT_SINK_TIMEOUT);
+    assert_eq!(sink.max_attempts, DEFAULT_MAX_ATTEMPTS);
+    assert_eq!(sink.settings_json, r#"{"output":"audit"}"#);
+    assert_eq!(sink.entry.rules.len(), 3);
+    assert_eq!(
+        sink.outputs,
+        vec![
+            OutputSpec {
+                name: "audit".into(),
+                kind: OutputKind::File {
+                    path: dir.0.join("out/audit.jsonl"),
+                    max_size: 10 << 20,
+                    max_files: 5,
+                },
+            },
+            OutputSpec {
+                name: "console".into(),
+                kind: OutputKind::Stdout,
+            },
+        ]
+    );
+}
+
+#[test]
+fn audit_sink_mistakes_name_the_file_line_and_reason() {
+    let dir = Dir::new("sinks-bad");
+    let file = dir.0.join("policies.yaml").display().to_string();
+
+    let e = error_of(
+        &dir,
+        &SINKS.replace("      - level: Metadata", "      - level: Some"),
+    );
+    assert!(
+        e.starts_with(&format!(
+            "{file}:12: auditSinks[0].rules[1].level: unknown variant `Some`"
+        )),
+        "{e}"
+    );
+    let e = error_of(
+        &dir,
+        &SINKS.replace(
+            "        maxSize: 10Mi",
+            "        maxSize: 10Mi\n        url: http://x",
+        ),
+    );
+    assert!(
+        e.starts_with(&format!("{file}:4: audit sink \"redact\": outputs[0] \"audit\": url does not apply to a file output")),
+        "{e}"
+    );
+    let e = error_of(&dir, &SINKS.replace("        path: out/audit.jsonl\n", ""));
+    assert!(
+        e.contains("outputs[0] \"audit\": a file output needs a path"),
+        "{e}"
+    );
+    let e = error_of(
+        &dir,
+        &SINKS.replace("        type: stdout", "        type: syslog"),
+    );
+    assert!(
+        e.contains("auditSinks[0].outputs[1].type: unknown variant `syslog`"),
+        "{e}"
+    );
+    let e = error_of(
+        &dir,
+        &SINKS.replace("      - name: console", "      - name: audit"),
+    );
+    assert!(
+        e.contains("outputs[1] \"audit\": the name is used twice"),
+        "{e}"
+    );
+    let e = error_of(
+        &dir,
+        &SINKS.replace(
+            "      - level: RequestResponse",
+            "      - level: RequestResponse\n        nonResourceURLs: [healthz]",
+        ),
+    );
+    assert!(
+        e.contains("rules[2]: nonResourceURLs \"healthz\" must start with / or be *"),
+        "{e}"
+    );
+    let e = error_of(
+        &dir,
+        &SINKS.replace(
+            "            resources: [secrets, configmaps]",
+            "            resourceNames: [x]",
+        ),
+    );
+    assert!(
+        e.contains("rules[1]: resources[0]: resourceNames requires resources"),
+        "{e}"
+    );
+    let e = error_of(
+        &dir,
+        &SINKS.replace("    omitStages:", "    maxAttempts: 0\n    omitStages:"),
+    );
+    assert!(e.contains("maxAttempts 0 must be between 1 and 100"), "{e}");
+    let e = error_of(
+        &dir,
+        &SINKS.replace("    omitStages:", "    timeout: 2m\n    omitStages:"),
+    );
+    assert!(
+        e.contains("timeout 2m must be more than 0 and at most 60s"),
+        "{e}"
+    );
+    let e = error_of(&dir, &SINKS.replace("module: p.wasm", "module: nope.wasm"));
+    assert!(
+        e.starts_with(&format!(
+            "{file}:5: audit sink \"redact\": cannot read module"
+        )),
+        "{e}"
+    );
+    let e = error_of(
+        &dir,
+        &SINKS.replace(
+            "        type: stdout",
+            "        type: http\n        url: https://logs.example/\n        caFile: missing.pem",
+        ),
+    );
+    assert!(e.contains("caFile") && e.contains("missing.pem"), "{e}");
+    let e = error_of(
+        &dir,
+        &SINKS.replace("    outputs:", "    outputs: []\n    unused:"),
+    );
+    assert!(e.contains("unknown field `unused`"), "{e}");
+
+    // Two sinks may not share a file; names are unique across policies and sinks.
+    let second = SINKS
+        .split("auditSinks:\n")
+        .nth(1)
+        .unwrap()
+        .replace("name: redact", "name: other");
+    let e = error_of(
+        &dir,
+        &format!(
+            "{SINKS}{}",
+            second.replace("      - name: console\n        type: stdout\n", "")
+        ),
+    );
+    assert!(
+        e.contains("audit sink \"other\": output \"audit\" writes to")
+            && e.contains("which audit sink \"redact\" already writes to"),
+        "{e}"
+    );
+    let e = error_of(
+        &dir,
+        &format!(
+            "{}{}",
+            GOOD,
+            SINKS
+                .split("kind: PolicySet\n")
+                .nth(1)
+                .unwrap()
+                .replace("name: redact", "name: require-labels")
+        ),
+    );
+    assert!(
+        e.contains("audit sink \"require-labels\": the name is used twice"),
+        "{e}"
+    );
+}

@@ -1,7 +1,8 @@
 //! Owns the compiled policy set: which policies apply to a request (rules, namespaces, object
-//! selector), in which order, with which mode and failure policy. Pure decisions: no I/O, no
-//! Wasm, no HTTP.
+//! selector), in which order, with which mode and failure policy; and which audit events each
+//! audit sink sees, at which level. Pure decisions: no I/O, no Wasm, no HTTP.
 
+pub mod audit;
 mod matcher;
 
 use std::sync::Arc;

@@ -36,5 +36,6 @@ pub mod audit_sink {
     });
 }
 
+pub use audit_sink::wasmgate::plugin::audit_types;
 pub use validator::wasmgate::plugin::host;
 pub use validator::wasmgate::plugin::types;

@@ -15,6 +15,10 @@ use tokio::time::Instant;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Store, Trap};
 
+pub use bindings::audit_types::{
+    Emission, Event as AuditEvent, Level as AuditLevel, ObjectReference as AuditObjectReference,
+    Stage as AuditStage,
+};
 pub use bindings::types::{
     AdmissionRequest, Change, Decision, Denial, GroupVersionKind, GroupVersionResource, Mutation,
     Operation as WitOperation, Remarks, UserInfo, Verdict,
@@ -23,9 +27,41 @@ pub use engine::{EPOCH_TICK, POOL_SLOTS, WARM_SLOTS};
 pub use host::{PluginState, STDIO_CAPACITY};
 
 use crate::config::PluginKind;
+use bindings::audit_sink::{AuditSink, AuditSinkPre};
 use bindings::initializer::{Initializer, InitializerPre};
 use bindings::validator::{Validator, ValidatorPre};
 use host::{HostData, Limiter};
+
+/// The WIT world a plugin implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `validator`: admission policies served on `/validate`.
+    Validator,
+    /// `initializer`: admission policies served on `/mutate`.
+    Initializer,
+    /// `audit-sink`: audit sinks fed from the spool.
+    AuditSink,
+}
+
+impl World {
+    /// The WIT world's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Validator => "validator",
+            World::Initializer => "initializer",
+            World::AuditSink => "audit-sink",
+        }
+    }
+}
+
+impl From<PluginKind> for World {
+    fn from(kind: PluginKind) -> Self {
+        match kind {
+            PluginKind::Validator => World::Validator,
+            PluginKind::Initializer => World::Initializer,
+        }
+    }
+}
 
 /// How the runtime is set up.
 #[derive(Debug, Clone, Default)]
@@ -89,6 +125,21 @@ pub enum PluginFailure {
     Host(String),
 }
 
+impl PluginFailure {
+    /// A short label for metrics: `deadline`, `memory_limit`, `trap`, `error`,
+    /// `invalid_output`, `host_error`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PluginFailure::Deadline(_) => "deadline",
+            PluginFailure::MemoryLimit { .. } => "memory_limit",
+            PluginFailure::Trap(_) => "trap",
+            PluginFailure::Returned(_) => "error",
+            PluginFailure::InvalidOutput(_) => "invalid_output",
+            PluginFailure::Host(_) => "host_error",
+        }
+    }
+}
+
 /// The wasmtime side of wasmgate: one engine, one linker, bounded concurrency.
 pub struct Runtime {
     engine: wasmtime::Engine,
@@ -125,18 +176,17 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Imports(one_line(&e)))?;
-        let world = spec.kind.world();
+        let world = spec.kind.name();
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             world,
             detail: one_line(&e),
         };
         let pre = match spec.kind {
-            PluginKind::Validator => {
-                PluginPre::Validator(ValidatorPre::new(pre).map_err(wrong_world)?)
-            }
-            PluginKind::Initializer => {
+            World::Validator => PluginPre::Validator(ValidatorPre::new(pre).map_err(wrong_world)?),
+            World::Initializer => {
                 PluginPre::Initializer(InitializerPre::new(pre).map_err(wrong_world)?)
             }
+            World::AuditSink => PluginPre::AuditSink(AuditSinkPre::new(pre).map_err(wrong_world)?),
         };
         let plugin = Plugin {
             name: spec.name.into(),
@@ -154,6 +204,7 @@ impl Runtime {
         let instantiated = match &plugin.pre {
             PluginPre::Validator(p) => p.instantiate(&mut store).map(drop),
             PluginPre::Initializer(p) => p.instantiate(&mut store).map(drop),
+            PluginPre::AuditSink(p) => p.instantiate(&mut store).map(drop),
         };
         instantiated.map_err(|e| LoadError::Instantiate(one_line(&e)))?;
         Ok(plugin)
@@ -165,7 +216,7 @@ pub struct PluginSpec {
     /// The policy's name, for logs and errors.
     pub name: String,
     /// The world the module must implement.
-    pub kind: PluginKind,
+    pub kind: World,
     /// The component's bytes.
     pub bytes: Arc<Vec<u8>>,
     /// The settings, as JSON text.
@@ -207,6 +258,7 @@ type IdlePool = std::sync::Mutex<Vec<Warm>>;
 enum PluginPre {
     Validator(ValidatorPre<PluginState>),
     Initializer(InitializerPre<PluginState>),
+    AuditSink(AuditSinkPre<PluginState>),
 }
 
 /// A compiled, type-checked plugin. Every call gets a fresh store and instance.
@@ -332,6 +384,26 @@ impl Plugin {
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
         }
+    }
+
+    /// Runs `deliver` in a fresh instance, blocking, under `budget`.
+    pub fn deliver_blocking(
+        &self,
+        batch: &[AuditEvent],
+        budget: Duration,
+    ) -> Result<Vec<Emission>, PluginFailure> {
+        let PluginPre::AuditSink(pre) = &self.pre else {
+            return Err(PluginFailure::Host(format!(
+                "plugin {} is not an audit sink",
+                self.name
+            )));
+        };
+        // Never a warm instance: a sink sees one batch and nothing of the previous one.
+        let mut store = self.store(budget);
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|instance: AuditSink| instance.call_deliver(&mut store, batch));
+        finish(store.data_mut(), result, budget)
     }
 
     /// Runs `call` on the blocking pool once a pool slot is free, with the time left until

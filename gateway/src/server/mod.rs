@@ -1,7 +1,7 @@
 //! Owns the network edge: TLS accept (rustls, ALPN h2 and http/1.1), HTTP serving (hyper),
-//! routing, method and content-type checks, body limits, the `?timeout=` deadline, and draining
-//! on shutdown. Must not parse AdmissionReviews or call plugins: it hands bodies to a
-//! [`Handler`].
+//! routing, method and content-type checks, body limits, the audit endpoint's concurrency cap,
+//! the `?timeout=` deadline, and draining on shutdown. Must not parse AdmissionReviews or
+//! EventLists or call plugins: it hands bodies to a [`Handler`].
 
 pub mod tls;
 
@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::config::PluginKind;
@@ -27,6 +28,15 @@ use crate::wire::parse_go_duration;
 /// Admission bodies larger than this are refused with 413. An AdmissionReview carries the object
 /// and the old object, each up to the API server's 3 MiB write limit, plus envelope.
 pub const DEFAULT_MAX_BODY: usize = 16 << 20;
+/// Audit bodies larger than this are refused with 413. With truncation off (the API server's
+/// default), a batch is up to 400 events with their full request and response objects: tens
+/// of MiB.
+pub const DEFAULT_AUDIT_MAX_BODY: usize = 64 << 20;
+/// Audit batches read and spooled at once. The API server sends batches concurrently when we
+/// are slow (one goroutine each, no bound), and each holds its body in memory: 8 in flight is
+/// at most 512 MiB at the default body limit. More wait for a slot until their deadline, then
+/// get 503 and are re-sent.
+pub const MAX_AUDIT_IN_FLIGHT: usize = 8;
 /// The budget of a review that arrives without `?timeout=` (curl, `wasmgate check`): the v1
 /// default `timeoutSeconds`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,6 +114,13 @@ pub trait Handler: Send + Sync + 'static {
         body: Bytes,
         deadline: Instant,
     ) -> impl Future<Output = Answer> + Send;
+    /// An audit `EventList` body, to be answered by `deadline`.
+    fn audit(&self, body: Bytes, deadline: Instant) -> impl Future<Output = Answer> + Send;
+    /// The server refused a request on `endpoint` before the handler saw it (too large, too
+    /// many in flight, ...), answering `answer`; for the handler's metrics.
+    fn refused(&self, endpoint: &'static str, answer: &Answer, elapsed: Duration) {
+        let _ = (endpoint, answer, elapsed);
+    }
     /// `GET /readyz`.
     fn ready(&self) -> Answer;
     /// `GET /metrics`.
@@ -115,14 +132,23 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ServerConfig {
     /// Largest admission body accepted.
     pub max_body: usize,
+    /// Largest audit body accepted.
+    pub audit_max_body: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_body: DEFAULT_MAX_BODY,
+            audit_max_body: DEFAULT_AUDIT_MAX_BODY,
         }
     }
+}
+
+/// The limits and the shared state of routing.
+struct Limits {
+    config: ServerConfig,
+    audit_slots: Semaphore,
 }
 
 /// The TLS configuration new connections use; swapped whole when certificates change, while
@@ -149,7 +175,10 @@ pub async fn serve<H: Handler>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(256);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let config = Arc::new(config);
+    let config = Arc::new(Limits {
+        config,
+        audit_slots: Semaphore::new(MAX_AUDIT_IN_FLIGHT),
+    });
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -203,9 +232,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 async fn route<H: Handler>(
     handler: Arc<H>,
-    config: Arc<ServerConfig>,
+    limits: Arc<Limits>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let config = &limits.config;
     let started = Instant::now();
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
@@ -220,7 +250,14 @@ async fn route<H: Handler>(
             if req.method() != Method::POST {
                 method_not_allowed("POST")
             } else {
-                admission(&*handler, &config, kind, policy.as_deref(), req, started).await
+                admission(&*handler, config, kind, policy.as_deref(), req, started).await
+            }
+        }
+        ["audit"] => {
+            if req.method() != Method::POST {
+                method_not_allowed("POST")
+            } else {
+                audit(&*handler, &limits, req, started).await
             }
         }
         ["healthz"] | ["livez"] => get_only(&req, || Answer::text(StatusCode::OK, "ok")),
@@ -235,11 +272,12 @@ async fn route<H: Handler>(
         HeaderValue::from_static(answer.content_type),
     );
     if answer.status == StatusCode::METHOD_NOT_ALLOWED {
-        let allow = if path.starts_with("/validate") || path.starts_with("/mutate") {
-            "POST"
-        } else {
-            "GET, HEAD"
-        };
+        let allow =
+            if path.starts_with("/validate") || path.starts_with("/mutate") || path == "/audit" {
+                "POST"
+            } else {
+                "GET, HEAD"
+            };
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -271,6 +309,56 @@ async fn admission<H: Handler>(
     req: Request<Incoming>,
     started: Instant,
 ) -> Answer {
+    let deadline = match check_json(&req).and_then(|()| deadline(&req, started)) {
+        Ok(deadline) => deadline,
+        Err(answer) => return answer,
+    };
+    match read_body(req, config.max_body, deadline).await {
+        Ok(body) => handler.admission(kind, policy, body, deadline).await,
+        Err(answer) => answer,
+    }
+}
+
+/// An audit batch: the same checks under the audit limits, and a slot among
+/// [`MAX_AUDIT_IN_FLIGHT`] before the body is read.
+async fn audit<H: Handler>(
+    handler: &H,
+    limits: &Limits,
+    req: Request<Incoming>,
+    started: Instant,
+) -> Answer {
+    let refused = |answer: Answer| {
+        handler.refused("audit", &answer, started.elapsed());
+        answer
+    };
+    let deadline = match check_json(&req).and_then(|()| deadline(&req, started)) {
+        Ok(deadline) => deadline,
+        Err(answer) => return refused(answer),
+    };
+    let _slot = match tokio::time::timeout_at(deadline, limits.audit_slots.acquire()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            return refused(Answer::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{MAX_AUDIT_IN_FLIGHT} audit batches are already in flight; retry later"),
+            ));
+        }
+    };
+    match read_body(req, limits.config.audit_max_body, deadline).await {
+        Ok(body) => handler.audit(body, deadline).await,
+        Err(answer) => refused(answer),
+    }
+}
+
+/// The deadline from `?timeout=`, less a margin so that our answer is on the wire in time.
+fn deadline(req: &Request<Incoming>, started: Instant) -> Result<Instant, Answer> {
+    let budget = timeout_param(req.uri().query())
+        .map_err(|message| Answer::status(StatusCode::BAD_REQUEST, message))?;
+    Ok(started + budget.saturating_sub(DEADLINE_MARGIN.min(budget / 10)))
+}
+
+/// Webhook bodies are JSON.
+fn check_json(req: &Request<Incoming>) -> Result<(), Answer> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -278,23 +366,24 @@ async fn admission<H: Handler>(
         .unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim();
     if !media_type.eq_ignore_ascii_case("application/json") {
-        return Answer::status(
+        return Err(Answer::status(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be application/json, got {content_type:?}"),
-        );
+        ));
     }
-    let budget = match timeout_param(req.uri().query()) {
-        Ok(budget) => budget,
-        Err(message) => return Answer::status(StatusCode::BAD_REQUEST, message),
-    };
-    let deadline = started + budget.saturating_sub(DEADLINE_MARGIN.min(budget / 10));
+    Ok(())
+}
+
+/// Reads the body under `max_body` bytes by `deadline`.
+async fn read_body(
+    req: Request<Incoming>,
+    max_body: usize,
+    deadline: Instant,
+) -> Result<Bytes, Answer> {
     let too_large = || {
         Answer::status(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "request body is larger than the limit of {} bytes",
-                config.max_body
-            ),
+            format!("request body is larger than the limit of {max_body} bytes"),
         )
     };
     let declared = req
@@ -302,31 +391,22 @@ async fn admission<H: Handler>(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > config.max_body) {
-        return too_large();
+    if declared.is_some_and(|len| len > max_body) {
+        return Err(too_large());
     }
-    let body = match tokio::time::timeout_at(
-        deadline,
-        Limited::new(req.into_body(), config.max_body).collect(),
-    )
-    .await
+    match tokio::time::timeout_at(deadline, Limited::new(req.into_body(), max_body).collect()).await
     {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Ok(Err(e)) => {
-            return Answer::status(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read request body: {e}"),
-            );
-        }
-        Err(_) => {
-            return Answer::status(
-                StatusCode::REQUEST_TIMEOUT,
-                "request body not received before the deadline",
-            );
-        }
-    };
-    handler.admission(kind, policy, body, deadline).await
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(Answer::status(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read request body: {e}"),
+        )),
+        Err(_) => Err(Answer::status(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received before the deadline",
+        )),
+    }
 }
 
 /// The time budget from `?timeout=` (a Go duration, as client-go sends it).

@@ -32,6 +32,33 @@ struct PolicyLabels {
     policy: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkReasonLabels {
+    sink: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutputLabels {
+    sink: String,
+    output: String,
+}
+
+fn batch_histogram() -> Histogram {
+    // 100 µs to ~6.5 s: a spooled batch costs a write and usually an fsync (milliseconds).
+    Histogram::new(exponential_buckets(0.000_1, 3.0, 11))
+}
+
 fn latency_histogram() -> Histogram {
     // 10 µs to ~2.6 s: plugin calls take microseconds, deadlines are seconds.
     Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
@@ -51,6 +78,8 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     reload_seconds: Histogram,
     tls_reload_failures: Counter,
+    /// The audit metrics.
+    pub audit: AuditMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +90,205 @@ struct HashLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
+}
+
+/// The audit webhook's metrics: intake, spool, and per sink.
+pub struct AuditMetrics {
+    requests: Family<ResultLabels, Counter>,
+    request_seconds: Histogram,
+    /// Events in the EventLists received (well-formed or not).
+    pub events_received: Counter,
+    /// Events written to the spool.
+    pub events_spooled: Counter,
+    /// Events dropped because the same event was already spooled (a re-sent batch).
+    pub events_deduplicated: Counter,
+    /// Events that could not be decoded and were skipped (the rest of their batch was kept).
+    pub events_malformed: Counter,
+    /// Bytes in spool segments.
+    pub spool_bytes: Gauge,
+    /// Spool segment files.
+    pub spool_segments: Gauge,
+    /// Spool records found corrupt (on disk) and skipped.
+    pub spool_corrupt_records: Counter,
+    delivered: Family<SinkLabels, Counter>,
+    filtered: Family<SinkLabels, Counter>,
+    failures: Family<SinkReasonLabels, Counter>,
+    dead_lettered: Family<SinkLabels, Counter>,
+    lag: Family<SinkLabels, Gauge>,
+    output_lines: Family<OutputLabels, Counter>,
+    output_failures: Family<OutputLabels, Counter>,
+}
+
+impl AuditMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = AuditMetrics {
+            requests: Family::default(),
+            request_seconds: batch_histogram(),
+            events_received: Counter::default(),
+            events_spooled: Counter::default(),
+            events_deduplicated: Counter::default(),
+            events_malformed: Counter::default(),
+            spool_bytes: Gauge::default(),
+            spool_segments: Gauge::default(),
+            spool_corrupt_records: Counter::default(),
+            delivered: Family::default(),
+            filtered: Family::default(),
+            failures: Family::default(),
+            dead_lettered: Family::default(),
+            lag: Family::default(),
+            output_lines: Family::default(),
+            output_failures: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("audit");
+        r.register(
+            "requests",
+            "Audit batches answered, by result (accepted; spool_full, timeout, busy and error are 503s; bad_request, too_large, disabled)",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time to answer an audit batch, spool write and sync included",
+            m.request_seconds.clone(),
+        );
+        r.register(
+            "events_received",
+            "Audit events received",
+            m.events_received.clone(),
+        );
+        r.register(
+            "events_spooled",
+            "Audit events written to the spool",
+            m.events_spooled.clone(),
+        );
+        r.register(
+            "events_deduplicated",
+            "Audit events dropped because the same event was already spooled (re-sent batches)",
+            m.events_deduplicated.clone(),
+        );
+        r.register(
+            "events_malformed",
+            "Audit events that could not be decoded and were skipped",
+            m.events_malformed.clone(),
+        );
+        r.register(
+            "spool_bytes",
+            "Bytes in audit spool segments",
+            m.spool_bytes.clone(),
+        );
+        r.register(
+            "spool_segments",
+            "Audit spool segment files",
+            m.spool_segments.clone(),
+        );
+        r.register(
+            "spool_corrupt_records",
+            "Audit spool records found corrupt on disk and skipped",
+            m.spool_corrupt_records.clone(),
+        );
+        r.register(
+            "sink_events_delivered",
+            "Events a sink's plugin took and whose lines reached the outputs",
+            m.delivered.clone(),
+        );
+        r.register(
+            "sink_events_filtered",
+            "Events a sink's rules did not route to it (level None or an omitted stage)",
+            m.filtered.clone(),
+        );
+        r.register(
+            "sink_delivery_failures",
+            "Failed sink calls and output writes, by reason (deadline, memory_limit, trap, error, invalid_output, host_error, output)",
+            m.failures.clone(),
+        );
+        r.register(
+            "sink_events_dead_lettered",
+            "Events moved to a sink's dead-letter file after maxAttempts failures",
+            m.dead_lettered.clone(),
+        );
+        r.register(
+            "sink_lag_events",
+            "Events spooled that a sink has not delivered yet",
+            m.lag.clone(),
+        );
+        r.register(
+            "sink_output_lines",
+            "Lines written to a sink's output",
+            m.output_lines.clone(),
+        );
+        r.register(
+            "sink_output_failures",
+            "Failed writes to a sink's output (each is retried)",
+            m.output_failures.clone(),
+        );
+        m
+    }
+
+    /// One audit batch answered with `result`.
+    pub fn request(&self, result: &'static str, elapsed: Duration) {
+        self.requests.get_or_create(&ResultLabels { result }).inc();
+        self.request_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// `n` events of `sink` delivered.
+    pub fn delivered(&self, sink: &str, n: u64) {
+        self.delivered.get_or_create(&sink_labels(sink)).inc_by(n);
+    }
+
+    /// `n` events not routed to `sink`.
+    pub fn filtered(&self, sink: &str, n: u64) {
+        self.filtered.get_or_create(&sink_labels(sink)).inc_by(n);
+    }
+
+    /// One failed call or write of `sink`.
+    pub fn failure(&self, sink: &str, reason: &'static str) {
+        self.failures
+            .get_or_create(&SinkReasonLabels {
+                sink: sink.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// `n` events of `sink` dead-lettered.
+    pub fn dead_lettered(&self, sink: &str, n: u64) {
+        self.dead_lettered
+            .get_or_create(&sink_labels(sink))
+            .inc_by(n);
+    }
+
+    /// How far `sink` is behind.
+    pub fn lag(&self, sink: &str, events: u64) {
+        self.lag
+            .get_or_create(&sink_labels(sink))
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
+    }
+
+    /// `n` lines written to `output` of `sink`.
+    pub fn output_lines(&self, sink: &str, output: &str, n: u64) {
+        self.output_lines
+            .get_or_create(&output_labels(sink, output))
+            .inc_by(n);
+    }
+
+    /// A failed write to `output` of `sink`.
+    pub fn output_failure(&self, sink: &str, output: &str) {
+        self.output_failures
+            .get_or_create(&output_labels(sink, output))
+            .inc();
+    }
+}
+
+fn sink_labels(sink: &str) -> SinkLabels {
+    SinkLabels {
+        sink: sink.to_owned(),
+    }
+}
+
+fn output_labels(sink: &str, output: &str) -> OutputLabels {
+    OutputLabels {
+        sink: sink.to_owned(),
+        output: output.to_owned(),
+    }
 }
 
 impl Default for Metrics {
@@ -142,7 +370,9 @@ impl Metrics {
             "Policies in the serving snapshot",
             policies.clone(),
         );
+        let audit = AuditMetrics::register(&mut registry);
         Metrics {
+            audit,
             registry,
             requests,
             request_seconds,

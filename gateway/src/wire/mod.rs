@@ -1,7 +1,9 @@
-//! Owns the Kubernetes wire types wasmgate reads and writes (AdmissionReview, metav1.Status) and
-//! the small parsers the protocol needs (Go durations). No I/O, no knowledge of plugins.
+//! Owns the Kubernetes wire types wasmgate reads and writes (AdmissionReview, metav1.Status,
+//! audit Event and EventList) and the small parsers the protocol needs (Go durations). No I/O, no
+//! knowledge of plugins.
 
 mod admission;
+pub mod audit;
 mod duration;
 
 pub use admission::{

@@ -27,6 +27,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "audit-sink")]
+mod audit;
 pub mod k8s;
 pub mod log;
 mod remarks;

@@ -1,0 +1,464 @@
+//! One sink's task: follow its cursor through the spool, route each record for the sink, run the
+//! sink plugin (retried with exponential backoff and jitter; dead-lettered after `maxAttempts`
+//! failures), write its lines to its outputs (retried until they are back), and only then move
+//! the cursor. At-least-once: a crash between an output write and the cursor save delivers that
+//! piece again. A failing sink only holds back its own cursor.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use super::Shared;
+use super::outputs::{OutputError, Outputs};
+use super::route::{self, Routed};
+use super::spool::record::Record;
+use super::spool::{Cursor, Position, Read, now_ms};
+use crate::config::OutputSpec;
+use crate::policy::audit::SinkPolicy;
+use crate::runtime::{Emission, Plugin, PluginFailure};
+use crate::wire::audit::Event;
+
+/// The first retry waits about this long; each further one twice as long as the previous.
+pub const BACKOFF_INITIAL: Duration = Duration::from_millis(250);
+/// The longest wait between retries: an output that comes back is written to within this long.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The wait before retry number `attempt` (1-based): exponential, capped, with "equal jitter"
+/// (half fixed, half random) so that sinks failing together do not retry in lockstep.
+pub fn backoff(attempt: u32) -> Duration {
+    let exp = BACKOFF_INITIAL
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    let half = exp / 2;
+    half + half.mul_f64(random_fraction())
+}
+
+/// A number in [0, 1) that differs between calls; good enough for jitter, not for secrets.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Runs the sink named `name` until it is removed from the configuration or the spool closes.
+pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
+    let spool = shared.spool.clone();
+    let mut cursor = load_cursor(&shared, &name).await;
+    tracing::info!(sink = %name, segment = cursor.at.segment, offset = cursor.at.offset, item = cursor.item, "audit sink started");
+    let mut reader = Some(spool.reader());
+    let mut committed = spool.committed();
+    let mut outputs: Option<(Vec<OutputSpec>, Outputs)> = None;
+    let mut read_failures = 0;
+    let mut config = shared.config.subscribe();
+    loop {
+        // The current configuration, once per record: a reload applies from the next one.
+        let Some(policy) = shared.sink(&name) else {
+            tracing::info!(sink = %name, "audit sink removed from the configuration: idle");
+            shared.metrics.audit.lag(&name, 0);
+            outputs = None;
+            // Wait until it is configured again; then the spool may have moved on without it.
+            loop {
+                if config.changed().await.is_err() {
+                    return;
+                }
+                if shared.sink(&name).is_some() {
+                    break;
+                }
+            }
+            cursor = load_cursor(&shared, &name).await;
+            tracing::info!(sink = %name, segment = cursor.at.segment, offset = cursor.at.offset, "audit sink configured again");
+            continue;
+        };
+        // Outputs (open files, HTTP clients) are kept across reloads that do not change them.
+        let outputs = match &mut outputs {
+            Some((specs, o)) if *specs == policy.outputs => o,
+            slot => {
+                let fresh = Outputs::new(&policy.outputs, spool.fsync());
+                &mut slot.insert((policy.outputs.clone(), fresh)).1
+            }
+        };
+        let end = *committed.borrow_and_update();
+        let lag = end
+            .event_seq
+            .saturating_sub(cursor.at.event_seq + u64::from(cursor.item));
+        shared.metrics.audit.lag(&name, lag);
+        if (cursor.at.segment, cursor.at.offset) >= (end.segment, end.offset) {
+            if committed.changed().await.is_err() {
+                return; // the spool is shut down
+            }
+            continue;
+        }
+        let Some(mut r) = reader.take() else {
+            reader = Some(spool.reader());
+            continue;
+        };
+        let at = cursor.at;
+        let read = tokio::task::spawn_blocking(move || {
+            let read = r.read(at, end);
+            (read, r)
+        })
+        .await;
+        let read = match read {
+            Ok((read, r)) => {
+                reader = Some(r);
+                read
+            }
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        match read {
+            Err(e) => {
+                read_failures += 1;
+                tracing::error!(sink = %name, segment = at.segment, offset = at.offset, "cannot read the audit spool: {e}");
+                tokio::time::sleep(backoff(read_failures)).await;
+            }
+            Ok(None) => {
+                read_failures = 0;
+                cursor = Cursor { at: end, item: 0 };
+                save(&shared, &name, cursor).await;
+            }
+            Ok(Some(Read::Corrupt { at, error, resume })) => {
+                read_failures = 0;
+                shared.metrics.audit.spool_corrupt_records.inc();
+                tracing::error!(sink = %name, segment = at.segment, offset = at.offset, "skipping the unreadable rest of an audit spool segment: {error}");
+                cursor = Cursor {
+                    at: resume,
+                    item: 0,
+                };
+                save(&shared, &name, cursor).await;
+            }
+            Ok(Some(Read::Record { at, record, next })) => {
+                read_failures = 0;
+                if (at.segment, at.offset) != (cursor.at.segment, cursor.at.offset) {
+                    cursor = Cursor { at, item: 0 };
+                }
+                cursor.at.event_seq = at.event_seq;
+                let record = Arc::new(record);
+                while (cursor.item as usize) < record.len() {
+                    let start = cursor.item as usize;
+                    let piece = start..route::chunk_end(&record, start);
+                    deliver(&shared, &name, &policy, outputs, &record, piece.clone(), at).await;
+                    cursor.item = piece.end as u32;
+                    if piece.end < record.len() {
+                        save(&shared, &name, cursor).await;
+                    }
+                }
+                cursor = Cursor { at: next, item: 0 };
+                save(&shared, &name, cursor).await;
+            }
+        }
+    }
+}
+
+/// The sink's saved cursor, retried until it can be read.
+async fn load_cursor(shared: &Arc<Shared>, name: &Arc<str>) -> Cursor {
+    let mut attempt = 0;
+    loop {
+        let (spool, n) = (shared.spool.clone(), name.clone());
+        match tokio::task::spawn_blocking(move || spool.load_cursor(&n)).await {
+            Ok(Ok(cursor)) => return cursor,
+            Ok(Err(e)) => tracing::error!(sink = %name, "cannot load the audit cursor: {e}"),
+            Err(e) => tracing::error!(sink = %name, "cannot load the audit cursor: {e}"),
+        }
+        attempt += 1;
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+}
+
+/// Saves the cursor, then tells the spool (in that order, so that no crash leaves a cursor in
+/// a reclaimed segment). A cursor that cannot be saved is retried: moving on without it would
+/// only re-deliver, but a disk that refuses it is worth an error line.
+async fn save(shared: &Arc<Shared>, name: &Arc<str>, cursor: Cursor) {
+    let mut attempt = 0;
+    loop {
+        let (spool, n) = (shared.spool.clone(), name.clone());
+        let saved = tokio::task::spawn_blocking(move || spool.save_cursor(&n, &cursor)).await;
+        match saved {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) => tracing::error!(sink = %name, "cannot save the audit cursor: {e}"),
+            Err(e) => tracing::error!(sink = %name, "cannot save the audit cursor: {e}"),
+        }
+        attempt += 1;
+        if attempt >= 3 {
+            break; // Keep delivering; the next save will try again.
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    shared.spool.progress(name, cursor.at);
+}
+
+/// Delivers items `piece` of `record` (at `at`) to one sink: returns once they are in its
+/// outputs or in its dead-letter file.
+async fn deliver(
+    shared: &Arc<Shared>,
+    name: &Arc<str>,
+    policy: &Arc<SinkPolicy<Plugin>>,
+    outputs: &mut Outputs,
+    record: &Arc<Record>,
+    piece: Range<usize>,
+    at: Position,
+) {
+    let metrics = &shared.metrics.audit;
+    let routed = {
+        let (policy, record, piece) = (policy.clone(), record.clone(), piece.clone());
+        tokio::task::spawn_blocking(move || route::route(&policy.rules, &record, piece)).await
+    };
+    let Routed {
+        events,
+        filtered,
+        undecodable,
+    } = match routed {
+        Ok(routed) => routed,
+        Err(e) => {
+            // Only a panic in routing gets here (a bug): keep the items rather than skip them.
+            tracing::error!(sink = %name, "routing audit events failed: {e}");
+            Routed {
+                undecodable: piece
+                    .clone()
+                    .map(|i| (i, format!("routing failed: {e}")))
+                    .collect(),
+                ..Routed::default()
+            }
+        }
+    };
+    metrics.filtered(name, filtered as u64);
+    for (i, error) in undecodable {
+        tracing::error!(sink = %name, segment = at.segment, offset = at.offset, item = i, "a spooled audit event no longer decodes, dead-lettering it: {error}");
+        let raw = String::from_utf8_lossy(record.json(i)).into_owned();
+        dead_letter(shared, name, DeadLetter::raw(name, at, &error, raw)).await;
+        metrics.dead_lettered(name, 1);
+    }
+    if events.is_empty() {
+        return;
+    }
+    let events = Arc::new(events);
+    let count = events.len() as u64;
+
+    // The plugin: a failure is retried, and after maxAttempts the events are dead-lettered.
+    let mut attempt = 0;
+    let lines = loop {
+        attempt += 1;
+        let started = Instant::now();
+        let batch = events.clone();
+        // Waiting for a pool slot (under busy admission traffic) may take up to another
+        // timeout before the call's own budget starts.
+        let result = policy
+            .plugin
+            .run(
+                started + policy.timeout * 2,
+                policy.timeout,
+                move |plugin, budget| {
+                    let batch: Vec<_> = batch.iter().map(route::to_wit).collect();
+                    plugin.deliver_blocking(&batch, budget)
+                },
+            )
+            .await
+            .and_then(|emissions| by_output(policy, outputs, emissions));
+        shared.metrics.plugin_call(
+            name,
+            result.as_ref().map_or_else(PluginFailure::label, |_| "ok"),
+            started.elapsed(),
+        );
+        match result {
+            Ok(lines) => break lines,
+            Err(failure) => {
+                metrics.failure(name, failure.label());
+                if attempt >= policy.max_attempts {
+                    tracing::error!(sink = %name, attempt, events = count, "audit sink failed {attempt} times, dead-lettering the batch: {failure}");
+                    let error = failure.to_string();
+                    let letter = DeadLetter::events(name, at, attempt, &error, &events);
+                    dead_letter(shared, name, letter).await;
+                    metrics.dead_lettered(name, count);
+                    return;
+                }
+                tracing::warn!(sink = %name, attempt, max_attempts = policy.max_attempts, events = count, "audit sink failed, retrying: {failure}");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+    };
+
+    // The outputs: each one is retried until it takes its lines; only lines a destination
+    // keeps refusing (HTTP 4xx) are dead-lettered after maxAttempts.
+    let mut all_written = true;
+    for (index, lines) in lines {
+        let output = outputs.name(index).to_owned();
+        let lines = Arc::new(lines);
+        let (mut done, mut attempt, mut refused) = (0, 0, 0);
+        loop {
+            match outputs.write(index, &lines, &mut done).await {
+                Ok(()) => {
+                    metrics.output_lines(name, &output, lines.len() as u64);
+                    break;
+                }
+                Err(OutputError { permanent, message }) => {
+                    metrics.output_failure(name, &output);
+                    metrics.failure(name, "output");
+                    attempt += 1;
+                    refused += u32::from(permanent);
+                    if refused >= policy.max_attempts {
+                        tracing::error!(sink = %name, output, lines = lines.len() - done, "output refused the lines {refused} times, dead-lettering them: {message}");
+                        let letter =
+                            DeadLetter::lines(name, &output, at, refused, &message, &lines[done..]);
+                        dead_letter(shared, name, letter).await;
+                        all_written = false;
+                        break;
+                    }
+                    tracing::warn!(sink = %name, output, attempt, "audit output write failed, retrying: {message}");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+    }
+    if all_written {
+        metrics.delivered(name, count);
+    } else {
+        metrics.dead_lettered(name, count);
+    }
+}
+
+/// Groups a plugin's emissions by output (in the order of the grants), refusing any line to an
+/// output the sink was not granted, or that is not one line.
+fn by_output(
+    policy: &SinkPolicy<Plugin>,
+    outputs: &Outputs,
+    emissions: Vec<Emission>,
+) -> Result<Vec<(usize, Vec<String>)>, PluginFailure> {
+    let mut grouped: Vec<(usize, Vec<String>)> = Vec::new();
+    for emission in emissions {
+        let index = match outputs.index_of(&emission.output) {
+            Some(index) if policy.grants(&emission.output) => index,
+            _ => {
+                return Err(PluginFailure::InvalidOutput(format!(
+                    "a line for output {:?}, which is not granted to this sink (granted: {})",
+                    emission.output,
+                    policy
+                        .outputs
+                        .iter()
+                        .map(|o| o.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        };
+        if emission.line.contains(['\n', '\r']) {
+            return Err(PluginFailure::InvalidOutput(format!(
+                "a line for output {:?} contains a line break",
+                emission.output
+            )));
+        }
+        match grouped.iter_mut().find(|(i, _)| *i == index) {
+            Some((_, lines)) => lines.push(emission.line),
+            None => grouped.push((index, vec![emission.line])),
+        }
+    }
+    grouped.sort_by_key(|(index, _)| *index);
+    Ok(grouped)
+}
+
+/// One line of a dead-letter file.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeadLetter<'a> {
+    sink: &'a str,
+    /// Unix milliseconds.
+    dead_lettered_at: u64,
+    /// Where the batch is in the spool (segment and offset of its record).
+    segment: u64,
+    offset: u64,
+    attempts: u32,
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a str>,
+    /// The events the plugin failed on, as the sink would have seen them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<Box<RawValue>>>,
+    /// The lines an output refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lines: Option<&'a [String]>,
+    /// An item that no longer decodes, as spooled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<String>,
+}
+
+impl<'a> DeadLetter<'a> {
+    fn base(sink: &'a str, at: Position, attempts: u32, error: &'a str) -> Self {
+        DeadLetter {
+            sink,
+            dead_lettered_at: now_ms(),
+            segment: at.segment,
+            offset: at.offset,
+            attempts,
+            error,
+            output: None,
+            events: None,
+            lines: None,
+            raw: None,
+        }
+    }
+
+    fn events(
+        sink: &'a str,
+        at: Position,
+        attempts: u32,
+        error: &'a str,
+        events: &[Event],
+    ) -> Self {
+        DeadLetter {
+            events: Some(
+                events
+                    .iter()
+                    .filter_map(|e| RawValue::from_string(e.to_json()).ok())
+                    .collect(),
+            ),
+            ..Self::base(sink, at, attempts, error)
+        }
+    }
+
+    fn lines(
+        sink: &'a str,
+        output: &'a str,
+        at: Position,
+        attempts: u32,
+        error: &'a str,
+        lines: &'a [String],
+    ) -> Self {
+        DeadLetter {
+            output: Some(output),
+            lines: Some(lines),
+            ..Self::base(sink, at, attempts, error)
+        }
+    }
+
+    fn raw(sink: &'a str, at: Position, error: &'a str, raw: String) -> Self {
+        DeadLetter {
+            raw: Some(raw),
+            ..Self::base(sink, at, 0, error)
+        }
+    }
+}
+
+/// Appends `letter` to the sink's dead-letter file. It must land there before the cursor moves
+/// on, so a failure to write it is retried until it works.
+async fn dead_letter(shared: &Arc<Shared>, name: &Arc<str>, letter: DeadLetter<'_>) {
+    // Strings, numbers and valid raw JSON: serializing cannot fail.
+    let line = Arc::new(serde_json::to_string(&letter).unwrap_or_default());
+    let mut attempt = 0;
+    loop {
+        let (spool, n, l) = (shared.spool.clone(), name.clone(), line.clone());
+        match tokio::task::spawn_blocking(move || spool.dead_letter(&n, &l)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => tracing::error!(sink = %name, "cannot write the dead-letter file: {e}"),
+            Err(e) => tracing::error!(sink = %name, "cannot write the dead-letter file: {e}"),
+        }
+        attempt += 1;
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+}

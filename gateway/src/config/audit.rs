@@ -1,0 +1,371 @@
+//! The `auditSinks:` part of the policy file: its schema (the rules are `audit.k8s.io/v1` Policy
+//! rules; the outputs are named grants) and its validation. Our own format, so unknown keys are
+//! errors; the rule fields keep the upstream names so that an audit Policy's rules paste in.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::wire::audit::{Level, Stage};
+
+/// A sink's per-call deadline when its entry names none. A sink formats a batch of at most a
+/// few hundred events: milliseconds; the margin is for cold pages and a loaded machine.
+pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest `timeout` a sink may ask for. Nothing waits on a sink but its own cursor, but a
+/// call holds a pool slot and a blocking thread for that long.
+pub const MAX_SINK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Failed calls of one batch before it is moved to the dead-letter file. With the backoff
+/// (0.25 s doubling) five attempts span about four seconds: enough to ride out a transient
+/// failure, short enough that a poison batch does not hold the sink back for long.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// The most `maxAttempts` may be: with the backoff capped at 10 s, about a quarter of an hour.
+pub const MAX_MAX_ATTEMPTS: u32 = 100;
+/// A file output's size before rotation when its grant names none.
+pub const DEFAULT_FILE_MAX_SIZE: u64 = 100 << 20;
+/// The smallest `maxSize`: below this, rotation would churn on every batch.
+pub const MIN_FILE_MAX_SIZE: u64 = 4 << 10;
+/// Rotated files kept when a file output names no `maxFiles`.
+pub const DEFAULT_FILE_MAX_FILES: u32 = 5;
+/// The most rotated files a file output may keep; more is a job for a log shipper.
+pub const MAX_FILE_MAX_FILES: u32 = 1000;
+/// Lines per POST of an HTTP output when its grant names none: Loki, Elasticsearch and Splunk
+/// accept bodies of a few MiB; 500 lines of 1-3 KB events are about 1 MiB.
+pub const DEFAULT_HTTP_BATCH_LINES: u32 = 500;
+/// The most lines one POST may carry.
+pub const MAX_HTTP_BATCH_LINES: u32 = 100_000;
+
+/// One audit sink: a plugin of the `audit-sink` world, which events it sees at which level, and
+/// the outputs it may write to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuditSinkEntry {
+    /// A DNS label, unique in the file (among policies too).
+    pub name: String,
+    /// The component's path, relative to the policy file.
+    pub module: String,
+    /// Optional pin: the module's sha256 in hex.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Free settings given to the plugin as JSON text.
+    #[serde(default)]
+    pub settings: Option<serde_json::Value>,
+    /// `audit.k8s.io/v1` Policy rules: the first match gives the level; no match means None.
+    pub rules: Vec<AuditRule>,
+    /// Stages this sink never sees, merged into every rule's (as the Policy's `omitStages`).
+    #[serde(default)]
+    pub omit_stages: Vec<Stage>,
+    /// Strip `metadata.managedFields` from objects, unless a rule says otherwise.
+    #[serde(default)]
+    pub omit_managed_fields: bool,
+    /// The outputs granted to the sink; it may write to no others.
+    pub outputs: Vec<OutputEntry>,
+    /// Per-call deadline as a Go duration; default 5s, at most 60s.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Linear-memory cap as a quantity (`64Mi`); default 64Mi, at most 1Gi.
+    #[serde(default)]
+    pub memory_limit: Option<String>,
+    /// Failed calls of one batch before it goes to the dead-letter file; default 5.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+/// One `audit.k8s.io/v1` PolicyRule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuditRule {
+    /// The level events matching this rule are kept at.
+    pub level: Level,
+    /// Usernames (exact); empty means any.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Groups; any one in common matches; empty means any.
+    #[serde(default)]
+    pub user_groups: Vec<String>,
+    /// Verbs (exact); empty means any.
+    #[serde(default)]
+    pub verbs: Vec<String>,
+    /// Resources; empty (with `namespaces` empty) means any request.
+    #[serde(default)]
+    pub resources: Vec<GroupResources>,
+    /// Namespaces of resource requests; `""` means cluster-scoped.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Non-resource paths: exact, `*`, or a prefix ending in `*`.
+    #[serde(default, rename = "nonResourceURLs")]
+    pub non_resource_urls: Vec<String>,
+    /// Stages not recorded for this rule.
+    #[serde(default)]
+    pub omit_stages: Vec<Stage>,
+    /// Overrides the sink's `omitManagedFields` for this rule.
+    #[serde(default)]
+    pub omit_managed_fields: Option<bool>,
+}
+
+/// Resources of one API group in an audit rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GroupResources {
+    /// The API group; `""` is core, `*` is any.
+    #[serde(default)]
+    pub group: String,
+    /// `pods`, `pods/log`, `*`, `*/status`, `pods/*`; empty means the whole group.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Object names; requires `resources`.
+    #[serde(default)]
+    pub resource_names: Vec<String>,
+}
+
+/// The kind of an output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputType {
+    /// JSON Lines in a file with size-based rotation.
+    File,
+    /// The gateway's standard output.
+    Stdout,
+    /// POSTs of JSON lines to a URL.
+    Http,
+}
+
+/// One output granted to a sink, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutputEntry {
+    /// What the sink calls it in its emissions; unique within the sink.
+    pub name: String,
+    /// `file`, `stdout` or `http`.
+    #[serde(rename = "type")]
+    pub kind: OutputType,
+    /// file: the path, relative to the policy file or absolute.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// file: rotate before the file would grow past this quantity (`100Mi`).
+    #[serde(default)]
+    pub max_size: Option<String>,
+    /// file: rotated files kept (`audit.jsonl.1` ...); default 5.
+    #[serde(default)]
+    pub max_files: Option<u32>,
+    /// http: the URL to POST to (`https://` or `http://`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// http: PEM CA bundle to trust instead of the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// http: a file holding a bearer token, read before every POST (tokens rotate).
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+    /// http: lines per POST; default 500.
+    #[serde(default)]
+    pub batch_lines: Option<u32>,
+}
+
+/// Where an output writes, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputKind {
+    /// JSON Lines in `path`, rotated to `path.1` ... `path.{max_files}`.
+    File {
+        /// Absolute path.
+        path: PathBuf,
+        /// Rotate before the file would grow past this many bytes.
+        max_size: u64,
+        /// Rotated files kept.
+        max_files: u32,
+    },
+    /// Standard output.
+    Stdout,
+    /// POSTs to `url`.
+    Http {
+        /// The URL.
+        url: String,
+        /// CA bundle to trust instead of the system's roots.
+        ca_file: Option<PathBuf>,
+        /// Bearer token file.
+        bearer_token_file: Option<PathBuf>,
+        /// Lines per POST.
+        batch_lines: usize,
+    },
+}
+
+/// One granted output, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    /// The grant's name.
+    pub name: String,
+    /// Where it writes.
+    pub kind: OutputKind,
+}
+
+impl AuditSinkEntry {
+    /// Checks what the schema alone cannot: the rules (as the API server's policy validation
+    /// does) and the outputs. Returns the resolved outputs.
+    pub fn validate(&self, base: &Path) -> Result<Vec<OutputSpec>, String> {
+        if self.rules.is_empty() {
+            return Err(
+                "needs at least one rule (an audit Policy with no rules records nothing)".into(),
+            );
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            rule.validate().map_err(|m| format!("rules[{i}]: {m}"))?;
+        }
+        if self.outputs.is_empty() {
+            return Err("needs at least one output to write to".into());
+        }
+        let mut outputs = Vec::with_capacity(self.outputs.len());
+        for (i, output) in self.outputs.iter().enumerate() {
+            let at = |m: String| format!("outputs[{i}] {:?}: {m}", output.name);
+            super::validate_name(&output.name).map_err(at)?;
+            if outputs.iter().any(|o: &OutputSpec| o.name == output.name) {
+                return Err(at("the name is used twice".into()));
+            }
+            let kind = output.resolve(base).map_err(at)?;
+            outputs.push(OutputSpec {
+                name: output.name.clone(),
+                kind,
+            });
+        }
+        Ok(outputs)
+    }
+}
+
+impl AuditRule {
+    /// The checks of `apiserver/pkg/audit/policy/validation.go`.
+    fn validate(&self) -> Result<(), String> {
+        if !self.non_resource_urls.is_empty()
+            && (!self.resources.is_empty() || !self.namespaces.is_empty())
+        {
+            return Err(
+                "rules cannot apply to both regular resources and non-resource URLs".into(),
+            );
+        }
+        for url in &self.non_resource_urls {
+            if url != "*" && !url.starts_with('/') {
+                return Err(format!("nonResourceURLs {url:?} must start with / or be *"));
+            }
+            if url.find('*').is_some_and(|at| at != url.len() - 1) {
+                return Err(format!(
+                    "nonResourceURLs {url:?}: * may only be the last character"
+                ));
+            }
+        }
+        for (i, gr) in self.resources.iter().enumerate() {
+            if !gr.resource_names.is_empty() && gr.resources.is_empty() {
+                return Err(format!("resources[{i}]: resourceNames requires resources"));
+            }
+            for res in &gr.resources {
+                let mut parts = res.splitn(2, '/');
+                let main = parts.next().unwrap_or_default();
+                if main.is_empty()
+                    || parts
+                        .next()
+                        .is_some_and(|sub| sub.is_empty() || sub.contains('/'))
+                {
+                    return Err(format!(
+                        "resources[{i}]: bad resource {res:?} (e.g. pods, pods/log, *, */status, pods/*)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OutputEntry {
+    fn resolve(&self, base: &Path) -> Result<OutputKind, String> {
+        let only = |allowed: &[&str]| -> Result<(), String> {
+            let set = [
+                ("path", self.path.is_some()),
+                ("maxSize", self.max_size.is_some()),
+                ("maxFiles", self.max_files.is_some()),
+                ("url", self.url.is_some()),
+                ("caFile", self.ca_file.is_some()),
+                ("bearerTokenFile", self.bearer_token_file.is_some()),
+                ("batchLines", self.batch_lines.is_some()),
+            ];
+            match set
+                .iter()
+                .find(|(key, present)| *present && !allowed.contains(key))
+            {
+                Some((key, _)) => Err(format!(
+                    "{key} does not apply to a {} output",
+                    match self.kind {
+                        OutputType::File => "file",
+                        OutputType::Stdout => "stdout",
+                        OutputType::Http => "http",
+                    }
+                )),
+                None => Ok(()),
+            }
+        };
+        match self.kind {
+            OutputType::Stdout => {
+                only(&[])?;
+                Ok(OutputKind::Stdout)
+            }
+            OutputType::File => {
+                only(&["path", "maxSize", "maxFiles"])?;
+                let path = self.path.as_deref().filter(|p| !p.is_empty());
+                let path = base.join(path.ok_or("a file output needs a path")?);
+                let max_size = match &self.max_size {
+                    None => DEFAULT_FILE_MAX_SIZE,
+                    Some(q) => {
+                        let bytes =
+                            super::parse_quantity(q).map_err(|e| format!("maxSize: {e}"))?;
+                        if bytes < MIN_FILE_MAX_SIZE {
+                            return Err(format!("maxSize {q} must be at least 4Ki"));
+                        }
+                        bytes
+                    }
+                };
+                let max_files = self.max_files.unwrap_or(DEFAULT_FILE_MAX_FILES);
+                if max_files > MAX_FILE_MAX_FILES {
+                    return Err(format!(
+                        "maxFiles {max_files} must be at most {MAX_FILE_MAX_FILES}"
+                    ));
+                }
+                Ok(OutputKind::File {
+                    path,
+                    max_size,
+                    max_files,
+                })
+            }
+            OutputType::Http => {
+                only(&["url", "caFile", "bearerTokenFile", "batchLines"])?;
+                let url = self.url.clone().ok_or("an http output needs a url")?;
+                let uri: http::Uri = url.parse().map_err(|e| format!("url {url:?}: {e}"))?;
+                if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() {
+                    return Err(format!(
+                        "url {url:?} must be an absolute http:// or https:// URL"
+                    ));
+                }
+                let readable =
+                    |key: &str, file: &Option<String>| -> Result<Option<PathBuf>, String> {
+                        let Some(file) = file else { return Ok(None) };
+                        let path = base.join(file);
+                        std::fs::metadata(&path)
+                            .map_err(|e| format!("{key} {}: {e}", path.display()))?;
+                        Ok(Some(path))
+                    };
+                let ca_file = readable("caFile", &self.ca_file)?;
+                if ca_file.is_some() && uri.scheme_str() != Some("https") {
+                    return Err("caFile needs an https:// url".into());
+                }
+                let bearer_token_file = readable("bearerTokenFile", &self.bearer_token_file)?;
+                let batch_lines = self.batch_lines.unwrap_or(DEFAULT_HTTP_BATCH_LINES);
+                if !(1..=MAX_HTTP_BATCH_LINES).contains(&batch_lines) {
+                    return Err(format!(
+                        "batchLines {batch_lines} must be between 1 and {MAX_HTTP_BATCH_LINES}"
+                    ));
+                }
+                Ok(OutputKind::Http {
+                    url,
+                    ca_file,
+                    bearer_token_file,
+                    batch_lines: batch_lines as usize,
+                })
+            }
+        }
+    }
+}

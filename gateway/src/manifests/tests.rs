@@ -1,0 +1,659 @@
+use super::*;
+
+/// A policy file in a temporary directory with a dummy module per policy (the config layer
+/// reads and hashes modules but does not look inside them).
+fn policy_set(entries: &str) -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a.wasm", "b.wasm", "c.wasm"] {
+        std::fs::write(dir.path().join(name), name.as_bytes()).unwrap();
+    }
+    let text = format!("apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n{entries}");
+    let file = dir.path().join("policies.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let config = Config::load(&file).unwrap();
+    (dir, config)
+}
+
+const ENTRIES: &str = r"
+  - name: add-team
+    kind: initializer
+    module: a.wasm
+    rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]
+    timeout: 1500ms
+  - name: labels
+    kind: validator
+    module: b.wasm
+    rules: [{operations: [CREATE, UPDATE], apiGroups: [''], apiVersions: [v1], resources: [pods], scope: Namespaced}]
+    excludeNamespaces: [tools]
+    objectSelector:
+      matchLabels: {managed: 'yes'}
+      matchExpressions: [{key: tier, operator: Exists}]
+    timeout: 1s
+  - name: watch-only
+    kind: validator
+    module: c.wasm
+    rules: [{operations: ['*'], apiGroups: ['*'], apiVersions: ['*'], resources: ['*/*']}]
+    namespaces: [prod]
+    mode: monitor
+    timeout: 3s
+  - name: lenient
+    kind: validator
+    module: c.wasm
+    rules: [{operations: [DELETE], apiGroups: [apps], apiVersions: [v1], resources: [deployments]}]
+    failurePolicy: Ignore
+";
+
+fn url_options() -> Options {
+    let mut options = Options::new(Service::parse("wasmgate/wasmgate").unwrap());
+    options.target = Target::url("https://127.0.0.1:8443/").unwrap();
+    options.ca_pem = Some(b"-----BEGIN CERTIFICATE-----\n".to_vec());
+    options
+}
+
+fn json(value: &Value) -> serde_json::Value {
+    serde_json::to_value(value).unwrap()
+}
+
+fn hooks_of(docs: &[Value], kind: &str) -> Vec<serde_json::Value> {
+    let doc = docs
+        .iter()
+        .map(json)
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"));
+    assert_eq!(doc["apiVersion"], "admissionregistration.k8s.io/v1");
+    assert_eq!(doc["metadata"]["name"], "wasmgate");
+    doc["webhooks"].as_array().unwrap().clone()
+}
+
+#[test]
+fn one_webhook_per_policy_carries_the_policy_settings() {
+    let (_dir, config) = policy_set(ENTRIES);
+    let docs = webhooks(&config, &url_options()).unwrap();
+    assert_eq!(docs.len(), 2);
+    let validating = hooks_of(&docs, "ValidatingWebhookConfiguration");
+    let mutating = hooks_of(&docs, "MutatingWebhookConfiguration");
+    let names: Vec<&str> = validating
+        .iter()
+        .chain(&mutating)
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "labels.wasmgate.io",
+            "watch-only.wasmgate.io",
+            "lenient.wasmgate.io",
+            "add-team.wasmgate.io"
+        ]
+    );
+    for hook in validating.iter().chain(&mutating) {
+        let name = hook["name"].as_str().unwrap();
+        assert!(
+            name.split('.').count() >= 3 && is_dns_subdomain(name),
+            "{name}"
+        );
+        assert_eq!(hook["sideEffects"], "None");
+        assert_eq!(hook["matchPolicy"], "Equivalent");
+        assert_eq!(
+            hook["admissionReviewVersions"],
+            serde_json::json!(["v1", "v1beta1"])
+        );
+        assert_eq!(
+            hook["clientConfig"]["caBundle"],
+            "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
+        );
+        let conditions = hook["matchConditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 2);
+        assert!(
+            conditions[0]["expression"]
+                .as_str()
+                .unwrap()
+                .contains("leases")
+        );
+        assert_eq!(
+            conditions[1]["expression"],
+            r#"!request.userInfo.groups.exists(g, g in ["system:nodes"])"#
+        );
+    }
+
+    let labels = &validating[0];
+    assert_eq!(
+        labels["clientConfig"]["url"],
+        "https://127.0.0.1:8443/validate/labels"
+    );
+    assert_eq!(labels["failurePolicy"], "Fail");
+    assert_eq!(labels["timeoutSeconds"], 2);
+    assert_eq!(
+        labels["rules"],
+        serde_json::json!([{"operations": ["CREATE", "UPDATE"], "apiGroups": [""],
+            "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}])
+    );
+    assert_eq!(
+        labels["namespaceSelector"],
+        serde_json::json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+            "operator": "NotIn", "values": ["kube-node-lease", "kube-system", "tools"]}]})
+    );
+    assert_eq!(
+        labels["objectSelector"],
+        serde_json::json!({"matchLabels": {"managed": "yes"},
+            "matchExpressions": [{"key": "tier", "operator": "Exists"}]})
+    );
+    assert!(labels.get("reinvocationPolicy").is_none());
+
+    // Monitor mode never blocks, so neither does an unreachable gateway.
+    let watch = &validating[1];
+    assert_eq!(watch["failurePolicy"], "Ignore");
+    assert_eq!(watch["timeoutSeconds"], 4);
+    assert_eq!(
+        watch["namespaceSelector"]["matchExpressions"][1],
+        serde_json::json!({"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["prod"]})
+    );
+    assert!(watch.get("objectSelector").is_none());
+    assert_eq!(validating[2]["failurePolicy"], "Ignore");
+    assert_eq!(validating[2]["timeoutSeconds"], 3, "default 2s plus 1");
+
+    let add_team = &mutating[0];
+    assert_eq!(
+        add_team["clientConfig"]["url"],
+        "https://127.0.0.1:8443/mutate/add-team"
+    );
+    assert_eq!(add_team["timeoutSeconds"], 3, "1.5s rounds up to 2, plus 1");
+    assert_eq!(add_team["reinvocationPolicy"], "Never");
+}
+
+#[test]
+fn aggregated_webhooks_take_the_union() {
+    let (_dir, config) = policy_set(ENTRIES);
+    let mut options = url_options();
+    options.aggregate = true;
+    let docs = webhooks(&config, &options).unwrap();
+    let validating = hooks_of(&docs, "ValidatingWebhookConfiguration");
+    let mutating = hooks_of(&docs, "MutatingWebhookConfiguration");
+    assert_eq!(validating.len(), 1);
+    assert_eq!(mutating.len(), 1);
+    let v = &validating[0];
+    assert_eq!(v["name"], "validate.wasmgate.io");
+    assert_eq!(v["clientConfig"]["url"], "https://127.0.0.1:8443/validate");
+    assert_eq!(v["rules"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        v["failurePolicy"], "Fail",
+        "one enforcing Fail policy is enough"
+    );
+    assert_eq!(
+        v["timeoutSeconds"], 4,
+        "validators run in parallel: the slowest, 3s, plus 1"
+    );
+    // Only what every validator excludes (nothing in common here) besides the control plane;
+    // no In list because not every validator names namespaces.
+    assert_eq!(
+        v["namespaceSelector"],
+        serde_json::json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+            "operator": "NotIn", "values": ["kube-node-lease", "kube-system"]}]})
+    );
+    assert!(v.get("objectSelector").is_none());
+    assert_eq!(mutating[0]["name"], "mutate.wasmgate.io");
+    assert_eq!(
+        mutating[0]["clientConfig"]["url"],
+        "https://127.0.0.1:8443/mutate"
+    );
+}
+
+#[test]
+fn aggregated_timeouts_add_up_for_initializers_and_stop_at_30() {
+    let entry = |name: &str, timeout: &str| {
+        format!(
+            "  - name: {name}\n    kind: initializer\n    module: a.wasm\n    rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}]\n    timeout: {timeout}\n    failurePolicy: Ignore\n"
+        )
+    };
+    let (_dir, config) = policy_set(&(entry("one", "2s") + &entry("two", "3s")));
+    let mut options = url_options();
+    options.aggregate = true;
+    let hooks = hooks_of(
+        &webhooks(&config, &options).unwrap(),
+        "MutatingWebhookConfiguration",
+    );
+    assert_eq!(hooks[0]["timeoutSeconds"], 6);
+    assert_eq!(
+        hooks[0]["failurePolicy"], "Ignore",
+        "no policy asks to fail"
+    );
+    let (_dir, config) = policy_set(&(entry("one", "20s") + &entry("two", "20s")));
+    let hooks = hooks_of(
+        &webhooks(&config, &options).unwrap(),
+        "MutatingWebhookConfiguration",
+    );
+    assert_eq!(hooks[0]["timeoutSeconds"], 30);
+}
+
+#[test]
+fn service_webhooks_exempt_the_gateways_own_namespace() {
+    let (_dir, config) = policy_set(ENTRIES);
+    let mut options = Options::new(Service::parse("gate/wg:8443").unwrap());
+    options.exempt_groups.clear();
+    options.exempt_namespaces = vec!["kube-system".into()];
+    let hooks = hooks_of(
+        &webhooks(&config, &options).unwrap(),
+        "ValidatingWebhookConfiguration",
+    );
+    assert_eq!(
+        hooks[0]["clientConfig"],
+        serde_json::json!({"service": {"namespace": "gate", "name": "wg",
+            "path": "/validate/labels", "port": 8443}})
+    );
+    assert_eq!(
+        hooks[0]["namespaceSelector"]["matchExpressions"][0]["values"],
+        serde_json::json!(["gate", "kube-system", "tools"])
+    );
+    assert_eq!(
+        hooks[0]["matchConditions"].as_array().unwrap().len(),
+        1,
+        "no exempt groups, no group condition"
+    );
+}
+
+#[test]
+fn a_file_without_initializers_has_no_mutating_configuration() {
+    let (_dir, config) = policy_set(
+        "  - name: only\n    kind: validator\n    module: b.wasm\n    rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]\n",
+    );
+    let docs = webhooks(&config, &url_options()).unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(json(&docs[0])["kind"], "ValidatingWebhookConfiguration");
+}
+
+#[test]
+fn targets_and_names_are_checked() {
+    assert_eq!(
+        Target::url("https://gw.example.com/prefix/").unwrap(),
+        Target::Url("https://gw.example.com/prefix".into())
+    );
+    for bad in [
+        "http://gw:8443",
+        "https://",
+        "https://:8443",
+        "https://gw?x=1",
+        "https://u@gw",
+        "https://gw#f",
+    ] {
+        assert!(Target::url(bad).is_err(), "{bad}");
+    }
+    assert_eq!(
+        Service::parse("ns/svc").unwrap(),
+        Service {
+            namespace: "ns".into(),
+            name: "svc".into(),
+            port: 443
+        }
+    );
+    assert_eq!(Service::parse("ns/svc:9443").unwrap().port, 9443);
+    for bad in ["svc", "ns/", "NS/svc", "ns/svc:0", "ns/svc:http", "ns/a.b"] {
+        assert!(Service::parse(bad).is_err(), "{bad}");
+    }
+    let mut options = url_options();
+    options.webhook_domain = "local".into();
+    assert!(options.validate().unwrap_err().0.contains("three"));
+    options.webhook_domain = "Example.com".into();
+    assert!(options.validate().is_err());
+    let mut options = url_options();
+    options.name = "Gate".into();
+    assert!(options.validate().is_err());
+}
+
+#[test]
+fn cel_strings_are_escaped() {
+    assert_eq!(cel_string("system:nodes"), r#""system:nodes""#);
+    assert_eq!(cel_string(r#"a"b\c"#), r#""a\"b\\c""#);
+}
+
+#[test]
+fn audit_kubeconfig_points_at_the_audit_endpoint() {
+    let mut options = url_options();
+    options.audit_client = Some(ClientCredentials::Files {
+        cert: "/etc/kubernetes/pki/wasmgate-client.crt".into(),
+        key: "/etc/kubernetes/pki/wasmgate-client.key".into(),
+    });
+    let kc = json(&audit_kubeconfig(&options).unwrap());
+    assert_eq!(kc["kind"], "Config");
+    assert_eq!(kc["current-context"], "wasmgate");
+    assert_eq!(
+        kc["clusters"][0]["cluster"]["server"],
+        "https://127.0.0.1:8443/audit"
+    );
+    assert_eq!(
+        kc["clusters"][0]["cluster"]["certificate-authority-data"],
+        "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
+    );
+    assert_eq!(
+        kc["users"][0]["user"]["client-certificate"],
+        "/etc/kubernetes/pki/wasmgate-client.crt"
+    );
+    assert_eq!(kc["contexts"][0]["context"]["user"], "kube-apiserver");
+    options.audit_client = Some(ClientCredentials::Embedded {
+        cert_pem: b"CERT".to_vec(),
+        key_pem: b"KEY".to_vec(),
+    });
+    let kc = json(&audit_kubeconfig(&options).unwrap());
+    assert_eq!(
+        kc["users"][0]["user"],
+        serde_json::json!({"client-certificate-data": "Q0VSVA==", "client-key-data": "S0VZ"})
+    );
+
+    let options = Options::new(Service::parse("gate/wg").unwrap());
+    let kc = json(&audit_kubeconfig(&options).unwrap());
+    assert_eq!(
+        kc["clusters"][0]["cluster"]["server"],
+        "https://wg.gate.svc:443/audit"
+    );
+    assert!(
+        kc["clusters"][0]["cluster"]
+            .get("certificate-authority-data")
+            .is_none()
+    );
+    assert_eq!(kc["users"][0]["user"], serde_json::json!({}));
+}
+
+#[test]
+fn deploy_objects_fit_together() {
+    let mut options = Options::new(Service::parse("gate/wg:9443").unwrap());
+    options.replicas = 5;
+    options.image = "registry.example/wasmgate:1".into();
+    let docs: Vec<serde_json::Value> = deploy(&options).unwrap().iter().map(json).collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "Service",
+            "Deployment",
+            "PodDisruptionBudget"
+        ]
+    );
+    assert_eq!(docs[0]["metadata"]["name"], "gate");
+    for doc in &docs[1..] {
+        assert_eq!(doc["metadata"]["namespace"], "gate");
+        assert_eq!(doc["metadata"]["name"], "wg");
+    }
+    let labels = serde_json::json!({"app.kubernetes.io/name": "wasmgate",
+        "app.kubernetes.io/instance": "wasmgate"});
+    let service = &docs[2]["spec"];
+    assert_eq!(service["selector"], labels);
+    assert_eq!(service["ports"][0]["port"], 9443);
+    assert_eq!(service["ports"][0]["targetPort"], "https");
+    let deployment = &docs[3]["spec"];
+    assert_eq!(deployment["replicas"], 5);
+    assert_eq!(deployment["selector"]["matchLabels"], labels);
+    assert_eq!(deployment["template"]["metadata"]["labels"], labels);
+    let pod = &deployment["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "registry.example/wasmgate:1");
+    assert_eq!(container["ports"][0]["containerPort"], CONTAINER_PORT);
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["scheme"], "HTTPS");
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--config=/etc/wasmgate/policies/policies.yaml"));
+    assert!(args.contains(&"--tls-cert=/etc/wasmgate/tls/tls.crt"));
+    assert!(args.contains(&"--spool-dir=/var/lib/wasmgate/spool"));
+    let mounts: Vec<&str> = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    for dir in [
+        POLICY_DIR,
+        TLS_DIR,
+        SPOOL_DIR,
+        OUTPUT_DIR,
+        "/var/cache/wasmgate",
+        "/tmp",
+    ] {
+        assert!(mounts.contains(&dir), "{dir} is not mounted");
+    }
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "wg-policies");
+    assert_eq!(pod["volumes"][1]["secret"]["secretName"], "wg-tls");
+    assert_eq!(pod["serviceAccountName"], "wg");
+    assert_eq!(docs[4]["spec"]["selector"]["matchLabels"], labels);
+}
+
+#[test]
+fn config_objects_carry_the_pinned_policy_file_and_the_plugins() {
+    let (_dir, config) = policy_set(ENTRIES);
+    let text = std::fs::read_to_string(&config.file).unwrap();
+    let mut options = Options::new(Service::parse("gate/wg").unwrap());
+    options.ca_pem = Some(b"CA".to_vec());
+    options.tls = Some(TlsMaterial {
+        cert_pem: b"CERT".to_vec(),
+        key_pem: b"KEY".to_vec(),
+    });
+    let docs: Vec<serde_json::Value> = config_objects(&config, &text, &options)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    assert_eq!(docs.len(), 2);
+    let cm = &docs[0];
+    assert_eq!(cm["metadata"]["name"], "wg-policies");
+    assert_eq!(cm["metadata"]["namespace"], "gate");
+    // c.wasm is used twice but stored once.
+    let binary = cm["binaryData"].as_object().unwrap();
+    assert_eq!(
+        binary.keys().collect::<Vec<_>>(),
+        ["a.wasm", "b.wasm", "c.wasm"]
+    );
+    assert_eq!(binary["a.wasm"], "YS53YXNt");
+    // The rendered file loads, with every module found by its key and pinned.
+    let dir = tempfile::tempdir().unwrap();
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    for (key, data) in binary {
+        std::fs::write(
+            dir.path().join(key),
+            b64.decode(data.as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+    }
+    let policies = cm["data"]["policies.yaml"].as_str().unwrap();
+    assert!(policies.contains("sha256: "));
+    let file = dir.path().join("policies.yaml");
+    std::fs::write(&file, policies).unwrap();
+    let reloaded = Config::load(&file).unwrap();
+    assert_eq!(reloaded.entries.len(), config.entries.len());
+    for (a, b) in reloaded.entries.iter().zip(&config.entries) {
+        assert_eq!(a.module_sha256, b.module_sha256);
+        assert_eq!(a.entry.sha256.as_deref(), Some(b.module_sha256.as_str()));
+    }
+    let secret = &docs[1];
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(secret["metadata"]["name"], "wg-tls");
+    assert_eq!(
+        secret["data"],
+        serde_json::json!({"tls.crt": "Q0VSVA==", "tls.key": "S0VZ", "ca.crt": "Q0E="})
+    );
+    // No TLS material, no Secret.
+    options.tls = None;
+    assert_eq!(config_objects(&config, &text, &options).unwrap().len(), 1);
+}
+
+#[test]
+fn config_objects_refuse_what_a_configmap_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.wasm"), vec![0u8; CONFIGMAP_LIMIT]).unwrap();
+    let text = "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n  - name: big\n    kind: validator\n    module: big.wasm\n    rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]\n";
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, text).unwrap();
+    let config = Config::load(&file).unwrap();
+    let options = Options::new(Service::parse("gate/wg").unwrap());
+    let err = config_objects(&config, text, &options).unwrap_err();
+    assert!(err.0.contains("more than a ConfigMap holds"), "{err}");
+}
+
+#[test]
+fn serving_names_are_what_the_api_server_checks() {
+    assert_eq!(
+        serving_names(&Target::Service(Service::parse("gate/wg").unwrap())),
+        ["wg.gate.svc", "wg.gate.svc.cluster.local", "wg.gate"]
+    );
+    assert_eq!(
+        serving_names(&Target::url("https://127.0.0.1:8443/x").unwrap()),
+        ["127.0.0.1"]
+    );
+    assert_eq!(
+        serving_names(&Target::url("https://[::1]:8443").unwrap()),
+        ["::1"]
+    );
+    assert_eq!(
+        serving_names(&Target::url("https://gw.example.com").unwrap()),
+        ["gw.example.com"]
+    );
+}
+
+#[test]
+fn yaml_stream_has_header_and_separators() {
+    let docs = vec![yaml!({ "a": 1 }), yaml!({ "b": ["x", ""] })];
+    assert_eq!(
+        to_yaml(&["made here".into()], &docs).unwrap(),
+        "# made here\n---\na: 1\n---\nb:\n- x\n- ''\n"
+    );
+    assert_eq!(to_yaml(&[], &docs[..1]).unwrap(), "a: 1\n");
+}
+
+/// A policy file with these audit sinks (YAML list items), each writing to a file output.
+fn sinks(entries: &str) -> (tempfile::TempDir, Config) {
+    policy_set(&format!("auditSinks:\n{entries}"))
+}
+
+fn sink(name: &str, rules: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    module: a.wasm\n    rules:\n{rules}{extra}    outputs:\n      - {{name: out, type: file, path: {name}.jsonl}}\n"
+    )
+}
+
+#[test]
+fn audit_policy_drops_only_what_no_sink_wants() {
+    let (_dir, config) = sinks(
+        &(sink(
+            "redact",
+            "      - level: None\n        users: [system:kube-proxy]\n      - level: RequestResponse\n",
+            "    omitStages: [RequestReceived]\n    omitManagedFields: true\n",
+        ) + &sink(
+            "alerts",
+            "      - level: Metadata\n        resources: [{group: '', resources: [pods/exec, secrets]}]\n      - level: None\n",
+            "    omitStages: [RequestReceived, ResponseStarted]\n",
+        )),
+    );
+    let policy = json(&audit_policy(&config).unwrap());
+    assert_eq!(policy["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(policy["kind"], "Policy");
+    // The redact sink keeps everything but kube-proxy's requests: nothing may be dropped.
+    assert_eq!(
+        policy["rules"],
+        serde_json::json!([{"level": "RequestResponse"}])
+    );
+    assert_eq!(policy["omitStages"], serde_json::json!(["RequestReceived"]));
+    assert!(
+        policy.get("omitManagedFields").is_none(),
+        "only one sink omits them"
+    );
+
+    let (_dir, config) = sinks(
+        &(sink(
+            "redact",
+            "      - level: None\n        resources: [{group: coordination.k8s.io, resources: [leases]}, {group: '', resources: ['*']}]\n      - level: None\n        nonResourceURLs: ['/healthz*', /livez]\n      - level: Request\n",
+            "    omitManagedFields: true\n",
+        ) + &sink(
+            "alerts",
+            "      - level: Metadata\n        resources: [{group: '', resources: [pods/exec]}]\n",
+            "    omitManagedFields: true\n",
+        )),
+    );
+    let policy = json(&audit_policy(&config).unwrap());
+    assert_eq!(
+        policy["rules"],
+        serde_json::json!([
+            {"level": "None", "resources": [
+                {"group": "coordination.k8s.io", "resources": ["leases"]},
+                {"group": "", "resources": ["events"]}]},
+            // `/livez` alone leaves `/livez/ping` wanted.
+            {"level": "None", "nonResourceURLs": ["/healthz*"]},
+            {"level": "Request"},
+        ])
+    );
+    assert!(policy.get("omitStages").is_none());
+    assert_eq!(policy["omitManagedFields"], true);
+}
+
+#[test]
+fn audit_policy_keeps_noise_a_sink_asks_for() {
+    let (_dir, config) = sinks(&sink(
+        "leases",
+        "      - level: None\n        users: [system:apiserver]\n      - level: Metadata\n        resources: [{group: coordination.k8s.io}]\n      - level: None\n        verbs: [watch]\n      - level: None\n",
+        "",
+    ));
+    let policy = json(&audit_policy(&config).unwrap());
+    let rules = policy["rules"].as_array().unwrap();
+    assert_eq!(
+        rules[0]["resources"],
+        serde_json::json!([{"group": "", "resources": ["events"]}, {"group": "events.k8s.io", "resources": ["events"]}]),
+        "leases are wanted at Metadata; events fall through to None"
+    );
+    assert_eq!(
+        rules[1]["nonResourceURLs"],
+        serde_json::json!(["/healthz*", "/livez*", "/readyz*"])
+    );
+    assert_eq!(rules[2], serde_json::json!({"level": "Metadata"}));
+}
+
+#[test]
+fn audit_policy_needs_a_sink_that_wants_something() {
+    let (_dir, config) = policy_set("");
+    assert!(
+        audit_policy(&config)
+            .unwrap_err()
+            .0
+            .contains("no auditSinks")
+    );
+    let (_dir, config) = sinks(&sink("quiet", "      - level: None\n", ""));
+    assert!(audit_policy(&config).unwrap_err().0.contains("say None"));
+}
+
+#[test]
+fn config_objects_carry_audit_sinks_with_writable_outputs() {
+    let (_dir, config) = policy_set(
+        "  - name: labels\n    kind: validator\n    module: b.wasm\n    rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]\nauditSinks:\n  - name: redact\n    module: c.wasm\n    rules: [{level: Metadata}]\n    outputs:\n      - {name: audit, type: file, path: ./audit/events.jsonl}\n      - {name: kept, type: file, path: /data/events.jsonl}\n      - {name: console, type: stdout}\n",
+    );
+    let text = std::fs::read_to_string(&config.file).unwrap();
+    let options = Options::new(Service::parse("gate/wg").unwrap());
+    let docs: Vec<serde_json::Value> = config_objects(&config, &text, &options)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    let cm = &docs[0];
+    assert_eq!(
+        cm["binaryData"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["b.wasm", "c.wasm"]
+    );
+    let file: serde_json::Value =
+        serde_yaml_ng::from_str(cm["data"]["policies.yaml"].as_str().unwrap()).unwrap();
+    let sink = &file["auditSinks"][0];
+    assert_eq!(sink["module"], "c.wasm");
+    assert_eq!(sink["sha256"], config.sinks[0].module_sha256.as_str());
+    assert_eq!(
+        sink["outputs"],
+        serde_json::json!([
+            {"name": "audit", "type": "file", "path": "/var/log/wasmgate/audit/events.jsonl"},
+            {"name": "kept", "type": "file", "path": "/data/events.jsonl"},
+            {"name": "console", "type": "stdout"},
+        ])
+    );
+}

@@ -1,0 +1,160 @@
+//! Helpers on the `audit-sink` world's types: an event back to `audit.k8s.io/v1` Event JSON, the
+//! line most sinks write, with the objects embedded exactly as they arrived (or as the sink
+//! replaced them).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::audit_sink::{Event, ObjectReference, UserInfo};
+
+impl Event {
+    /// The event as one line of `audit.k8s.io/v1` Event JSON (with `kind` and `apiVersion`),
+    /// the format `kubectl`, `jq` and log shippers read. `Err` if an object the host gave is
+    /// not JSON (it always is).
+    pub fn to_json(&self) -> Result<String, String> {
+        self.to_json_with(
+            self.request_object.as_deref(),
+            self.response_object.as_deref(),
+        )
+    }
+
+    /// As [`Event::to_json`], with `request_object` and `response_object` in place of the
+    /// event's own (e.g. redacted copies); `None` leaves the object out.
+    pub fn to_json_with(
+        &self,
+        request_object: Option<&str>,
+        response_object: Option<&str>,
+    ) -> Result<String, String> {
+        let raw = |what: &str, text: Option<&str>| -> Result<Option<Box<RawValue>>, String> {
+            text.map(|t| {
+                RawValue::from_string(t.to_owned()).map_err(|e| format!("{what} is not JSON: {e}"))
+            })
+            .transpose()
+        };
+        let json = EventJson {
+            kind: "Event",
+            api_version: "audit.k8s.io/v1",
+            level: self.level.as_str(),
+            audit_id: &self.audit_id,
+            stage: self.stage.as_str(),
+            request_uri: &self.request_uri,
+            verb: &self.verb,
+            user: UserJson::from(&self.user),
+            impersonated_user: self.impersonated_user.as_ref().map(UserJson::from),
+            source_ips: &self.source_ips,
+            user_agent: &self.user_agent,
+            object_ref: self.object_ref.as_ref().map(RefJson::from),
+            response_status: raw("responseStatus", self.response_status.as_deref())?,
+            request_object: raw("requestObject", request_object)?,
+            response_object: raw("responseObject", response_object)?,
+            request_received_timestamp: &self.request_received_timestamp,
+            stage_timestamp: &self.stage_timestamp,
+            annotations: self
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        };
+        serde_json::to_string(&json).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventJson<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    level: &'static str,
+    #[serde(rename = "auditID")]
+    audit_id: &'a str,
+    stage: &'static str,
+    #[serde(rename = "requestURI")]
+    request_uri: &'a str,
+    verb: &'a str,
+    user: UserJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    impersonated_user: Option<UserJson<'a>>,
+    #[serde(rename = "sourceIPs", skip_serializing_if = "<[_]>::is_empty")]
+    source_ips: &'a [String],
+    #[serde(skip_serializing_if = "str::is_empty")]
+    user_agent: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_ref: Option<RefJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_status: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_object: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_object: Option<Box<RawValue>>,
+    request_received_timestamp: &'a str,
+    stage_timestamp: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<&'a str, &'a str>,
+}
+
+#[derive(Serialize)]
+struct UserJson<'a> {
+    username: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    uid: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    groups: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    extra: BTreeMap<&'a str, &'a [String]>,
+}
+
+impl<'a> From<&'a UserInfo> for UserJson<'a> {
+    fn from(u: &'a UserInfo) -> Self {
+        UserJson {
+            username: &u.username,
+            uid: &u.uid,
+            groups: &u.groups,
+            extra: u
+                .extra
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RefJson<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    resource: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    namespace: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    uid: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    api_group: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    api_version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    resource_version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    subresource: &'a str,
+}
+
+impl<'a> From<&'a ObjectReference> for RefJson<'a> {
+    fn from(o: &'a ObjectReference) -> Self {
+        RefJson {
+            resource: &o.resource,
+            namespace: &o.namespace,
+            name: &o.name,
+            uid: &o.uid,
+            api_group: &o.api_group,
+            api_version: &o.api_version,
+            resource_version: &o.resource_version,
+            subresource: &o.subresource,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
