@@ -195,7 +195,8 @@ typedef struct wasmgate_plugin_types_mutation_t {
 
 typedef wasmgate_plugin_types_user_info_t wasmgate_plugin_audit_types_user_info_t;
 
-// How much of a request the audit policy records.
+// How much of a request the audit policy records. A sink never sees `none`: its rules
+// give the level, and an event they give `none` is not delivered to it.
 typedef uint8_t wasmgate_plugin_audit_types_level_t;
 
 #define WASMGATE_PLUGIN_AUDIT_TYPES_LEVEL_NONE 0
@@ -238,7 +239,9 @@ typedef struct {
   uint16_t val;
 } audit_sink_option_u16_t;
 
-// One audit event.
+// One audit event, stripped to the level the sink's rules give it (and never above the
+// level the API server recorded it at): no objects at `metadata`, no response object at
+// `request`. The audit.k8s.io/v1beta1 events of older API servers arrive in this same form.
 typedef struct wasmgate_plugin_audit_types_event_t {
   wasmgate_plugin_audit_types_level_t   level;
   // Unique per request; with `stage` it identifies the event.
@@ -268,9 +271,11 @@ typedef struct wasmgate_plugin_audit_types_event_t {
 
 // One line a sink writes to one of the outputs granted to it in the policy file.
 typedef struct wasmgate_plugin_audit_types_emission_t {
-  // The output's name in the policy file.
+  // The output's name in the policy file. A line for an output not granted to the sink
+  // fails the whole delivery as an invalid output.
   audit_sink_string_t   output;
-  // One line of text, without its newline (usually one JSON object).
+  // One line of text without its newline, usually one JSON object (JSON Lines). A line
+  // that contains a line break (CR or LF) fails the whole delivery as an invalid output.
   audit_sink_string_t   line;
 } wasmgate_plugin_audit_types_emission_t;
 

@@ -19,7 +19,8 @@ const (
 	Level_RequestResponse uint8 = 3
 )
 
-// How much of a request the audit policy records.
+// How much of a request the audit policy records. A sink never sees `none`: its rules
+// give the level, and an event they give `none` is not delivered to it.
 type Level = uint8
 
 const (
@@ -44,7 +45,9 @@ type ObjectReference struct {
 	Subresource     string
 }
 
-// One audit event.
+// One audit event, stripped to the level the sink's rules give it (and never above the
+// level the API server recorded it at): no objects at `metadata`, no response object at
+// `request`. The audit.k8s.io/v1beta1 events of older API servers arrive in this same form.
 type Event struct {
 	Level Level
 	// Unique per request; with `stage` it identifies the event.
@@ -74,8 +77,10 @@ type Event struct {
 
 // One line a sink writes to one of the outputs granted to it in the policy file.
 type Emission struct {
-	// The output's name in the policy file.
+	// The output's name in the policy file. A line for an output not granted to the sink
+	// fails the whole delivery as an invalid output.
 	Output string
-	// One line of text, without its newline (usually one JSON object).
+	// One line of text without its newline, usually one JSON object (JSON Lines). A line
+	// that contains a line break (CR or LF) fails the whole delivery as an invalid output.
 	Line string
 }
