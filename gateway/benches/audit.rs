@@ -230,6 +230,7 @@ fn main() {
         args.batches + args.idle_batches
     );
     let (load_batches, sizes) = batches(args.batches, 0x5eed_0001);
+    let (alone_wall, alone_cpu) = plugin_alone(&load_batches[0], 30);
     let (idle_batches, _) = batches(args.idle_batches, 0x5eed_0002);
     let total = args.batches * BATCH;
     let body_bytes: usize = load_batches.iter().map(|b| b.len()).sum();
@@ -381,6 +382,12 @@ fn main() {
         call_seconds * 1e6 / (total + idle.len() * BATCH) as f64
     );
     println!(
+        "  redact-secrets alone (in process, fresh instance + deliver of {BATCH} events): {} ms wall, {} ms CPU per batch, {:.1} µs CPU per event",
+        ms(alone_wall),
+        ms(alone_cpu),
+        alone_cpu.as_secs_f64() * 1e6 / BATCH as f64
+    );
+    println!(
         "  batch latency alone on an idle gateway: p50 {} ms, p99 {} ms ({} batches)",
         ms(percentile(&idle, 0.5)),
         ms(percentile(&idle, 0.99)),
@@ -393,6 +400,47 @@ fn main() {
         acked_cpu,
         rss / 1024
     );
+}
+
+/// redact-secrets alone, in process: `deliver` of one batch in a fresh instance, as the sink
+/// task calls it (without HTTP, spool or output). Returns (wall, CPU) per batch: the CPU figure
+/// is the process's, so it is not inflated by other processes on the machine.
+fn plugin_alone(batch: &Bytes, calls: usize) -> (Duration, Duration) {
+    use wasmgate::runtime::{PluginSpec, Runtime, RuntimeConfig, World};
+    let runtime = Runtime::new(&RuntimeConfig { cache_dir: None }).unwrap();
+    let plugin = runtime
+        .load(PluginSpec {
+            name: "redact-secrets".into(),
+            kind: World::AuditSink,
+            bytes: std::sync::Arc::new(
+                std::fs::read(repo().join("plugins/dist/redact-secrets.wasm")).unwrap(),
+            ),
+            settings: r#"{"output":"audit","keys":["password","token","secret"]}"#.into(),
+            memory_limit: 64 << 20,
+            reuse: None,
+        })
+        .unwrap();
+    let events: Vec<_> = wasmgate::wire::audit::decode_event_list(batch)
+        .unwrap()
+        .into_iter()
+        .map(|item| wasmgate::audit::route::to_wit(&item.event.unwrap()))
+        .collect();
+    for _ in 0..3 {
+        plugin
+            .deliver_blocking(&events, Duration::from_secs(10))
+            .unwrap();
+    }
+    let cpu = cpu_seconds(std::process::id());
+    let started = Instant::now();
+    for _ in 0..calls {
+        let lines = plugin
+            .deliver_blocking(&events, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(lines.len(), events.len());
+    }
+    let wall = started.elapsed() / calls as u32;
+    let cpu = Duration::from_secs_f64((cpu_seconds(std::process::id()) - cpu) / calls as f64);
+    (wall, cpu)
 }
 
 fn cpu_model() -> String {

@@ -330,6 +330,9 @@ impl Spool {
         stats
             .segments
             .store(writer.segments.len() as u64, Ordering::Relaxed);
+        // Unbounded, yet bounded in practice: appends by the server's cap on audit requests in
+        // flight, progress reports by one per delivered record per sink (and the writer drains
+        // them in microseconds). A bounded channel would make a sink block the writer.
         let (commands, receiver) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("wasmgate-spool".into())
