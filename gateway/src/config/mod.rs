@@ -186,10 +186,7 @@ impl Config {
                 entry.sha256.as_deref(),
             )?;
             sha2::Digest::update(&mut hasher, module_sha256.as_bytes());
-            let settings_json = match &entry.settings {
-                None => "{}".to_owned(),
-                Some(v) => serde_json::to_string(v).map_err(|e| at(format!("settings: {e}")))?,
-            };
+            let settings_json = settings_json(entry.settings.as_ref()).map_err(at)?;
             entries.push(ResolvedEntry {
                 module_path,
                 module_bytes: std::sync::Arc::new(module_bytes),
@@ -263,10 +260,7 @@ impl Config {
                 entry.sha256.as_deref(),
             )?;
             sha2::Digest::update(&mut hasher, module.sha256.as_bytes());
-            let settings_json = match &entry.settings {
-                None => "{}".to_owned(),
-                Some(v) => serde_json::to_string(v).map_err(|e| at(format!("settings: {e}")))?,
-            };
+            let settings_json = settings_json(entry.settings.as_ref()).map_err(at)?;
             sinks.push(ResolvedSink {
                 module_path: module.path,
                 module_bytes: std::sync::Arc::new(module.bytes),
@@ -287,6 +281,13 @@ impl Config {
             sinks,
         })
     }
+}
+
+/// An entry's `settings` as the JSON text plugins get from `settings()`; `{}` when absent.
+fn settings_json(settings: Option<&serde_json::Value>) -> Result<String, String> {
+    settings.map_or(Ok("{}".to_owned()), |v| {
+        serde_json::to_string(v).map_err(|e| format!("settings: {e}"))
+    })
 }
 
 /// A `timeout` value: a Go duration, more than zero and at most `max`.
