@@ -374,7 +374,7 @@ fn policy_webhook(kind: PluginKind, entry: &ResolvedEntry, options: &Options) ->
         &format!("/{}/{}", endpoint(kind), e.name),
         e.rules.iter().map(rule).collect(),
         failure,
-        timeout_seconds(entry.timeout),
+        timeout_seconds(entry.module.timeout),
         namespace_selector(options, &e.exclude_namespaces, namespaces),
         e.object_selector.as_ref().map(label_selector),
         options,
@@ -403,8 +403,8 @@ fn aggregated_webhook(kind: PluginKind, entries: &[&ResolvedEntry], options: &Op
     };
     // Validators run in parallel (the slowest counts); initializers one after another.
     let plugin_time = match kind {
-        PluginKind::Validator => entries.iter().map(|e| e.timeout).max(),
-        PluginKind::Initializer => Some(entries.iter().map(|e| e.timeout).sum()),
+        PluginKind::Validator => entries.iter().map(|e| e.module.timeout).max(),
+        PluginKind::Initializer => Some(entries.iter().map(|e| e.module.timeout).sum()),
     }
     .unwrap_or_default();
     // Only namespaces that every policy excludes can be left out by the API server.
@@ -1018,9 +1018,9 @@ pub fn config_objects(
                 .iter()
                 .map(|e| ModuleRef {
                     name: &e.entry.name,
-                    path: &e.module_path,
-                    bytes: &e.module_bytes,
-                    sha256: &e.module_sha256,
+                    path: &e.module.path,
+                    bytes: &e.module.bytes,
+                    sha256: &e.module.sha256,
                 })
                 .collect(),
         ),
@@ -1031,9 +1031,9 @@ pub fn config_objects(
                 .iter()
                 .map(|e| ModuleRef {
                     name: &e.entry.name,
-                    path: &e.module_path,
-                    bytes: &e.module_bytes,
-                    sha256: &e.module_sha256,
+                    path: &e.module.path,
+                    bytes: &e.module.bytes,
+                    sha256: &e.module.sha256,
                 })
                 .collect(),
         ),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError, ResolvedEntry, ResolvedSink};
+use crate::config::{Config, ConfigError, ResolvedEntry, ResolvedModule, ResolvedSink};
 use crate::policy::audit::{AuditRules, SinkPolicy};
 use crate::policy::{Matcher, Policy, PolicySet};
 use crate::runtime::{Plugin, PluginSpec, Reuse, Runtime, World};
@@ -58,9 +58,9 @@ impl Snapshot {
                 let key = PluginKey {
                     name: spec.name.to_owned(),
                     world: world.name(),
-                    module_sha256: spec.module_sha256.to_owned(),
-                    settings: spec.settings.to_owned(),
-                    memory_limit: spec.memory_limit,
+                    module_sha256: spec.module.sha256.clone(),
+                    settings: spec.module.settings_json.clone(),
+                    memory_limit: spec.module.memory_limit,
                     reuse: spec.reuse,
                 };
                 let plugin = match previous.and_then(|p| p.plugins.get(&key)) {
@@ -74,18 +74,18 @@ impl Snapshot {
                             .load(PluginSpec {
                                 name: spec.name.to_owned(),
                                 kind: world,
-                                bytes: spec.bytes.clone(),
-                                settings: spec.settings.to_owned(),
-                                memory_limit: spec.memory_limit,
+                                bytes: spec.module.bytes.clone(),
+                                settings: spec.module.settings_json.clone(),
+                                memory_limit: spec.module.memory_limit,
                                 reuse: spec.reuse,
                             })
                             .map_err(|e| ConfigError {
                                 file: config.file.clone(),
-                                line: spec.line,
+                                line: spec.module.line,
                                 message: format!(
                                     "{what} {:?}: {}: {e}",
                                     spec.name,
-                                    spec.module_path.display()
+                                    spec.module.path.display()
                                 ),
                             })?,
                     ),
@@ -112,8 +112,8 @@ impl Snapshot {
             module_paths: config
                 .entries
                 .iter()
-                .map(|e| e.module_path.clone())
-                .chain(config.sinks.iter().map(|s| s.module_path.clone()))
+                .map(|e| e.module.path.clone())
+                .chain(config.sinks.iter().map(|s| s.module.path.clone()))
                 .collect(),
             plugins,
         })
@@ -123,43 +123,29 @@ impl Snapshot {
 /// What loading one plugin needs, from a policy or a sink entry.
 struct Spec<'a> {
     name: &'a str,
-    module_path: &'a PathBuf,
-    module_sha256: &'a str,
-    bytes: &'a Arc<Vec<u8>>,
-    settings: &'a str,
-    memory_limit: u64,
+    module: &'a ResolvedModule,
     /// Warm instances: admission policies may opt in; sinks always get a fresh instance.
     reuse: Option<Reuse>,
-    line: Option<usize>,
 }
 
 impl<'a> Spec<'a> {
     fn entry(r: &'a ResolvedEntry) -> Self {
+        let reuse = r.entry.instance_reuse.map(|r| Reuse {
+            max_calls: r.max_calls,
+            max_idle: r.max_idle,
+        });
         Spec {
             name: &r.entry.name,
-            module_path: &r.module_path,
-            module_sha256: &r.module_sha256,
-            bytes: &r.module_bytes,
-            settings: &r.settings_json,
-            memory_limit: r.memory_limit,
-            reuse: r.entry.instance_reuse.map(|r| Reuse {
-                max_calls: r.max_calls,
-                max_idle: r.max_idle,
-            }),
-            line: r.line,
+            module: &r.module,
+            reuse,
         }
     }
 
     fn sink(r: &'a ResolvedSink) -> Self {
         Spec {
             name: &r.entry.name,
-            module_path: &r.module_path,
-            module_sha256: &r.module_sha256,
-            bytes: &r.module_bytes,
-            settings: &r.settings_json,
-            memory_limit: r.memory_limit,
+            module: &r.module,
             reuse: None,
-            line: r.line,
         }
     }
 }
@@ -172,7 +158,7 @@ fn policy(resolved: &ResolvedEntry, plugin: Arc<Plugin>) -> Policy<Plugin> {
         matcher: Matcher::new(entry),
         mode: entry.mode,
         failure_policy: entry.failure_policy,
-        timeout: resolved.timeout,
+        timeout: resolved.module.timeout,
         plugin,
     }
 }
@@ -183,7 +169,7 @@ fn sink_policy(sink: &ResolvedSink, plugin: Arc<Plugin>) -> SinkPolicy<Plugin> {
         name: entry.name.clone(),
         rules: AuditRules::new(&entry.rules, &entry.omit_stages, entry.omit_managed_fields),
         outputs: sink.outputs.clone(),
-        timeout: sink.timeout,
+        timeout: sink.module.timeout,
         max_attempts: sink.max_attempts,
         plugin,
     }

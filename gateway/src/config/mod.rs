@@ -54,18 +54,16 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// A validated policy entry with everything resolved: module bytes read and pinned, durations
-/// and quantities parsed.
+/// What policies and audit sinks both resolve to: the module read and pinned, settings as JSON
+/// text, durations and quantities parsed.
 #[derive(Debug, Clone)]
-pub struct ResolvedEntry {
-    /// The entry as written.
-    pub entry: PolicyEntry,
+pub struct ResolvedModule {
     /// The module's absolute path.
-    pub module_path: PathBuf,
+    pub path: PathBuf,
     /// The module's bytes.
-    pub module_bytes: std::sync::Arc<Vec<u8>>,
+    pub bytes: std::sync::Arc<Vec<u8>>,
     /// sha256 of the module, hex.
-    pub module_sha256: String,
+    pub sha256: String,
     /// The settings as JSON text.
     pub settings_json: String,
     /// The per-call deadline.
@@ -76,29 +74,26 @@ pub struct ResolvedEntry {
     pub line: Option<usize>,
 }
 
+/// A validated policy entry with everything resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedEntry {
+    /// The entry as written.
+    pub entry: PolicyEntry,
+    /// Its module, settings and limits.
+    pub module: ResolvedModule,
+}
+
 /// A validated audit sink with everything resolved.
 #[derive(Debug, Clone)]
 pub struct ResolvedSink {
     /// The entry as written.
     pub entry: AuditSinkEntry,
-    /// The module's absolute path.
-    pub module_path: PathBuf,
-    /// The module's bytes.
-    pub module_bytes: std::sync::Arc<Vec<u8>>,
-    /// sha256 of the module, hex.
-    pub module_sha256: String,
-    /// The settings as JSON text.
-    pub settings_json: String,
-    /// The per-call deadline.
-    pub timeout: Duration,
-    /// The linear-memory cap in bytes.
-    pub memory_limit: u64,
+    /// Its module, settings and limits.
+    pub module: ResolvedModule,
     /// Failed calls of one batch before it is dead-lettered.
     pub max_attempts: u32,
     /// The granted outputs.
     pub outputs: Vec<OutputSpec>,
-    /// The line of the entry's `name:` in the file.
-    pub line: Option<usize>,
 }
 
 /// A loaded, validated policy file.
@@ -188,13 +183,15 @@ impl Config {
             sha2::Digest::update(&mut hasher, module_sha256.as_bytes());
             let settings_json = settings_json(entry.settings.as_ref()).map_err(at)?;
             entries.push(ResolvedEntry {
-                module_path,
-                module_bytes: std::sync::Arc::new(module_bytes),
-                module_sha256,
-                settings_json,
-                timeout,
-                memory_limit,
-                line,
+                module: ResolvedModule {
+                    path: module_path,
+                    bytes: std::sync::Arc::new(module_bytes),
+                    sha256: module_sha256,
+                    settings_json,
+                    timeout,
+                    memory_limit,
+                    line,
+                },
                 entry,
             });
         }
@@ -262,15 +259,17 @@ impl Config {
             sha2::Digest::update(&mut hasher, module.sha256.as_bytes());
             let settings_json = settings_json(entry.settings.as_ref()).map_err(at)?;
             sinks.push(ResolvedSink {
-                module_path: module.path,
-                module_bytes: std::sync::Arc::new(module.bytes),
-                module_sha256: module.sha256,
-                settings_json,
-                timeout,
-                memory_limit,
+                module: ResolvedModule {
+                    path: module.path,
+                    bytes: std::sync::Arc::new(module.bytes),
+                    sha256: module.sha256,
+                    settings_json,
+                    timeout,
+                    memory_limit,
+                    line,
+                },
                 max_attempts,
                 outputs,
-                line,
                 entry,
             });
         }

@@ -45,12 +45,12 @@ fn a_good_file_loads_with_defaults() {
     let dir = Dir::new("good");
     let config = dir.load(GOOD).unwrap();
     let entry = &config.entries[0];
-    assert_eq!(entry.settings_json, r#"{"labels":["team"]}"#);
-    assert_eq!(entry.timeout, DEFAULT_TIMEOUT);
-    assert_eq!(entry.memory_limit, DEFAULT_MEMORY_LIMIT);
+    assert_eq!(entry.module.settings_json, r#"{"labels":["team"]}"#);
+    assert_eq!(entry.module.timeout, DEFAULT_TIMEOUT);
+    assert_eq!(entry.module.memory_limit, DEFAULT_MEMORY_LIMIT);
     assert_eq!(entry.entry.mode, Mode::Enforce);
     assert_eq!(entry.entry.failure_policy, FailurePolicy::Fail);
-    assert_eq!(entry.line, Some(4));
+    assert_eq!(entry.module.line, Some(4));
     assert_eq!(config.content_hash.len(), 64);
 }
 
@@ -153,7 +153,7 @@ fn a_correct_pin_is_accepted() {
             &format!("module: p.wasm\n    sha256: {}", digest.to_uppercase()),
         ))
         .unwrap();
-    assert_eq!(config.entries[0].module_sha256, digest);
+    assert_eq!(config.entries[0].module.sha256, digest);
 }
 
 const SINKS: &str = "apiVersion: wasmgate.io/v1alpha1
@@ -188,10 +188,10 @@ fn audit_sinks_load_with_defaults_and_resolved_outputs() {
     let config = dir.load(SINKS).unwrap();
     assert!(config.entries.is_empty());
     let sink = &config.sinks[0];
-    assert_eq!(sink.line, Some(4));
-    assert_eq!(sink.timeout, DEFAULT_SINK_TIMEOUT);
+    assert_eq!(sink.module.line, Some(4));
+    assert_eq!(sink.module.timeout, DEFAULT_SINK_TIMEOUT);
     assert_eq!(sink.max_attempts, DEFAULT_MAX_ATTEMPTS);
-    assert_eq!(sink.settings_json, r#"{"output":"audit"}"#);
+    assert_eq!(sink.module.settings_json, r#"{"output":"audit"}"#);
     assert_eq!(sink.entry.rules.len(), 3);
     assert_eq!(
         sink.outputs,

@@ -465,8 +465,8 @@ fn config_objects_carry_the_pinned_policy_file_and_the_plugins() {
     let reloaded = Config::load(&file).unwrap();
     assert_eq!(reloaded.entries.len(), config.entries.len());
     for (a, b) in reloaded.entries.iter().zip(&config.entries) {
-        assert_eq!(a.module_sha256, b.module_sha256);
-        assert_eq!(a.entry.sha256.as_deref(), Some(b.module_sha256.as_str()));
+        assert_eq!(a.module.sha256, b.module.sha256);
+        assert_eq!(a.entry.sha256.as_deref(), Some(b.module.sha256.as_str()));
     }
     let secret = &docs[1];
     assert_eq!(secret["type"], "kubernetes.io/tls");
@@ -647,7 +647,7 @@ fn config_objects_carry_audit_sinks_with_writable_outputs() {
         serde_yaml_ng::from_str(cm["data"]["policies.yaml"].as_str().unwrap()).unwrap();
     let sink = &file["auditSinks"][0];
     assert_eq!(sink["module"], "c.wasm");
-    assert_eq!(sink["sha256"], config.sinks[0].module_sha256.as_str());
+    assert_eq!(sink["sha256"], config.sinks[0].module.sha256.as_str());
     assert_eq!(
         sink["outputs"],
         serde_json::json!([
