@@ -71,8 +71,9 @@ impl Guest for ExecAlert {
 
 /// The alerts of a batch, one per request. kubectl (1.30 and later) tries an exec or attach
 /// over WebSocket (`get`) and, when that is refused, again over SPDY (`create`): two HTTP
-/// requests for one command. A refused attempt whose twin (same user, URI and source) was
-/// already alerted in this batch is not alerted again.
+/// requests for one command. kubectl's refused WebSocket attempt is never alerted (see
+/// [`shell`]); for other clients that do the same, a refused attempt whose twin (same user,
+/// URI and source) was already alerted in this batch is not alerted again.
 fn alerts(batch: &[Event]) -> Vec<Alert<'_>> {
     let mut refused_shells = std::collections::HashSet::new();
     batch
@@ -170,6 +171,11 @@ fn shell(event: &Event, oref: &ObjectReference) -> Option<&'static str> {
         _ => return None,
     };
     let upgraded = event.response_code == Some(101);
+    if !upgraded && event.verb == "get" && event.user_agent.starts_with(KUBECTL) {
+        // kubectl's WebSocket attempt, refused: kubectl always retries over SPDY (`create`),
+        // and that request is the one alerted, whichever batch it arrives in.
+        return None;
+    }
     let once = match event.stage {
         Stage::ResponseStarted => upgraded,
         Stage::ResponseComplete => !upgraded,
@@ -201,6 +207,9 @@ fn is_system(username: &str, groups: &[String]) -> bool {
             .iter()
             .any(|g| g.starts_with("system:") && !NOT_SYSTEM_GROUPS.contains(&g.as_str()))
 }
+
+/// kubectl's User-Agent prefix (`kubectl/v1.36.3 (linux/amd64) kubernetes/...`).
+const KUBECTL: &str = "kubectl/";
 
 /// The API server itself: at start-up it creates (and reconciles) the default bindings,
 /// `cluster-admin` to `system:masters` among them. That is not an alert.

@@ -226,13 +226,28 @@ fn one_kubectl_exec_is_one_alert() {
                 e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
             );
             ev.request_uri = e["requestURI"].as_str().unwrap().into();
+            ev.user_agent = e["userAgent"].as_str().unwrap().into();
             ev
         })
         .collect();
     assert_eq!(batch.len(), 6, "two attempts of three stages");
     let once = alerts(&batch);
     assert_eq!(once.len(), 1, "{once:?}");
-    assert_eq!(once[0].alert, "pod-exec");
+    assert_eq!((once[0].alert, once[0].verb), ("pod-exec", "create"));
+    // The two attempts may arrive in two batches: still one alert.
+    let (websocket, spdy) = batch.split_at(3);
+    assert_eq!(alerts(websocket).len(), 0);
+    assert_eq!(alerts(spdy).len(), 1);
+    // Another client doing the same in one batch: one alert too.
+    let other: Vec<Event> = batch
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            e.user_agent = "curl/8".into();
+            e
+        })
+        .collect();
+    assert_eq!(alerts(&other).len(), 1);
     // Two separate sessions that were let through are two alerts.
     let started = |uri: &str| {
         let mut e = event(
