@@ -422,7 +422,16 @@ omitStages: [ResponseStarted]
         ]),
         &[],
     );
-    let events = fixtures();
+    // The mutating webhook's patch is a Request-level annotation (the API server records it
+    // only at Request or more); the rest are Metadata.
+    const PATCH: &str = "patch.webhook.admission.k8s.io/round_0_index_0";
+    let pod_id = fixture("create_nginx_pod_privileged.json")["auditID"].clone();
+    let mut events = fixtures();
+    for event in events.iter_mut().filter(|e| e["auditID"] == pod_id) {
+        let annotations = event["annotations"].as_object_mut().unwrap();
+        annotations.insert(PATCH.into(), json!(r#"{"patch":[{"op":"add"}]}"#));
+        annotations.insert("example.com/metadata-level".into(), json!("kept"));
+    }
     let (status, body) = post(&gw, &event_list(&events)).await;
     assert_eq!(status, 200, "{body}");
     let namespaces = events
@@ -456,11 +465,23 @@ omitStages: [ResponseStarted]
             l["hasResponseObject"].clone(),
         )
     };
-    // Pods at Metadata: no objects, though the event carried both.
-    assert_eq!(
-        shape(seen("create_nginx_pod_privileged.json").unwrap()),
-        (json!("Metadata"), json!(false), json!(false))
+    // Pods at Metadata: no objects, though the event carried both, and no Request-level
+    // annotation (a sink given Secrets at Metadata must not receive a patch's contents).
+    let pod = seen("create_nginx_pod_privileged.json").unwrap();
+    let keys = |l: &Value| {
+        l["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(!keys(&pod).contains(&PATCH.to_owned()), "{pod}");
+    assert!(
+        keys(&pod).contains(&"example.com/metadata-level".to_owned()),
+        "{pod}"
     );
+    assert_eq!(shape(pod), (json!("Metadata"), json!(false), json!(false)));
     // RBAC at Request: the request object only.
     assert_eq!(
         shape(seen("attach_cluster_admin_role.json").unwrap()),
@@ -497,6 +518,10 @@ omitStages: [ResponseStarted]
             pod["hasResponseObject"].clone()
         ),
         (json!(true), json!(true))
+    );
+    assert!(
+        keys(pod).contains(&PATCH.to_owned()),
+        "at RequestResponse the patch stays: {pod}"
     );
     assert_eq!(
         metric(

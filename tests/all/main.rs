@@ -13,3 +13,4 @@ mod manifests;
 mod protocol;
 mod reload;
 mod reuse;
+mod semantics;

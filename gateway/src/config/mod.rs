@@ -17,8 +17,8 @@ pub use audit::{
 };
 pub use quantity::parse_quantity;
 pub use schema::{
-    FailurePolicy, InstanceReuse, LabelSelector, Mode, PluginKind, PolicyEntry, PolicyFile, Rule,
-    Scope, SelectorOperator, SelectorRequirement,
+    FailurePolicy, InstanceReuse, LabelSelector, Mode, PluginKind, PolicyEntry, PolicyFile,
+    Reinvocation, Rule, Scope, SelectorOperator, SelectorRequirement,
 };
 
 use crate::wire::parse_go_duration;
