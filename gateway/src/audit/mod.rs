@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     errors: ArcSwap<BTreeMap<String, String>>,
     /// Sink tasks running, for the drain to wait until they have stopped.
     running: watch::Sender<usize>,
+    /// Sinks whose last cursor save failed (logged once per streak).
+    save_failing: ArcSwap<HashSet<String>>,
 }
 
 impl Shared {
@@ -82,6 +84,23 @@ impl Shared {
             next.insert(name.to_owned(), at);
             next
         });
+    }
+
+    /// Records whether `name`'s last cursor save failed; returns whether the one before did.
+    fn save_failing(&self, name: &str, failing: bool) -> bool {
+        let before = self.save_failing.load().contains(name);
+        if before != failing {
+            self.save_failing.rcu(|set| {
+                let mut next = HashSet::clone(set);
+                if failing {
+                    next.insert(name.to_owned());
+                } else {
+                    next.remove(name);
+                }
+                next
+            });
+        }
+        before
     }
 
     fn sink_error(&self, name: &str, message: String) {
@@ -128,6 +147,7 @@ impl AuditService {
             positions: ArcSwap::default(),
             errors: ArcSwap::default(),
             running: watch::Sender::new(0),
+            save_failing: ArcSwap::default(),
         });
         let stats_task = tokio::spawn({
             let shared = shared.clone();

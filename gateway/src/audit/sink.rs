@@ -200,23 +200,24 @@ async fn load_cursor(shared: &Arc<Shared>, name: &Arc<str>) -> Cursor {
 /// a reclaimed segment). A cursor that cannot be saved is retried: moving on without it would
 /// only re-deliver, but a disk that refuses it is worth an error line.
 async fn save(shared: &Arc<Shared>, name: &Arc<str>, cursor: Cursor) {
-    let mut attempt = 0;
-    loop {
-        let (spool, n) = (shared.spool.clone(), name.clone());
-        let saved = tokio::task::spawn_blocking(move || spool.save_cursor(&n, &cursor)).await;
-        match saved {
-            Ok(Ok(())) => {
-                shared.saved(name, cursor.at);
-                break;
+    // One attempt: the next record's save tries again, and a disk that refuses every write
+    // (full) must not cost each record a backoff. Logged when it starts and when it ends.
+    let (spool, n) = (shared.spool.clone(), name.clone());
+    let saved = tokio::task::spawn_blocking(move || spool.save_cursor(&n, &cursor))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    match saved {
+        Ok(()) => {
+            shared.saved(name, cursor.at);
+            if shared.save_failing(name, false) {
+                tracing::info!(sink = %name, "the audit cursor is saved again");
             }
-            Ok(Err(e)) => tracing::error!(sink = %name, "cannot save the audit cursor: {e}"),
-            Err(e) => tracing::error!(sink = %name, "cannot save the audit cursor: {e}"),
         }
-        attempt += 1;
-        if attempt >= 3 {
-            break; // Keep delivering; the next save will try again.
+        Err(e) => {
+            if !shared.save_failing(name, true) {
+                tracing::error!(sink = %name, "cannot save the audit cursor (retried with every record; a restart meanwhile delivers some events again): {e}");
+            }
         }
-        tokio::time::sleep(backoff(attempt)).await;
     }
     shared.spool.progress(name, cursor.at);
 }
