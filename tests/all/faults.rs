@@ -630,3 +630,47 @@ fn an_output_inside_the_spool_directory_is_refused_at_load() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_puts_an_output_inside_the_spool_is_rejected() {
+    let dir = Dir::new();
+    let spool = dir.at("spool");
+    let policy = |path: &str| {
+        sinks_file(&[sink(
+            "s",
+            "echo-sink",
+            &format!("{ALL}outputs:\n{}", file_output("out", path)),
+        )])
+    };
+    let gw = start(&policy(&dir.at("out.jsonl")), &["--spool-dir", &spool]);
+    // Written aside and renamed into place, as editors and ConfigMaps do.
+    let tmp = gw.path("policies.yaml.tmp");
+    std::fs::write(&tmp, policy(&format!("{spool}/dead-letter/out.jsonl"))).unwrap();
+    std::fs::rename(&tmp, gw.path("policies.yaml")).unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        let ready = gw.readyz().await;
+        if ready["reload"]["failed"] == 1 {
+            break ready;
+        }
+        assert!(Instant::now() < end, "the reload was not rejected: {ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = ready["reload"]["lastError"].as_str().unwrap();
+    assert!(
+        error.contains("policies.yaml:")
+            && error.contains("output \"out\" writes to")
+            && error.contains("inside the audit spool directory"),
+        "{error}"
+    );
+    // The last good configuration still takes and delivers events.
+    let (status, _) = post(&gw, &event_list(&batch("after", 3))).await;
+    assert_eq!(status, 200);
+    eventually(
+        Some(&gw),
+        "delivery to the old output",
+        Duration::from_secs(30),
+        || lines(&dir.path("out.jsonl")).len() == 3,
+    )
+    .await;
+}
