@@ -969,8 +969,9 @@ pub fn deploy(options: &Options) -> Result<Vec<Value>, ManifestError> {
                     "spec": {
                         "serviceAccountName": (name.as_str()),
                         "automountServiceAccountToken": false,
-                        // DRAIN_TIMEOUT (30 s) plus the preStop sleep, with room to spare.
-                        "terminationGracePeriodSeconds": 45,
+                        // The preStop sleep (5 s), the audit drain (--audit-drain-timeout,
+                        // 10 s) and the server's DRAIN_TIMEOUT (30 s), with room to spare.
+                        "terminationGracePeriodSeconds": 60,
                         "securityContext": {
                             "runAsNonRoot": true,
                             "runAsUser": 65532,

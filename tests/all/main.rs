@@ -9,6 +9,7 @@ mod audit;
 mod captured;
 mod check;
 mod containment;
+mod faults;
 mod manifests;
 mod protocol;
 mod reload;

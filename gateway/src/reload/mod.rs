@@ -174,7 +174,9 @@ impl Reloader {
     fn reload_policies(&self, trigger: Trigger) {
         let metrics = self.gateway.metrics_registry();
         let current = self.gateway.snapshot();
-        let config = match Config::load(&self.config_path) {
+        let config = match Config::load(&self.config_path)
+            .and_then(|config| self.gateway.check_config(&config).map(|()| config))
+        {
             Ok(config) => config,
             Err(e) => return self.rejected(trigger, e.to_string()),
         };
