@@ -6,9 +6,11 @@ mod harness;
 
 mod admission;
 mod audit;
+mod audit_intake;
 mod captured;
 mod check;
 mod containment;
+mod hostile_clients;
 mod manifests;
 mod protocol;
 mod reload;
