@@ -604,3 +604,48 @@ async fn old_connections_are_closed_gracefully_at_their_maximum_age() {
         "--max-connection-age 2s: {answered} requests answered, then GOAWAY at {closed_at:.1?} ({goaway})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_bytes_in_flight_are_bounded_across_requests() {
+    // A budget of 1 MiB for all bodies, and a client that reserves all of it (a 1 MiB
+    // Content-Length) and then trickles.
+    let gw = validating(&[
+        "--max-body-bytes",
+        "1048576",
+        "--max-body-bytes-in-flight",
+        "1048576",
+    ]);
+    let config = tls_config(&gw, &[b"http/1.1"]);
+    let hog = trickle(
+        &gw,
+        &config,
+        "/validate?timeout=30s",
+        1 << 20,
+        Duration::from_millis(500),
+    );
+    let squeezed = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // While the budget is held, a review that must be answered within 1 s cannot get its
+        // share: 503, not a body read past the budget.
+        let (status, body) = gw
+            .post("/validate?timeout=1s", &review("pod-create.json"))
+            .await;
+        (status, body)
+    };
+    let ((hog_status, hog_took), (status, body)) = tokio::join!(hog, squeezed);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many request bytes in flight"),
+        "{body}"
+    );
+    assert_eq!(hog_status, Some(408));
+    // The budget is back once the slow body is cut off.
+    let latency = served(&gw).await;
+    println!(
+        "--max-body-bytes-in-flight 1 MiB held by a trickling 1 MiB body: a review with ?timeout=1s got 503; \
+         the trickler got 408 after {hog_took:.1?}; then a review served in {latency:.2?}"
+    );
+}
