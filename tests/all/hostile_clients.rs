@@ -649,3 +649,71 @@ async fn body_bytes_in_flight_are_bounded_across_requests() {
          the trickler got 408 after {hog_took:.1?}; then a review served in {latency:.2?}"
     );
 }
+
+/// `wasmgate_admission_requests_total{endpoint="validate",result="allowed"}`.
+async fn allowed_reviews(gw: &Gateway) -> u64 {
+    let text = gw.get_text("/metrics").await;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                r#"wasmgate_admission_requests_total{endpoint="validate",result="allowed"} "#,
+            )
+        })
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_stream_or_a_closed_connection_drops_its_request() {
+    let gw = Gateway::start(&policy_file(&entry(
+        "slow",
+        "validator",
+        "burn",
+        "settings: {millis: 1500}\ntimeout: 5s",
+    )));
+    let body = serde_json::to_vec(&review("pod-create.json")).unwrap();
+    // HTTP/2: the whole request sent, then RST_STREAM while its plugin runs.
+    let h2_config = tls_config(&gw, &[b"h2"]);
+    let (h2, connection) = h2::client::handshake(connect(&gw, &h2_config).await)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = http::Request::post(gw.url("/validate/slow?timeout=10s"))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (_response, mut stream) = h2.send_request(request, false).unwrap();
+    stream.send_data(body.clone().into(), true).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.send_reset(h2::Reason::CANCEL);
+    // HTTP/1.1: the whole request sent, then the connection closed.
+    let h1_config = tls_config(&gw, &[b"http/1.1"]);
+    let mut tls = connect(&gw, &h1_config).await;
+    let head = format!(
+        "POST /validate/slow?timeout=10s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(tls);
+    // Long after their plugin calls would have ended, neither was answered (their futures were
+    // dropped), while a request that stays is.
+    let kept = Instant::now();
+    let response = gw
+        .answer("/validate/slow?timeout=10s", &review("pod-create.json"))
+        .await;
+    assert_eq!(response["allowed"], true);
+    let kept = kept.elapsed();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        allowed_reviews(&gw).await,
+        1,
+        "a cancelled request was carried on to its answer"
+    );
+    drop(h2);
+    driver.abort();
+    println!(
+        "a review reset (HTTP/2) and one whose connection closed (HTTP/1.1) 300 ms into a 1.5 s plugin call: neither answered nor counted; a kept one answered in {kept:.2?}"
+    );
+}
