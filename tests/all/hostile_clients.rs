@@ -127,6 +127,12 @@ fn open_fds(pid: u32) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_thousand_idle_tls_connections_are_closed_and_real_requests_served() {
     const IDLE: usize = 2000;
+    // This process holds them all too: a soft limit of 1,024 descriptors would stop it first.
+    let limit = wasmgate::server::conn::raise_fd_limit();
+    assert!(
+        limit.is_none_or(|l| l > IDLE as u64 + 256),
+        "the open-file hard limit ({limit:?}) is too low for this test"
+    );
     let gw = validating(&[]);
     let pid = gw.pid();
     let fds_before = open_fds(pid);
@@ -137,7 +143,7 @@ async fn two_thousand_idle_tls_connections_are_closed_and_real_requests_served()
         let opened = futures_util::future::join_all((0..100).map(|_| connect(&gw, &config))).await;
         idle.extend(opened);
         assert!(
-            started.elapsed() < SERVER_TIMEOUT,
+            started.elapsed() < Duration::from_secs(120),
             "handshakes too slow to test: {batch} batches took {:?}",
             started.elapsed()
         );
@@ -408,6 +414,7 @@ async fn oversized_headers_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_connections_opened_and_closed_leave_nothing_behind() {
     const CHURN: usize = 10_000;
+    wasmgate::server::conn::raise_fd_limit();
     let gw = validating(&[]);
     let pid = gw.pid();
     let config = tls_config(&gw, &[b"http/1.1"]);
