@@ -724,3 +724,36 @@ async fn a_reset_stream_or_a_closed_connection_drops_its_request() {
         "a review reset (HTTP/2) and one whose connection closed (HTTP/1.1) 300 ms into a 1.5 s plugin call: neither answered nor counted; a kept one answered in {kept:.2?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_sent_a_byte_at_a_time_are_cut_off() {
+    let gw = validating(&[]);
+    let config = tls_config(&gw, &[b"http/1.1"]);
+    let mut tls = connect(&gw, &config).await;
+    let started = Instant::now();
+    tls.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Slowloris: one more header byte every 500 ms, never the blank line.
+    let closed = loop {
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(500), tls.read(&mut buf)).await {
+            Ok(_) => break started.elapsed(),
+            Err(_) if started.elapsed() > SERVER_TIMEOUT + Duration::from_secs(20) => {
+                panic!(
+                    "headers trickled for {:?} without being cut off",
+                    started.elapsed()
+                )
+            }
+            Err(_) => {
+                if tls.write_all(b"x").await.is_err() {
+                    break started.elapsed();
+                }
+            }
+        }
+    };
+    let latency = served(&gw).await;
+    println!(
+        "HTTP/1.1 headers at 2 bytes/s: connection closed after {closed:.1?} (header timeout 10 s); a review served in {latency:.2?}"
+    );
+}
