@@ -49,6 +49,9 @@ pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// power) is noticed within about 90 s instead of the kernel's two hours.
 pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
+/// Longer timeouts are taken as this (a year): an `Instant` cannot reach much further.
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How long connections may live.
 #[derive(Debug, Clone)]
 pub struct ConnLimits {
@@ -267,7 +270,11 @@ impl Activity {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        Some(self.born + Duration::from_millis(self.last_ms.load(Ordering::Acquire)) + timeout)
+        Some(
+            self.born
+                + Duration::from_millis(self.last_ms.load(Ordering::Acquire))
+                + timeout.min(FOREVER),
+        )
     }
 }
 
@@ -317,12 +324,12 @@ pub async fn supervise<C: Future>(
     grace: Duration,
 ) -> (Closed, Option<C::Output>) {
     tokio::pin!(conn);
-    let aged_at = activity.born + limits.max_age;
+    let aged_at = activity.born + limits.max_age.min(FOREVER);
     let mut closing: Option<(Closed, Instant)> = None;
     loop {
         let idle_at = activity
             .idle_deadline(limits.idle_timeout)
-            .unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+            .unwrap_or_else(|| Instant::now() + limits.idle_timeout.min(FOREVER));
         let reason = tokio::select! {
             out = conn.as_mut() => {
                 return (closing.map_or(Closed::Ended, |(why, _)| why), Some(out));

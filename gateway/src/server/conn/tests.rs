@@ -158,3 +158,17 @@ async fn a_connection_that_cancels_most_of_its_requests_is_closed() {
     assert!(asked);
     assert!(took < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn huge_timeouts_do_not_overflow() {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let huge = ConnLimits {
+        max_connections: 1,
+        idle_timeout: Duration::MAX,
+        max_age: Duration::MAX,
+    };
+    let _ = tx.send(true);
+    let (closed, asked, _) = run(Activity::new(), huge, rx).await;
+    assert_eq!(closed, Closed::Shutdown);
+    assert!(asked);
+}
