@@ -180,9 +180,29 @@ struct ServeArgs {
     /// Largest admission request body, in bytes.
     #[arg(long, default_value_t = server::DEFAULT_MAX_BODY)]
     max_body_bytes: usize,
-    /// Largest audit EventList body, in bytes (the API server sends tens of MiB with objects).
+    /// The most of one audit EventList held in memory at once, in bytes: a larger batch is read
+    /// and spooled in parts of this size (never refused); also the largest single event read.
     #[arg(long, default_value_t = server::DEFAULT_AUDIT_MAX_BODY, value_parser = parse_body_limit)]
     audit_max_body_bytes: usize,
+    /// Audit events larger than this (bytes) are truncated as the API server's truncate backend
+    /// does: request and response objects dropped, annotation `audit.k8s.io/truncated: "true"`.
+    #[arg(long, default_value_t = crate::audit::DEFAULT_MAX_EVENT, value_parser = parse_body_limit)]
+    audit_max_event_bytes: usize,
+    /// Request body bytes all requests (admission and audit) may hold at once; a request that
+    /// does not fit waits for room until its deadline, then gets 503.
+    #[arg(long, default_value_t = server::body::DEFAULT_BODY_BUDGET, value_parser = parse_body_limit)]
+    max_body_bytes_in_flight: usize,
+    /// Open client connections at most (also held under the open-file limit, which is raised
+    /// to its hard limit at start); more are closed as soon as they are accepted.
+    #[arg(long, default_value_t = server::conn::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// A connection with no request in flight for this long is closed (Go duration).
+    #[arg(long, default_value = "90s", value_parser = parse_positive_duration)]
+    idle_timeout: std::time::Duration,
+    /// A connection older than this is closed gracefully once its requests finish (Go
+    /// duration): HTTP/2 GOAWAY, HTTP/1.1 `Connection: close`.
+    #[arg(long, default_value = "10m", value_parser = parse_positive_duration)]
+    max_connection_age: std::time::Duration,
     /// The audit spool's directory (default: <state-dir>/spool). One gateway per directory.
     #[arg(long)]
     spool_dir: Option<PathBuf>,
@@ -228,6 +248,14 @@ fn parse_body_limit(text: &str) -> Result<usize, String> {
         return Err("must be more than 0 and less than 512 MiB".into());
     }
     Ok(bytes)
+}
+
+fn parse_positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match crate::wire::parse_go_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be positive".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_spool_size(text: &str) -> Result<u64, String> {
@@ -307,6 +335,10 @@ fn load(common: &CommonArgs, spool_dir: Option<&Path>) -> anyhow::Result<(Arc<Ru
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init_logging(args.common.log_json);
     let started = std::time::Instant::now();
+    // Each connection is a file: the soft limit (often 1,024) would cap them long before
+    // memory does.
+    let fd_limit = server::conn::raise_fd_limit();
+    let max_connections = server::conn::effective_max_connections(args.max_connections, fd_limit);
     let files = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => tls::TlsFiles {
             cert: cert.clone(),
@@ -358,7 +390,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let audit = AuditService::start(&spool, sinks, metrics)
             .await
             .context("cannot start the audit webhook")?;
-        gateway = gateway.with_audit(audit.clone());
+        let limits = crate::audit::IntakeLimits {
+            part_bytes: args.audit_max_body_bytes,
+            max_event: args.audit_max_event_bytes,
+        };
+        gateway = gateway.with_audit(audit.clone(), limits);
         Some(audit)
     };
     let audit_sinks = audit.as_ref().map_or(0, |a| a.sink_names().len());
@@ -369,6 +405,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server_config = server::ServerConfig {
         max_body: args.max_body_bytes,
         audit_max_body: args.audit_max_body_bytes,
+        body_budget: args.max_body_bytes_in_flight,
+        conn: server::ConnLimits {
+            max_connections,
+            idle_timeout: args.idle_timeout,
+            max_age: args.max_connection_age,
+        },
     };
     let tls_handle = Arc::new(ArcSwap::new(tls_config));
     // One shutdown signal for the server and the reloader.
@@ -409,7 +451,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let reloading = reloader.start(stopped(stop_rx.clone()));
     tracing::info!(
-        listen = %listener.local_addr()?, policies, audit_sinks, mtls,
+        listen = %listener.local_addr()?, policies, audit_sinks, mtls, max_connections,
+        open_file_limit = fd_limit,
         startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
     );
     server::serve(listener, tls_handle, gateway, server_config, drained).await;

@@ -13,10 +13,10 @@ use http::StatusCode;
 use tokio::time::Instant;
 
 use crate::admission;
-use crate::audit::{AuditService, IntakeError, spool::AppendError};
+use crate::audit::{AuditService, BodySource, IntakeError, IntakeLimits, spool::AppendError};
 use crate::config::{Config, ConfigError, PluginKind};
 use crate::reload::ReloadStatus;
-use crate::server::{Answer, Handler};
+use crate::server::{Answer, Body, BodyError, Handler};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Metrics;
 use crate::wire::{AdmissionResponse, AdmissionReview};
@@ -26,7 +26,7 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     metrics: Arc<Metrics>,
     reload: ArcSwap<ReloadStatus>,
-    audit: Option<Arc<AuditService>>,
+    audit: Option<(Arc<AuditService>, IntakeLimits)>,
     /// Shutdown has begun: `/audit` takes nothing more.
     draining: AtomicBool,
 }
@@ -48,9 +48,10 @@ impl Gateway {
         }
     }
 
-    /// Serves `/audit` with `audit`. Without it, `/audit` answers 404.
-    pub fn with_audit(mut self, audit: Arc<AuditService>) -> Self {
-        self.audit = Some(audit);
+    /// Serves `/audit` with `audit`, taking batches under `limits`. Without it, `/audit`
+    /// answers 404.
+    pub fn with_audit(mut self, audit: Arc<AuditService>, limits: IntakeLimits) -> Self {
+        self.audit = Some((audit, limits));
         self
     }
 
@@ -64,7 +65,7 @@ impl Gateway {
             snapshot.policies.len(),
         );
         match &self.audit {
-            Some(audit) => audit.reconfigure(snapshot.audit_sinks.clone()),
+            Some((audit, _)) => audit.reconfigure(snapshot.audit_sinks.clone()),
             None if !snapshot.audit_sinks.is_empty() => tracing::warn!(
                 "the reloaded policy file has auditSinks, but this gateway started without any: /audit stays disabled until it restarts"
             ),
@@ -77,7 +78,7 @@ impl Gateway {
     /// output inside the audit spool directory.
     pub fn check_config(&self, config: &Config) -> Result<(), ConfigError> {
         match &self.audit {
-            Some(audit) => config.check_outputs_outside(audit.spool_dir()),
+            Some((audit, _)) => config.check_outputs_outside(audit.spool_dir()),
             None => Ok(()),
         }
     }
@@ -184,11 +185,11 @@ impl Handler for Gateway {
         }
     }
 
-    async fn audit(&self, body: Bytes, deadline: Instant) -> Answer {
+    async fn audit(&self, body: Body, deadline: Instant) -> Answer {
         let started = Instant::now();
         // No sinks (none at start, or a reload removed them all): nothing would keep the events.
         let configured = !self.snapshot.load().audit_sinks.is_empty();
-        let Some(audit) = self.audit.as_ref().filter(|_| configured) else {
+        let Some((audit, limits)) = self.audit.as_ref().filter(|_| configured) else {
             let answer = Answer::status(
                 StatusCode::NOT_FOUND,
                 "the audit webhook is disabled: the policy file has no auditSinks",
@@ -206,7 +207,15 @@ impl Handler for Gateway {
                 .request("shutting_down", started.elapsed());
             return answer;
         }
-        let (answer, result) = match audit.intake(body, deadline).await {
+        let mut source = Source { body, error: None };
+        let taken = audit.intake(&mut source, *limits, deadline).await;
+        if let (Err(IntakeError::Body(_)), Some(e)) = (&taken, source.error) {
+            // The body stopped arriving (too slow, broken): its own status, not the decoder's.
+            let answer = Answer::status(e.status, e);
+            self.refused("audit", &answer, started.elapsed());
+            return answer;
+        }
+        let (answer, result) = match taken {
             Ok(report) => {
                 tracing::debug!(
                     received = report.received,
@@ -221,19 +230,22 @@ impl Handler for Gateway {
             }
             Err(e) => {
                 let (status, result) = match &e {
-                    IntakeError::NotAnEventList(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-                    IntakeError::Spool(AppendError::Full { .. }) => {
+                    IntakeError::NotAnEventList(_) | IntakeError::Refused(_) => {
+                        (StatusCode::BAD_REQUEST, "bad_request")
+                    }
+                    IntakeError::ItemTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                    IntakeError::Spool(AppendError::Full { .. }) | IntakeError::StillFull => {
                         (StatusCode::SERVICE_UNAVAILABLE, "spool_full")
                     }
                     IntakeError::Spool(AppendError::TooLarge { .. }) => {
                         (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
                     }
                     IntakeError::Deadline => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
-                    IntakeError::Spool(_) | IntakeError::Host(_) => {
+                    IntakeError::Spool(_) | IntakeError::Host(_) | IntakeError::Body(_) => {
                         (StatusCode::SERVICE_UNAVAILABLE, "error")
                     }
                 };
-                if status == StatusCode::BAD_REQUEST {
+                if status.is_client_error() {
                     tracing::info!("audit batch refused: {e}");
                 } else {
                     tracing::warn!(status = %status, "audit batch refused, the API server will re-send it: {e}");
@@ -265,7 +277,7 @@ impl Handler for Gateway {
         let sink_errors = self
             .audit
             .as_ref()
-            .map(|a| a.sink_errors())
+            .map(|(a, _)| a.sink_errors())
             .unwrap_or_default();
         let mut answer = Answer::json(
             serde_json::json!({
@@ -293,5 +305,21 @@ impl Handler for Gateway {
             content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
             body: Bytes::from(self.metrics.encode()),
         }
+    }
+}
+
+/// The request body as the audit intake reads it, keeping the server's reason when it stops.
+struct Source {
+    body: Body,
+    error: Option<BodyError>,
+}
+
+impl BodySource for &mut Source {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
+        self.body.chunk().await.map_err(|e| {
+            let message = e.to_string();
+            self.error = Some(e);
+            message
+        })
     }
 }

@@ -6,10 +6,12 @@ mod harness;
 
 mod admission;
 mod audit;
+mod audit_intake;
 mod captured;
 mod check;
 mod containment;
 mod faults;
+mod hostile_clients;
 mod manifests;
 mod protocol;
 mod reload;

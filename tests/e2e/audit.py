@@ -51,6 +51,10 @@ def wasmgate_binary(arg: str | None) -> Path:
     return Path(target) / "release" / "wasmgate"
 
 
+# wasmgate's --audit-max-event-bytes in this test.
+MAX_EVENT = 256 << 10
+
+
 def policy(out: Path) -> str:
     dist = REPO / "plugins" / "dist"
     tests = REPO / "tests" / "plugins" / "dist"
@@ -91,7 +95,10 @@ class Gateway:
         self.argv = [str(binary), "serve", "--log-json", "--listen", f"127.0.0.1:{port}",
                      "--config", str(work / "policies.yaml"), "--tls-cert", str(crt),
                      "--tls-key", str(key), "--client-ca", str(client_ca),
-                     "--spool-dir", str(work / "spool")]
+                     "--spool-dir", str(work / "spool"),
+                     # Events over 256 KiB are truncated, as the API server's truncate backend
+                     # would (the 'big' ConfigMap below).
+                     "--audit-max-event-bytes", str(MAX_EVENT)]
         self.log = work / "wasmgate.log"
         self.proc: subprocess.Popen | None = None
 
@@ -199,6 +206,11 @@ def main() -> int:
                   f"--from-literal=DB_PASSWORD={CONFIGMAP_VALUE}", "--from-literal=mode=fast")
         c.kubectl("create", "clusterrolebinding", "e2e-root", "--clusterrole=cluster-admin",
                   "--user=mallory")
+        # Its RequestResponse event carries the object twice (request and response): over
+        # MAX_EVENT, so it arrives truncated, while the rest of its batch arrives whole.
+        big = work / "big.txt"
+        big.write_text("x" * (200 << 10))
+        c.kubectl("-n", "audit-e2e", "create", "configmap", "big", f"--from-file=blob={big}")
         denied = c.kubectl("-n", "audit-e2e", "get", "secrets", user=True, check=False)
         check(denied.returncode != 0, "the ordinary user may not list secrets")
         time.sleep(2)  # batch max-wait is 1s: let these batches go out
@@ -213,6 +225,7 @@ def main() -> int:
         expected = [("create", "namespaces", "audit-e2e"), ("create", "secrets", "db"),
                     ("get", "secrets", "db"), ("create", "configmaps", "app"),
                     ("create", "clusterrolebindings", "e2e-root"),
+                    ("create", "configmaps", "big"),
                     ("create", "namespaces", "during-outage"),
                     ("create", "namespaces", "after-restart")]
         deadline = time.monotonic() + 60
@@ -226,6 +239,17 @@ def main() -> int:
         for verb, resource, name in expected:
             check(find(audit, verb=verb, resource=resource, name=name) is not None,
                   f"{verb} {resource}/{name} reached redact-secrets")
+        cut = find(audit, verb="create", resource="configmaps", name="big")
+        check(cut is not None
+              and (cut.get("annotations") or {}).get("audit.k8s.io/truncated") == "true"
+              and "requestObject" not in cut and "responseObject" not in cut
+              and cut["objectRef"]["name"] == "big" and cut["responseStatus"]["code"] == 201,
+              "an event over --audit-max-event-bytes arrives truncated (objects dropped, "
+              "audit.k8s.io/truncated), its metadata and the rest of its batch intact")
+        whole = find(audit, verb="create", resource="configmaps", name="app")
+        check(whole is not None and "requestObject" in whole
+              and "audit.k8s.io/truncated" not in (whole.get("annotations") or {}),
+              "events under the limit keep their objects")
         forbidden = find(audit, verb="list", resource="secrets", user=cluster.USER_NAME)
         check(forbidden is not None and forbidden["responseStatus"]["code"] == 403,
               "the forbidden list by the ordinary user is audited with 403")

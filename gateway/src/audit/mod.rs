@@ -18,12 +18,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use intake::{IntakeError, IntakeReport, MAX_MALFORMED_LOGGED};
+pub use intake::{
+    BodySource, DEFAULT_MAX_EVENT, IntakeError, IntakeLimits, IntakeReport, MAX_BATCH_ITEMS,
+    MAX_MALFORMED_LOGGED, MAX_RECORD_EVENTS,
+};
 pub use sink::{BACKOFF_INITIAL, BACKOFF_MAX, backoff};
 pub use spool::{
     FsyncPolicy, Position, Recovery, Spool, SpoolConfig, SpoolError, default_dead_letter_max_bytes,
@@ -120,6 +122,11 @@ pub struct AuditService {
     started: ArcSwap<HashSet<String>>,
     runtime: tokio::runtime::Handle,
     stats_task: JoinHandle<()>,
+    /// The spool's size when it last refused a batch as full (`u64::MAX`: not full), so that
+    /// while nothing is freed, a batch is answered 503 before its body is read.
+    full_at: std::sync::atomic::AtomicU64,
+    /// The spool's size limit.
+    spool_max: u64,
 }
 
 impl AuditService {
@@ -167,6 +174,8 @@ impl AuditService {
             started: ArcSwap::default(),
             runtime: tokio::runtime::Handle::current(),
             stats_task,
+            full_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+            spool_max: config.max_bytes,
         });
         tokio::task::block_in_place(|| service.reconfigure(sinks));
         Ok(service)
@@ -272,15 +281,19 @@ impl AuditService {
         self.shared.errors.load_full()
     }
 
-    /// Takes one EventList body: answered `Ok` only once its events are in the spool.
+    /// Takes one EventList body as it arrives: answered `Ok` only once its events are in the
+    /// spool.
     pub async fn intake(
         &self,
-        body: Bytes,
+        body: impl BodySource,
+        limits: IntakeLimits,
         deadline: Instant,
     ) -> Result<IntakeReport, IntakeError> {
         let result = intake::take(
             &self.shared.spool,
+            (&self.full_at, self.spool_max),
             &self.shared.metrics.audit,
+            limits,
             body,
             deadline,
         )

@@ -1,8 +1,11 @@
 //! Owns the network edge: TLS accept (rustls, ALPN h2 and http/1.1), HTTP serving (hyper),
-//! routing, method and content-type checks, body limits, the audit endpoint's concurrency cap,
-//! the `?timeout=` deadline, and draining on shutdown. Must not parse AdmissionReviews or
-//! EventLists or call plugins: it hands bodies to a [`Handler`].
+//! routing, method and content-type checks, the audit endpoint's concurrency cap, the
+//! `?timeout=` deadline, and draining on shutdown; connection lifetimes in [`conn`], body
+//! reading in [`body`]. Must not parse AdmissionReviews or EventLists or call plugins: it hands
+//! bodies to a [`Handler`].
 
+pub mod body;
+pub mod conn;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -14,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,21 +25,26 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+pub use body::{Body, BodyBudget, BodyError};
+pub use conn::ConnLimits;
+
 use crate::config::PluginKind;
 use crate::wire::parse_go_duration;
 
 /// Admission bodies larger than this are refused with 413. An AdmissionReview carries the object
 /// and the old object, each up to the API server's 3 MiB write limit, plus envelope.
 pub const DEFAULT_MAX_BODY: usize = 16 << 20;
-/// Audit bodies larger than this are refused with 413. With truncation off (the API server's
-/// default), a batch is up to 400 events with their full request and response objects: tens
-/// of MiB.
+/// The most of one audit batch held in memory at once: a larger batch is read and spooled in
+/// parts of about this size, never refused. With truncation off (the API server's default), a
+/// batch is up to 400 events with their full request and response objects: tens of MiB.
 pub const DEFAULT_AUDIT_MAX_BODY: usize = 64 << 20;
 /// Audit batches read and spooled at once. The API server sends batches concurrently when we
-/// are slow (one goroutine each, no bound), and each holds its body in memory: 8 in flight is
-/// at most 512 MiB at the default body limit. More wait for a slot until their deadline, then
-/// get 503 and are re-sent.
+/// are slow (one goroutine each, no bound). More wait for a slot until their deadline, then
+/// get 503 and are re-sent; a client trickling its body loses its slot at the minimum body rate.
 pub const MAX_AUDIT_IN_FLIGHT: usize = 8;
+/// `?timeout=` is clamped to this: the API server's own maximum for a webhook call
+/// (`timeoutSeconds` is at most 30), so a larger value only holds a slot for longer.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 /// The budget of a review that arrives without `?timeout=` (curl, `wasmgate check`): the v1
 /// default `timeoutSeconds`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,10 +53,15 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 /// A TLS handshake that has not finished in this long is dropped (slow or stuck clients).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time allowed to read request headers on HTTP/1.1 (slowloris).
+/// Time allowed to read request headers on HTTP/1.1 (slowloris); also the longest an HTTP/1.1
+/// connection waits idle between requests.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// On shutdown, requests in flight get this long to finish.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Request headers larger than this are refused (HTTP/1.1: 431; HTTP/2: the stream is reset).
+/// The API server's webhook requests carry a few hundred bytes of headers.
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+/// On shutdown, and after a connection's graceful close starts, requests in flight get this
+/// long to finish: the longest `?timeout=`.
+pub const DRAIN_TIMEOUT: Duration = MAX_TIMEOUT;
 
 /// A response the handler produced.
 #[derive(Debug, Clone)]
@@ -87,6 +100,7 @@ impl Answer {
             StatusCode::NOT_FOUND => "NotFound",
             StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
             StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
+            StatusCode::REQUEST_TIMEOUT => "Timeout",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
             StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
             _ => "InternalError",
@@ -114,8 +128,9 @@ pub trait Handler: Send + Sync + 'static {
         body: Bytes,
         deadline: Instant,
     ) -> impl Future<Output = Answer> + Send;
-    /// An audit `EventList` body, to be answered by `deadline`.
-    fn audit(&self, body: Bytes, deadline: Instant) -> impl Future<Output = Answer> + Send;
+    /// An audit `EventList` body, read by the handler as it goes, to be answered by
+    /// `deadline`.
+    fn audit(&self, body: Body, deadline: Instant) -> impl Future<Output = Answer> + Send;
     /// The server refused a request on `endpoint` before the handler saw it (too large, too
     /// many in flight, ...), answering `answer`; for the handler's metrics.
     fn refused(&self, endpoint: &'static str, answer: &Answer, elapsed: Duration) {
@@ -132,8 +147,12 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ServerConfig {
     /// Largest admission body accepted.
     pub max_body: usize,
-    /// Largest audit body accepted.
+    /// The most of one audit body held at once (see [`DEFAULT_AUDIT_MAX_BODY`]).
     pub audit_max_body: usize,
+    /// Body bytes all requests may hold together (see [`body::DEFAULT_BODY_BUDGET`]).
+    pub body_budget: usize,
+    /// Connection lifetimes and the cap on open connections.
+    pub conn: ConnLimits,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +160,8 @@ impl Default for ServerConfig {
         ServerConfig {
             max_body: DEFAULT_MAX_BODY,
             audit_max_body: DEFAULT_AUDIT_MAX_BODY,
+            body_budget: body::DEFAULT_BODY_BUDGET,
+            conn: ConnLimits::default(),
         }
     }
 }
@@ -149,6 +170,7 @@ impl Default for ServerConfig {
 struct Limits {
     config: ServerConfig,
     audit_slots: Semaphore,
+    budget: BodyBudget,
 }
 
 /// The TLS configuration new connections use; swapped whole when certificates change, while
@@ -169,15 +191,22 @@ pub async fn serve<H: Handler>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let config = Arc::new(Limits {
-        config,
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .keep_alive_interval(conn::H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(conn::H2_KEEPALIVE_TIMEOUT);
+    let max_connections = config.conn.max_connections.max(1);
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = Arc::new(Limits {
         audit_slots: Semaphore::new(MAX_AUDIT_IN_FLIGHT),
+        budget: BodyBudget::new(config.body_budget),
+        config,
     });
     tokio::pin!(shutdown);
     loop {
@@ -193,33 +222,81 @@ pub async fn serve<H: Handler>(
             },
             () = &mut shutdown => break,
         };
-        let _ = tcp.set_nodelay(true);
+        // Over the cap, the connection is closed at once: its descriptor is back at once, and
+        // the client sees a reset instead of a handshake that never ends.
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, max_connections, "connection refused: too many open connections");
+            continue;
+        };
+        if let Err(e) = conn::configure_socket(&tcp) {
+            tracing::debug!(%peer, "cannot set socket options: {e}");
+        }
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
         let handler = handler.clone();
-        let config = config.clone();
+        let limits = limits.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let stop = stop_rx.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
-            let service =
-                hyper::service::service_fn(move |req| route(handler.clone(), config.clone(), req));
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
+            let activity = conn::Activity::new();
+            let requests = activity.clone();
+            let route_limits = limits.clone();
+            let service = hyper::service::service_fn(move |req| {
+                // Counted until the request's future is dropped: answered, or cancelled by a
+                // stream reset or a closed connection (which drops its plugin calls with it).
+                let in_flight = requests.begin();
+                let response = route(handler.clone(), route_limits.clone(), req);
+                async move {
+                    let response = response.await;
+                    in_flight.answered();
+                    response
+                }
+            });
+            let io = conn::FirstBytes::new(stream, conn::FIRST_BYTES_TIMEOUT);
+            let served = builder
+                .serve_connection(TokioIo::new(io), service)
                 .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, "connection ended with an error: {e}");
+            let (closed, out) = conn::supervise(
+                served,
+                |c| c.graceful_shutdown(),
+                &activity,
+                &limits.config.conn,
+                stop,
+                DRAIN_TIMEOUT,
+            )
+            .await;
+            match out {
+                Some(Err(e)) => {
+                    tracing::debug!(%peer, ?closed, "connection ended with an error: {e}")
+                }
+                Some(Ok(())) if closed == conn::Closed::Cancelled => tracing::warn!(
+                    %peer, "connection closed: its client cancelled more than {} requests (HTTP/2 rapid reset?)",
+                    conn::MAX_CANCELLED_REQUESTS
+                ),
+                Some(Ok(())) => tracing::trace!(%peer, ?closed, "connection closed"),
+                None => {
+                    tracing::debug!(%peer, ?closed, "connection dropped: requests did not finish within {DRAIN_TIMEOUT:?} of its graceful close")
+                }
             }
         });
     }
     drop(listener);
     tracing::info!("shutting down: no new connections, draining requests in flight");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
+    let _ = stop_tx.send(true);
+    // Every connection holds a slot until it is gone; each drops itself DRAIN_TIMEOUT after
+    // its graceful close at the latest, so this waits a little longer than that.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(
+        DRAIN_TIMEOUT + Duration::from_secs(1),
+        connections.acquire_many(all),
+    )
+    .await
+    .is_err()
     {
         tracing::warn!("drain timed out after {DRAIN_TIMEOUT:?}; closing remaining connections");
     }
@@ -235,7 +312,6 @@ async fn route<H: Handler>(
     limits: Arc<Limits>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let config = &limits.config;
     let started = Instant::now();
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
@@ -250,7 +326,7 @@ async fn route<H: Handler>(
             if req.method() != Method::POST {
                 method_not_allowed("POST")
             } else {
-                admission(&*handler, config, kind, policy.as_deref(), req, started).await
+                admission(&*handler, &limits, kind, policy.as_deref(), req, started).await
             }
         }
         ["audit"] => {
@@ -303,7 +379,7 @@ fn method_not_allowed(allowed: &str) -> Answer {
 /// Checks the request's shape, reads its body under the size limit, and sets its deadline.
 async fn admission<H: Handler>(
     handler: &H,
-    config: &ServerConfig,
+    limits: &Limits,
     kind: PluginKind,
     policy: Option<&str>,
     req: Request<Incoming>,
@@ -313,14 +389,20 @@ async fn admission<H: Handler>(
         Ok(deadline) => deadline,
         Err(answer) => return answer,
     };
-    match read_body(req, config.max_body, deadline).await {
+    let max = limits.config.max_body;
+    let body = match Body::open(req, max, max, &limits.budget, deadline).await {
+        Ok(body) => body.collect().await,
+        Err(e) => Err(e),
+    };
+    match body {
         Ok(body) => handler.admission(kind, policy, body, deadline).await,
-        Err(answer) => answer,
+        Err(e) => Answer::status(e.status, e),
     }
 }
 
-/// An audit batch: the same checks under the audit limits, and a slot among
-/// [`MAX_AUDIT_IN_FLIGHT`] before the body is read.
+/// An audit batch: the same checks, a slot among [`MAX_AUDIT_IN_FLIGHT`] before the body is
+/// read, and a share of the body budget as large as the part of a batch held at once. The
+/// handler reads the body as it decodes it: no size limit applies to the whole batch.
 async fn audit<H: Handler>(
     handler: &H,
     limits: &Limits,
@@ -344,9 +426,10 @@ async fn audit<H: Handler>(
             ));
         }
     };
-    match read_body(req, limits.config.audit_max_body, deadline).await {
+    let hold = limits.config.audit_max_body;
+    match Body::open(req, usize::MAX, hold, &limits.budget, deadline).await {
         Ok(body) => handler.audit(body, deadline).await,
-        Err(answer) => refused(answer),
+        Err(e) => refused(Answer::status(e.status, e)),
     }
 }
 
@@ -374,42 +457,8 @@ fn check_json(req: &Request<Incoming>) -> Result<(), Answer> {
     Ok(())
 }
 
-/// Reads the body under `max_body` bytes by `deadline`.
-async fn read_body(
-    req: Request<Incoming>,
-    max_body: usize,
-    deadline: Instant,
-) -> Result<Bytes, Answer> {
-    let too_large = || {
-        Answer::status(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the limit of {max_body} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > max_body) {
-        return Err(too_large());
-    }
-    match tokio::time::timeout_at(deadline, Limited::new(req.into_body(), max_body).collect()).await
-    {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(Answer::status(
-            StatusCode::BAD_REQUEST,
-            format!("cannot read request body: {e}"),
-        )),
-        Err(_) => Err(Answer::status(
-            StatusCode::REQUEST_TIMEOUT,
-            "request body not received before the deadline",
-        )),
-    }
-}
-
-/// The time budget from `?timeout=` (a Go duration, as client-go sends it).
+/// The time budget from `?timeout=` (a Go duration, as client-go sends it), at most
+/// [`MAX_TIMEOUT`].
 fn timeout_param(query: Option<&str>) -> Result<Duration, String> {
     let Some(value) = query
         .into_iter()
@@ -419,7 +468,7 @@ fn timeout_param(query: Option<&str>) -> Result<Duration, String> {
         return Ok(DEFAULT_TIMEOUT);
     };
     match parse_go_duration(value) {
-        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(d) if !d.is_zero() => Ok(d.min(MAX_TIMEOUT)),
         Ok(_) => Err("timeout must be positive".to_owned()),
         Err(e) => Err(format!("bad timeout query parameter: {e}")),
     }
@@ -446,5 +495,8 @@ mod tests {
                 .contains("bad timeout")
         );
         assert!(timeout_param(Some("timeout=0s")).is_err());
+        // Longer than the API server ever waits only holds a slot for longer.
+        assert_eq!(timeout_param(Some("timeout=1000h")), Ok(MAX_TIMEOUT));
+        assert_eq!(timeout_param(Some("timeout=31s")), Ok(MAX_TIMEOUT));
     }
 }

@@ -289,6 +289,205 @@ pub fn decode_event_list(body: &[u8]) -> Result<Vec<Item<'_>>, ListError> {
         .collect())
 }
 
+/// The annotation the API server's truncate backend sets on an event it cut down
+/// (`k8s.io/apiserver/plugin/pkg/audit/truncate`).
+pub const TRUNCATED_ANNOTATION: &str = "audit.k8s.io/truncated";
+
+/// Cuts an event down as the API server's truncate backend does: `requestObject` and
+/// `responseObject` dropped, annotation `audit.k8s.io/truncated: "true"` added; every other
+/// field kept. `text` must be a JSON object (a decoded [`Event`]).
+pub fn truncate_event(text: &str) -> Result<String, String> {
+    let mut event: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| e.to_string())?;
+    event.remove("requestObject");
+    event.remove("responseObject");
+    let annotations = event
+        .entry("annotations")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    if !annotations.is_object() {
+        *annotations = serde_json::Value::Object(Default::default());
+    }
+    if let Some(map) = annotations.as_object_mut() {
+        map.insert(TRUNCATED_ANNOTATION.into(), "true".into());
+    }
+    serde_json::to_string(&event).map_err(|e| e.to_string())
+}
+
+/// Takes the items of an EventList as [`decode_event_list_streaming`] finds them.
+pub trait ItemSink {
+    /// The list's `kind` and `apiVersion` are known to be an EventList's: before its first
+    /// item when they come first (as the API server writes them), else after the last.
+    fn verified(&mut self) -> Result<(), String>;
+    /// Item `index`, exactly as received (not yet checked to be an event). An `Err` stops the
+    /// decoding with that message.
+    fn item(&mut self, index: usize, raw: Box<RawValue>) -> Result<(), String>;
+}
+
+/// Why a streamed EventList stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The body is not an EventList.
+    #[error(transparent)]
+    List(#[from] ListError),
+    /// The sink stopped it.
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// Decodes an EventList from `reader` one item at a time, handing each to `sink` as it is
+/// read: the list is never held whole, so memory stays at one item, whatever the list. Returns
+/// the number of items.
+pub fn decode_event_list_streaming(
+    reader: impl std::io::Read,
+    sink: &mut impl ItemSink,
+) -> Result<usize, StreamError> {
+    let mut state = StreamState {
+        sink,
+        kind: None,
+        api_version: None,
+        verified: false,
+        items: 0,
+        stopped: None,
+        wrong: None,
+    };
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let decoded = de
+        .deserialize_map(EnvelopeVisitor(&mut state))
+        .and_then(|()| de.end());
+    if let Some(wrong) = state.wrong.take() {
+        return Err(StreamError::List(wrong));
+    }
+    if let Some(message) = state.stopped.take() {
+        return Err(StreamError::Stopped(message));
+    }
+    decoded.map_err(ListError::Json)?;
+    if !state.verified {
+        state.verify()?;
+        state.sink.verified().map_err(StreamError::Stopped)?;
+    }
+    Ok(state.items)
+}
+
+struct StreamState<'s, S> {
+    sink: &'s mut S,
+    kind: Option<String>,
+    api_version: Option<String>,
+    verified: bool,
+    items: usize,
+    /// Set when the sink stops the decoding (the deserializer's error says only "custom").
+    stopped: Option<String>,
+    /// Set when the type fields are wrong.
+    wrong: Option<ListError>,
+}
+
+impl<S: ItemSink> StreamState<'_, S> {
+    fn verify(&self) -> Result<(), ListError> {
+        let kind = self.kind.as_deref().unwrap_or_default();
+        let api_version = self.api_version.as_deref().unwrap_or_default();
+        if kind != "EventList" || !(api_version == AUDIT_V1 || api_version == AUDIT_V1BETA1) {
+            return Err(ListError::WrongType {
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Once both type fields are known, checks them and tells the sink.
+    fn check_type<E: serde::de::Error>(&mut self) -> Result<(), E> {
+        if self.verified || self.kind.is_none() || self.api_version.is_none() {
+            return Ok(());
+        }
+        if let Err(e) = self.verify() {
+            let error = E::custom(&e);
+            self.wrong = Some(e);
+            return Err(error);
+        }
+        self.verified = true;
+        self.sink.verified().map_err(|m| self.stop(m))
+    }
+
+    fn stop<E: serde::de::Error>(&mut self, message: String) -> E {
+        let error = E::custom(&message);
+        self.stopped = Some(message);
+        error
+    }
+}
+
+struct EnvelopeVisitor<'a, 's, S>(&'a mut StreamState<'s, S>);
+
+impl<'de, S: ItemSink> serde::de::Visitor<'de> for EnvelopeVisitor<'_, '_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an audit EventList object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let state = self.0;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "kind" => {
+                    state.kind = Some(map.next_value::<Option<String>>()?.unwrap_or_default());
+                    state.check_type()?;
+                }
+                "apiVersion" => {
+                    state.api_version =
+                        Some(map.next_value::<Option<String>>()?.unwrap_or_default());
+                    state.check_type()?;
+                }
+                "items" => map.next_value_seed(ItemsSeed(&mut *state))?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ItemsSeed<'a, 's, S>(&'a mut StreamState<'s, S>);
+
+impl<'de, S: ItemSink> serde::de::DeserializeSeed<'de> for ItemsSeed<'_, '_, S> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: ItemSink> serde::de::Visitor<'de> for ItemsSeed<'_, '_, S> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of audit events")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let state = self.0;
+        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+            let index = state.items;
+            state.items += 1;
+            if let Err(message) = state.sink.item(index, raw) {
+                return Err(state.stop(message));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Event {
     /// Decodes one event (a list item or a log line) and checks what the schema alone cannot.
     pub fn decode(text: &str) -> Result<Event, String> {

@@ -174,3 +174,139 @@ fn a_body_captured_from_a_real_api_server_decodes_whole() {
         non_resource.request_uri
     );
 }
+
+/// Collects what the streaming decoder hands over, in order.
+#[derive(Default)]
+struct Collect {
+    log: Vec<String>,
+    stop_at: Option<usize>,
+}
+
+impl ItemSink for Collect {
+    fn verified(&mut self) -> Result<(), String> {
+        self.log.push("verified".into());
+        Ok(())
+    }
+
+    fn item(&mut self, index: usize, raw: Box<RawValue>) -> Result<(), String> {
+        if self.stop_at == Some(index) {
+            return Err(format!("stopped at {index}"));
+        }
+        self.log.push(raw.get().to_owned());
+        Ok(())
+    }
+}
+
+fn stream(body: &str) -> (Result<usize, StreamError>, Vec<String>) {
+    let mut sink = Collect::default();
+    let out = decode_event_list_streaming(body.as_bytes(), &mut sink);
+    (out, sink.log)
+}
+
+#[test]
+fn the_streaming_decoder_hands_over_every_item_as_received() {
+    let good = r#"{"level":"Metadata","auditID":"a","stage":"ResponseComplete"}"#;
+    let body = list(&[good, "42", r#"{"x": [1, 2]}"#]);
+    let (out, log) = stream(&body);
+    assert_eq!(out.unwrap(), 3);
+    assert_eq!(log, vec!["verified", good, "42", r#"{"x": [1, 2]}"#]);
+    // The same items, one by one, as the whole-body decoder sees them.
+    let whole = decode_event_list(body.as_bytes()).unwrap();
+    let raws: Vec<_> = whole.iter().map(|i| i.raw.get()).collect();
+    assert_eq!(&log[1..], raws.as_slice());
+    // A real API server's body.
+    let captured = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/apiserver/smoke/audit-eventlist.json"
+    ))
+    .unwrap();
+    let (out, log) = stream(&captured);
+    let whole = decode_event_list(captured.as_bytes()).unwrap();
+    assert_eq!(out.unwrap(), whole.len());
+    assert_eq!(log.len(), whole.len() + 1);
+}
+
+#[test]
+fn the_streaming_decoder_checks_the_type_before_the_first_item() {
+    let wrong = r#"{"kind":"PodList","apiVersion":"v1","items":[{"auditID":"a"}]}"#;
+    let (out, log) = stream(wrong);
+    match out {
+        Err(StreamError::List(ListError::WrongType { api_version, kind })) => {
+            assert_eq!((api_version.as_str(), kind.as_str()), ("v1", "PodList"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        log.is_empty(),
+        "items handed over before the type was checked: {log:?}"
+    );
+
+    // Type fields after the items: verified at the end.
+    let late = r#"{"items":[1],"apiVersion":"audit.k8s.io/v1","kind":"EventList"}"#;
+    let (out, log) = stream(late);
+    assert_eq!(out.unwrap(), 1);
+    assert_eq!(log, vec!["1", "verified"]);
+    let missing = r#"{"items":[1]}"#;
+    assert!(matches!(
+        stream(missing).0,
+        Err(StreamError::List(ListError::WrongType { .. }))
+    ));
+    // No items, or null: an empty list.
+    for empty in [
+        r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1"}"#,
+        r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1beta1","items":null}"#,
+    ] {
+        assert_eq!(stream(empty).0.unwrap(), 0, "{empty}");
+    }
+    for broken in [
+        "[]",
+        "{",
+        r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":{}}"#,
+        r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]} trailing"#,
+    ] {
+        assert!(
+            matches!(stream(broken).0, Err(StreamError::List(ListError::Json(_)))),
+            "{broken}"
+        );
+    }
+}
+
+#[test]
+fn a_sink_can_stop_the_stream() {
+    let mut sink = Collect {
+        stop_at: Some(1),
+        ..Default::default()
+    };
+    let out = decode_event_list_streaming(list(&["1", "2", "3"]).as_bytes(), &mut sink);
+    match out {
+        Err(StreamError::Stopped(message)) => assert_eq!(message, "stopped at 1"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sink.log, vec!["verified", "1"]);
+}
+
+#[test]
+fn truncation_drops_the_objects_and_says_so() {
+    let event = r#"{"level":"RequestResponse","auditID":"a","stage":"ResponseComplete","verb":"list","requestObject":{"big":1},"responseObject":{"items":[1,2,3]},"annotations":{"authorization.k8s.io/decision":"allow"},"future":"kept"}"#;
+    let cut = truncate_event(event).unwrap();
+    let decoded = Event::decode(&cut).unwrap();
+    assert!(decoded.request_object.is_none());
+    assert!(decoded.response_object.is_none());
+    assert_eq!(decoded.annotations[TRUNCATED_ANNOTATION], "true");
+    assert_eq!(
+        decoded.annotations["authorization.k8s.io/decision"],
+        "allow"
+    );
+    assert_eq!(decoded.verb, "list");
+    assert!(cut.contains(r#""future":"kept""#), "{cut}");
+    // No annotations, or null ones: the map is created.
+    for event in [
+        r#"{"level":"Request","auditID":"b","stage":"ResponseComplete","requestObject":{}}"#,
+        r#"{"level":"Request","auditID":"b","stage":"ResponseComplete","annotations":null}"#,
+    ] {
+        let cut = Event::decode(&truncate_event(event).unwrap()).unwrap();
+        assert_eq!(cut.annotations[TRUNCATED_ANNOTATION], "true");
+    }
+    // The same event truncates to the same bytes: a re-sent batch is still deduplicated.
+    assert_eq!(truncate_event(event).unwrap(), cut);
+}
