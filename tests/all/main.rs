@@ -11,5 +11,6 @@ mod check;
 mod containment;
 mod manifests;
 mod protocol;
+mod reliability;
 mod reload;
 mod reuse;

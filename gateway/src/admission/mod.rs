@@ -92,16 +92,29 @@ async fn validate(
             let started = Instant::now();
             let result = policy
                 .plugin
-                .run(deadline, policy.timeout, move |plugin, budget| {
-                    plugin.validate_blocking(&wit_request, budget)
-                })
+                .validate(&wit_request, deadline, policy.timeout)
                 .await;
             (policy, result, started.elapsed())
         }
     };
-    // Each call runs on the blocking pool; polling them together on this task lets them run in
-    // parallel without a task of their own each. join_all keeps file order.
-    let results = futures_util::future::join_all(matching.iter().map(|p| call(p.clone()))).await;
+    // One validator runs on this task; several run each on a task of its own, so that they
+    // use every core. join_all keeps file order.
+    let results = if let [only] = matching.as_slice() {
+        vec![call(only.clone()).await]
+    } else {
+        let tasks = matching.iter().map(|p| tokio::spawn(call(p.clone())));
+        let joined = futures_util::future::join_all(tasks).await;
+        joined
+            .into_iter()
+            .zip(&matching)
+            .map(|(joined, policy)| {
+                joined.unwrap_or_else(|e| {
+                    let failure = PluginFailure::Host(format!("the plugin call panicked: {e}"));
+                    (policy.clone(), Err(failure), std::time::Duration::ZERO)
+                })
+            })
+            .collect()
+    };
     // Results are merged in file order, whatever order they finished in, so that combined
     // messages are stable.
     for (policy, result, elapsed) in results {
@@ -148,9 +161,7 @@ async fn mutate(
         let started = Instant::now();
         let result = policy
             .plugin
-            .run(deadline, policy.timeout, move |plugin, budget| {
-                plugin.initialize_blocking(&wit_request, budget)
-            })
+            .initialize(&wit_request, deadline, policy.timeout)
             .await;
         // A replaced object must be a JSON object of the same apiVersion and kind, and only
         // objects being created or updated can be changed at all.
