@@ -417,6 +417,7 @@ fn plugin_alone(batch: &Bytes, calls: usize) -> (Duration, Duration) {
             ),
             settings: r#"{"output":"audit","keys":["password","token","secret"]}"#.into(),
             memory_limit: 64 << 20,
+            timeout: Duration::from_secs(5),
             reuse: None,
         })
         .unwrap();

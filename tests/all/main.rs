@@ -14,3 +14,4 @@ mod protocol;
 mod reliability;
 mod reload;
 mod reuse;
+mod settings;

@@ -311,6 +311,7 @@ pub fn load_validator(
             bytes: Arc::new(std::fs::read(path).unwrap()),
             settings: settings.to_owned(),
             memory_limit: 64 << 20,
+            timeout: Duration::from_secs(2),
             reuse,
         })
         .unwrap();

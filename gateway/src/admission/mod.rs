@@ -163,12 +163,12 @@ async fn mutate(
             .plugin
             .initialize(&wit_request, deadline, policy.timeout)
             .await;
-        // A replaced object must be a JSON object of the same apiVersion and kind, and only
-        // objects being created or updated can be changed at all.
+        // A replaced object must be a JSON object of the same apiVersion and kind, a patch must
+        // apply and give such an object, and only objects being created or updated can be
+        // changed at all.
         let result = result.and_then(|mutation| {
             let change = match mutation.change {
-                Change::Replaced(text) if !mutable => {
-                    drop(text);
+                Change::Replaced(_) | Change::Patched(_) if !mutable => {
                     return Err(PluginFailure::InvalidOutput(format!(
                         "the object of a {} request cannot be changed",
                         request.operation.as_str()
@@ -178,6 +178,11 @@ async fn mutate(
                     let value = checked_replacement(&text, object_text)?;
                     Some((text, value))
                 }
+                Change::Patched(patch) => Some(checked_patch(
+                    &patch,
+                    object_text,
+                    current.as_ref().map(|(_, v)| v),
+                )?),
                 Change::Unchanged => None,
                 Change::Denied(denial) => return Ok((mutation.remarks, Err(denial))),
             };
@@ -237,6 +242,35 @@ async fn mutate(
 
 fn internal_error(uid: &str, message: String) -> AdmissionResponse {
     AdmissionResponse::deny(uid, 500, "InternalError", message)
+}
+
+/// Applies an initializer's RFC 6902 patch to a copy of the object it was given (`before_value`
+/// when the host already holds it parsed, else `before`), and checks the result as it checks a
+/// replacement. Returns the new object as text and value.
+fn checked_patch(
+    patch: &str,
+    before: Option<&str>,
+    before_value: Option<&serde_json::Value>,
+) -> Result<(String, serde_json::Value), PluginFailure> {
+    let operations: json_patch::Patch = serde_json::from_str(patch).map_err(|e| {
+        PluginFailure::InvalidOutput(format!("the patch is not an RFC 6902 JSON Patch: {e}"))
+    })?;
+    let mut object = match (before_value, before) {
+        (Some(value), _) => value.clone(),
+        (None, Some(text)) => serde_json::from_str(text).map_err(|e| {
+            PluginFailure::InvalidOutput(format!("the patched object is not JSON: {e}"))
+        })?,
+        (None, None) => {
+            return Err(PluginFailure::InvalidOutput(
+                "a patch, but the request has no object".into(),
+            ));
+        }
+    };
+    json_patch::patch(&mut object, &operations)
+        .map_err(|e| PluginFailure::InvalidOutput(format!("the patch does not apply: {e}")))?;
+    let text = object.to_string();
+    let value = checked_replacement(&text, before)?;
+    Ok((text, value))
 }
 
 /// Parses an initializer's replacement and checks that it is still the same kind of object.

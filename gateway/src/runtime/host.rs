@@ -1,7 +1,7 @@
-//! Owns the store data of one plugin call and the `host` interface plugins import: `log` and
-//! `settings`. The WASI context is empty: no files, environment, arguments or sockets; stdout and
-//! stderr go to bounded memory pipes that are written to the log, with the plugin's name, after
-//! the call. Everything a plugin writes reaches the log escaped (one plugin line is one log
+//! Owns the store data of one plugin call and the interfaces plugins import: `host` (`log` and
+//! `settings`, in both contract versions) and `cluster` (0.2.0). The WASI context is empty: no
+//! files, environment, arguments or sockets; stdout and stderr go to bounded memory pipes that
+//! are written to the log, with the plugin's name, after the call. Everything a plugin writes reaches the log escaped (one plugin line is one log
 //! line) and under a per-policy rate limit.
 
 use std::sync::Arc;
@@ -13,7 +13,10 @@ use wasmtime::component::{HasData, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::bindings::cluster::{self, LookupError};
 use super::bindings::host::{self, Level};
+use super::bindings::types::GroupVersionResource;
+use super::bindings::v1;
 
 /// Bytes of stdout (and, separately, stderr) kept per call. A plugin that writes more gets a
 /// closed stream (Rust's `println!` then panics, which is a plugin failure): a plugin cannot
@@ -259,6 +262,55 @@ impl host::Host for HostCtx {
 
     fn settings(&mut self) -> String {
         self.settings.to_string()
+    }
+}
+
+/// The `host` interface of wasmgate:plugin@0.1.0: the same two functions, served by the 0.2.0
+/// implementation.
+impl v1::host::Host for HostCtx {
+    fn log(&mut self, level: v1::host::Level, message: String) {
+        host::Host::log(self, level.into(), message);
+    }
+
+    fn settings(&mut self) -> String {
+        host::Host::settings(self)
+    }
+}
+
+/// The `cluster` interface (0.2.0). Lookups are served only from what the policy's `context:`
+/// entry grants, and the policy file cannot grant anything yet (the watch caches do not exist):
+/// so every lookup is `denied`, with a message naming the policy and the resource asked for.
+impl cluster::Host for HostCtx {
+    fn get(
+        &mut self,
+        resource: GroupVersionResource,
+        _namespace: String,
+        _name: String,
+    ) -> Result<Option<String>, LookupError> {
+        Err(self.not_granted(&resource))
+    }
+
+    fn list(
+        &mut self,
+        resource: GroupVersionResource,
+        _namespace: String,
+        _label_selector: String,
+    ) -> Result<Vec<String>, LookupError> {
+        Err(self.not_granted(&resource))
+    }
+}
+
+impl HostCtx {
+    fn not_granted(&self, resource: &GroupVersionResource) -> LookupError {
+        let group = if resource.group.is_empty() {
+            "core"
+        } else {
+            resource.group.as_str()
+        };
+        LookupError::Denied(format!(
+            "policy {:?} has no `context:` grant for {}/{} {}: nothing is granted (the policy file cannot grant cluster reads yet)",
+            &*self.plugin, group, resource.version, resource.resource
+        ))
     }
 }
 

@@ -3,6 +3,7 @@
 //! admission semantics: it takes WIT values in and gives WIT values or a [`PluginFailure`] out.
 
 pub mod bindings;
+mod conversions;
 mod engine;
 mod host;
 pub mod output;
@@ -28,9 +29,11 @@ pub use engine::{EPOCH_TICK, MAX_WASM_STACK, POOL_SLOTS, WARM_SLOTS};
 pub use host::{PluginState, STDIO_CAPACITY};
 
 use crate::config::PluginKind;
-use bindings::audit_sink::{AuditSink, AuditSinkPre};
-use bindings::initializer::{Initializer, InitializerPre};
-use bindings::validator::{Validator, ValidatorPre};
+use bindings::v1;
+use bindings::v2::audit_sink::{AuditSink, AuditSinkPre};
+use bindings::v2::initializer::{Initializer, InitializerPre};
+use bindings::v2::validator::{Validator, ValidatorPre};
+pub use conversions::UnknownOperation;
 use host::{HostData, Limiter, LogBudget};
 
 /// The WIT world a plugin implements.
@@ -64,6 +67,35 @@ impl From<PluginKind> for World {
     }
 }
 
+/// The version of the plugin contract (the WIT package `wasmgate:plugin`) a component
+/// implements. Every published version is served; the gateway speaks the newest and converts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Contract {
+    /// `wasmgate:plugin@0.1.0`, frozen: no `validate-settings`, no `patched`, no `cluster`.
+    V0_1_0,
+    /// `wasmgate:plugin@0.2.0`.
+    V0_2_0,
+}
+
+impl Contract {
+    /// The WIT package, e.g. `wasmgate:plugin@0.2.0`.
+    pub fn package(self) -> &'static str {
+        match self {
+            Contract::V0_1_0 => "wasmgate:plugin@0.1.0",
+            Contract::V0_2_0 => "wasmgate:plugin@0.2.0",
+        }
+    }
+
+    /// Whether plugins of this version check their settings at load (`validate-settings`).
+    pub fn checks_settings(self) -> bool {
+        self == Contract::V0_2_0
+    }
+}
+
+/// Longest message of a plugin's settings refusal kept for the operator (the rest is cut): it
+/// is logged and shown by `/readyz`, so a plugin cannot flood either.
+pub const MAX_SETTINGS_MESSAGE: usize = 4096;
+
 /// How the runtime is set up.
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
@@ -85,19 +117,28 @@ pub enum LoadError {
     /// Its imports are not what wasmgate provides.
     #[error("module imports something wasmgate does not provide: {0}")]
     Imports(String),
-    /// It does not export the declared world's function.
+    /// It does not export the declared world's functions. Which contract version it was
+    /// checked against follows from its exports (`validate-settings`: 0.2.0; none: 0.1.0).
     #[error(
-        "module is not a {world} (it does not export the `{world}` world of wasmgate:plugin@0.1.0): {detail}"
+        "module is not a {world} (it does not export the `{world}` world of {contract}): {detail}"
     )]
     WrongWorld {
         /// The world the policy declared.
         world: &'static str,
+        /// The contract version the component was checked against.
+        contract: &'static str,
         /// wasmtime's explanation.
         detail: String,
     },
     /// It cannot even be instantiated under its limits.
     #[error("module fails to instantiate under its limits: {0}")]
     Instantiate(String),
+    /// Its `validate-settings` refused the policy's settings; the plugin's message.
+    #[error("settings refused by the plugin: {0}")]
+    SettingsRefused(String),
+    /// Its `validate-settings` did not answer: a trap, the deadline or the memory cap.
+    #[error("the plugin's settings check failed: {0}")]
+    SettingsCheck(PluginFailure),
 }
 
 /// Why a plugin call produced no usable answer. Each is handled by the policy's failure policy.
@@ -164,6 +205,10 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(RuntimeError)?;
         bindings::host::add_to_linker::<PluginState, HostData>(&mut linker, |s| &mut s.host)
             .map_err(RuntimeError)?;
+        bindings::cluster::add_to_linker::<PluginState, HostData>(&mut linker, |s| &mut s.host)
+            .map_err(RuntimeError)?;
+        v1::host::add_to_linker::<PluginState, HostData>(&mut linker, |s| &mut s.host)
+            .map_err(RuntimeError)?;
         let ticker = engine::EpochTicker::start(engine.clone());
         Ok(Runtime {
             engine,
@@ -183,17 +228,42 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Imports(one_line(&e)))?;
+        // `validate-settings` is what every 0.2.0 world exports and no 0.1.0 world does: it
+        // says which version to type-check the component against (and the error names it).
+        let contract = if component
+            .component_type()
+            .exports(&self.engine)
+            .any(|(name, _)| name == "validate-settings")
+        {
+            Contract::V0_2_0
+        } else {
+            Contract::V0_1_0
+        };
         let world = spec.kind.name();
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             world,
+            contract: contract.package(),
             detail: one_line(&e),
         };
-        let pre = match spec.kind {
-            World::Validator => PluginPre::Validator(ValidatorPre::new(pre).map_err(wrong_world)?),
-            World::Initializer => {
+        let pre = match (contract, spec.kind) {
+            (Contract::V0_2_0, World::Validator) => {
+                PluginPre::Validator(ValidatorPre::new(pre).map_err(wrong_world)?)
+            }
+            (Contract::V0_2_0, World::Initializer) => {
                 PluginPre::Initializer(InitializerPre::new(pre).map_err(wrong_world)?)
             }
-            World::AuditSink => PluginPre::AuditSink(AuditSinkPre::new(pre).map_err(wrong_world)?),
+            (Contract::V0_2_0, World::AuditSink) => {
+                PluginPre::AuditSink(AuditSinkPre::new(pre).map_err(wrong_world)?)
+            }
+            (Contract::V0_1_0, World::Validator) => {
+                PluginPre::V1Validator(v1::validator::ValidatorPre::new(pre).map_err(wrong_world)?)
+            }
+            (Contract::V0_1_0, World::Initializer) => PluginPre::V1Initializer(
+                v1::initializer::InitializerPre::new(pre).map_err(wrong_world)?,
+            ),
+            (Contract::V0_1_0, World::AuditSink) => {
+                PluginPre::V1AuditSink(v1::audit_sink::AuditSinkPre::new(pre).map_err(wrong_world)?)
+            }
         };
         let plugin = Plugin {
             log: Arc::new(LogBudget::default()),
@@ -201,6 +271,7 @@ impl Runtime {
             settings: spec.settings.into(),
             memory_limit: usize::try_from(spec.memory_limit).unwrap_or(usize::MAX),
             pre,
+            contract,
             engine: self.engine.clone(),
             slots: self.slots.clone(),
             reuse: spec.reuse,
@@ -208,8 +279,9 @@ impl Runtime {
         };
         // Instantiate once now, so a module whose initial memory exceeds its cap, or that traps
         // (or never ends) in its start function, is refused at load time rather than failing
-        // every request.
-        plugin.check_instantiates()?;
+        // every request; and, in the same instance, have the plugin check its settings, so
+        // settings it would refuse on every call refuse the policy instead.
+        plugin.check_at_load(spec.timeout)?;
         Ok(plugin)
     }
 }
@@ -226,6 +298,8 @@ pub struct PluginSpec {
     pub settings: String,
     /// The cap in bytes on all the linear memories and tables of one instance together.
     pub memory_limit: u64,
+    /// The policy's per-call deadline, which the settings check at load runs under too.
+    pub timeout: Duration,
     /// Opt-in reuse of warm instances; `None` (the default) is a fresh instance per call.
     pub reuse: Option<Reuse>,
 }
@@ -247,6 +321,7 @@ enum Call<'a> {
     Validate(&'a AdmissionRequest),
     Initialize(&'a AdmissionRequest),
     Deliver(&'a [AuditEvent]),
+    ValidateSettings(&'a str),
 }
 
 /// What a plugin answered, per exported function.
@@ -254,12 +329,17 @@ enum Answer {
     Verdict(Verdict),
     Mutation(Mutation),
     Emissions(Vec<Emission>),
+    SettingsAccepted,
 }
 
+/// An instance of a plugin's world, in the contract version it implements.
 enum Instance {
     Validator(Validator),
     Initializer(Initializer),
     AuditSink(AuditSink),
+    V1Validator(v1::validator::Validator),
+    V1Initializer(v1::initializer::Initializer),
+    V1AuditSink(v1::audit_sink::AuditSink),
 }
 
 impl Instance {
@@ -277,6 +357,33 @@ impl Instance {
             }
             (Instance::AuditSink(s), Call::Deliver(batch)) => {
                 s.call_deliver(store, batch).await?.map(Answer::Emissions)
+            }
+            (Instance::Validator(v), Call::ValidateSettings(settings)) => v
+                .call_validate_settings(store, settings)
+                .await?
+                .map(|()| Answer::SettingsAccepted),
+            (Instance::Initializer(i), Call::ValidateSettings(settings)) => i
+                .call_validate_settings(store, settings)
+                .await?
+                .map(|()| Answer::SettingsAccepted),
+            (Instance::AuditSink(s), Call::ValidateSettings(settings)) => s
+                .call_validate_settings(store, settings)
+                .await?
+                .map(|()| Answer::SettingsAccepted),
+            // 0.1.0: the request converted down, the answer up.
+            (Instance::V1Validator(v), Call::Validate(r)) => v
+                .call_validate(store, &v1_request(r)?)
+                .await?
+                .map(|verdict| Answer::Verdict(verdict.into())),
+            (Instance::V1Initializer(i), Call::Initialize(r)) => i
+                .call_initialize(store, &v1_request(r)?)
+                .await?
+                .map(|mutation| Answer::Mutation(mutation.into())),
+            (Instance::V1AuditSink(s), Call::Deliver(batch)) => {
+                let batch: Vec<v1::audit_types::Event> = batch.iter().map(Into::into).collect();
+                s.call_deliver(store, &batch)
+                    .await?
+                    .map(|lines| Answer::Emissions(lines.into_iter().map(Into::into).collect()))
             }
             _ => {
                 return Err(wasmtime::Error::msg(
@@ -298,10 +405,19 @@ struct Warm {
 #[allow(clippy::disallowed_types)]
 type IdlePool = std::sync::Mutex<Vec<Warm>>;
 
+/// A 0.1.0 plugin's request: what the gateway holds, converted down. An operation 0.1.0 has no
+/// name for cannot be given to it (the host fails the call, it is no answer of the plugin's).
+fn v1_request(request: &AdmissionRequest) -> wasmtime::Result<v1::types::AdmissionRequest> {
+    v1::types::AdmissionRequest::try_from(request).map_err(wasmtime::Error::new)
+}
+
 enum PluginPre {
     Validator(ValidatorPre<PluginState>),
     Initializer(InitializerPre<PluginState>),
     AuditSink(AuditSinkPre<PluginState>),
+    V1Validator(v1::validator::ValidatorPre<PluginState>),
+    V1Initializer(v1::initializer::InitializerPre<PluginState>),
+    V1AuditSink(v1::audit_sink::AuditSinkPre<PluginState>),
 }
 
 impl PluginPre {
@@ -310,6 +426,11 @@ impl PluginPre {
             PluginPre::Validator(p) => Instance::Validator(p.instantiate_async(store).await?),
             PluginPre::Initializer(p) => Instance::Initializer(p.instantiate_async(store).await?),
             PluginPre::AuditSink(p) => Instance::AuditSink(p.instantiate_async(store).await?),
+            PluginPre::V1Validator(p) => Instance::V1Validator(p.instantiate_async(store).await?),
+            PluginPre::V1Initializer(p) => {
+                Instance::V1Initializer(p.instantiate_async(store).await?)
+            }
+            PluginPre::V1AuditSink(p) => Instance::V1AuditSink(p.instantiate_async(store).await?),
         })
     }
 }
@@ -321,6 +442,7 @@ pub struct Plugin {
     settings: Arc<str>,
     memory_limit: usize,
     pre: PluginPre,
+    contract: Contract,
     engine: wasmtime::Engine,
     slots: Arc<Semaphore>,
     reuse: Option<Reuse>,
@@ -332,6 +454,11 @@ impl Plugin {
     /// The policy name this plugin was loaded for.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The contract version the plugin implements (and so whether its settings were checked).
+    pub fn contract(&self) -> Contract {
+        self.contract
     }
 
     /// A store for one call (or, with reuse, for an instance's life). Its epoch callback yields
@@ -484,10 +611,11 @@ impl Plugin {
         outcome
     }
 
-    /// Instantiates once, under [`LOAD_CHECK_TIMEOUT`] and the memory cap, on a thread of its
-    /// own with its own tokio runtime (WASI's host calls need one, and the caller may be on
-    /// an async runtime's thread already).
-    fn check_instantiates(&self) -> Result<(), LoadError> {
+    /// Instantiates once, under [`LOAD_CHECK_TIMEOUT`] and the memory cap, then (0.2.0) calls
+    /// `validate-settings` with the policy's settings in that instance, under the policy's
+    /// `timeout` and the same memory cap; on a thread of its own with its own tokio runtime
+    /// (WASI's host calls need one, and the caller may be on an async runtime's thread already).
+    fn check_at_load(&self, timeout: Duration) -> Result<(), LoadError> {
         let check = || -> Result<(), LoadError> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
@@ -497,14 +625,41 @@ impl Plugin {
                 let end = Instant::now() + LOAD_CHECK_TIMEOUT;
                 let mut store = self.store();
                 store.data_mut().begin_call(end);
-                let result =
+                let instance =
                     match tokio::time::timeout_at(end, self.pre.instantiate(&mut store)).await {
-                        Ok(Ok(_instance)) => Ok(Ok(())),
+                        Ok(Ok(instance)) => Ok(Ok(instance)),
                         Ok(Err(e)) => Err(e),
                         Err(_elapsed) => Err(wasmtime::Error::new(Trap::Interrupt)),
                     };
-                finish(store.data_mut(), result, LOAD_CHECK_TIMEOUT)
-                    .map_err(|failure| LoadError::Instantiate(failure.to_string()))
+                let instance = finish(store.data_mut(), instance, LOAD_CHECK_TIMEOUT)
+                    .map_err(|failure| LoadError::Instantiate(failure.to_string()))?;
+                if !self.contract.checks_settings() {
+                    return Ok(());
+                }
+                let end = Instant::now() + timeout;
+                store.data_mut().begin_call(end);
+                store.set_epoch_deadline(1);
+                let call = Call::ValidateSettings(&self.settings);
+                let result =
+                    match tokio::time::timeout_at(end, instance.invoke(&mut store, &call)).await {
+                        Ok(result) => result,
+                        Err(_elapsed) => Err(wasmtime::Error::new(Trap::Interrupt)),
+                    };
+                match finish(store.data_mut(), result, timeout) {
+                    Ok(_) => Ok(()),
+                    Err(PluginFailure::Returned(mut why)) => {
+                        if why.len() > MAX_SETTINGS_MESSAGE {
+                            let mut cut = MAX_SETTINGS_MESSAGE;
+                            while !why.is_char_boundary(cut) {
+                                cut -= 1;
+                            }
+                            why.truncate(cut);
+                            why.push_str("...");
+                        }
+                        Err(LoadError::SettingsRefused(why))
+                    }
+                    Err(failure) => Err(LoadError::SettingsCheck(failure)),
+                }
             })
         };
         std::thread::scope(|scope| {

@@ -18,7 +18,7 @@ pub const MAX_ANNOTATIONS: usize = 100;
 pub const MAX_ANNOTATION_BYTES: usize = 64 << 10;
 /// Bytes of a denial's reason and message together: what a user reads in `kubectl`'s error.
 pub const MAX_DENIAL_BYTES: usize = 32 << 10;
-/// Bytes of an initializer's replaced object: above the API server's own 3 MiB request limit,
+/// Bytes of an initializer's replaced object (or of its patch): above the API server's own 3 MiB request limit,
 /// so no object it can store is refused.
 pub const MAX_OBJECT_BYTES: usize = 4 << 20;
 /// Lines an audit sink may return per event of its batch (an event may fan out to several
@@ -43,6 +43,12 @@ pub(super) fn check(answer: &Answer, call: &Call<'_>) -> Result<(), PluginFailur
                     return Err(invalid(format!(
                         "the replaced object is {} bytes; at most {MAX_OBJECT_BYTES} are accepted",
                         object.len()
+                    )));
+                }
+                Change::Patched(patch) if patch.len() > MAX_OBJECT_BYTES => {
+                    return Err(invalid(format!(
+                        "the patch is {} bytes; at most {MAX_OBJECT_BYTES} are accepted",
+                        patch.len()
                     )));
                 }
                 Change::Denied(denial) => self::denial(denial)?,
@@ -71,6 +77,8 @@ pub(super) fn check(answer: &Answer, call: &Call<'_>) -> Result<(), PluginFailur
                 )));
             }
         }
+        // The refusal text is cut to `MAX_SETTINGS_MESSAGE` where it is read.
+        Answer::SettingsAccepted => {}
     }
     Ok(())
 }
