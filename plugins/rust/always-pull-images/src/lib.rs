@@ -1,10 +1,8 @@
 //! `always-pull-images` (initializer): sets `imagePullPolicy: Always` on every container of pods
-//! and pod templates, answering with RFC 6902 operations (`patched`) rather than the whole
-//! object. See README.md.
+//! and pod templates. See README.md.
 
 use wasmgate_sdk::initializer::{AdmissionRequest, Initializer, Mutation};
-use wasmgate_sdk::serde_json::json;
-use wasmgate_sdk::{NoSettings, Value, json_pointer, k8s};
+use wasmgate_sdk::{NoSettings, Value, k8s};
 
 struct AlwaysPullImages;
 
@@ -13,44 +11,33 @@ impl Initializer for AlwaysPullImages {
     type Settings = NoSettings;
 
     fn initialize(request: AdmissionRequest, _settings: NoSettings) -> Result<Mutation, String> {
-        let Some(object) = request.object_json()? else {
+        let Some(mut object) = request.object_json()? else {
             return Ok(Mutation::unchanged()); // DELETE
         };
-        let operations = always_pull(&object)?;
-        Ok(if operations.is_empty() {
-            Mutation::unchanged()
+        // What the object is comes from the request (`kind`), not from the object itself.
+        let (group, kind) = request.kind_of(&object);
+        let (group, kind) = (group.to_owned(), kind.to_owned());
+        Ok(if always_pull(&mut object, &group, &kind)? {
+            Mutation::replaced(&object)
         } else {
-            Mutation::patched(&Value::Array(operations))
+            Mutation::unchanged()
         })
     }
 }
 
-/// One `add` of `imagePullPolicy: Always` per container whose policy is not `Always` yet (an
-/// RFC 6902 `add` of a member that exists replaces it); none when nothing needs changing.
-fn always_pull(object: &Value) -> Result<Vec<Value>, String> {
-    let mut operations = Vec::new();
-    for container in k8s::containers(object) {
-        let Some(fields) = container.value.as_object() else {
-            return Err(format!("{} is not a JSON object", container.path));
-        };
+/// Sets the policy where it is not `Always` yet on the containers of `object` taken as a
+/// `group`/`kind`; returns whether anything changed. Idempotent: a second call on its own
+/// output changes nothing (as `reinvocation: IfNeeded` needs).
+fn always_pull(object: &mut Value, group: &str, kind: &str) -> Result<bool, String> {
+    let mut changed = false;
+    for mut container in k8s::containers_mut_of(object, group, kind) {
+        let fields = container.fields_mut()?;
         if fields.get("imagePullPolicy").and_then(Value::as_str) != Some("Always") {
-            let mut path = pointer(&container.path);
-            path.push_str("/imagePullPolicy");
-            operations.push(json!({"op": "add", "path": path, "value": "Always"}));
+            fields.insert("imagePullPolicy".into(), "Always".into());
+            changed = true;
         }
     }
-    Ok(operations)
-}
-
-/// The JSON Pointer of a container's dotted path: `spec.template.spec.initContainers[1]` is
-/// `/spec/template/spec/initContainers/1`.
-fn pointer(dotted: &str) -> String {
-    json_pointer(dotted.split('.').flat_map(|segment| {
-        match segment.strip_suffix(']').and_then(|s| s.split_once('[')) {
-            Some((name, index)) => vec![name, index],
-            None => vec![segment],
-        }
-    }))
+    Ok(changed)
 }
 
 wasmgate_sdk::export_initializer!(AlwaysPullImages);

@@ -1,0 +1,198 @@
+//! Owns the objects that carry the policy file into the cluster: the ConfigMap with the policies
+//! and plugins, the TLS Secret, and the serving certificate's names. Must not render webhooks.
+
+use base64::Engine as _;
+use serde_yaml_ng::{Mapping, Value};
+
+use super::{
+    CONFIGMAP_LIMIT, ManifestError, OUTPUT_DIR, Options, Service, Target, bad, is_configmap_key,
+};
+use crate::config::Config;
+
+/// The ConfigMap `<name>-policies` with the policy file (modules renamed to their key in the
+/// ConfigMap and pinned by sha256) and every plugin as binary data, and, when TLS material is
+/// given, the Secret `<name>-tls` the Deployment mounts. `policy_text` is the policy file as
+/// read by `config`.
+pub fn config_objects(
+    config: &Config,
+    policy_text: &str,
+    options: &Options,
+) -> Result<Vec<Value>, ManifestError> {
+    options.validate()?;
+    let Service {
+        namespace, name, ..
+    } = &options.service;
+    let mut doc: Value = serde_yaml_ng::from_str(policy_text)
+        .map_err(|e| bad(format!("{}: {e}", config.file.display())))?;
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let mut binary = Mapping::new();
+    let mut keys: Vec<(String, String)> = Vec::new(); // (key, sha256)
+    let mut size = 0usize;
+    // (section, entry name, module path, bytes, sha256) in file order, per section.
+    let sections: [(&str, Vec<ModuleRef<'_>>); 2] = [
+        (
+            "policies",
+            config
+                .entries
+                .iter()
+                .map(|e| ModuleRef {
+                    name: &e.entry.name,
+                    path: &e.module.path,
+                    bytes: &e.module.bytes,
+                    sha256: &e.module.sha256,
+                })
+                .collect(),
+        ),
+        (
+            "auditSinks",
+            config
+                .sinks
+                .iter()
+                .map(|e| ModuleRef {
+                    name: &e.entry.name,
+                    path: &e.module.path,
+                    bytes: &e.module.bytes,
+                    sha256: &e.module.sha256,
+                })
+                .collect(),
+        ),
+    ];
+    for (section, modules) in &sections {
+        let Some(items) = doc.get_mut(*section).and_then(Value::as_sequence_mut) else {
+            continue;
+        };
+        for (item, module) in items.iter_mut().zip(modules) {
+            let base = module
+                .path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or("plugin.wasm");
+            let key = match keys.iter().find(|(k, _)| k == base) {
+                // The same file name holding other bytes: keep both, under distinct keys.
+                Some((_, sha)) if sha != module.sha256 => format!("{}-{base}", module.name),
+                _ => base.to_owned(),
+            };
+            if !is_configmap_key(&key) {
+                return Err(bad(format!(
+                    "{:?}: module file name {key:?} is not a valid ConfigMap key",
+                    module.name
+                )));
+            }
+            if !keys.iter().any(|(k, _)| *k == key) {
+                keys.push((key.clone(), module.sha256.to_owned()));
+                size += module.bytes.len();
+                binary.insert(key.as_str().into(), b64.encode(module.bytes).into());
+            }
+            let Value::Mapping(map) = item else { continue };
+            map.insert("module".into(), key.as_str().into());
+            map.insert("sha256".into(), module.sha256.into());
+            if *section == "auditSinks" {
+                relocate_file_outputs(map);
+            }
+        }
+    }
+    let text = serde_yaml_ng::to_string(&doc).map_err(|e| bad(e.to_string()))?;
+    let text = format!(
+        "# Rendered by `wasmgate manifests --kind config` from {}; modules are keys of this ConfigMap.\n{text}",
+        config
+            .file
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or("the policy file")
+    );
+    size += text.len();
+    if size > CONFIGMAP_LIMIT {
+        return Err(bad(format!(
+            "the policies and plugins take {size} bytes, more than a ConfigMap holds ({CONFIGMAP_LIMIT})"
+        )));
+    }
+    let labels = options.labels();
+    let mut docs = vec![yaml!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": (format!("{name}-policies")),
+            "namespace": (namespace.as_str()),
+            "labels": (labels.clone()),
+        },
+        "data": { "policies.yaml": text },
+        "binaryData": (Value::Mapping(binary)),
+    })];
+    if let Some(tls) = &options.tls {
+        let mut data = yaml!({
+            "tls.crt": (b64.encode(&tls.cert_pem)),
+            "tls.key": (b64.encode(&tls.key_pem)),
+        });
+        if let (Some(ca), Value::Mapping(map)) = (options.ca_b64(), &mut data) {
+            map.insert("ca.crt".into(), ca.into());
+        }
+        docs.push(yaml!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": (format!("{name}-tls")),
+                "namespace": (namespace.as_str()),
+                "labels": labels,
+            },
+            "type": "kubernetes.io/tls",
+            "data": data,
+        }));
+    }
+    Ok(docs)
+}
+
+/// A module named by a policy or an audit sink.
+struct ModuleRef<'a> {
+    name: &'a str,
+    path: &'a std::path::Path,
+    bytes: &'a [u8],
+    sha256: &'a str,
+}
+
+/// A sink's `file` outputs with a relative path would resolve next to the policy file, in the
+/// read-only ConfigMap volume: they go under [`OUTPUT_DIR`] instead (an `emptyDir`).
+fn relocate_file_outputs(sink: &mut Mapping) {
+    let Some(Value::Sequence(outputs)) = sink.get_mut("outputs") else {
+        return;
+    };
+    for output in outputs {
+        let Value::Mapping(output) = output else {
+            continue;
+        };
+        if output.get("type").and_then(Value::as_str) != Some("file") {
+            continue;
+        }
+        let relative = match output.get("path").and_then(Value::as_str) {
+            Some(path) if !path.starts_with('/') => path.trim_start_matches("./").to_owned(),
+            _ => continue,
+        };
+        output.insert("path".into(), format!("{OUTPUT_DIR}/{relative}").into());
+    }
+}
+
+/// The DNS names a serving certificate for `target` needs: for a Service, the name the API
+/// server checks (`<svc>.<ns>.svc`) and its longer forms; for a URL, its host.
+pub fn serving_names(target: &Target) -> Vec<String> {
+    match target {
+        Target::Url(url) => {
+            let host = url
+                .trim_start_matches("https://")
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            // [v6]:port, host:port, or host.
+            let host = match host.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default(),
+                None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+            };
+            vec![host.to_owned()]
+        }
+        Target::Service(Service {
+            namespace, name, ..
+        }) => vec![
+            format!("{name}.{namespace}.svc"),
+            format!("{name}.{namespace}.svc.cluster.local"),
+            format!("{name}.{namespace}"),
+        ],
+    }
+}

@@ -1,0 +1,358 @@
+//! Owns rendering registration and deployment manifests (`wasmgate manifests`): the Validating-
+//! and MutatingWebhookConfigurations for a policy file, the API server's audit webhook
+//! kubeconfig and audit Policy, and the objects that run wasmgate in a cluster. No I/O beyond
+//! reading the policy file via `config`: every other input (CA, certificates) arrives as bytes
+//! from the caller, and the output is YAML text.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use serde_yaml_ng::Value;
+
+/// Builds a [`Value`] that reads like the YAML it becomes: `{ "key": value, ... }` is a mapping
+/// (keys in the order written), `[a, b]` a sequence, anything else goes through `Value::from`.
+/// Values that are expressions of more than one token go in parentheses.
+macro_rules! yaml {
+    ({ $($key:literal : $value:tt),* $(,)? }) => {{
+        #[allow(unused_mut)]
+        let mut map = ::serde_yaml_ng::Mapping::new();
+        $( map.insert(::serde_yaml_ng::Value::from($key), yaml!($value)); )*
+        ::serde_yaml_ng::Value::Mapping(map)
+    }};
+    ([ $($value:tt),* $(,)? ]) => {
+        ::serde_yaml_ng::Value::Sequence(vec![$( yaml!($value) ),*])
+    };
+    ($value:expr) => { ::serde_yaml_ng::Value::from($value) };
+}
+
+mod audit;
+mod config;
+mod deploy;
+mod webhooks;
+
+pub use audit::{audit_kubeconfig, audit_policy};
+pub use config::{config_objects, serving_names};
+pub use deploy::deploy;
+pub use webhooks::webhooks;
+
+/// The label every Namespace carries with its own name (set by the API server since 1.21).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Namespaces whose objects never reach the gateway by default: the control plane's own.
+pub const DEFAULT_EXEMPT_NAMESPACES: &[&str] = &["kube-system", "kube-node-lease"];
+/// Groups whose requests never reach the gateway by default: kubelets (node and pod status,
+/// mirror pods), so that a gateway outage can never take nodes down with it.
+pub const DEFAULT_EXEMPT_GROUPS: &[&str] = &["system:nodes"];
+/// The port wasmgate listens on inside its Pod.
+pub const CONTAINER_PORT: u16 = 8443;
+/// The API server never waits longer than this for a webhook.
+pub const MAX_TIMEOUT_SECONDS: u64 = 30;
+/// A ConfigMap holds at most 1 MiB (the API server refuses larger ones).
+pub const CONFIGMAP_LIMIT: usize = 1 << 20;
+/// Where the Deployment mounts the policies ConfigMap.
+pub const POLICY_DIR: &str = "/etc/wasmgate/policies";
+/// Where the Deployment mounts the TLS Secret.
+pub const TLS_DIR: &str = "/etc/wasmgate/tls";
+/// The policy file's key in the ConfigMap.
+pub const POLICY_KEY: &str = "policies.yaml";
+/// Where audit sinks' `file` outputs with relative paths write in the cluster (an `emptyDir`).
+pub const OUTPUT_DIR: &str = "/var/log/wasmgate";
+/// The audit spool's directory in the cluster (an `emptyDir`: it survives container restarts,
+/// not the Pod's deletion).
+pub const SPOOL_DIR: &str = "/var/lib/wasmgate/spool";
+
+/// A manifest that cannot be rendered, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ManifestError(pub String);
+
+pub(crate) fn bad(message: impl Into<String>) -> ManifestError {
+    ManifestError(message.into())
+}
+
+/// An in-cluster Service: where `deploy` puts wasmgate, and how the API server may reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Its namespace (also where the Deployment and its friends go).
+    pub namespace: String,
+    /// Its name (also the name of the Deployment and its friends).
+    pub name: String,
+    /// The Service port (443 by default).
+    pub port: u16,
+}
+
+impl Service {
+    /// Parses `--service namespace/name[:port]`.
+    pub fn parse(spec: &str) -> Result<Service, ManifestError> {
+        let err = || {
+            bad(format!(
+                "--service {spec:?}: expected namespace/name[:port], each a DNS label"
+            ))
+        };
+        let (namespace, rest) = spec.split_once('/').ok_or_else(err)?;
+        let (name, port) = match rest.split_once(':') {
+            Some((name, port)) => (name, port.parse::<u16>().map_err(|_| err())?),
+            None => (rest, 443),
+        };
+        if !is_dns_label(namespace) || !is_dns_label(name) || port == 0 {
+            return Err(err());
+        }
+        Ok(Service {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            port,
+        })
+    }
+}
+
+/// How the API server reaches the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `https://host[:port][/prefix]`: endpoint paths are appended to it.
+    Url(String),
+    /// Through the in-cluster Service.
+    Service(Service),
+}
+
+impl Target {
+    /// Parses `--url`: `https://` only, a host, no userinfo, query or fragment (what the API
+    /// server accepts in `clientConfig.url`). A trailing `/` is dropped.
+    pub fn url(url: &str) -> Result<Target, ManifestError> {
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| bad(format!("--url {url:?}: webhooks must use https://")))?;
+        let host = rest.split('/').next().unwrap_or_default();
+        if host.is_empty() || host.starts_with(':') {
+            return Err(bad(format!("--url {url:?}: no host")));
+        }
+        if rest.contains(['?', '#', '@']) {
+            return Err(bad(format!(
+                "--url {url:?}: no userinfo, query or fragment allowed"
+            )));
+        }
+        Ok(Target::Url(url.trim_end_matches('/').to_owned()))
+    }
+
+    /// The `clientConfig` for an endpoint path such as `/validate/require-labels`.
+    pub(crate) fn client_config(&self, path: &str, ca_bundle: Option<&str>) -> Value {
+        let mut config = match self {
+            Target::Url(base) => yaml!({ "url": (format!("{base}{path}")) }),
+            Target::Service(Service {
+                namespace,
+                name,
+                port,
+            }) => yaml!({
+                "service": {
+                    "namespace": (namespace.as_str()),
+                    "name": (name.as_str()),
+                    "path": path,
+                    "port": (*port),
+                }
+            }),
+        };
+        if let (Some(ca), Value::Mapping(map)) = (ca_bundle, &mut config) {
+            map.insert("caBundle".into(), ca.into());
+        }
+        config
+    }
+
+    /// The full URL of an endpoint (the audit kubeconfig's `server`).
+    pub(crate) fn endpoint_url(&self, path: &str) -> String {
+        match self {
+            Target::Url(base) => format!("{base}{path}"),
+            Target::Service(Service {
+                namespace,
+                name,
+                port,
+            }) => format!("https://{name}.{namespace}.svc:{port}{path}"),
+        }
+    }
+
+    pub(crate) fn namespace(&self) -> Option<&str> {
+        match self {
+            Target::Url(_) => None,
+            Target::Service(service) => Some(&service.namespace),
+        }
+    }
+}
+
+/// TLS material for the Secret the Deployment mounts.
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    /// Serving certificate chain, PEM.
+    pub cert_pem: Vec<u8>,
+    /// Its private key, PEM.
+    pub key_pem: Vec<u8>,
+}
+
+/// A client certificate in a kubeconfig.
+#[derive(Debug, Clone)]
+pub enum ClientCredentials {
+    /// Paths on the API server's host (`client-certificate`, `client-key`): the API server reads
+    /// them, so a renewed certificate needs no new kubeconfig.
+    Files {
+        /// The certificate's path.
+        cert: String,
+        /// The key's path.
+        key: String,
+    },
+    /// PEM embedded in the kubeconfig (`client-certificate-data`, `client-key-data`): one
+    /// self-contained file.
+    Embedded {
+        /// The certificate chain, PEM.
+        cert_pem: Vec<u8>,
+        /// The key, PEM.
+        key_pem: Vec<u8>,
+    },
+}
+
+/// Everything the manifests depend on besides the policy file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How the API server reaches the gateway (webhooks, audit kubeconfig).
+    pub target: Target,
+    /// Where wasmgate runs in the cluster (deploy, config).
+    pub service: Service,
+    /// The CA (PEM) that signed the gateway's serving certificate: `caBundle` and the audit
+    /// kubeconfig's `certificate-authority-data`. Without it the API server uses system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// `metadata.name` of the webhook configurations (the API server orders configurations by
+    /// name).
+    pub name: String,
+    /// Webhook names are `<policy>.<domain>` (or `validate.<domain>`, `mutate.<domain>`).
+    pub webhook_domain: String,
+    /// One webhook per kind with the union of rules, instead of one per policy.
+    pub aggregate: bool,
+    /// Namespaces whose requests never reach the gateway.
+    pub exempt_namespaces: Vec<String>,
+    /// User groups whose requests never reach the gateway.
+    pub exempt_groups: Vec<String>,
+    /// The client certificate the API server presents to `/audit` (audit kubeconfig).
+    pub audit_client: Option<ClientCredentials>,
+    /// The container image of the Deployment.
+    pub image: String,
+    /// The Deployment's replicas.
+    pub replicas: u32,
+    /// Serving identity for the TLS Secret (`config`); no Secret is rendered without it.
+    pub tls: Option<TlsMaterial>,
+}
+
+impl Options {
+    /// Defaults for a gateway running as `service`, reached through it: the demo's names, no
+    /// CA.
+    pub fn new(service: Service) -> Options {
+        Options {
+            target: Target::Service(service.clone()),
+            service,
+            ca_pem: None,
+            name: "wasmgate".into(),
+            webhook_domain: "wasmgate.io".into(),
+            aggregate: false,
+            exempt_namespaces: DEFAULT_EXEMPT_NAMESPACES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            exempt_groups: DEFAULT_EXEMPT_GROUPS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            audit_client: None,
+            image: default_image(),
+            replicas: 3,
+            tls: None,
+        }
+    }
+
+    pub(crate) fn ca_b64(&self) -> Option<String> {
+        self.ca_pem
+            .as_ref()
+            .map(|pem| base64::engine::general_purpose::STANDARD.encode(pem))
+    }
+
+    /// Checks what clap cannot: names that the API server would refuse.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if !is_dns_subdomain(&self.name) {
+            return Err(bad(format!(
+                "--name {:?} must be a DNS subdomain (lowercase letters, digits, '-', '.')",
+                self.name
+            )));
+        }
+        // A webhook name must be a fully qualified name: at least three DNS segments.
+        let probe = format!("validate.{}", self.webhook_domain);
+        if !is_dns_subdomain(&probe) || self.webhook_domain.split('.').count() < 2 {
+            return Err(bad(format!(
+                "--webhook-domain {:?} must be a DNS domain of at least two segments (e.g. wasmgate.io), so that webhook names have three",
+                self.webhook_domain
+            )));
+        }
+        for ns in &self.exempt_namespaces {
+            if !is_dns_label(ns) {
+                return Err(bad(format!("--exempt-namespace {ns:?} is not a DNS label")));
+            }
+        }
+        if self.replicas == 0 {
+            return Err(bad("--replicas must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn labels(&self) -> Value {
+        yaml!({
+            "app.kubernetes.io/name": "wasmgate",
+            "app.kubernetes.io/instance": (self.name.as_str()),
+        })
+    }
+}
+
+/// The image `deploy` uses unless told otherwise: this build's version.
+pub fn default_image() -> String {
+    format!("wasmgate:{}", env!("CARGO_PKG_VERSION"))
+}
+
+// === output ===
+
+/// The documents as one YAML stream (`---` between documents), after `header` comment lines.
+pub fn to_yaml(header: &[String], docs: &[Value]) -> Result<String, ManifestError> {
+    let mut out = String::new();
+    for line in header {
+        let _ = writeln!(out, "# {line}");
+    }
+    for (i, doc) in docs.iter().enumerate() {
+        if i > 0 || !header.is_empty() {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_yaml_ng::to_string(doc).map_err(|e| bad(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+// === names ===
+
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+pub(crate) fn is_configmap_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+use crate::config::Config;
+#[cfg(test)]
+use webhooks::cel_string;
+
+#[cfg(test)]
+mod tests;
