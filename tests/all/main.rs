@@ -14,6 +14,8 @@ mod faults;
 mod hostile_clients;
 mod manifests;
 mod protocol;
+mod reliability;
 mod reload;
 mod reuse;
 mod semantics;
+mod settings;

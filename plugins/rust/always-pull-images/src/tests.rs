@@ -55,3 +55,19 @@ fn the_kind_comes_from_the_request() {
     assert_eq!(always_pull(&mut bare, "", "Pod"), Ok(true));
     assert_eq!(bare["spec"]["containers"][0]["imagePullPolicy"], "Always");
 }
+
+#[test]
+fn settings_are_refused_at_load() {
+    let check = wasmgate_sdk::initializer::validate_settings::<AlwaysPullImages>;
+    assert_eq!(check(""), Ok(()));
+    assert_eq!(check("{}"), Ok(()));
+    let unknown = check(r#"{"policy": "IfNotPresent"}"#).unwrap_err();
+    assert!(
+        unknown.contains("unknown field `policy`, there are no fields"),
+        "{unknown}"
+    );
+    assert_eq!(
+        check("[1]"),
+        Err("invalid type: sequence, expected no settings (an empty map)".into())
+    );
+}

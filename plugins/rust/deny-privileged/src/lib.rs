@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use wasmgate_sdk::Value;
 use wasmgate_sdk::k8s::ContainerList;
-use wasmgate_sdk::validator::{AdmissionRequest, Guest, Verdict};
+use wasmgate_sdk::validator::{AdmissionRequest, Validator, Verdict};
 use wasmgate_sdk::view::Workload;
 
 /// `{"skip_init_containers": false, "skip_ephemeral_containers": false}` (the defaults).
@@ -28,9 +28,10 @@ impl Settings {
 
 struct DenyPrivileged;
 
-impl Guest for DenyPrivileged {
-    fn validate(request: AdmissionRequest) -> Result<Verdict, String> {
-        let settings: Settings = wasmgate_sdk::settings()?;
+impl Validator for DenyPrivileged {
+    type Settings = Settings;
+
+    fn validate(request: AdmissionRequest, settings: Settings) -> Result<Verdict, String> {
         let Some(object) = request.object_as::<Workload>()? else {
             return Ok(Verdict::allow()); // DELETE
         };

@@ -265,3 +265,23 @@ fn one_kubectl_exec_is_one_alert() {
     };
     assert_eq!(alerts(&[started("/a"), started("/a")]).len(), 2);
 }
+
+#[test]
+fn settings_are_checked_at_load() {
+    let check = wasmgate_sdk::audit_sink::validate_settings::<ExecAlert>;
+    assert_eq!(check(""), Ok(()));
+    assert_eq!(check(r#"{"output": "siem"}"#), Ok(()));
+    assert_eq!(
+        check(r#"{"output": ["siem"]}"#),
+        Err("output: invalid type: sequence, expected a string".into())
+    );
+    assert_eq!(
+        check(r#"{"output": ""}"#),
+        Err("output: name the output alert lines go to".into())
+    );
+    assert!(
+        check(r#"{"output": "a", "severity": "high"}"#)
+            .unwrap_err()
+            .contains("unknown field `severity`")
+    );
+}

@@ -2,7 +2,7 @@
 //! the object), so the host's refusal of identity changes can be seen.
 
 use serde::Deserialize;
-use wasmgate_sdk::initializer::{AdmissionRequest, Guest, Mutation};
+use wasmgate_sdk::initializer::{AdmissionRequest, Initializer, Mutation};
 
 #[derive(Default, Deserialize)]
 #[serde(default)]
@@ -13,9 +13,10 @@ struct Settings {
 
 struct SetMetadata;
 
-impl Guest for SetMetadata {
-    fn initialize(request: AdmissionRequest) -> Result<Mutation, String> {
-        let settings: Settings = wasmgate_sdk::settings()?;
+impl Initializer for SetMetadata {
+    type Settings = Settings;
+
+    fn initialize(request: AdmissionRequest, settings: Settings) -> Result<Mutation, String> {
         let Some(mut object) = request.object_json()? else {
             return Ok(Mutation::unchanged());
         };
