@@ -1,4 +1,4 @@
-// always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.1.0).
+// always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.2.0).
 //
 // Behaves exactly like plugins/rust/always-pull-images (see its README): sets
 // `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
@@ -6,7 +6,11 @@
 // ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns
 // `unchanged` when nothing changes, else `replaced` with the whole new object (the host computes
 // the JSONPatch; numbers keep their exact text). An unparseable object, or a container that is
-// not a JSON object, is a plugin failure (`err`). Settings are ignored.
+// not a JSON object, is a plugin failure (`err`).
+//
+// It takes no settings: ValidateSettings (called when the policy is loaded) accepts none, `{}`
+// or `null` and refuses any key, with the Rust plugin's message (`x: unknown field `x`, there
+// are no fields`).
 package export_wit_world
 
 import (
@@ -119,6 +123,49 @@ func alwaysPull(object any) (bool, error) {
 		}
 	}
 	return changed, nil
+}
+
+// ValidateSettings is the world's `validate-settings: func(settings: string) -> result<_, string>`:
+// it refuses any settings, with serde's wording for a struct without fields.
+func ValidateSettings(settings string) witTypes.Result[witTypes.Unit, string] {
+	refuse := witTypes.Err[witTypes.Unit, string]
+	text := strings.TrimSpace(settings)
+	if text == "" || text == "null" {
+		return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
+	}
+	value, err := parseJSON(text)
+	if err != nil {
+		return refuse("not JSON: " + err.Error())
+	}
+	switch value := value.(type) {
+	case map[string]any:
+		if len(value) > 0 { // the first key, in the text's order
+			dec := json.NewDecoder(strings.NewReader(text))
+			_, _ = dec.Token()
+			token, _ := dec.Token()
+			key, _ := token.(string)
+			path := ""
+			if key != "" {
+				path = key + ": "
+			}
+			return refuse(path + "unknown field `" + key + "`, there are no fields")
+		}
+	case []any: // serde reads a struct from a list of its (no) fields
+		if len(value) > 0 {
+			return refuse("trailing characters")
+		}
+	case string:
+		return refuse(fmt.Sprintf("invalid type: string %q, expected struct NoSettings", value))
+	case bool:
+		return refuse(fmt.Sprintf("invalid type: boolean `%t`, expected struct NoSettings", value))
+	case json.Number:
+		kind := "integer"
+		if strings.ContainsAny(string(value), ".eE") {
+			kind = "floating point"
+		}
+		return refuse(fmt.Sprintf("invalid type: %s `%s`, expected struct NoSettings", kind, value))
+	}
+	return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
 }
 
 func Initialize(request types.AdmissionRequest) result {
