@@ -10,7 +10,7 @@
  *
  * It takes no settings: exports_initializer_validate_settings (called when the policy is loaded)
  * accepts none, `{}` or `null` and refuses any key, with the Rust plugin's message
- * (`x: unknown field `x`, there are no fields`).
+ * (`unknown field `x`, there are no fields`).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +85,7 @@ static char *concat3(const char *a, const char *b, const char *c) {
     return abc;
 }
 
-/* Refuses any settings, with serde's wording for a struct without fields. */
+/* Refuses any settings, as the Rust plugin's `NoSettings` does. */
 bool exports_initializer_validate_settings(initializer_string_t *settings, initializer_string_t *err) {
     const char *text = (const char *)settings->ptr, *error = NULL;
     size_t len = settings->len;
@@ -95,16 +95,14 @@ bool exports_initializer_validate_settings(initializer_string_t *settings, initi
     json_value *v = len == 0 || (len == 4 && memcmp(text, "null", 4) == 0) ? NULL : json_parse(text, len, &error);
     if (error) {
         ok = fail(err, concat("not JSON: ", error));
-    } else if (v && v->type == JSON_OBJECT && v->len > 0) {
-        char *key = json_unescape(v->members[0].key, v->members[0].key_len, NULL);
-        if (!key) abort();
-        char *message = concat3("unknown field `", key, "`, there are no fields");
-        ok = fail(err, *key ? concat3(key, ": ", message) : concat(message, ""));
-        if (*key) free(message);
-        free(key);
-    } else if (v && v->type == JSON_ARRAY && v->len > 0) { /* serde reads a struct from a list of its (no) fields */
-        ok = fail(err, concat("trailing characters", ""));
-    } else if (v && v->type != JSON_OBJECT && v->type != JSON_ARRAY) {
+    } else if (v && v->type == JSON_OBJECT) {
+        if (v->len > 0) {
+            char *key = json_unescape(v->members[0].key, v->members[0].key_len, NULL);
+            if (!key) abort();
+            ok = fail(err, concat3("unknown field `", key, "`, there are no fields"));
+            free(key);
+        }
+    } else if (v) {
         char *what;
         if (v->type == JSON_STRING) {
             char *s = json_unescape(v->text, v->text_len, NULL);
@@ -117,9 +115,9 @@ bool exports_initializer_validate_settings(initializer_string_t *settings, initi
             what = concat3(strpbrk(n, ".eE") ? "floating point `" : "integer `", n, "`");
             free(n);
         } else {
-            what = concat(v->type == JSON_TRUE ? "boolean `true`" : "boolean `false`", "");
+            what = concat(v->type == JSON_ARRAY ? "sequence" : v->type == JSON_TRUE ? "boolean `true`" : "boolean `false`", "");
         }
-        ok = fail(err, concat3("invalid type: ", what, ", expected struct NoSettings"));
+        ok = fail(err, concat3("invalid type: ", what, ", expected no settings (an empty map)"));
         free(what);
     }
     json_free(v);

@@ -232,9 +232,10 @@ static const char *label_key_problem(const char *key, size_t n) {
 static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 /* Checks the settings text with the Rust plugin's rules and messages (serde's, with the path of
- * the bad value; then the label key checks). On success *labels is the (tree-owned) list, and
- * *tree the tree to json_free; on failure fills *err and returns false. */
-static bool parse_settings(const char *text, size_t len, json_value **tree, json_value **labels,
+ * the bad value; then, with `check`, the label key checks, which the Rust plugin runs at load
+ * only). On success *labels is the (tree-owned) list, and *tree the tree to json_free; on
+ * failure fills *err and returns false. */
+static bool parse_settings(const char *text, size_t len, bool check, json_value **tree, json_value **labels,
                            validator_string_t *err) {
     const char *error = NULL;
     *labels = NULL;
@@ -274,6 +275,7 @@ static bool parse_settings(const char *text, size_t len, json_value **tree, json
     } else {
         return invalid_type(err, NULL, settings, "struct Settings");
     }
+    if (!check) return true;
     if ((*labels)->len == 0) return fail(err, "labels: list at least one label key", NULL);
     for (size_t i = 0; i < (*labels)->len; i++) {
         size_t key_len;
@@ -298,7 +300,7 @@ static bool parse_settings(const char *text, size_t len, json_value **tree, json
 
 bool exports_validator_validate_settings(validator_string_t *settings, validator_string_t *err) {
     json_value *tree = NULL, *labels;
-    bool ok = parse_settings((const char *)settings->ptr, settings->len, &tree, &labels, err);
+    bool ok = parse_settings((const char *)settings->ptr, settings->len, true, &tree, &labels, err);
     json_free(tree);
     validator_string_free(settings);
     return ok;
@@ -318,7 +320,7 @@ bool exports_validator_validate(validator_admission_request_t *request, validato
 
     validator_string_t settings_text;
     wasmgate_plugin_host_settings(&settings_text);
-    if (!parse_settings((const char *)settings_text.ptr, settings_text.len, &settings, &labels, err)) {
+    if (!parse_settings((const char *)settings_text.ptr, settings_text.len, false, &settings, &labels, err)) {
         /* Checked at load, so only if the host skipped the check. */
         buf m = {0};
         puts_(&m, "invalid settings: ");

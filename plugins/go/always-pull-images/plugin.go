@@ -9,8 +9,8 @@
 // not a JSON object, is a plugin failure (`err`).
 //
 // It takes no settings: ValidateSettings (called when the policy is loaded) accepts none, `{}`
-// or `null` and refuses any key, with the Rust plugin's message (`x: unknown field `x`, there
-// are no fields`).
+// or `null` and refuses any key, with the Rust plugin's message (`unknown field `x`, there are no
+// fields`).
 package export_wit_world
 
 import (
@@ -126,7 +126,7 @@ func alwaysPull(object any) (bool, error) {
 }
 
 // ValidateSettings is the world's `validate-settings: func(settings: string) -> result<_, string>`:
-// it refuses any settings, with serde's wording for a struct without fields.
+// it refuses any settings, as the Rust plugin's `NoSettings` does.
 func ValidateSettings(settings string) witTypes.Result[witTypes.Unit, string] {
 	refuse := witTypes.Err[witTypes.Unit, string]
 	text := strings.TrimSpace(settings)
@@ -137,35 +137,28 @@ func ValidateSettings(settings string) witTypes.Result[witTypes.Unit, string] {
 	if err != nil {
 		return refuse("not JSON: " + err.Error())
 	}
+	kind := "sequence"
 	switch value := value.(type) {
 	case map[string]any:
-		if len(value) > 0 { // the first key, in the text's order
-			dec := json.NewDecoder(strings.NewReader(text))
-			_, _ = dec.Token()
-			token, _ := dec.Token()
-			key, _ := token.(string)
-			path := ""
-			if key != "" {
-				path = key + ": "
-			}
-			return refuse(path + "unknown field `" + key + "`, there are no fields")
+		if len(value) == 0 {
+			return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
 		}
-	case []any: // serde reads a struct from a list of its (no) fields
-		if len(value) > 0 {
-			return refuse("trailing characters")
-		}
+		dec := json.NewDecoder(strings.NewReader(text)) // the first key, in the text's order
+		_, _ = dec.Token()
+		token, _ := dec.Token()
+		key, _ := token.(string)
+		return refuse("unknown field `" + key + "`, there are no fields")
 	case string:
-		return refuse(fmt.Sprintf("invalid type: string %q, expected struct NoSettings", value))
+		kind = fmt.Sprintf("string %q", value)
 	case bool:
-		return refuse(fmt.Sprintf("invalid type: boolean `%t`, expected struct NoSettings", value))
+		kind = fmt.Sprintf("boolean `%t`", value)
 	case json.Number:
-		kind := "integer"
+		kind = "integer `" + string(value) + "`"
 		if strings.ContainsAny(string(value), ".eE") {
-			kind = "floating point"
+			kind = "floating point `" + string(value) + "`"
 		}
-		return refuse(fmt.Sprintf("invalid type: %s `%s`, expected struct NoSettings", kind, value))
 	}
-	return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
+	return refuse("invalid type: " + kind + ", expected no settings (an empty map)")
 }
 
 func Initialize(request types.AdmissionRequest) result {

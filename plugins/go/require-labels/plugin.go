@@ -206,8 +206,9 @@ func labelKeyProblem(key string) string {
 // parseSettings returns the required labels, or the Rust plugin's message for settings it
 // refuses (serde's, with the path of the bad value; then the label key checks). It walks the
 // object's tokens, because serde reads the keys in order and stops at the first bad one (a Go
-// map would lose the order and duplicates).
-func parseSettings(text string) ([]string, error) {
+// map would lose the order and duplicates). The label key checks run only with check, as the
+// Rust plugin runs them at load only.
+func parseSettings(text string, check bool) ([]string, error) {
 	text = strings.TrimSpace(text)
 	if text == "" || text == "null" {
 		text = "{}"
@@ -261,6 +262,9 @@ func parseSettings(text string) ([]string, error) {
 	default:
 		return nil, invalidType("", whole, "struct Settings")
 	}
+	if !check {
+		return labels, nil
+	}
 	if len(labels) == 0 {
 		return nil, errors.New("labels: list at least one label key")
 	}
@@ -274,14 +278,14 @@ func parseSettings(text string) ([]string, error) {
 
 // ValidateSettings is the world's `validate-settings: func(settings: string) -> result<_, string>`.
 func ValidateSettings(settings string) witTypes.Result[witTypes.Unit, string] {
-	if _, err := parseSettings(settings); err != nil {
+	if _, err := parseSettings(settings, true); err != nil {
 		return witTypes.Err[witTypes.Unit](err.Error())
 	}
 	return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
 }
 
 func Validate(request types.AdmissionRequest) result {
-	required, err := parseSettings(host.Settings())
+	required, err := parseSettings(host.Settings(), false)
 	if err != nil { // checked at load, so only if the host skipped the check
 		return witTypes.Err[types.Verdict]("invalid settings: " + err.Error())
 	}

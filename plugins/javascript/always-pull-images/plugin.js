@@ -8,7 +8,7 @@
 // the JSONPatch). An unparseable object, or a container that is not a JSON object, is a plugin
 // failure (throw a string: `err`). It takes no settings: `validateSettings` (called when the
 // policy is loaded) accepts none, `{}` or `null` and refuses any key, with the Rust plugin's
-// message (`x: unknown field `x`, there are no fields`). Numbers go through JavaScript doubles:
+// message (`unknown field `x`, there are no fields`). Numbers go through JavaScript doubles:
 // integers beyond 2^53 would lose precision (Kubernetes objects carry none; quantities are
 // strings).
 
@@ -61,8 +61,8 @@ function alwaysPull(obj) {
   return changed;
 }
 
-// `validate-settings: func(settings: string) -> result<_, string>`: refuses any settings, with
-// serde's wording for a struct without fields (throwing a string is `err(string)`).
+// `validate-settings: func(settings: string) -> result<_, string>`: refuses any settings, as the
+// Rust plugin's `NoSettings` does (throwing a string is `err(string)`).
 export function validateSettings(text) {
   text = text.trim();
   if (text === '' || text === 'null') return;
@@ -72,17 +72,16 @@ export function validateSettings(text) {
   } catch (e) {
     throw `not JSON: ${e.message}`;
   }
-  if (Array.isArray(settings)) {
-    if (settings.length > 0) throw 'trailing characters'; // serde reads a struct from a list of its (no) fields
-  } else if (settings !== null && typeof settings === 'object') {
+  if (settings !== null && typeof settings === 'object' && !Array.isArray(settings)) {
     const keys = Object.keys(settings);
-    if (keys.length > 0) throw `${keys[0] ? keys[0] + ': ' : ''}unknown field \`${keys[0]}\`, there are no fields`;
-  } else {
-    const kind = typeof settings === 'string' ? `string ${JSON.stringify(settings)}`
-      : typeof settings === 'boolean' ? `boolean \`${settings}\``
-      : Number.isSafeInteger(settings) ? `integer \`${settings}\`` : `floating point \`${settings}\``;
-    throw `invalid type: ${kind}, expected struct NoSettings`;
+    if (keys.length > 0) throw `unknown field \`${keys[0]}\`, there are no fields`;
+    return;
   }
+  const kind = Array.isArray(settings) ? 'sequence'
+    : typeof settings === 'string' ? `string ${JSON.stringify(settings)}`
+    : typeof settings === 'boolean' ? `boolean \`${settings}\``
+    : Number.isSafeInteger(settings) ? `integer \`${settings}\`` : `floating point \`${settings}\``;
+  throw `invalid type: ${kind}, expected no settings (an empty map)`;
 }
 
 export function initialize(request) {

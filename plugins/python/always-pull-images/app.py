@@ -10,7 +10,7 @@ failure (`err`).
 
 It takes no settings: `validate_settings` (called when the policy is loaded) accepts none, `{}`
 or `null` and refuses any key, with the Rust plugin's message
-(`x: unknown field `x`, there are no fields`).
+(`unknown field `x`, there are no fields`).
 """
 
 import json
@@ -85,7 +85,7 @@ class _Object(list):
 
 
 def check_no_settings(text: str) -> None:
-    """Refuses any settings, with serde's wording for a struct without fields (`Err(why)`)."""
+    """Refuses any settings (`Err(why)`), as the Rust plugin's `NoSettings` does."""
     text = text.strip()
     if text in ("", "null"):
         return
@@ -95,21 +95,19 @@ def check_no_settings(text: str) -> None:
         raise Err(f"not JSON: {e}")
     if isinstance(settings, _Object):
         if settings:
-            key = settings[0][0]
-            raise Err(f"{key + ': ' if key else ''}unknown field `{key}`, there are no fields")
-    elif isinstance(settings, list):  # serde reads a struct from a list of its (no) fields
-        if settings:
-            raise Err("trailing characters")
+            raise Err(f"unknown field `{settings[0][0]}`, there are no fields")
+        return
+    if isinstance(settings, list):
+        kind = "sequence"
+    elif isinstance(settings, bool):
+        kind = f"boolean `{'true' if settings else 'false'}`"
+    elif isinstance(settings, str):
+        kind = "string " + json.dumps(settings, ensure_ascii=False)
+    elif isinstance(settings, int):
+        kind = f"integer `{settings}`"
     else:
-        if isinstance(settings, bool):
-            kind = f"boolean `{'true' if settings else 'false'}`"
-        elif isinstance(settings, str):
-            kind = "string " + json.dumps(settings, ensure_ascii=False)
-        elif isinstance(settings, int):
-            kind = f"integer `{settings}`"
-        else:
-            kind = f"floating point `{settings}`"
-        raise Err(f"invalid type: {kind}, expected struct NoSettings")
+        kind = f"floating point `{settings}`"
+    raise Err(f"invalid type: {kind}, expected no settings (an empty map)")
 
 
 class WitWorld(wit_world.WitWorld):
