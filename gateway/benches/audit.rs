@@ -417,6 +417,7 @@ fn plugin_alone(batch: &Bytes, calls: usize) -> (Duration, Duration) {
             ),
             settings: r#"{"output":"audit","keys":["password","token","secret"]}"#.into(),
             memory_limit: 64 << 20,
+            timeout: Duration::from_secs(5),
             reuse: None,
         })
         .unwrap();
@@ -425,17 +426,22 @@ fn plugin_alone(batch: &Bytes, calls: usize) -> (Duration, Duration) {
         .into_iter()
         .map(|item| wasmgate::audit::route::to_wit(&item.event.unwrap()))
         .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let deliver = |events: &[wasmgate::runtime::AuditEvent]| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        rt.block_on(plugin.deliver(events, deadline, Duration::from_secs(10)))
+            .unwrap()
+    };
     for _ in 0..3 {
-        plugin
-            .deliver_blocking(&events, Duration::from_secs(10))
-            .unwrap();
+        deliver(&events);
     }
     let cpu = cpu_seconds(std::process::id());
     let started = Instant::now();
     for _ in 0..calls {
-        let lines = plugin
-            .deliver_blocking(&events, Duration::from_secs(10))
-            .unwrap();
+        let lines = deliver(&events);
         assert_eq!(lines.len(), events.len());
     }
     let wall = started.elapsed() / calls as u32;

@@ -498,6 +498,23 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 .join(", "))
             .unwrap_or_default()
     );
+    for plugin in ready["plugins"].as_array().into_iter().flatten() {
+        let text = |key: &str| plugin[key].as_str().unwrap_or("?").to_owned();
+        let settings = match plugin["settings"].as_str() {
+            Some("checked") => "settings checked at load".to_owned(),
+            Some("skipped") => format!(
+                "settings NOT checked ({} has no validate-settings; rebuild the plugin for wasmgate:plugin@0.2.0)",
+                text("contract")
+            ),
+            other => format!("settings {}", other.unwrap_or("?")),
+        };
+        println!(
+            "plugin        {} ({}, {}): {settings}",
+            text("name"),
+            text("kind"),
+            text("contract")
+        );
+    }
     println!(
         "reloads       {} attempted, {} succeeded, {} failed",
         reload["attempts"], reload["succeeded"], reload["failed"]

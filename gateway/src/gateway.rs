@@ -230,6 +230,28 @@ impl Handler for Gateway {
 
     fn ready(&self) -> Answer {
         let snapshot = self.snapshot.load();
+        // Per plugin: the contract version it implements and whether its settings were checked
+        // at load (0.2.0) or could not be (0.1.0 has no validate-settings).
+        let plugin = |name: &str, kind: &str, plugin: &crate::runtime::Plugin| {
+            let contract = plugin.contract();
+            serde_json::json!({
+                "name": name,
+                "kind": kind,
+                "contract": contract.package(),
+                "settings": if contract.checks_settings() { "checked" } else { "skipped" },
+            })
+        };
+        let plugins: Vec<_> = snapshot
+            .policies
+            .iter()
+            .map(|p| plugin(&p.name, p.kind.world(), &p.plugin))
+            .chain(
+                snapshot
+                    .audit_sinks
+                    .iter()
+                    .map(|s| plugin(&s.name, "audit-sink", &s.plugin)),
+            )
+            .collect();
         Answer::json(
             serde_json::json!({
                 "ready": true,
@@ -237,6 +259,7 @@ impl Handler for Gateway {
                 "contentHash": snapshot.content_hash,
                 "policies": snapshot.policies.iter().map(|p| &p.name).collect::<Vec<_>>(),
                 "auditSinks": snapshot.audit_sinks.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                "plugins": plugins,
                 "reload": &**self.reload.load(),
             })
             .to_string()

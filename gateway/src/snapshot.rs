@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::{Config, ConfigError, ResolvedEntry, ResolvedModule, ResolvedSink};
 use crate::policy::audit::{AuditRules, SinkPolicy};
 use crate::policy::{Matcher, Policy, PolicySet};
-use crate::runtime::{Plugin, PluginSpec, Reuse, Runtime, World};
+use crate::runtime::{LoadError, Plugin, PluginSpec, Reuse, Runtime, World};
 
 /// Everything one request needs, fixed for the request's lifetime.
 pub struct Snapshot {
@@ -43,9 +43,10 @@ struct PluginKey {
 impl Snapshot {
     /// Compiles and checks every plugin of `config`. A module that does not compile, does not
     /// implement its declared world, or cannot instantiate under its limits fails the build with
-    /// the policy file, the entry's line and the reason. Plugins whose module, settings and
-    /// limits are unchanged since `previous` are reused as they are, neither recompiled nor
-    /// re-checked.
+    /// the policy file, the entry's line and the reason; settings the plugin refuses (its
+    /// `validate-settings` export, wasmgate:plugin@0.2.0) fail it with the line of the entry's
+    /// `settings` and the plugin's message. Plugins whose module, settings and limits are
+    /// unchanged since `previous` are reused as they are, neither recompiled nor re-checked.
     pub fn build(
         config: &Config,
         runtime: &Runtime,
@@ -77,16 +78,33 @@ impl Snapshot {
                                 bytes: spec.module.bytes.clone(),
                                 settings: spec.module.settings_json.clone(),
                                 memory_limit: spec.module.memory_limit,
+                                timeout: spec.module.timeout,
                                 reuse: spec.reuse,
                             })
-                            .map_err(|e| ConfigError {
-                                file: config.file.clone(),
-                                line: spec.module.line,
-                                message: format!(
-                                    "{what} {:?}: {}: {e}",
-                                    spec.name,
-                                    spec.module.path.display()
-                                ),
+                            .map_err(|e| {
+                                // A refusal of the settings points at them, not at the entry,
+                                // and the plugin speaks: its module's path would only hide it.
+                                let settings = matches!(
+                                    e,
+                                    LoadError::SettingsRefused(_) | LoadError::SettingsCheck(_)
+                                );
+                                ConfigError {
+                                    file: config.file.clone(),
+                                    line: if settings {
+                                        spec.module.settings_line
+                                    } else {
+                                        spec.module.line
+                                    },
+                                    message: if settings {
+                                        format!("{what} {:?}: {e}", spec.name)
+                                    } else {
+                                        format!(
+                                            "{what} {:?}: {}: {e}",
+                                            spec.name,
+                                            spec.module.path.display()
+                                        )
+                                    },
+                                }
                             })?,
                     ),
                 };

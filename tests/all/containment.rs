@@ -129,3 +129,358 @@ async fn the_gateway_keeps_answering_while_a_plugin_spins() {
         assert_eq!(gw.answer("/validate/fast", &pod).await["allowed"], true);
     }
 }
+
+// === The sandbox under hostile plugins (issue 9) ===
+
+/// A gateway with one policy per hostile act of `tests/plugins/hostile` (all validators, all
+/// `failurePolicy: Fail` unless noted), plus `fast` (a well-behaved validator).
+fn hostile_acts() -> Gateway {
+    let act = |name: &str, settings: &str, extra: &str| {
+        entry(
+            name,
+            "validator",
+            "hostile",
+            &format!("settings: {settings}\n{extra}"),
+        )
+    };
+    Gateway::start(&policy_file(
+        &[
+            act("sleep", "{act: sleep}", "timeout: 100ms"),
+            act(
+                "sleep-ignored",
+                "{act: sleep}",
+                "timeout: 100ms\nfailurePolicy: Ignore",
+            ),
+            act("recurse", "{act: recurse}", ""),
+            act("huge", "{act: huge}", ""),
+            act("warnings", "{act: warnings}", "failurePolicy: Ignore"),
+            act("annotations", "{act: annotations}", ""),
+            act("long-warnings", "{act: long-warnings}", ""),
+            act("flood", "{act: flood, count: 1000}", ""),
+            act("partial", "{act: partial}", "failurePolicy: Ignore"),
+            act("code-200", "{act: code, code: 200}", ""),
+            act("code-999", "{act: code, code: 999}", ""),
+            entry(
+                "hog-memories",
+                "validator",
+                "hog-memories",
+                "memoryLimit: 16Mi",
+            ),
+            entry("fast", "validator", "burn", "settings: {millis: 0}"),
+        ]
+        .concat(),
+    ))
+}
+
+fn failed(response: &serde_json::Value) -> String {
+    assert_eq!(response["allowed"], false, "{response}");
+    assert_eq!(response["status"]["code"], 500, "{response}");
+    response["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_plugin_asleep_in_a_host_call_is_stopped_at_its_deadline() {
+    let gw = hostile_acts();
+    let pod = review("pod-create.json");
+    // The plugin sleeps 30 s in WASI (`std::thread::sleep`); its deadline is 100 ms.
+    let started = Instant::now();
+    let response = gw.answer("/validate/sleep", &pod).await;
+    let took = started.elapsed();
+    assert_eq!(
+        failed(&response),
+        "policy \"sleep\" failed: plugin deadline of 100ms exceeded"
+    );
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    let response = gw.answer("/validate/sleep-ignored", &pod).await;
+    assert_eq!(response["allowed"], true);
+
+    // 300 sleepers at once, more than the pool's 256 slots: every slot is given back at its
+    // call's deadline, so all are answered within a few deadlines, and a well-behaved policy
+    // is served meanwhile (with slots held for 30 s, this took minutes).
+    let started = Instant::now();
+    let sleepers: Vec<_> = (0..300)
+        .map(|_| {
+            let client = gw.client();
+            let url = gw.url("/validate/sleep-ignored");
+            let body = serde_json::to_vec(&pod).unwrap();
+            tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                (response.status().as_u16(), response.text().await.unwrap())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fast_started = Instant::now();
+    assert_eq!(gw.answer("/validate/fast", &pod).await["allowed"], true);
+    let fast = fast_started.elapsed();
+    for sleeper in sleepers {
+        let (status, body) = sleeper.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("deadline of 100ms exceeded"), "{body}");
+    }
+    let all = started.elapsed();
+    assert!(all < Duration::from_secs(10), "300 sleepers took {all:?}");
+    assert!(fast < Duration::from_secs(3), "a fast policy took {fast:?}");
+    // The slots are free again: one more sleeper still gets its 100 ms, not a queue.
+    let started = Instant::now();
+    gw.answer("/validate/sleep", &pod).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn deep_recursion_is_a_contained_stack_overflow() {
+    let gw = hostile_acts();
+    let pod = review("pod-create.json");
+    let message = failed(&gw.answer("/validate/recurse", &pod).await);
+    assert!(
+        message.starts_with(
+            "policy \"recurse\" failed: plugin trapped: stack overflow: the plugin used more than its 512 KiB of call stack"
+        ),
+        "{message}"
+    );
+    assert_eq!(gw.answer("/validate/fast", &pod).await["allowed"], true);
+}
+
+#[tokio::test]
+async fn the_memory_cap_holds_across_all_memories_of_a_component() {
+    let gw = hostile_acts();
+    let pod = review("pod-create.json");
+    // Four extra memories of 10 MiB each under a 16 MiB cap: the second grow is refused.
+    // (Counted per memory, each grow fits and the plugin ends at `unreachable` instead.)
+    assert_eq!(
+        failed(&gw.answer("/validate/hog-memories", &pod).await),
+        "policy \"hog-memories\" failed: plugin memory limit of 16777216 bytes exceeded"
+    );
+    assert_eq!(gw.answer("/validate/fast", &pod).await["allowed"], true);
+}
+
+#[tokio::test]
+async fn plugin_output_is_bounded_before_it_is_used() {
+    let gw = hostile_acts();
+    let pod = review("pod-create.json");
+    let message = failed(&gw.answer("/validate/huge", &pod).await);
+    assert_eq!(
+        message,
+        format!(
+            "policy \"huge\" failed: plugin invalid output: a denial of {} bytes; at most 32768 are accepted",
+            (16 << 20) + "Forbidden".len()
+        )
+    );
+    let started = Instant::now();
+    let response = gw.answer("/validate/warnings", &pod).await;
+    assert_eq!(response["allowed"], true);
+    assert_eq!(
+        response["warnings"],
+        json!([
+            "policy \"warnings\" failed and was ignored (failurePolicy Ignore): plugin invalid output: 200000 warnings; at most 100 are accepted"
+        ])
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        failed(&gw.answer("/validate/annotations", &pod).await),
+        "policy \"annotations\" failed: plugin invalid output: 100000 audit annotations; at most 100 are accepted"
+    );
+}
+
+#[tokio::test]
+async fn warnings_are_cut_to_what_the_api_server_keeps() {
+    let gw = hostile_acts();
+    let response = gw
+        .answer("/validate/long-warnings", &review("pod-create.json"))
+        .await;
+    assert_eq!(response["allowed"], true);
+    let warnings: Vec<&str> = response["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    // 40 warnings of 300 characters: 12,000 in all, over the API server's 4096. Each is cut to
+    // 256 characters, in order, while they fit, and the last says how many were left out.
+    let total: usize = warnings.iter().map(|w| w.chars().count()).sum();
+    assert!(total <= 4096, "{total}");
+    let (last, kept) = warnings.split_last().unwrap();
+    assert!(kept.len() >= 10, "{warnings:?}");
+    for (n, warning) in kept.iter().enumerate() {
+        assert!(warning.starts_with(&format!("{n:03} www")), "{warning}");
+        assert_eq!(warning.chars().count(), 256);
+        assert!(warning.ends_with('…'));
+    }
+    assert_eq!(
+        *last,
+        format!(
+            "{} more warnings omitted (the API server shows at most 4096 characters of warnings)",
+            40 - kept.len()
+        )
+    );
+}
+
+#[tokio::test]
+async fn denial_codes_reach_the_api_server_only_in_400_to_599() {
+    let gw = hostile_acts();
+    let pod = review("pod-create.json");
+    for (policy, code) in [("code-200", 400), ("code-999", 403)] {
+        let response = gw.answer(&format!("/validate/{policy}"), &pod).await;
+        assert_eq!(response["allowed"], false);
+        assert_eq!(response["status"]["code"], code, "{response}");
+        assert_eq!(response["status"]["reason"], "Custom");
+    }
+}
+
+#[tokio::test]
+async fn a_trap_after_partial_output_leaks_none_of_it() {
+    let gw = hostile_acts();
+    let response = gw
+        .answer("/validate/partial", &review("pod-create.json"))
+        .await;
+    assert_eq!(response["allowed"], true);
+    let warnings = response["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{response}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(
+        warning.starts_with(
+            "policy \"partial\" failed and was ignored (failurePolicy Ignore): plugin trapped: "
+        ) && warning.contains("partial: trapped after building an answer"),
+        "{warning}"
+    );
+    assert!(response["auditAnnotations"].is_null(), "{response}");
+}
+
+#[tokio::test]
+async fn a_plugin_cannot_flood_or_forge_the_log() {
+    let gw = hostile_acts();
+    let pod = review("pod-create.json");
+    // 20 calls of 1000 `log` lines and 1000 stdout lines each, every one with a line break, a
+    // forged second line and a terminal escape.
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(gw.answer("/validate/flood", &pod).await["allowed"], true);
+    }
+    // The next call in a later second reports what was dropped.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    gw.answer("/validate/flood", &pod).await;
+    let seconds = started.elapsed().as_secs() + 1;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines: Vec<serde_json::Value> = gw
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["fields"]["plugin"] == "flood")
+        .collect();
+    let message = |l: &serde_json::Value| l["fields"]["message"].as_str().unwrap_or("").to_owned();
+    let written: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| !message(l).contains("were dropped"))
+        .collect();
+    // At most 100 lines a second for the policy, however many calls make them; what was
+    // dropped is said.
+    assert!(!written.is_empty());
+    assert!(
+        written.len() as u64 <= 100 * (seconds + 1),
+        "{} plugin lines in {seconds} s",
+        written.len()
+    );
+    assert!(
+        lines.iter().any(|l| message(l).contains("were dropped")),
+        "no line says what was dropped"
+    );
+    // No raw line break or escape reaches the log: one plugin line is one log line.
+    for line in &written {
+        let text = message(line);
+        assert!(!text.contains('\n') && !text.contains('\u{1b}'), "{text:?}");
+    }
+    let logged: Vec<String> = written
+        .iter()
+        .filter(|l| l["fields"]["stream"].is_null())
+        .map(|l| message(l))
+        .collect();
+    assert!(!logged.is_empty());
+    for text in logged {
+        assert!(
+            text.starts_with("flood ") && text.contains("\\nlevel=ERROR forged line \\u{1b}[31m"),
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn a_start_function_that_traps_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policies.yaml");
+    std::fs::write(
+        &file,
+        policy_file(&entry("start-trap", "validator", "start-trap", "")),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["check", "--config", file.to_str().unwrap(), "--request"])
+        .arg(crate::harness::repo().join("tests/fixtures/reviews/pod-create.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:4: policy \"start-trap\": {}: module fails to instantiate under its limits: trapped: wasm trap: wasm `unreachable` instruction executed",
+            file.display(),
+            crate::harness::module("start-trap")
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_compile_cache_must_be_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policies.yaml");
+    std::fs::write(
+        &file,
+        policy_file(&entry("fast", "validator", "burn", "settings: {millis: 0}")),
+    )
+    .unwrap();
+    let check = |cache: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+            .args(["check", "--config", file.to_str().unwrap(), "--cache-dir"])
+            .arg(cache)
+            .arg("--request")
+            .arg(crate::harness::repo().join("tests/fixtures/reviews/pod-create.json"))
+            .output()
+            .unwrap()
+    };
+    use std::os::unix::fs::PermissionsExt;
+    // A new cache directory is created private.
+    let fresh = dir.path().join("new/compiled");
+    let output = check(&fresh);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    // One that others can write to is refused, with the reason.
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let output = check(&fresh);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "compile cache {}: its mode 0777 lets others write to it; it must be a private directory",
+            fresh.display()
+        )),
+        "{stderr}"
+    );
+    // So is a symbolic link to it.
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&fresh, &link).unwrap();
+    let output = check(&link);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("it is a symbolic link"), "{stderr}");
+}

@@ -11,5 +11,7 @@ mod check;
 mod containment;
 mod manifests;
 mod protocol;
+mod reliability;
 mod reload;
 mod reuse;
+mod settings;

@@ -1,7 +1,8 @@
 //! Merging the answers of several policies into one AdmissionResponse: denials in file order,
-//! warnings and audit annotations checked against what the API server accepts.
+//! denial codes and warnings and audit annotations checked against what the API server accepts.
+//! Plugin output arrives here already bounded (`runtime::output`); the work here is linear in it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::config::{FailurePolicy, Mode};
 use crate::runtime::{Denial, PluginFailure, Remarks};
@@ -10,10 +11,21 @@ use crate::wire::AdmissionResponse;
 /// The longest audit-annotation key the API server accepts (the name part of a qualified name).
 const MAX_ANNOTATION_KEY: usize = 63;
 
+/// Characters of warnings the API server passes on to its client unchanged, all together
+/// (`truncateAtTotalRunes` in k8s.io/apiserver/pkg/endpoints/filters/warning.go). Past it, the
+/// API server cuts every warning to [`WARNING_ITEM_CHARS`] and drops the rest: we do the same
+/// cut ourselves, so that what the user sees is what we chose.
+pub const WARNING_TOTAL_CHARS: usize = 4096;
+/// Characters each warning is cut to once the warnings exceed [`WARNING_TOTAL_CHARS`]
+/// (`truncateItemRunes` in the same file).
+pub const WARNING_ITEM_CHARS: usize = 256;
+
 /// The answers gathered so far for one review.
 pub(super) struct Outcome {
     denials: Vec<(u16, String, String)>,
     warnings: Vec<String>,
+    /// The warnings already in `warnings`: de-duplication in constant time per warning.
+    seen: HashSet<String>,
     annotations: BTreeMap<String, String>,
 }
 
@@ -22,6 +34,7 @@ impl Outcome {
         Outcome {
             denials: Vec::new(),
             warnings: Vec::new(),
+            seen: HashSet::new(),
             annotations: BTreeMap::new(),
         }
     }
@@ -55,7 +68,8 @@ impl Outcome {
             );
             return;
         }
-        if !self.warnings.contains(&warning) {
+        if !self.seen.contains(&warning) {
+            self.seen.insert(warning.clone());
             self.warnings.push(warning);
         }
     }
@@ -64,7 +78,7 @@ impl Outcome {
     pub(super) fn denied(&mut self, mode: Mode, policy: &str, denial: Denial) {
         match mode {
             Mode::Enforce => self.denials.push((
-                denial.code,
+                denial_code(policy, denial.code),
                 denial.reason,
                 format!("{policy}: {}", denial.message),
             )),
@@ -125,10 +139,73 @@ impl Outcome {
                 AdmissionResponse::deny(uid, *code, reason, message)
             }
         };
-        response.warnings = self.warnings;
+        response.warnings = cut_warnings(self.warnings);
         response.audit_annotations = self.annotations;
         response
     }
+}
+
+/// A denial's HTTP code as it may reach the API server: 400-599. Below 400 becomes 400 (what
+/// the API server would do itself); above 599 is not an HTTP error status at all and becomes
+/// 403, the code of a plain refusal.
+fn denial_code(policy: &str, code: u16) -> u16 {
+    match code {
+        400..=599 => code,
+        0..=399 => {
+            tracing::warn!(
+                policy,
+                code,
+                "denial code below 400 raised to 400 (a denial must be a client or server error)"
+            );
+            400
+        }
+        _ => {
+            tracing::warn!(
+                policy,
+                code,
+                "denial code above 599 replaced by 403 (not an HTTP error status)"
+            );
+            403
+        }
+    }
+}
+
+/// The warnings as the API server will pass them on: unchanged when they hold at most
+/// [`WARNING_TOTAL_CHARS`] characters in all; otherwise each is cut to [`WARNING_ITEM_CHARS`]
+/// (ending in `…`), they are kept in order while they fit, and a last warning says how many
+/// were left out.
+pub fn cut_warnings(warnings: Vec<String>) -> Vec<String> {
+    let total: usize = warnings.iter().map(|w| w.chars().count()).sum();
+    if total <= WARNING_TOTAL_CHARS {
+        return warnings;
+    }
+    // Room for the closing note ("NNNNNN more warnings omitted").
+    let budget = WARNING_TOTAL_CHARS - 40;
+    let mut kept = Vec::new();
+    let mut used = 0;
+    let count = warnings.len();
+    for warning in warnings {
+        let warning = if warning.chars().count() > WARNING_ITEM_CHARS {
+            let mut cut: String = warning.chars().take(WARNING_ITEM_CHARS - 1).collect();
+            cut.push('…');
+            cut
+        } else {
+            warning
+        };
+        let chars = warning.chars().count();
+        if used + chars > budget {
+            break;
+        }
+        used += chars;
+        kept.push(warning);
+    }
+    let omitted = count - kept.len();
+    if omitted > 0 {
+        kept.push(format!(
+            "{omitted} more warnings omitted (the API server shows at most {WARNING_TOTAL_CHARS} characters of warnings)"
+        ));
+    }
+    kept
 }
 
 /// Warnings become HTTP `Warning` headers; the API server silently drops any with control
@@ -218,6 +295,59 @@ mod tests {
         );
         let r = o.into_response("u");
         assert_eq!(r.status.unwrap().code, Some(500));
+    }
+
+    #[test]
+    fn denial_codes_stay_in_400_to_599() {
+        for (code, sent) in [
+            (200, 400),
+            (0, 400),
+            (404, 404),
+            (599, 599),
+            (600, 403),
+            (999, 403),
+        ] {
+            let mut o = Outcome::new();
+            o.denied(
+                Mode::Enforce,
+                "p",
+                Denial {
+                    code,
+                    reason: "Custom".into(),
+                    message: "no".into(),
+                },
+            );
+            assert_eq!(
+                o.into_response("u").status.unwrap().code,
+                Some(sent),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn warnings_are_cut_as_the_api_server_would() {
+        let short: Vec<String> = (0..10).map(|n| format!("w{n}")).collect();
+        assert_eq!(cut_warnings(short.clone()), short);
+        let long: Vec<String> = (0..40)
+            .map(|n| format!("{n:03}{}", "x".repeat(297)))
+            .collect();
+        let cut = cut_warnings(long);
+        let total: usize = cut.iter().map(|w| w.chars().count()).sum();
+        assert!(total <= WARNING_TOTAL_CHARS, "{total}");
+        let (last, kept) = cut.split_last().unwrap();
+        assert!(
+            kept.iter()
+                .all(|w| w.chars().count() == WARNING_ITEM_CHARS && w.ends_with('…'))
+        );
+        assert!(kept[0].starts_with("000x"));
+        assert_eq!(
+            *last,
+            format!(
+                "{} more warnings omitted (the API server shows at most 4096 characters of warnings)",
+                40 - kept.len()
+            )
+        );
     }
 
     #[test]

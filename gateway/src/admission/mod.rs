@@ -92,16 +92,29 @@ async fn validate(
             let started = Instant::now();
             let result = policy
                 .plugin
-                .run(deadline, policy.timeout, move |plugin, budget| {
-                    plugin.validate_blocking(&wit_request, budget)
-                })
+                .validate(&wit_request, deadline, policy.timeout)
                 .await;
             (policy, result, started.elapsed())
         }
     };
-    // Each call runs on the blocking pool; polling them together on this task lets them run in
-    // parallel without a task of their own each. join_all keeps file order.
-    let results = futures_util::future::join_all(matching.iter().map(|p| call(p.clone()))).await;
+    // One validator runs on this task; several run each on a task of its own, so that they
+    // use every core. join_all keeps file order.
+    let results = if let [only] = matching.as_slice() {
+        vec![call(only.clone()).await]
+    } else {
+        let tasks = matching.iter().map(|p| tokio::spawn(call(p.clone())));
+        let joined = futures_util::future::join_all(tasks).await;
+        joined
+            .into_iter()
+            .zip(&matching)
+            .map(|(joined, policy)| {
+                joined.unwrap_or_else(|e| {
+                    let failure = PluginFailure::Host(format!("the plugin call panicked: {e}"));
+                    (policy.clone(), Err(failure), std::time::Duration::ZERO)
+                })
+            })
+            .collect()
+    };
     // Results are merged in file order, whatever order they finished in, so that combined
     // messages are stable.
     for (policy, result, elapsed) in results {
@@ -148,16 +161,14 @@ async fn mutate(
         let started = Instant::now();
         let result = policy
             .plugin
-            .run(deadline, policy.timeout, move |plugin, budget| {
-                plugin.initialize_blocking(&wit_request, budget)
-            })
+            .initialize(&wit_request, deadline, policy.timeout)
             .await;
-        // A replaced object must be a JSON object of the same apiVersion and kind, and only
-        // objects being created or updated can be changed at all.
+        // A replaced object must be a JSON object of the same apiVersion and kind, a patch must
+        // apply and give such an object, and only objects being created or updated can be
+        // changed at all.
         let result = result.and_then(|mutation| {
             let change = match mutation.change {
-                Change::Replaced(text) if !mutable => {
-                    drop(text);
+                Change::Replaced(_) | Change::Patched(_) if !mutable => {
                     return Err(PluginFailure::InvalidOutput(format!(
                         "the object of a {} request cannot be changed",
                         request.operation.as_str()
@@ -167,6 +178,11 @@ async fn mutate(
                     let value = checked_replacement(&text, object_text)?;
                     Some((text, value))
                 }
+                Change::Patched(patch) => Some(checked_patch(
+                    &patch,
+                    object_text,
+                    current.as_ref().map(|(_, v)| v),
+                )?),
                 Change::Unchanged => None,
                 Change::Denied(denial) => return Ok((mutation.remarks, Err(denial))),
             };
@@ -226,6 +242,35 @@ async fn mutate(
 
 fn internal_error(uid: &str, message: String) -> AdmissionResponse {
     AdmissionResponse::deny(uid, 500, "InternalError", message)
+}
+
+/// Applies an initializer's RFC 6902 patch to a copy of the object it was given (`before_value`
+/// when the host already holds it parsed, else `before`), and checks the result as it checks a
+/// replacement. Returns the new object as text and value.
+fn checked_patch(
+    patch: &str,
+    before: Option<&str>,
+    before_value: Option<&serde_json::Value>,
+) -> Result<(String, serde_json::Value), PluginFailure> {
+    let operations: json_patch::Patch = serde_json::from_str(patch).map_err(|e| {
+        PluginFailure::InvalidOutput(format!("the patch is not an RFC 6902 JSON Patch: {e}"))
+    })?;
+    let mut object = match (before_value, before) {
+        (Some(value), _) => value.clone(),
+        (None, Some(text)) => serde_json::from_str(text).map_err(|e| {
+            PluginFailure::InvalidOutput(format!("the patched object is not JSON: {e}"))
+        })?,
+        (None, None) => {
+            return Err(PluginFailure::InvalidOutput(
+                "a patch, but the request has no object".into(),
+            ));
+        }
+    };
+    json_patch::patch(&mut object, &operations)
+        .map_err(|e| PluginFailure::InvalidOutput(format!("the patch does not apply: {e}")))?;
+    let text = object.to_string();
+    let value = checked_replacement(&text, before)?;
+    Ok((text, value))
 }
 
 /// Parses an initializer's replacement and checks that it is still the same kind of object.

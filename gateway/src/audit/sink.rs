@@ -247,19 +247,12 @@ async fn deliver(
     let lines = loop {
         attempt += 1;
         let started = Instant::now();
-        let batch = events.clone();
+        let batch: Vec<_> = events.iter().map(route::to_wit).collect();
         // Waiting for a pool slot (under busy admission traffic) may take up to another
         // timeout before the call's own budget starts.
         let result = policy
             .plugin
-            .run(
-                started + policy.timeout * 2,
-                policy.timeout,
-                move |plugin, budget| {
-                    let batch: Vec<_> = batch.iter().map(route::to_wit).collect();
-                    plugin.deliver_blocking(&batch, budget)
-                },
-            )
+            .deliver(&batch, started + policy.timeout * 2, policy.timeout)
             .await
             .and_then(|emissions| by_output(policy, outputs, emissions));
         shared.metrics.plugin_call(

@@ -54,6 +54,39 @@ pub fn key_line_after(text: &str, after: Option<usize>, key: &str) -> Option<usi
         .map(|(i, _)| i + 1)
 }
 
+/// The 1-based line of the entry's own `key:` (not a nested one), for the entry whose `- ` list
+/// item starts on line `entry` (1-based): a line indented like the entry's first key, before
+/// the entry ends (a line indented less, i.e. the next item or section). `None` when the entry
+/// has no such key or is written in flow style (`- {name: a, ...}`).
+pub fn entry_key_line(text: &str, entry: Option<usize>, key: &str) -> Option<usize> {
+    let entry = entry?;
+    let mut lines = text.lines().enumerate().skip(entry - 1);
+    let (_, first) = lines.next()?;
+    let item = first.trim_start();
+    let column = first.len() - item.len() + 2;
+    let first_key = item.strip_prefix("- ")?.trim_start();
+    if first_key.starts_with('{') {
+        return None;
+    }
+    if value_of(first, key).is_some() {
+        return Some(entry);
+    }
+    for (i, line) in lines {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let depth = line.len() - trimmed.len();
+        if depth < column {
+            return None;
+        }
+        if depth == column && value_of(line, key).is_some() {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 /// The unquoted value of `key: value` on this line, if the line holds that key.
 fn value_of<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let trimmed = line.trim_start();
@@ -75,6 +108,20 @@ mod tests {
         assert_eq!(entry_line(text, "b"), Some(5));
         assert_eq!(key_line_after(text, Some(5), "module"), Some(7));
         assert_eq!(entry_line(text, "c"), None);
+    }
+
+    #[test]
+    fn finds_an_entrys_own_key() {
+        let text = "policies:\n  - name: a\n    objectSelector:\n      matchLabels: {settings: x}\n      settings: y\n    # settings: z\n    settings:\n      labels: [team]\n  - name: b\n    settings: {}\n  - {name: c, settings: {}}\n  - settings: {}\n    name: d\n";
+        assert_eq!(entry_key_line(text, Some(2), "settings"), Some(7));
+        assert_eq!(entry_key_line(text, Some(9), "settings"), Some(10));
+        assert_eq!(entry_key_line(text, Some(11), "settings"), None);
+        assert_eq!(entry_key_line(text, Some(12), "settings"), Some(12));
+        assert_eq!(entry_key_line(text, Some(2), "timeout"), None);
+        assert_eq!(entry_key_line(text, None, "settings"), None);
+        // An entry without the key does not find the next entry's.
+        let text = "policies:\n  - name: a\n    kind: validator\n  - name: b\n    settings: {}\n";
+        assert_eq!(entry_key_line(text, Some(2), "settings"), None);
     }
 
     #[test]

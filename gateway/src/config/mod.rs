@@ -72,6 +72,9 @@ pub struct ResolvedModule {
     pub memory_limit: u64,
     /// The line of the entry's `name:` in the file, for later error messages.
     pub line: Option<usize>,
+    /// The line of the entry's `settings:`, where a plugin's refusal of its settings points
+    /// (the entry's line when it has none).
+    pub settings_line: Option<usize>,
 }
 
 /// A validated policy entry with everything resolved.
@@ -191,6 +194,7 @@ impl Config {
                     timeout,
                     memory_limit,
                     line,
+                    settings_line: locate::entry_key_line(text, line, "settings").or(line),
                 },
                 entry,
             });
@@ -267,6 +271,7 @@ impl Config {
                     timeout,
                     memory_limit,
                     line,
+                    settings_line: locate::entry_key_line(text, line, "settings").or(line),
                 },
                 max_attempts,
                 outputs,

@@ -24,6 +24,14 @@ pub const POOL_SLOTS: u32 = 256;
 /// Pool slots for idle warm instances of policies with `instanceReuse`, beyond [`POOL_SLOTS`].
 pub const WARM_SLOTS: u32 = 256;
 
+/// The Wasm call stack a plugin may use. Deeper recursion is a contained trap
+/// (`Trap::StackOverflow`), reported as a stack overflow.
+pub const MAX_WASM_STACK: usize = 512 << 10;
+
+/// The fiber stack every call runs on (calls are async). It must exceed [`MAX_WASM_STACK`]:
+/// the difference is what host functions called from Wasm (WASI, `log`) have left.
+const ASYNC_STACK_SIZE: usize = 2 << 20;
+
 /// Linear memory kept resident (and reset in place) per pooled slot. With `pagemap_scan` only
 /// the touched pages are reset; the first probe measured this as the largest single win
 /// (30 µs → 13 µs for instantiate + call + teardown).
@@ -33,8 +41,10 @@ pub(super) fn new_engine(runtime: &RuntimeConfig) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    config.max_wasm_stack(MAX_WASM_STACK);
+    config.async_stack_size(ASYNC_STACK_SIZE);
     if let Some(dir) = &runtime.cache_dir {
-        std::fs::create_dir_all(dir)?;
+        private_cache_dir(dir)?;
         let mut cache = CacheConfig::new();
         cache.with_directory(dir);
         config.cache(Some(Cache::new(cache)?));
@@ -51,6 +61,8 @@ pub(super) fn new_engine(runtime: &RuntimeConfig) -> wasmtime::Result<Engine> {
         .total_tables(instances * 4)
         .max_core_instances_per_component(64)
         .max_memories_per_component(8)
+        // Multi-memory modules are valid Wasm; the memory cap counts all of them together.
+        .max_memories_per_module(8)
         .max_tables_per_component(16)
         .max_memory_size(MAX_MEMORY_LIMIT as usize)
         .table_elements(super::host::MAX_TABLE_ELEMENTS)
@@ -58,9 +70,65 @@ pub(super) fn new_engine(runtime: &RuntimeConfig) -> wasmtime::Result<Engine> {
         .max_component_instance_size(4 << 20)
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(64 << 10)
+        // One fiber stack per call in flight (calls are async); their touched pages stay
+        // resident between calls instead of being faulted in again.
+        .total_stacks(instances)
+        .async_stack_keep_resident(64 << 10)
         .pagemap_scan(Enabled::Auto);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
+}
+
+/// Makes sure the compile cache directory is private: wasmtime maps the native code it finds
+/// there and runs it, so anyone who can write to it can run code as the gateway. A missing
+/// directory is created 0700 (its missing parents too); an existing one must be a directory,
+/// not a symbolic link, owned by the gateway's user, and writable by no one else; otherwise
+/// start-up stops with the reason. Its entries are not verified: the directory's privacy is
+/// the guarantee.
+pub(super) fn private_cache_dir(dir: &std::path::Path) -> wasmtime::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let refuse = |why: String| {
+        wasmtime::Error::msg(format!(
+            "compile cache {}: {why}; it must be a private directory (owner only, e.g. mode 0700), or choose another with --cache-dir",
+            dir.display()
+        ))
+    };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| refuse(format!("cannot create it: {e}")))?;
+        }
+        Err(e) => return Err(refuse(format!("cannot read it: {e}"))),
+        Ok(_) => {}
+    }
+    let meta =
+        std::fs::symlink_metadata(dir).map_err(|e| refuse(format!("cannot read it: {e}")))?;
+    if meta.file_type().is_symlink() {
+        return Err(refuse("it is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(refuse("it is not a directory".into()));
+    }
+    // The process's effective user owns /proc/self.
+    let me = std::fs::metadata("/proc/self")
+        .map_err(|e| refuse(format!("cannot tell which user this process runs as: {e}")))?
+        .uid();
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "it is owned by user {}, not by this process's user {me}",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(refuse(format!(
+            "its mode {mode:04o} lets others write to it"
+        )));
+    }
+    Ok(())
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread until dropped.

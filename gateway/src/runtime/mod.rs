@@ -1,10 +1,12 @@
 //! Owns the wasmtime engine, the compile cache, the linker, and running one plugin call in a
-//! fresh store and instance under a deadline and a memory cap. Knows nothing of HTTP or of
+//! fresh store and instance under a wall-clock deadline and a memory cap. Knows nothing of HTTP or of
 //! admission semantics: it takes WIT values in and gives WIT values or a [`PluginFailure`] out.
 
 pub mod bindings;
+mod conversions;
 mod engine;
 mod host;
+pub mod output;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 pub use bindings::audit_types::{
     Emission, Event as AuditEvent, Level as AuditLevel, ObjectReference as AuditObjectReference,
@@ -23,14 +25,16 @@ pub use bindings::types::{
     AdmissionRequest, Change, Decision, Denial, GroupVersionKind, GroupVersionResource, Mutation,
     Operation as WitOperation, Remarks, UserInfo, Verdict,
 };
-pub use engine::{EPOCH_TICK, POOL_SLOTS, WARM_SLOTS};
+pub use engine::{EPOCH_TICK, MAX_WASM_STACK, POOL_SLOTS, WARM_SLOTS};
 pub use host::{PluginState, STDIO_CAPACITY};
 
 use crate::config::PluginKind;
-use bindings::audit_sink::{AuditSink, AuditSinkPre};
-use bindings::initializer::{Initializer, InitializerPre};
-use bindings::validator::{Validator, ValidatorPre};
-use host::{HostData, Limiter};
+use bindings::v1;
+use bindings::v2::audit_sink::{AuditSink, AuditSinkPre};
+use bindings::v2::initializer::{Initializer, InitializerPre};
+use bindings::v2::validator::{Validator, ValidatorPre};
+pub use conversions::UnknownOperation;
+use host::{HostData, Limiter, LogBudget};
 
 /// The WIT world a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +67,35 @@ impl From<PluginKind> for World {
     }
 }
 
+/// The version of the plugin contract (the WIT package `wasmgate:plugin`) a component
+/// implements. Every published version is served; the gateway speaks the newest and converts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Contract {
+    /// `wasmgate:plugin@0.1.0`, frozen: no `validate-settings`, no `patched`, no `cluster`.
+    V0_1_0,
+    /// `wasmgate:plugin@0.2.0`.
+    V0_2_0,
+}
+
+impl Contract {
+    /// The WIT package, e.g. `wasmgate:plugin@0.2.0`.
+    pub fn package(self) -> &'static str {
+        match self {
+            Contract::V0_1_0 => "wasmgate:plugin@0.1.0",
+            Contract::V0_2_0 => "wasmgate:plugin@0.2.0",
+        }
+    }
+
+    /// Whether plugins of this version check their settings at load (`validate-settings`).
+    pub fn checks_settings(self) -> bool {
+        self == Contract::V0_2_0
+    }
+}
+
+/// Longest message of a plugin's settings refusal kept for the operator (the rest is cut): it
+/// is logged and shown by `/readyz`, so a plugin cannot flood either.
+pub const MAX_SETTINGS_MESSAGE: usize = 4096;
+
 /// How the runtime is set up.
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
@@ -84,19 +117,28 @@ pub enum LoadError {
     /// Its imports are not what wasmgate provides.
     #[error("module imports something wasmgate does not provide: {0}")]
     Imports(String),
-    /// It does not export the declared world's function.
+    /// It does not export the declared world's functions. Which contract version it was
+    /// checked against follows from its exports (`validate-settings`: 0.2.0; none: 0.1.0).
     #[error(
-        "module is not a {world} (it does not export the `{world}` world of wasmgate:plugin@0.1.0): {detail}"
+        "module is not a {world} (it does not export the `{world}` world of {contract}): {detail}"
     )]
     WrongWorld {
         /// The world the policy declared.
         world: &'static str,
+        /// The contract version the component was checked against.
+        contract: &'static str,
         /// wasmtime's explanation.
         detail: String,
     },
     /// It cannot even be instantiated under its limits.
     #[error("module fails to instantiate under its limits: {0}")]
     Instantiate(String),
+    /// Its `validate-settings` refused the policy's settings; the plugin's message.
+    #[error("settings refused by the plugin: {0}")]
+    SettingsRefused(String),
+    /// Its `validate-settings` did not answer: a trap, the deadline or the memory cap.
+    #[error("the plugin's settings check failed: {0}")]
+    SettingsCheck(PluginFailure),
 }
 
 /// Why a plugin call produced no usable answer. Each is handled by the policy's failure policy.
@@ -140,6 +182,10 @@ impl PluginFailure {
     }
 }
 
+/// The budget for instantiating a plugin once at load (and reload) time, start functions
+/// included: a module that does not instantiate within it is refused.
+pub const LOAD_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The wasmtime side of wasmgate: one engine, one linker, bounded concurrency.
 pub struct Runtime {
     engine: wasmtime::Engine,
@@ -154,8 +200,14 @@ impl Runtime {
     pub fn new(config: &RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let engine = engine::new_engine(config).map_err(RuntimeError)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(RuntimeError)?;
+        // Async WASI: a plugin waiting in a host call (a sleep, a poll) waits on a tokio future,
+        // which is dropped at the call's deadline like the rest of the call.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(RuntimeError)?;
         bindings::host::add_to_linker::<PluginState, HostData>(&mut linker, |s| &mut s.host)
+            .map_err(RuntimeError)?;
+        bindings::cluster::add_to_linker::<PluginState, HostData>(&mut linker, |s| &mut s.host)
+            .map_err(RuntimeError)?;
+        v1::host::add_to_linker::<PluginState, HostData>(&mut linker, |s| &mut s.host)
             .map_err(RuntimeError)?;
         let ticker = engine::EpochTicker::start(engine.clone());
         Ok(Runtime {
@@ -176,37 +228,60 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Imports(one_line(&e)))?;
+        // `validate-settings` is what every 0.2.0 world exports and no 0.1.0 world does: it
+        // says which version to type-check the component against (and the error names it).
+        let contract = if component
+            .component_type()
+            .exports(&self.engine)
+            .any(|(name, _)| name == "validate-settings")
+        {
+            Contract::V0_2_0
+        } else {
+            Contract::V0_1_0
+        };
         let world = spec.kind.name();
         let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             world,
+            contract: contract.package(),
             detail: one_line(&e),
         };
-        let pre = match spec.kind {
-            World::Validator => PluginPre::Validator(ValidatorPre::new(pre).map_err(wrong_world)?),
-            World::Initializer => {
+        let pre = match (contract, spec.kind) {
+            (Contract::V0_2_0, World::Validator) => {
+                PluginPre::Validator(ValidatorPre::new(pre).map_err(wrong_world)?)
+            }
+            (Contract::V0_2_0, World::Initializer) => {
                 PluginPre::Initializer(InitializerPre::new(pre).map_err(wrong_world)?)
             }
-            World::AuditSink => PluginPre::AuditSink(AuditSinkPre::new(pre).map_err(wrong_world)?),
+            (Contract::V0_2_0, World::AuditSink) => {
+                PluginPre::AuditSink(AuditSinkPre::new(pre).map_err(wrong_world)?)
+            }
+            (Contract::V0_1_0, World::Validator) => {
+                PluginPre::V1Validator(v1::validator::ValidatorPre::new(pre).map_err(wrong_world)?)
+            }
+            (Contract::V0_1_0, World::Initializer) => PluginPre::V1Initializer(
+                v1::initializer::InitializerPre::new(pre).map_err(wrong_world)?,
+            ),
+            (Contract::V0_1_0, World::AuditSink) => {
+                PluginPre::V1AuditSink(v1::audit_sink::AuditSinkPre::new(pre).map_err(wrong_world)?)
+            }
         };
         let plugin = Plugin {
+            log: Arc::new(LogBudget::default()),
             name: spec.name.into(),
             settings: spec.settings.into(),
             memory_limit: usize::try_from(spec.memory_limit).unwrap_or(usize::MAX),
             pre,
+            contract,
             engine: self.engine.clone(),
             slots: self.slots.clone(),
             reuse: spec.reuse,
             idle: IdlePool::default(),
         };
         // Instantiate once now, so a module whose initial memory exceeds its cap, or that traps
-        // in its start function, is refused at load time rather than failing every request.
-        let mut store = plugin.store(Duration::from_secs(5));
-        let instantiated = match &plugin.pre {
-            PluginPre::Validator(p) => p.instantiate(&mut store).map(drop),
-            PluginPre::Initializer(p) => p.instantiate(&mut store).map(drop),
-            PluginPre::AuditSink(p) => p.instantiate(&mut store).map(drop),
-        };
-        instantiated.map_err(|e| LoadError::Instantiate(one_line(&e)))?;
+        // (or never ends) in its start function, is refused at load time rather than failing
+        // every request; and, in the same instance, have the plugin check its settings, so
+        // settings it would refuse on every call refuse the policy instead.
+        plugin.check_at_load(spec.timeout)?;
         Ok(plugin)
     }
 }
@@ -221,8 +296,10 @@ pub struct PluginSpec {
     pub bytes: Arc<Vec<u8>>,
     /// The settings, as JSON text.
     pub settings: String,
-    /// The linear-memory cap in bytes.
+    /// The cap in bytes on all the linear memories and tables of one instance together.
     pub memory_limit: u64,
+    /// The policy's per-call deadline, which the settings check at load runs under too.
+    pub timeout: Duration,
     /// Opt-in reuse of warm instances; `None` (the default) is a fresh instance per call.
     pub reuse: Option<Reuse>,
 }
@@ -239,9 +316,82 @@ pub struct Reuse {
     pub max_idle: usize,
 }
 
+/// What one call asks a plugin to do: one variant per exported function.
+enum Call<'a> {
+    Validate(&'a AdmissionRequest),
+    Initialize(&'a AdmissionRequest),
+    Deliver(&'a [AuditEvent]),
+    ValidateSettings(&'a str),
+}
+
+/// What a plugin answered, per exported function.
+enum Answer {
+    Verdict(Verdict),
+    Mutation(Mutation),
+    Emissions(Vec<Emission>),
+    SettingsAccepted,
+}
+
+/// An instance of a plugin's world, in the contract version it implements.
 enum Instance {
     Validator(Validator),
     Initializer(Initializer),
+    AuditSink(AuditSink),
+    V1Validator(v1::validator::Validator),
+    V1Initializer(v1::initializer::Initializer),
+    V1AuditSink(v1::audit_sink::AuditSink),
+}
+
+impl Instance {
+    async fn invoke(
+        &self,
+        store: &mut Store<PluginState>,
+        call: &Call<'_>,
+    ) -> wasmtime::Result<Result<Answer, String>> {
+        Ok(match (self, call) {
+            (Instance::Validator(v), Call::Validate(r)) => {
+                v.call_validate(store, r).await?.map(Answer::Verdict)
+            }
+            (Instance::Initializer(i), Call::Initialize(r)) => {
+                i.call_initialize(store, r).await?.map(Answer::Mutation)
+            }
+            (Instance::AuditSink(s), Call::Deliver(batch)) => {
+                s.call_deliver(store, batch).await?.map(Answer::Emissions)
+            }
+            (Instance::Validator(v), Call::ValidateSettings(settings)) => v
+                .call_validate_settings(store, settings)
+                .await?
+                .map(|()| Answer::SettingsAccepted),
+            (Instance::Initializer(i), Call::ValidateSettings(settings)) => i
+                .call_validate_settings(store, settings)
+                .await?
+                .map(|()| Answer::SettingsAccepted),
+            (Instance::AuditSink(s), Call::ValidateSettings(settings)) => s
+                .call_validate_settings(store, settings)
+                .await?
+                .map(|()| Answer::SettingsAccepted),
+            // 0.1.0: the request converted down, the answer up.
+            (Instance::V1Validator(v), Call::Validate(r)) => v
+                .call_validate(store, &v1_request(r)?)
+                .await?
+                .map(|verdict| Answer::Verdict(verdict.into())),
+            (Instance::V1Initializer(i), Call::Initialize(r)) => i
+                .call_initialize(store, &v1_request(r)?)
+                .await?
+                .map(|mutation| Answer::Mutation(mutation.into())),
+            (Instance::V1AuditSink(s), Call::Deliver(batch)) => {
+                let batch: Vec<v1::audit_types::Event> = batch.iter().map(Into::into).collect();
+                s.call_deliver(store, &batch)
+                    .await?
+                    .map(|lines| Answer::Emissions(lines.into_iter().map(Into::into).collect()))
+            }
+            _ => {
+                return Err(wasmtime::Error::msg(
+                    "internal error: a call for another world",
+                ));
+            }
+        })
+    }
 }
 
 /// An idle instance with its store, ready for another call.
@@ -251,26 +401,53 @@ struct Warm {
     calls: u32,
 }
 
-// Locked only on blocking-pool threads, for one push or pop, never across an await.
+// Locked for one push or pop, never across an await.
 #[allow(clippy::disallowed_types)]
 type IdlePool = std::sync::Mutex<Vec<Warm>>;
+
+/// A 0.1.0 plugin's request: what the gateway holds, converted down. An operation 0.1.0 has no
+/// name for cannot be given to it (the host fails the call, it is no answer of the plugin's).
+fn v1_request(request: &AdmissionRequest) -> wasmtime::Result<v1::types::AdmissionRequest> {
+    v1::types::AdmissionRequest::try_from(request).map_err(wasmtime::Error::new)
+}
 
 enum PluginPre {
     Validator(ValidatorPre<PluginState>),
     Initializer(InitializerPre<PluginState>),
     AuditSink(AuditSinkPre<PluginState>),
+    V1Validator(v1::validator::ValidatorPre<PluginState>),
+    V1Initializer(v1::initializer::InitializerPre<PluginState>),
+    V1AuditSink(v1::audit_sink::AuditSinkPre<PluginState>),
 }
 
-/// A compiled, type-checked plugin. Every call gets a fresh store and instance.
+impl PluginPre {
+    async fn instantiate(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            PluginPre::Validator(p) => Instance::Validator(p.instantiate_async(store).await?),
+            PluginPre::Initializer(p) => Instance::Initializer(p.instantiate_async(store).await?),
+            PluginPre::AuditSink(p) => Instance::AuditSink(p.instantiate_async(store).await?),
+            PluginPre::V1Validator(p) => Instance::V1Validator(p.instantiate_async(store).await?),
+            PluginPre::V1Initializer(p) => {
+                Instance::V1Initializer(p.instantiate_async(store).await?)
+            }
+            PluginPre::V1AuditSink(p) => Instance::V1AuditSink(p.instantiate_async(store).await?),
+        })
+    }
+}
+
+/// A compiled, type-checked plugin. Every call gets a fresh store and instance (or a warm one,
+/// for policies that opted into reuse).
 pub struct Plugin {
     name: Arc<str>,
     settings: Arc<str>,
     memory_limit: usize,
     pre: PluginPre,
+    contract: Contract,
     engine: wasmtime::Engine,
     slots: Arc<Semaphore>,
     reuse: Option<Reuse>,
     idle: IdlePool,
+    log: Arc<LogBudget>,
 }
 
 impl Plugin {
@@ -279,92 +456,147 @@ impl Plugin {
         &self.name
     }
 
-    fn store(&self, budget: Duration) -> Store<PluginState> {
-        let limiter = Limiter {
-            memory_limit: self.memory_limit,
-            exceeded: None,
-        };
+    /// The contract version the plugin implements (and so whether its settings were checked).
+    pub fn contract(&self) -> Contract {
+        self.contract
+    }
+
+    /// A store for one call (or, with reuse, for an instance's life). Its epoch callback yields
+    /// to tokio at every tick, so that the call's future can be dropped at its deadline, and
+    /// interrupts the plugin itself once the call's end has passed.
+    fn store(&self) -> Store<PluginState> {
+        let limiter = Limiter::new(self.memory_limit);
         let mut store = Store::new(
             &self.engine,
-            PluginState::new(self.name.clone(), self.settings.clone(), limiter),
+            PluginState::new(
+                self.name.clone(),
+                self.settings.clone(),
+                limiter,
+                self.log.clone(),
+            ),
         );
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(ticks(budget));
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().call_end() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
         store
     }
 
-    /// Runs `validate`, blocking, under `budget`: in a fresh instance, or a warm one when the
-    /// policy opted into reuse.
-    pub fn validate_blocking(
+    /// Runs `validate` under the time left until `deadline`, at most `timeout`: in a fresh
+    /// instance, or a warm one when the policy opted into reuse.
+    pub async fn validate(
         &self,
         request: &AdmissionRequest,
-        budget: Duration,
+        deadline: Instant,
+        timeout: Duration,
     ) -> Result<Verdict, PluginFailure> {
-        let PluginPre::Validator(pre) = &self.pre else {
-            return Err(PluginFailure::Host(format!(
-                "plugin {} is not a validator",
-                self.name
-            )));
-        };
-        self.call(
-            budget,
-            |store| pre.instantiate(store).map(Instance::Validator),
-            |instance, store| match instance {
-                Instance::Validator(v) => v.call_validate(store, request),
-                Instance::Initializer(_) => unreachable_world(),
-            },
-        )
+        match self
+            .call(Call::Validate(request), deadline, timeout)
+            .await?
+        {
+            Answer::Verdict(v) => Ok(v),
+            _ => Err(self.not_a("validator")),
+        }
     }
 
-    /// Runs `initialize`, blocking, under `budget`, like [`Self::validate_blocking`].
-    pub fn initialize_blocking(
+    /// Runs `initialize`, like [`Self::validate`].
+    pub async fn initialize(
         &self,
         request: &AdmissionRequest,
-        budget: Duration,
+        deadline: Instant,
+        timeout: Duration,
     ) -> Result<Mutation, PluginFailure> {
-        let PluginPre::Initializer(pre) = &self.pre else {
-            return Err(PluginFailure::Host(format!(
-                "plugin {} is not an initializer",
-                self.name
-            )));
-        };
-        self.call(
-            budget,
-            |store| pre.instantiate(store).map(Instance::Initializer),
-            |instance, store| match instance {
-                Instance::Initializer(i) => i.call_initialize(store, request),
-                Instance::Validator(_) => unreachable_world(),
-            },
-        )
+        match self
+            .call(Call::Initialize(request), deadline, timeout)
+            .await?
+        {
+            Answer::Mutation(m) => Ok(m),
+            _ => Err(self.not_a("initializer")),
+        }
     }
 
-    /// One call: takes a warm instance if reuse is on and one is idle, else instantiates; runs
-    /// `invoke` under `budget`; keeps the instance for reuse only if the call did not trap, it
-    /// has calls left and the idle pool has room.
-    fn call<T>(
+    /// Runs `deliver`, always in a fresh instance (a sink sees one batch and nothing of the
+    /// previous one), like [`Self::validate`].
+    pub async fn deliver(
         &self,
-        budget: Duration,
-        instantiate: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<Instance>,
-        invoke: impl FnOnce(&Instance, &mut Store<PluginState>) -> wasmtime::Result<Result<T, String>>,
-    ) -> Result<T, PluginFailure> {
-        let warm = self.reuse.and_then(|_| self.idle.lock().ok()?.pop());
-        let (mut store, instance, calls) = match warm {
-            Some(warm) => (warm.store, warm.instance, warm.calls),
-            None => {
-                let mut store = self.store(budget);
-                match instantiate(&mut store) {
-                    Ok(instance) => (store, instance, 0),
-                    Err(e) => return finish(store.data_mut(), Err(e), budget),
-                }
+        batch: &[AuditEvent],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<Emission>, PluginFailure> {
+        match self.call(Call::Deliver(batch), deadline, timeout).await? {
+            Answer::Emissions(e) => Ok(e),
+            _ => Err(self.not_a("audit sink")),
+        }
+    }
+
+    fn not_a(&self, world: &str) -> PluginFailure {
+        PluginFailure::Host(format!("plugin {} is not a {world}", self.name))
+    }
+
+    /// One call, start to end under one wall-clock budget: waiting for a pool slot counts
+    /// against `deadline`; then instantiation (start functions included) and the call run
+    /// within the time left, at most `timeout`. At the end of the budget the call's future is
+    /// dropped wherever it is (in Wasm, or waiting in a host call), which drops its store and
+    /// gives its pool slot back. A warm instance is kept for reuse only if its call did not
+    /// fail, it has calls left and the idle pool has room.
+    async fn call(
+        &self,
+        call: Call<'_>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Answer, PluginFailure> {
+        let _permit = match tokio::time::timeout_at(deadline, self.slots.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => {
+                return Err(PluginFailure::Host("the runtime is shutting down".into()));
             }
+            Err(_elapsed) => return Err(PluginFailure::Deadline(timeout)),
         };
-        store.set_epoch_deadline(ticks(budget));
-        store.data_mut().begin_call();
-        let result = invoke(&instance, &mut store);
-        let trapped = result.is_err();
-        let outcome = finish(store.data_mut(), result, budget);
-        if let Some(reuse) = self.reuse
-            && !trapped
+        let now = Instant::now();
+        let budget = deadline.saturating_duration_since(now).min(timeout);
+        if budget.is_zero() {
+            return Err(PluginFailure::Deadline(timeout));
+        }
+        let end = now + budget;
+        let reuse = match call {
+            Call::Deliver(_) => None,
+            _ => self.reuse,
+        };
+        let warm = reuse.and_then(|_| self.idle.lock().ok()?.pop());
+        let (mut store, warm_instance, calls) = match warm {
+            Some(warm) => (warm.store, Some(warm.instance), warm.calls),
+            None => (self.store(), None, 0),
+        };
+        store.data_mut().begin_call(end);
+        store.set_epoch_deadline(1);
+        let pre = &self.pre;
+        let work = async {
+            let instance = match warm_instance {
+                Some(instance) => instance,
+                None => match pre.instantiate(&mut store).await {
+                    Ok(instance) => instance,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let result = instance.invoke(&mut store, &call).await;
+            (Some(instance), result)
+        };
+        // The epoch callback interrupts Wasm that runs past `end`; the timeout covers a call
+        // waiting in a host call, where no Wasm runs to see the epoch.
+        let (instance, result) = match tokio::time::timeout_at(end, work).await {
+            Ok(done) => done,
+            Err(_elapsed) => (None, Err(wasmtime::Error::new(Trap::Interrupt))),
+        };
+        let failed = !matches!(result, Ok(Ok(_)));
+        let outcome = finish(store.data_mut(), result, budget)
+            .and_then(|answer| output::check(&answer, &call).map(|()| answer));
+        if let (Some(reuse), Some(instance)) = (reuse, instance)
+            && !failed
             && calls + 1 < reuse.max_calls
             && store.data().stdio_has_room()
             && let Ok(mut idle) = self.idle.lock()
@@ -379,77 +611,73 @@ impl Plugin {
         outcome
     }
 
+    /// Instantiates once, under [`LOAD_CHECK_TIMEOUT`] and the memory cap, then (0.2.0) calls
+    /// `validate-settings` with the policy's settings in that instance, under the policy's
+    /// `timeout` and the same memory cap; on a thread of its own with its own tokio runtime
+    /// (WASI's host calls need one, and the caller may be on an async runtime's thread already).
+    fn check_at_load(&self, timeout: Duration) -> Result<(), LoadError> {
+        let check = || -> Result<(), LoadError> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| LoadError::Instantiate(format!("cannot start the check: {e}")))?;
+            runtime.block_on(async {
+                let end = Instant::now() + LOAD_CHECK_TIMEOUT;
+                let mut store = self.store();
+                store.data_mut().begin_call(end);
+                let instance =
+                    match tokio::time::timeout_at(end, self.pre.instantiate(&mut store)).await {
+                        Ok(Ok(instance)) => Ok(Ok(instance)),
+                        Ok(Err(e)) => Err(e),
+                        Err(_elapsed) => Err(wasmtime::Error::new(Trap::Interrupt)),
+                    };
+                let instance = finish(store.data_mut(), instance, LOAD_CHECK_TIMEOUT)
+                    .map_err(|failure| LoadError::Instantiate(failure.to_string()))?;
+                if !self.contract.checks_settings() {
+                    return Ok(());
+                }
+                let end = Instant::now() + timeout;
+                store.data_mut().begin_call(end);
+                store.set_epoch_deadline(1);
+                let call = Call::ValidateSettings(&self.settings);
+                let result =
+                    match tokio::time::timeout_at(end, instance.invoke(&mut store, &call)).await {
+                        Ok(result) => result,
+                        Err(_elapsed) => Err(wasmtime::Error::new(Trap::Interrupt)),
+                    };
+                match finish(store.data_mut(), result, timeout) {
+                    Ok(_) => Ok(()),
+                    Err(PluginFailure::Returned(mut why)) => {
+                        if why.len() > MAX_SETTINGS_MESSAGE {
+                            let mut cut = MAX_SETTINGS_MESSAGE;
+                            while !why.is_char_boundary(cut) {
+                                cut -= 1;
+                            }
+                            why.truncate(cut);
+                            why.push_str("...");
+                        }
+                        Err(LoadError::SettingsRefused(why))
+                    }
+                    Err(failure) => Err(LoadError::SettingsCheck(failure)),
+                }
+            })
+        };
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("wasmgate-load-check".into())
+                .spawn_scoped(scope, check)
+                .map_err(|e| LoadError::Instantiate(format!("cannot start the check: {e}")))?
+                .join()
+                .unwrap_or_else(|_| Err(LoadError::Instantiate("the check panicked".into())))
+        })
+    }
+
     /// Drops every idle instance (on reload: a new snapshot starts with fresh instances).
     pub fn discard_warm(&self) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
         }
     }
-
-    /// Runs `deliver` in a fresh instance, blocking, under `budget`.
-    pub fn deliver_blocking(
-        &self,
-        batch: &[AuditEvent],
-        budget: Duration,
-    ) -> Result<Vec<Emission>, PluginFailure> {
-        let PluginPre::AuditSink(pre) = &self.pre else {
-            return Err(PluginFailure::Host(format!(
-                "plugin {} is not an audit sink",
-                self.name
-            )));
-        };
-        // Never a warm instance: a sink sees one batch and nothing of the previous one.
-        let mut store = self.store(budget);
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|instance: AuditSink| instance.call_deliver(&mut store, batch));
-        finish(store.data_mut(), result, budget)
-    }
-
-    /// Runs `call` on the blocking pool once a pool slot is free, with the time left until
-    /// `deadline` capped by `timeout` as its budget. Waiting for a slot counts against the
-    /// deadline; a call whose budget is gone fails with [`PluginFailure::Deadline`] unrun.
-    pub async fn run<R, F>(
-        self: &Arc<Self>,
-        deadline: Instant,
-        timeout: Duration,
-        call: F,
-    ) -> Result<R, PluginFailure>
-    where
-        R: Send + 'static,
-        F: FnOnce(&Plugin, Duration) -> Result<R, PluginFailure> + Send + 'static,
-    {
-        let permit =
-            match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_closed)) => {
-                    return Err(PluginFailure::Host("the runtime is shutting down".into()));
-                }
-                Err(_elapsed) => return Err(PluginFailure::Deadline(timeout)),
-            };
-        let plugin = self.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(PluginFailure::Deadline(timeout));
-            }
-            call(&plugin, left.min(timeout))
-        })
-        .await;
-        joined.unwrap_or_else(|e| {
-            Err(PluginFailure::Host(format!(
-                "plugin call panicked in the host: {e}"
-            )))
-        })
-    }
-}
-
-/// A warm instance of the other world: cannot happen, an instance comes from this plugin's pre.
-fn unreachable_world<T>() -> wasmtime::Result<T> {
-    Err(wasmtime::Error::msg(
-        "internal error: instance of another world",
-    ))
 }
 
 /// wasmtime's error chain on one line (some causes print arrays over several lines).
@@ -458,14 +686,6 @@ fn one_line(e: &wasmtime::Error) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Epoch ticks for `budget`, rounded up, at least one.
-fn ticks(budget: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_nanos();
-    u64::try_from(budget.as_nanos().div_ceil(tick))
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 /// Turns the outcome of one call into the plugin's answer or a classified failure, and writes
@@ -485,6 +705,12 @@ fn finish<T>(
         Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
             Err(PluginFailure::Deadline(budget))
         }
+        Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::StackOverflow) => {
+            Err(PluginFailure::Trap(format!(
+                "stack overflow: the plugin used more than its {} KiB of call stack (deep or endless recursion)",
+                MAX_WASM_STACK / 1024
+            )))
+        }
         Err(e) => {
             let trap = e
                 .downcast_ref::<Trap>()
@@ -495,18 +721,5 @@ fn finish<T>(
                 None => trap,
             }))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_round_up() {
-        assert_eq!(ticks(Duration::ZERO), 1);
-        assert_eq!(ticks(Duration::from_micros(10)), 1);
-        assert_eq!(ticks(EPOCH_TICK * 3), 3);
-        assert_eq!(ticks(EPOCH_TICK * 3 + Duration::from_nanos(1)), 4);
     }
 }

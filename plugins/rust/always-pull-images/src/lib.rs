@@ -1,13 +1,16 @@
 //! `always-pull-images` (initializer): sets `imagePullPolicy: Always` on every container of pods
 //! and pod templates. See README.md.
 
-use wasmgate_sdk::initializer::{AdmissionRequest, Guest, Mutation};
-use wasmgate_sdk::{Value, k8s};
+use wasmgate_sdk::initializer::{AdmissionRequest, Initializer, Mutation};
+use wasmgate_sdk::{NoSettings, Value, k8s};
 
 struct AlwaysPullImages;
 
-impl Guest for AlwaysPullImages {
-    fn initialize(request: AdmissionRequest) -> Result<Mutation, String> {
+impl Initializer for AlwaysPullImages {
+    /// None: any key is refused, so a policy cannot believe it configured something.
+    type Settings = NoSettings;
+
+    fn initialize(request: AdmissionRequest, _settings: NoSettings) -> Result<Mutation, String> {
         let Some(mut object) = request.object_json()? else {
             return Ok(Mutation::unchanged()); // DELETE
         };

@@ -43,3 +43,19 @@ fn a_container_that_is_not_an_object_is_an_error() {
         Err("spec.containers[0] is not a JSON object".into())
     );
 }
+
+#[test]
+fn settings_are_refused_at_load() {
+    let check = wasmgate_sdk::initializer::validate_settings::<AlwaysPullImages>;
+    assert_eq!(check(""), Ok(()));
+    assert_eq!(check("{}"), Ok(()));
+    let unknown = check(r#"{"policy": "IfNotPresent"}"#).unwrap_err();
+    assert!(
+        unknown.contains("unknown field `policy`, there are no fields"),
+        "{unknown}"
+    );
+    assert_eq!(
+        check("[1]"),
+        Err("invalid type: sequence, expected no settings (an empty map)".into())
+    );
+}

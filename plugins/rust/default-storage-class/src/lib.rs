@@ -3,20 +3,21 @@
 
 use serde::Deserialize;
 use wasmgate_sdk::Value;
-use wasmgate_sdk::initializer::{AdmissionRequest, Guest, Mutation};
+use wasmgate_sdk::initializer::{AdmissionRequest, Initializer, Mutation};
 
-/// `{"storageClassName": "standard"}`; without it the plugin changes nothing.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+/// `{"storageClassName": "standard"}`: required, a StorageClass name (a DNS subdomain).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Settings {
-    storage_class_name: Option<String>,
+    storage_class_name: String,
 }
 
 struct DefaultStorageClass;
 
-impl Guest for DefaultStorageClass {
-    fn initialize(request: AdmissionRequest) -> Result<Mutation, String> {
-        let settings: Settings = wasmgate_sdk::settings()?;
+impl Initializer for DefaultStorageClass {
+    type Settings = Settings;
+
+    fn initialize(request: AdmissionRequest, settings: Settings) -> Result<Mutation, String> {
         let Some(mut object) = request.object_json()? else {
             return Ok(Mutation::unchanged()); // DELETE
         };
@@ -24,10 +25,34 @@ impl Guest for DefaultStorageClass {
         if (kind.group.as_str(), kind.kind.as_str()) != ("", "PersistentVolumeClaim") {
             return Ok(Mutation::unchanged());
         }
-        Ok(match &settings.storage_class_name {
-            Some(class) if set_default(&mut object, class) => Mutation::replaced(&object),
-            _ => Mutation::unchanged(),
+        Ok(if set_default(&mut object, &settings.storage_class_name) {
+            Mutation::replaced(&object)
+        } else {
+            Mutation::unchanged()
         })
+    }
+
+    fn check_settings(settings: &Settings) -> Result<(), String> {
+        // StorageClass names are DNS subdomains: a claim naming anything else is refused by
+        // the API server, so every PVC without a class would fail.
+        let name = &settings.storage_class_name;
+        let subdomain = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|part| {
+                !part.is_empty()
+                    && part.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && part.ends_with(|c: char| c.is_ascii_alphanumeric())
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            });
+        if subdomain {
+            Ok(())
+        } else {
+            Err(format!(
+                "storageClassName: {name:?} is not a StorageClass name (a lowercase DNS subdomain)"
+            ))
+        }
     }
 }
 

@@ -30,6 +30,27 @@ fn leaves_claims_without_spec_alone() {
 #[test]
 fn settings_use_the_kubernetes_spelling() {
     let settings: Settings = wasmgate_sdk::parse_settings(r#"{"storageClassName": "x"}"#).unwrap();
-    assert_eq!(settings.storage_class_name.as_deref(), Some("x"));
+    assert_eq!(settings.storage_class_name, "x");
     assert!(wasmgate_sdk::parse_settings::<Settings>(r#"{"storage_class_name": "x"}"#).is_err());
+}
+
+#[test]
+fn settings_are_checked_at_load() {
+    let check = wasmgate_sdk::initializer::validate_settings::<DefaultStorageClass>;
+    assert_eq!(check(r#"{"storageClassName": "fast-ssd"}"#), Ok(()));
+    assert_eq!(check("{}"), Err("missing field `storageClassName`".into()));
+    assert_eq!(
+        check(r#"{"storageClassName": 7}"#),
+        Err("storageClassName: invalid type: integer `7`, expected a string".into())
+    );
+    assert!(
+        check(r#"{"storageClassName": "Fast SSD"}"#)
+            .unwrap_err()
+            .contains("not a StorageClass name")
+    );
+    assert!(
+        check(r#"{"storageClassName": "x", "default": true}"#)
+            .unwrap_err()
+            .contains("unknown field `default`")
+    );
 }

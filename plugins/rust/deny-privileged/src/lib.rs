@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use wasmgate_sdk::Value;
 use wasmgate_sdk::k8s::ContainerList;
-use wasmgate_sdk::validator::{AdmissionRequest, Guest, Verdict};
+use wasmgate_sdk::validator::{AdmissionRequest, Validator, Verdict};
 use wasmgate_sdk::view::Workload;
 
 /// `{"skip_init_containers": false, "skip_ephemeral_containers": false}` (the defaults).
@@ -27,9 +27,10 @@ impl Settings {
 
 struct DenyPrivileged;
 
-impl Guest for DenyPrivileged {
-    fn validate(request: AdmissionRequest) -> Result<Verdict, String> {
-        let settings: Settings = wasmgate_sdk::settings()?;
+impl Validator for DenyPrivileged {
+    type Settings = Settings;
+
+    fn validate(request: AdmissionRequest, settings: Settings) -> Result<Verdict, String> {
         match request.object_as::<Workload>()? {
             Some(object) => Ok(check(&settings, &object)),
             None => Ok(Verdict::allow()), // DELETE

@@ -82,6 +82,17 @@ fn allows_unprivileged_and_other_kinds() {
 }
 
 #[test]
-fn unknown_settings_are_an_error() {
-    assert!(parse_settings::<Settings>(r#"{"skipInitContainers": true}"#).is_err());
+fn settings_are_checked_at_load() {
+    let check = wasmgate_sdk::validator::validate_settings::<DenyPrivileged>;
+    assert_eq!(check(""), Ok(()));
+    assert_eq!(check(r#"{"skip_init_containers": true}"#), Ok(()));
+    assert_eq!(
+        check(r#"{"skip_init_containers": "yes"}"#),
+        Err(r#"skip_init_containers: invalid type: string "yes", expected a boolean"#.into())
+    );
+    let unknown = check(r#"{"skipInitContainers": true}"#).unwrap_err();
+    assert!(
+        unknown.contains("unknown field `skipInitContainers`"),
+        "{unknown}"
+    );
 }

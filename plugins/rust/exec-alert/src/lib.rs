@@ -3,7 +3,7 @@
 //! user who is not a system identity, and a binding to `cluster-admin`. See README.md.
 
 use serde::{Deserialize, Serialize};
-use wasmgate_sdk::audit_sink::{Emission, Event, Guest, ObjectReference, Stage};
+use wasmgate_sdk::audit_sink::{AuditSink, Emission, Event, ObjectReference, Stage};
 use wasmgate_sdk::{Value, serde_json};
 
 /// Groups every user of their kind is in: membership says nothing about who the user is.
@@ -56,9 +56,10 @@ struct Alert<'a> {
 
 struct ExecAlert;
 
-impl Guest for ExecAlert {
-    fn deliver(batch: Vec<Event>) -> Result<Vec<Emission>, String> {
-        let settings: Settings = wasmgate_sdk::settings()?;
+impl AuditSink for ExecAlert {
+    type Settings = Settings;
+
+    fn deliver(batch: Vec<Event>, settings: Settings) -> Result<Vec<Emission>, String> {
         let mut lines = Vec::new();
         for event in &batch {
             if let Some(alert) = alert(event) {
@@ -67,6 +68,14 @@ impl Guest for ExecAlert {
             }
         }
         Ok(lines)
+    }
+
+    fn check_settings(settings: &Settings) -> Result<(), String> {
+        if settings.output.is_empty() {
+            Err("output: name the output alert lines go to".into())
+        } else {
+            Ok(())
+        }
     }
 }
 

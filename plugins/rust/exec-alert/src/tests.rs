@@ -184,3 +184,23 @@ fn bindings_to_cluster_admin_are_critical() {
     rb.object_ref.as_mut().unwrap().resource = "rolebindings".into();
     assert_eq!(kind(&rb), Some("cluster-admin-binding"));
 }
+
+#[test]
+fn settings_are_checked_at_load() {
+    let check = wasmgate_sdk::audit_sink::validate_settings::<ExecAlert>;
+    assert_eq!(check(""), Ok(()));
+    assert_eq!(check(r#"{"output": "siem"}"#), Ok(()));
+    assert_eq!(
+        check(r#"{"output": ["siem"]}"#),
+        Err("output: invalid type: sequence, expected a string".into())
+    );
+    assert_eq!(
+        check(r#"{"output": ""}"#),
+        Err("output: name the output alert lines go to".into())
+    );
+    assert!(
+        check(r#"{"output": "a", "severity": "high"}"#)
+            .unwrap_err()
+            .contains("unknown field `severity`")
+    );
+}

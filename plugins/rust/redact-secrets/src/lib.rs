@@ -4,7 +4,7 @@
 //! key its settings name. See README.md.
 
 use serde::Deserialize;
-use wasmgate_sdk::audit_sink::{Emission, Event, Guest};
+use wasmgate_sdk::audit_sink::{AuditSink, Emission, Event};
 use wasmgate_sdk::{Value, serde_json};
 
 /// What replaces a redacted value.
@@ -45,14 +45,30 @@ impl Default for Settings {
 
 struct RedactSecrets;
 
-impl Guest for RedactSecrets {
-    fn deliver(batch: Vec<Event>) -> Result<Vec<Emission>, String> {
-        let settings: Settings = wasmgate_sdk::settings()?;
+impl AuditSink for RedactSecrets {
+    type Settings = Settings;
+
+    fn deliver(batch: Vec<Event>, settings: Settings) -> Result<Vec<Emission>, String> {
         let redactor = Redactor::new(&settings.keys);
         batch
             .into_iter()
             .map(|event| Ok(Emission::new(&settings.output, redactor.line(event)?)))
             .collect()
+    }
+
+    fn check_settings(settings: &Settings) -> Result<(), String> {
+        if settings.output.is_empty() {
+            return Err("output: name the output every event goes to".into());
+        }
+        for (i, key) in settings.keys.iter().enumerate() {
+            // A key of only `-` and `_` would match nothing: the operator meant something else.
+            if normalize(key).is_empty() {
+                return Err(format!(
+                    "keys[{i}]: {key:?} names no key (letters or digits are needed)"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -152,3 +152,31 @@ fn event_annotations_with_named_keys_are_redacted() {
     assert_clean(&out);
     assert!(out.contains("allow"));
 }
+
+#[test]
+fn settings_are_checked_at_load() {
+    let check = wasmgate_sdk::audit_sink::validate_settings::<RedactSecrets>;
+    assert_eq!(check(""), Ok(()));
+    assert_eq!(
+        check(r#"{"output": "audit", "keys": ["password"]}"#),
+        Ok(())
+    );
+    assert_eq!(
+        check(r#"{"keys": "password"}"#),
+        Err(r#"keys: invalid type: string "password", expected a sequence"#.into())
+    );
+    assert_eq!(
+        check(r#"{"output": ""}"#),
+        Err("output: name the output every event goes to".into())
+    );
+    assert!(
+        check(r#"{"keys": ["token", "--"]}"#)
+            .unwrap_err()
+            .starts_with("keys[1]: \"--\" names no key")
+    );
+    assert!(
+        check(r#"{"outputs": "audit"}"#)
+            .unwrap_err()
+            .contains("unknown field `outputs`")
+    );
+}

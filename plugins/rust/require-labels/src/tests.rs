@@ -38,13 +38,38 @@ fn denies_objects_without_labels() {
     assert!(!verdict.is_allowed());
 }
 
-#[test]
-fn empty_settings_allow_everything() {
-    assert!(verdict("{}", json!({})).is_allowed());
-    assert!(verdict("", json!({})).is_allowed());
+fn refused(settings: &str) -> String {
+    wasmgate_sdk::validator::validate_settings::<RequireLabels>(settings).unwrap_err()
 }
 
 #[test]
-fn misspelt_settings_are_an_error() {
-    assert!(parse_settings::<Settings>(r#"{"label": ["team"]}"#).is_err());
+fn settings_are_checked_at_load() {
+    assert_eq!(
+        wasmgate_sdk::validator::validate_settings::<RequireLabels>(
+            r#"{"labels": ["team", "example.com/owner"]}"#
+        ),
+        Ok(())
+    );
+    // The issue's operator mistake: a string where a list belongs.
+    assert_eq!(
+        refused(r#"{"labels": "team"}"#),
+        r#"labels: invalid type: string "team", expected a sequence"#
+    );
+    assert_eq!(refused("{}"), "missing field `labels`");
+    assert_eq!(refused(""), "missing field `labels`");
+    assert!(
+        refused(r#"{"label": ["team"]}"#).ends_with("unknown field `label`, expected `labels`"),
+        "{}",
+        refused(r#"{"label": ["team"]}"#)
+    );
+    assert_eq!(
+        refused(r#"{"labels": []}"#),
+        "labels: list at least one label key"
+    );
+    assert!(
+        refused(r#"{"labels": ["team", "-bad"]}"#)
+            .starts_with("labels[1]: \"-bad\" is not a label key")
+    );
+    assert!(refused(r#"{"labels": ["Example.com/team"]}"#).contains("prefix"));
+    assert!(refused(&format!(r#"{{"labels": ["{}"]}}"#, "a".repeat(64))).contains("1-63"));
 }

@@ -1,24 +1,40 @@
-//! The Rust guest SDK for wasmgate plugins (`wasmgate:plugin@0.1.0`).
+//! The Rust guest SDK for wasmgate plugins (`wasmgate:plugin@0.2.0`).
 //!
 //! This crate is the only guest-side `wit_bindgen::generate!` site. It owns the generated
 //! bindings and small helpers on top of them; it must not hold policy logic of its own.
 //!
 //! A plugin enables exactly one world feature (`validator`, `initializer` or `audit-sink`),
-//! implements that world's `Guest` trait and exports it:
+//! implements that world's trait ([`validator::Validator`], [`initializer::Initializer`],
+//! [`audit_sink::AuditSink`]) with its settings type, and exports it:
 //!
 //! ```ignore
-//! use wasmgate_sdk::validator::{AdmissionRequest, Guest, Verdict};
+//! use serde::Deserialize;
+//! use wasmgate_sdk::validator::{AdmissionRequest, Validator, Verdict};
 //!
-//! struct AllowAll;
+//! #[derive(Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Settings {
+//!     label: String, // required: a policy without it is refused at load
+//! }
 //!
-//! impl Guest for AllowAll {
-//!     fn validate(_request: AdmissionRequest) -> Result<Verdict, String> {
+//! struct HasLabel;
+//!
+//! impl Validator for HasLabel {
+//!     type Settings = Settings;
+//!
+//!     fn validate(request: AdmissionRequest, settings: Settings) -> Result<Verdict, String> {
 //!         Ok(Verdict::allow())
 //!     }
 //! }
 //!
-//! wasmgate_sdk::export_validator!(AllowAll);
+//! wasmgate_sdk::export_validator!(HasLabel);
 //! ```
+//!
+//! The export macro derives the world's `validate-settings` export from `Settings`: the host
+//! calls it when the policy is loaded (start and every reload), and a policy whose settings do
+//! not deserialize (a wrong type, a missing required field, an unknown key under
+//! `deny_unknown_fields`) or fail the trait's `check_settings` is refused with the message, the
+//! file and the line, before any request. Each call then gets the settings already parsed.
 //!
 //! Why one feature per world: every `generate!` embeds a component-type custom section, and
 //! wasm-component-ld merges all of them into the component's world. A plugin built against all
@@ -35,8 +51,9 @@ mod remarks;
 mod settings;
 pub mod view;
 
+pub use remarks::json_pointer;
 pub use serde_json::{self, Value};
-pub use settings::{parse_settings, settings, settings_raw};
+pub use settings::{NoSettings, parse_settings, settings, settings_raw, validate_settings};
 
 /// The interfaces every world shares, generated once so that all worlds use the same types.
 ///
@@ -48,11 +65,11 @@ mod bindings {
         inline: "
             package wasmgate:sdk;
             world base {
-                import wasmgate:plugin/host@0.1.0;
-                import wasmgate:plugin/types@0.1.0;
+                import wasmgate:plugin/host@0.2.0;
+                import wasmgate:plugin/types@0.2.0;
             }
         ",
-        path: "../../../wit/plugin@0.1.0",
+        path: "../../../wit/plugin@0.2.0",
         world: "base",
         generate_all,
         generate_unused_types: true,
@@ -62,48 +79,204 @@ mod bindings {
 
 pub use bindings::wasmgate::plugin::{host, types};
 
+/// Reading cluster objects the policy is granted (`wasmgate:plugin/cluster`, validators and
+/// initializers): `cluster::get(resource, namespace, name)` and `cluster::list(resource,
+/// namespace, label_selector)`, objects as JSON text. A plugin that never calls them does not
+/// import the interface (the toolchain drops unused imports) and needs no grant. Until the
+/// policy file can grant `context:`, every lookup answers `LookupError::Denied`.
+#[cfg(any(feature = "validator", feature = "initializer"))]
+#[allow(missing_docs)] // Generated.
+pub mod cluster {
+    mod generated {
+        wit_bindgen::generate!({
+            inline: "
+                package wasmgate:sdk-cluster;
+                world cluster {
+                    import wasmgate:plugin/cluster@0.2.0;
+                }
+            ",
+            path: "../../../wit/plugin@0.2.0",
+            world: "cluster",
+            with: {
+                "wasmgate:plugin/types@0.2.0": crate::types,
+                "wasmgate:plugin/cluster@0.2.0": generate,
+            },
+            additional_derives: [PartialEq, Eq],
+        });
+    }
+
+    pub use generated::wasmgate::plugin::cluster::*;
+}
+
 /// The `validator` world: `validate(admission-request) -> result<verdict, string>`.
 ///
 /// Every matching validator runs in parallel on the final (mutated) object; any denial denies
 /// the request. An `Err` is a plugin failure, handled by the policy's `failurePolicy`.
 #[cfg(feature = "validator")]
-#[allow(missing_docs)] // Generated glue (the `Guest` trait, type aliases).
 pub mod validator {
-    wit_bindgen::generate!({
-        path: "../../../wit/plugin@0.1.0",
-        world: "wasmgate:plugin/validator",
-        with: {
-            "wasmgate:plugin/host@0.1.0": crate::host,
-            "wasmgate:plugin/types@0.1.0": crate::types,
-        },
-        pub_export_macro: true,
-        export_macro_name: "export_validator",
-        default_bindings_module: "wasmgate_sdk::validator",
-    });
+    pub use crate::types::{
+        AdmissionRequest, Decision, Denial, GroupVersionKind, GroupVersionResource, Operation,
+        Remarks, UserInfo, Verdict,
+    };
 
-    pub use crate::types::{Decision, Denial, Remarks};
+    /// A validator plugin. Implement it and export it with [`crate::export_validator!`].
+    pub trait Validator {
+        /// The plugin's settings: what the policy entry's `settings` must deserialize into
+        /// (see [`crate::parse_settings`]). [`crate::NoSettings`] takes none.
+        type Settings: serde::de::DeserializeOwned;
+
+        /// Decides one request, with the settings already parsed. `Err` is a plugin failure.
+        fn validate(request: AdmissionRequest, settings: Self::Settings)
+        -> Result<Verdict, String>;
+
+        /// Checks what the settings type cannot express (a range, a format, a combination);
+        /// `Err(why)` refuses the policy at load. Runs after the settings deserialized.
+        fn check_settings(settings: &Self::Settings) -> Result<(), String> {
+            let _ = settings;
+            Ok(())
+        }
+    }
+
+    /// The derived `validate-settings` export of `P`: [`crate::validate_settings`] with
+    /// `P::check_settings`. Call it in native unit tests to see what the host will be told.
+    pub fn validate_settings<P: Validator>(settings: &str) -> Result<(), String> {
+        crate::validate_settings::<P::Settings>(settings, P::check_settings)
+    }
+
+    #[doc(hidden)]
+    pub fn __validate<P: Validator>(request: AdmissionRequest) -> Result<Verdict, String> {
+        P::validate(request, crate::settings()?)
+    }
+
+    #[doc(hidden)]
+    #[allow(missing_docs)] // Generated glue.
+    pub mod wit {
+        wit_bindgen::generate!({
+            path: "../../../wit/plugin@0.2.0",
+            world: "wasmgate:plugin/validator",
+            with: {
+                "wasmgate:plugin/host@0.2.0": crate::host,
+                "wasmgate:plugin/types@0.2.0": crate::types,
+                "wasmgate:plugin/cluster@0.2.0": crate::cluster,
+            },
+            pub_export_macro: true,
+            export_macro_name: "export",
+            default_bindings_module: "wasmgate_sdk::validator::wit",
+        });
+    }
+}
+
+/// Exports a [`validator::Validator`] as the component's `validator` world, with the
+/// `validate-settings` export derived from its `Settings` type.
+#[cfg(feature = "validator")]
+#[macro_export]
+macro_rules! export_validator {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __WasmgateValidatorExport;
+
+        impl $crate::validator::wit::Guest for __WasmgateValidatorExport {
+            fn validate(
+                request: $crate::types::AdmissionRequest,
+            ) -> ::core::result::Result<$crate::types::Verdict, ::std::string::String> {
+                $crate::validator::__validate::<$plugin>(request)
+            }
+
+            fn validate_settings(
+                settings: ::std::string::String,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::validator::validate_settings::<$plugin>(&settings)
+            }
+        }
+
+        $crate::validator::wit::export!(__WasmgateValidatorExport with_types_in $crate::validator::wit);
+    };
 }
 
 /// The `initializer` world: `initialize(admission-request) -> result<mutation, string>`.
 ///
 /// Matching initializers run one after another in policy-file order; each sees the object as
-/// the previous one left it. The host computes the JSONPatch from the returned object.
+/// the previous one left it. A change is the whole new object (`Mutation::replaced`) or RFC
+/// 6902 operations (`Mutation::patched`); either way the host computes the answer's JSONPatch.
 #[cfg(feature = "initializer")]
-#[allow(missing_docs)] // Generated glue (the `Guest` trait, type aliases).
 pub mod initializer {
-    wit_bindgen::generate!({
-        path: "../../../wit/plugin@0.1.0",
-        world: "wasmgate:plugin/initializer",
-        with: {
-            "wasmgate:plugin/host@0.1.0": crate::host,
-            "wasmgate:plugin/types@0.1.0": crate::types,
-        },
-        pub_export_macro: true,
-        export_macro_name: "export_initializer",
-        default_bindings_module: "wasmgate_sdk::initializer",
-    });
+    pub use crate::types::{
+        AdmissionRequest, Change, Denial, GroupVersionKind, GroupVersionResource, Mutation,
+        Operation, Remarks, UserInfo,
+    };
 
-    pub use crate::types::{Change, Denial, Remarks};
+    /// An initializer plugin. Implement it and export it with [`crate::export_initializer!`].
+    pub trait Initializer {
+        /// The plugin's settings (see [`crate::validator::Validator::Settings`]).
+        type Settings: serde::de::DeserializeOwned;
+
+        /// Changes (or not) one request's object, with the settings already parsed. `Err` is
+        /// a plugin failure.
+        fn initialize(
+            request: AdmissionRequest,
+            settings: Self::Settings,
+        ) -> Result<Mutation, String>;
+
+        /// Checks what the settings type cannot express; `Err(why)` refuses the policy at load.
+        fn check_settings(settings: &Self::Settings) -> Result<(), String> {
+            let _ = settings;
+            Ok(())
+        }
+    }
+
+    /// The derived `validate-settings` export of `P`.
+    pub fn validate_settings<P: Initializer>(settings: &str) -> Result<(), String> {
+        crate::validate_settings::<P::Settings>(settings, P::check_settings)
+    }
+
+    #[doc(hidden)]
+    pub fn __initialize<P: Initializer>(request: AdmissionRequest) -> Result<Mutation, String> {
+        P::initialize(request, crate::settings()?)
+    }
+
+    #[doc(hidden)]
+    #[allow(missing_docs)] // Generated glue.
+    pub mod wit {
+        wit_bindgen::generate!({
+            path: "../../../wit/plugin@0.2.0",
+            world: "wasmgate:plugin/initializer",
+            with: {
+                "wasmgate:plugin/host@0.2.0": crate::host,
+                "wasmgate:plugin/types@0.2.0": crate::types,
+                "wasmgate:plugin/cluster@0.2.0": crate::cluster,
+            },
+            pub_export_macro: true,
+            export_macro_name: "export",
+            default_bindings_module: "wasmgate_sdk::initializer::wit",
+        });
+    }
+}
+
+/// Exports an [`initializer::Initializer`] as the component's `initializer` world, with the
+/// `validate-settings` export derived from its `Settings` type.
+#[cfg(feature = "initializer")]
+#[macro_export]
+macro_rules! export_initializer {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __WasmgateInitializerExport;
+
+        impl $crate::initializer::wit::Guest for __WasmgateInitializerExport {
+            fn initialize(
+                request: $crate::types::AdmissionRequest,
+            ) -> ::core::result::Result<$crate::types::Mutation, ::std::string::String> {
+                $crate::initializer::__initialize::<$plugin>(request)
+            }
+
+            fn validate_settings(
+                settings: ::std::string::String,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::initializer::validate_settings::<$plugin>(&settings)
+            }
+        }
+
+        $crate::initializer::wit::export!(__WasmgateInitializerExport with_types_in $crate::initializer::wit);
+    };
 }
 
 /// The `audit-sink` world: `deliver(list<event>) -> result<list<emission>, string>`.
@@ -111,24 +284,56 @@ pub mod initializer {
 /// A sink receives batches already routed and stripped to its level and returns the lines to
 /// write to its granted outputs. Deliveries are retried, so a sink must be free of side effects.
 #[cfg(feature = "audit-sink")]
-#[allow(missing_docs)] // Generated glue (the `Guest` trait, type aliases).
 pub mod audit_sink {
-    wit_bindgen::generate!({
-        path: "../../../wit/plugin@0.1.0",
-        world: "wasmgate:plugin/audit-sink",
-        with: {
-            "wasmgate:plugin/host@0.1.0": crate::host,
-            "wasmgate:plugin/types@0.1.0": crate::types,
-            "wasmgate:plugin/audit-types@0.1.0": generate,
-        },
-        additional_derives: [PartialEq, Eq],
-        pub_export_macro: true,
-        export_macro_name: "export_audit_sink",
-        default_bindings_module: "wasmgate_sdk::audit_sink",
-    });
-
-    pub use self::wasmgate::plugin::audit_types::{Level, ObjectReference, Stage};
+    pub use self::wit::wasmgate::plugin::audit_types::{
+        Emission, Event, Level, ObjectReference, Stage,
+    };
     pub use crate::types::UserInfo;
+
+    /// An audit sink plugin. Implement it and export it with [`crate::export_audit_sink!`].
+    pub trait AuditSink {
+        /// The plugin's settings (see [`crate::validator::Validator::Settings`] when built
+        /// with that feature: the same rules).
+        type Settings: serde::de::DeserializeOwned;
+
+        /// Turns one batch into the lines to write, with the settings already parsed. `Err`
+        /// fails the delivery, which is retried.
+        fn deliver(batch: Vec<Event>, settings: Self::Settings) -> Result<Vec<Emission>, String>;
+
+        /// Checks what the settings type cannot express; `Err(why)` refuses the policy at load.
+        fn check_settings(settings: &Self::Settings) -> Result<(), String> {
+            let _ = settings;
+            Ok(())
+        }
+    }
+
+    /// The derived `validate-settings` export of `P`.
+    pub fn validate_settings<P: AuditSink>(settings: &str) -> Result<(), String> {
+        crate::validate_settings::<P::Settings>(settings, P::check_settings)
+    }
+
+    #[doc(hidden)]
+    pub fn __deliver<P: AuditSink>(batch: Vec<Event>) -> Result<Vec<Emission>, String> {
+        P::deliver(batch, crate::settings()?)
+    }
+
+    #[doc(hidden)]
+    #[allow(missing_docs)] // Generated glue.
+    pub mod wit {
+        wit_bindgen::generate!({
+            path: "../../../wit/plugin@0.2.0",
+            world: "wasmgate:plugin/audit-sink",
+            with: {
+                "wasmgate:plugin/host@0.2.0": crate::host,
+                "wasmgate:plugin/types@0.2.0": crate::types,
+                "wasmgate:plugin/audit-types@0.2.0": generate,
+            },
+            additional_derives: [PartialEq, Eq],
+            pub_export_macro: true,
+            export_macro_name: "export",
+            default_bindings_module: "wasmgate_sdk::audit_sink::wit",
+        });
+    }
 
     // === impl Emission, Level, Stage ===
 
@@ -168,11 +373,32 @@ pub mod audit_sink {
     }
 }
 
-#[cfg(feature = "validator")]
-pub use validator::export_validator;
-
-#[cfg(feature = "initializer")]
-pub use initializer::export_initializer;
-
+/// Exports an [`audit_sink::AuditSink`] as the component's `audit-sink` world, with the
+/// `validate-settings` export derived from its `Settings` type.
 #[cfg(feature = "audit-sink")]
-pub use audit_sink::export_audit_sink;
+#[macro_export]
+macro_rules! export_audit_sink {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __WasmgateAuditSinkExport;
+
+        impl $crate::audit_sink::wit::Guest for __WasmgateAuditSinkExport {
+            fn deliver(
+                batch: ::std::vec::Vec<$crate::audit_sink::Event>,
+            ) -> ::core::result::Result<
+                ::std::vec::Vec<$crate::audit_sink::Emission>,
+                ::std::string::String,
+            > {
+                $crate::audit_sink::__deliver::<$plugin>(batch)
+            }
+
+            fn validate_settings(
+                settings: ::std::string::String,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::audit_sink::validate_settings::<$plugin>(&settings)
+            }
+        }
+
+        $crate::audit_sink::wit::export!(__WasmgateAuditSinkExport with_types_in $crate::audit_sink::wit);
+    };
+}

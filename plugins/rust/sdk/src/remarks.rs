@@ -103,6 +103,18 @@ impl Mutation {
         }
     }
 
+    /// What changed, as RFC 6902 operations against the object the plugin was given (a JSON
+    /// array such as `[{"op": "add", "path": "/metadata/labels/team", "value": "blue"}]`). The
+    /// host applies them to its own copy to check them; one that does not apply is a plugin
+    /// failure. Cheaper than [`Mutation::replaced`] for a change to a few fields of a large
+    /// object: nothing re-serializes the whole object. [`json_pointer`] escapes path segments.
+    pub fn patched(operations: &Value) -> Self {
+        Self {
+            change: Change::Patched(operations.to_string()),
+            remarks: Remarks::none(),
+        }
+    }
+
     /// Refuse the request with `403 Forbidden` and `message`; the rest of the chain does not run.
     pub fn deny(message: impl Into<String>) -> Self {
         Self::denied(Denial::forbidden(message))
@@ -161,6 +173,18 @@ impl AdmissionRequest {
     }
 }
 
+/// A JSON Pointer (RFC 6901) to `segments`, for the paths of [`Mutation::patched`]: each segment
+/// escaped (`~` as `~0`, `/` as `~1`), so `["metadata", "labels", "example.com/team"]` is
+/// `/metadata/labels/example.com~1team`.
+pub fn json_pointer<S: AsRef<str>>(segments: impl IntoIterator<Item = S>) -> String {
+    let mut pointer = String::new();
+    for segment in segments {
+        pointer.push('/');
+        pointer.push_str(&segment.as_ref().replace('~', "~0").replace('/', "~1"));
+    }
+    pointer
+}
+
 fn parse_object(what: &str, text: Option<&str>) -> Result<Option<Value>, String> {
     text.map(|text| {
         serde_json::from_str(text).map_err(|err| format!("the request's {what} is not JSON: {err}"))
@@ -171,13 +195,15 @@ fn parse_object(what: &str, text: Option<&str>) -> Result<Option<Value>, String>
 // === impl Operation ===
 
 impl Operation {
-    /// The admission.k8s.io/v1 spelling: `CREATE`, `UPDATE`, `DELETE`, `CONNECT`.
-    pub fn as_str(&self) -> &'static str {
+    /// The admission.k8s.io/v1 spelling: `CREATE`, `UPDATE`, `DELETE`, `CONNECT`, or an
+    /// operation newer than this contract as the API server spelled it.
+    pub fn as_str(&self) -> &str {
         match self {
             Self::Create => "CREATE",
             Self::Update => "UPDATE",
             Self::Delete => "DELETE",
             Self::Connect => "CONNECT",
+            Self::Other(other) => other,
         }
     }
 }
@@ -214,6 +240,17 @@ mod tests {
             panic!("not replaced");
         };
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), object);
+    }
+
+    #[test]
+    fn patched_carries_the_operations_and_pointers_escape() {
+        let ops = serde_json::json!([{"op": "add", "path": json_pointer(["metadata", "labels", "a/b~c"]), "value": "x"}]);
+        let Change::Patched(text) = Mutation::patched(&ops).change else {
+            panic!("not patched");
+        };
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), ops);
+        assert_eq!(ops[0]["path"], "/metadata/labels/a~1b~0c");
+        assert_eq!(json_pointer(Vec::<&str>::new()), "");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! order and each sees the previous one's change.
 
 use serde::Deserialize;
-use wasmgate_sdk::initializer::{AdmissionRequest, Guest, Mutation};
+use wasmgate_sdk::initializer::{AdmissionRequest, Initializer, Mutation};
 use wasmgate_sdk::k8s;
 
 #[derive(Default, Deserialize)]
@@ -15,12 +15,10 @@ struct Settings {
 
 struct AddLabel;
 
-impl Guest for AddLabel {
-    fn initialize(request: AdmissionRequest) -> Result<Mutation, String> {
-        let settings: Settings = wasmgate_sdk::settings()?;
-        if settings.key.is_empty() {
-            return Err("settings.key is required".into());
-        }
+impl Initializer for AddLabel {
+    type Settings = Settings;
+
+    fn initialize(request: AdmissionRequest, settings: Settings) -> Result<Mutation, String> {
         let Some(mut object) = request.object_json()? else {
             return Ok(Mutation::unchanged());
         };
@@ -31,6 +29,13 @@ impl Guest for AddLabel {
                 Mutation::unchanged()
             },
         )
+    }
+
+    fn check_settings(settings: &Settings) -> Result<(), String> {
+        if settings.key.is_empty() {
+            return Err("key is required".into());
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use wasmgate_sdk::Value;
-use wasmgate_sdk::validator::{AdmissionRequest, Guest, Verdict};
+use wasmgate_sdk::validator::{AdmissionRequest, Validator, Verdict};
 
 #[derive(Default, Deserialize)]
 #[serde(default)]
@@ -17,9 +17,10 @@ struct Settings {
 
 struct Burn;
 
-impl Guest for Burn {
-    fn validate(_request: AdmissionRequest) -> Result<Verdict, String> {
-        let settings: Settings = wasmgate_sdk::settings()?;
+impl Validator for Burn {
+    type Settings = Settings;
+
+    fn validate(_request: AdmissionRequest, settings: Settings) -> Result<Verdict, String> {
         let start = Instant::now();
         let budget = Duration::from_millis(settings.millis);
         while start.elapsed() < budget {

@@ -2,12 +2,16 @@
 //! settings text at `info`, then allows with warning `chatty was here` and audit annotation
 //! `chatty=yes`. Exercises stdio capture, host logging and remarks.
 
-use wasmgate_sdk::validator::{AdmissionRequest, Guest, Verdict};
+use wasmgate_sdk::Value;
+use wasmgate_sdk::validator::{AdmissionRequest, Validator, Verdict};
 
 struct Chatty;
 
-impl Guest for Chatty {
-    fn validate(request: AdmissionRequest) -> Result<Verdict, String> {
+impl Validator for Chatty {
+    /// Any settings: ignored.
+    type Settings = Value;
+
+    fn validate(request: AdmissionRequest, _settings: Value) -> Result<Verdict, String> {
         println!("chatty: stdout line for {}", request.uid);
         eprintln!("chatty: stderr line for {}", request.uid);
         wasmgate_sdk::log::info(&wasmgate_sdk::settings_raw());

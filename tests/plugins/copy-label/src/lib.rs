@@ -2,7 +2,7 @@
 //! `settings.to`; denies with `label <from> is missing` when the label is absent.
 
 use serde::Deserialize;
-use wasmgate_sdk::initializer::{AdmissionRequest, Guest, Mutation};
+use wasmgate_sdk::initializer::{AdmissionRequest, Initializer, Mutation};
 use wasmgate_sdk::k8s;
 
 #[derive(Default, Deserialize)]
@@ -14,12 +14,10 @@ struct Settings {
 
 struct CopyLabel;
 
-impl Guest for CopyLabel {
-    fn initialize(request: AdmissionRequest) -> Result<Mutation, String> {
-        let settings: Settings = wasmgate_sdk::settings()?;
-        if settings.from.is_empty() || settings.to.is_empty() {
-            return Err("settings.from and settings.to are required".into());
-        }
+impl Initializer for CopyLabel {
+    type Settings = Settings;
+
+    fn initialize(request: AdmissionRequest, settings: Settings) -> Result<Mutation, String> {
         let Some(mut object) = request.object_json()? else {
             return Ok(Mutation::unchanged());
         };
@@ -31,6 +29,13 @@ impl Guest for CopyLabel {
         };
         k8s::set_annotation(&mut object, &settings.to, &value)?;
         Ok(Mutation::replaced(&object))
+    }
+
+    fn check_settings(settings: &Settings) -> Result<(), String> {
+        if settings.from.is_empty() || settings.to.is_empty() {
+            return Err("from and to are required".into());
+        }
+        Ok(())
     }
 }
 

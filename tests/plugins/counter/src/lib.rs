@@ -4,14 +4,18 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use wasmgate_sdk::validator::{AdmissionRequest, Guest, Verdict};
+use wasmgate_sdk::Value;
+use wasmgate_sdk::validator::{AdmissionRequest, Validator, Verdict};
 
 static CALLS: AtomicU32 = AtomicU32::new(0);
 
 struct Counter;
 
-impl Guest for Counter {
-    fn validate(_request: AdmissionRequest) -> Result<Verdict, String> {
+impl Validator for Counter {
+    /// Any settings: ignored.
+    type Settings = Value;
+
+    fn validate(_request: AdmissionRequest, _settings: Value) -> Result<Verdict, String> {
         let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(Verdict::allow().with_warning(format!("call {n}")))
     }

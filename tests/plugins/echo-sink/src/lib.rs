@@ -3,7 +3,7 @@
 //! `{"auditID":..,"stage":..,"verb":..,"level":..,"hasRequestObject":..,"hasResponseObject":..}`.
 
 use serde::{Deserialize, Serialize};
-use wasmgate_sdk::audit_sink::{Emission, Event, Guest};
+use wasmgate_sdk::audit_sink::{AuditSink, Emission, Event};
 use wasmgate_sdk::serde_json;
 
 #[derive(Deserialize)]
@@ -35,9 +35,10 @@ struct Line<'a> {
 
 struct EchoSink;
 
-impl Guest for EchoSink {
-    fn deliver(batch: Vec<Event>) -> Result<Vec<Emission>, String> {
-        let settings: Settings = wasmgate_sdk::settings()?;
+impl AuditSink for EchoSink {
+    type Settings = Settings;
+
+    fn deliver(batch: Vec<Event>, settings: Settings) -> Result<Vec<Emission>, String> {
         batch
             .iter()
             .map(|event| echo(&settings.output, event))

@@ -1,12 +1,16 @@
 //! `panic` (validator, test-only): panics on every call. With `panic = "abort"` that is a trap
 //! (`unreachable`), after the panic message is written to stderr.
 
-use wasmgate_sdk::validator::{AdmissionRequest, Guest, Verdict};
+use wasmgate_sdk::Value;
+use wasmgate_sdk::validator::{AdmissionRequest, Validator, Verdict};
 
 struct Panic;
 
-impl Guest for Panic {
-    fn validate(request: AdmissionRequest) -> Result<Verdict, String> {
+impl Validator for Panic {
+    /// Any settings: ignored.
+    type Settings = Value;
+
+    fn validate(request: AdmissionRequest, _settings: Value) -> Result<Verdict, String> {
         panic!("panic plugin called for {:?}", request.uid);
     }
 }

@@ -4,7 +4,7 @@
 //! batch is echoed, one `{"auditID":..,"stage":..}` line per event, to output `out`.
 
 use serde::Deserialize;
-use wasmgate_sdk::audit_sink::{Emission, Event, Guest};
+use wasmgate_sdk::audit_sink::{AuditSink, Emission, Event};
 
 #[derive(Default, Deserialize)]
 #[serde(default)]
@@ -15,9 +15,10 @@ struct Settings {
 
 struct PoisonSink;
 
-impl Guest for PoisonSink {
-    fn deliver(batch: Vec<Event>) -> Result<Vec<Emission>, String> {
-        let settings: Settings = wasmgate_sdk::settings()?;
+impl AuditSink for PoisonSink {
+    type Settings = Settings;
+
+    fn deliver(batch: Vec<Event>, settings: Settings) -> Result<Vec<Emission>, String> {
         if batch.iter().any(|e| e.audit_id == settings.poison) {
             match settings.mode.as_str() {
                 "trap" => panic!("poisoned by {}", settings.poison),
