@@ -262,6 +262,31 @@ fn the_settings_check_runs_under_the_policy_deadline_and_memory_cap() {
     );
 }
 
+#[test]
+fn a_settings_refusal_is_cut_to_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr, _) = serve_refuses(
+        dir.path(),
+        &policy_file(&entry(
+            "refuse",
+            "initializer",
+            "patch-label",
+            "settings: {key: team, refuse: 100000}",
+        )),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("settings refused by the plugin: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let message = line
+        .split("settings refused by the plugin: ")
+        .nth(1)
+        .unwrap();
+    // MAX_SETTINGS_MESSAGE (4096) bytes of the plugin's 100,000, then `...`.
+    assert_eq!(message, format!("{}...", "x".repeat(4096)));
+}
+
 // === hot reload ===
 
 /// Every first-party plugin with good settings, on one gateway.
@@ -588,6 +613,7 @@ async fn a_patched_initializer_yields_the_right_json_patch() {
             bad("kind"),
             bad("not-json"),
             bad("not-a-list"),
+            bad("huge"),
         ]
         .concat(),
     ));
@@ -638,6 +664,8 @@ async fn a_patched_initializer_yields_the_right_json_patch() {
             "not-a-list",
             "invalid output: the patch is not an RFC 6902 JSON Patch: ",
         ),
+        // Bounded like a replaced object, before the host parses it.
+        ("huge", "invalid output: the patch is 52429"),
     ] {
         let response = gw.answer(&format!("/mutate/bad-{mode}"), &pod).await;
         assert_eq!(response["allowed"], false, "{response}");

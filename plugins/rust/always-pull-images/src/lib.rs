@@ -1,8 +1,10 @@
 //! `always-pull-images` (initializer): sets `imagePullPolicy: Always` on every container of pods
-//! and pod templates. See README.md.
+//! and pod templates, answering with RFC 6902 operations (`patched`) rather than the whole
+//! object. See README.md.
 
 use wasmgate_sdk::initializer::{AdmissionRequest, Initializer, Mutation};
-use wasmgate_sdk::{NoSettings, Value, k8s};
+use wasmgate_sdk::serde_json::json;
+use wasmgate_sdk::{NoSettings, Value, json_pointer, k8s};
 
 struct AlwaysPullImages;
 
@@ -11,28 +13,44 @@ impl Initializer for AlwaysPullImages {
     type Settings = NoSettings;
 
     fn initialize(request: AdmissionRequest, _settings: NoSettings) -> Result<Mutation, String> {
-        let Some(mut object) = request.object_json()? else {
+        let Some(object) = request.object_json()? else {
             return Ok(Mutation::unchanged()); // DELETE
         };
-        Ok(if always_pull(&mut object)? {
-            Mutation::replaced(&object)
-        } else {
+        let operations = always_pull(&object)?;
+        Ok(if operations.is_empty() {
             Mutation::unchanged()
+        } else {
+            Mutation::patched(&Value::Array(operations))
         })
     }
 }
 
-/// Sets the policy where it is not `Always` yet; returns whether anything changed.
-fn always_pull(object: &mut Value) -> Result<bool, String> {
-    let mut changed = false;
-    for mut container in k8s::containers_mut(object) {
-        let fields = container.fields_mut()?;
+/// One `add` of `imagePullPolicy: Always` per container whose policy is not `Always` yet (an
+/// RFC 6902 `add` of a member that exists replaces it); none when nothing needs changing.
+fn always_pull(object: &Value) -> Result<Vec<Value>, String> {
+    let mut operations = Vec::new();
+    for container in k8s::containers(object) {
+        let Some(fields) = container.value.as_object() else {
+            return Err(format!("{} is not a JSON object", container.path));
+        };
         if fields.get("imagePullPolicy").and_then(Value::as_str) != Some("Always") {
-            fields.insert("imagePullPolicy".into(), "Always".into());
-            changed = true;
+            let mut path = pointer(&container.path);
+            path.push_str("/imagePullPolicy");
+            operations.push(json!({"op": "add", "path": path, "value": "Always"}));
         }
     }
-    Ok(changed)
+    Ok(operations)
+}
+
+/// The JSON Pointer of a container's dotted path: `spec.template.spec.initContainers[1]` is
+/// `/spec/template/spec/initContainers/1`.
+fn pointer(dotted: &str) -> String {
+    json_pointer(dotted.split('.').flat_map(|segment| {
+        match segment.strip_suffix(']').and_then(|s| s.split_once('[')) {
+            Some((name, index)) => vec![name, index],
+            None => vec![segment],
+        }
+    }))
 }
 
 wasmgate_sdk::export_initializer!(AlwaysPullImages);

@@ -1,7 +1,9 @@
 //! `patch-label` (initializer, test-only): sets label `settings.key` to `settings.value` by
 //! answering `patched` (RFC 6902 operations) instead of the whole object. `settings.mode` makes
 //! it answer a patch the host must refuse as an invalid output: `missing-path` (removes a path
-//! that does not exist), `kind` (changes `kind`), `not-json`, `not-a-list` (a JSON object instead of an array of operations).
+//! that does not exist), `kind` (changes `kind`), `not-json`, `not-a-list` (a JSON object
+//! instead of an array of operations), `huge` (a 5 MiB value). With `refuse` its settings check
+//! refuses them with a message of that many `x`.
 
 use serde::Deserialize;
 use wasmgate_sdk::initializer::{AdmissionRequest, Change, Initializer, Mutation, Remarks};
@@ -16,6 +18,8 @@ struct Settings {
     value: String,
     #[serde(default)]
     mode: Mode,
+    #[serde(default)]
+    refuse: Option<usize>,
 }
 
 #[derive(Default, Deserialize)]
@@ -27,6 +31,7 @@ enum Mode {
     Kind,
     NotJson,
     NotAList,
+    Huge,
 }
 
 struct PatchLabel;
@@ -62,10 +67,16 @@ impl Initializer for PatchLabel {
             ])),
             Mode::NotJson => raw("this is not a patch"),
             Mode::NotAList => raw(r#"{"op": "add", "path": "/a", "value": 1}"#),
+            Mode::Huge => Mutation::patched(&json!([
+                {"op": "add", "path": label, "value": "x".repeat(5 << 20)},
+            ])),
         })
     }
 
     fn check_settings(settings: &Settings) -> Result<(), String> {
+        if let Some(bytes) = settings.refuse {
+            return Err("x".repeat(bytes));
+        }
         if settings.key.is_empty() {
             return Err("key must not be empty".into());
         }
