@@ -86,7 +86,8 @@ pub enum LoadError {
     Imports(String),
     /// It does not export the declared world's function.
     #[error(
-        "module is not a {world} (it does not export the `{world}` world of wasmgate:plugin@0.1.0): {detail}"
+        "module is not {} {world} (it does not export the `{world}` world of wasmgate:plugin@0.1.0): {detail}",
+        if world.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
     )]
     WrongWorld {
         /// The world the policy declared.
