@@ -9,6 +9,7 @@ mod audit;
 mod captured;
 mod check;
 mod containment;
+mod image;
 mod manifests;
 mod protocol;
 mod reload;
