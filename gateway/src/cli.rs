@@ -171,9 +171,20 @@ struct ServeArgs {
     /// Serving private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Require client certificates signed by this CA (PEM): mutual TLS.
-    #[arg(long)]
+    /// Require client certificates signed by this CA (PEM) on every connection: mutual TLS,
+    /// probes included (kubelet's HTTPS probes present none; in a cluster use the per-route
+    /// CAs below).
+    #[arg(long, conflicts_with_all = ["audit_client_ca", "admission_client_ca"])]
     client_ca: Option<PathBuf>,
+    /// Answer `/audit` only to clients presenting a certificate signed by this CA (PEM): the
+    /// API server's audit client certificate. Without one: 401; from another CA: 403. Probes
+    /// and /metrics need none.
+    #[arg(long)]
+    audit_client_ca: Option<PathBuf>,
+    /// Answer `/validate` and `/mutate` only to clients presenting a certificate signed by this
+    /// CA (PEM): the API server's webhook client certificate (its AdmissionConfiguration).
+    #[arg(long)]
+    admission_client_ca: Option<PathBuf>,
     /// Where generated development certificates are kept.
     #[arg(long, default_value = ".wasmgate")]
     state_dir: PathBuf,
@@ -285,6 +296,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cert: cert.clone(),
             key: key.clone(),
             client_ca: args.client_ca.clone(),
+            audit_client_ca: args.audit_client_ca.clone(),
+            admission_client_ca: args.admission_client_ca.clone(),
         },
         _ => {
             let dev = tls::dev_identity(&args.state_dir.join("tls"))?;
@@ -295,11 +308,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
             tls::TlsFiles {
                 client_ca: args.client_ca.clone(),
+                audit_client_ca: args.audit_client_ca.clone(),
+                admission_client_ca: args.admission_client_ca.clone(),
                 ..dev.files
             }
         }
     };
-    let tls_config = tls::server_config(&files)?;
+    let tls_config = tls::load(&files)?;
     let (runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common))?;
     let policies = snapshot.policies.len();
     let metrics = Arc::new(Metrics::new());
@@ -333,7 +348,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body: args.max_body_bytes,
         audit_max_body: args.audit_max_body_bytes,
     };
-    let tls_handle = Arc::new(ArcSwap::new(tls_config));
+    let tls_handle: server::TlsConfigHandle = Arc::new(ArcSwap::new(tls_config));
     // One shutdown signal for the server and the reloader.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -344,6 +359,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let mtls = files.client_ca.is_some();
+    let audit_client_auth = files.audit_client_ca.is_some();
+    let admission_client_auth = files.admission_client_ca.is_some();
     let reloader = reload::Reloader::new(
         args.common.config.clone(),
         runtime.clone(),
@@ -352,7 +369,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let reloading = reloader.start(stopped(stop_rx.clone()));
     tracing::info!(
-        listen = %listener.local_addr()?, policies, audit_sinks, mtls,
+        listen = %listener.local_addr()?, policies, audit_sinks, mtls, audit_client_auth,
+        admission_client_auth,
         startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
     );
     server::serve(

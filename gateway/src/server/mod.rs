@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use self::tls::{Access, Peer, Route};
 use crate::config::PluginKind;
 use crate::wire::parse_go_duration;
 
@@ -84,6 +85,8 @@ impl Answer {
     pub fn status(status: StatusCode, message: impl std::fmt::Display) -> Self {
         let reason = match status {
             StatusCode::BAD_REQUEST => "BadRequest",
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::FORBIDDEN => "Forbidden",
             StatusCode::NOT_FOUND => "NotFound",
             StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
             StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
@@ -153,7 +156,7 @@ struct Limits {
 
 /// The TLS configuration new connections use; swapped whole when certificates change, while
 /// established connections keep the one they started with.
-pub type TlsConfigHandle = Arc<ArcSwap<rustls::ServerConfig>>;
+pub type TlsConfigHandle = Arc<ArcSwap<tls::TlsState>>;
 
 /// Serves HTTPS on `listener` until `shutdown` resolves, then stops accepting and waits up to
 /// [`DRAIN_TIMEOUT`] for requests in flight.
@@ -194,7 +197,8 @@ pub async fn serve<H: Handler>(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
+        let tls = tls.load_full();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
         let handler = handler.clone();
         let config = config.clone();
         let builder = builder.clone();
@@ -205,8 +209,13 @@ pub async fn serve<H: Handler>(
                 Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
-            let service =
-                hyper::service::service_fn(move |req| route(handler.clone(), config.clone(), req));
+            // The client certificate is judged once per connection, for every route that needs
+            // one; each request carries the verdict to `route`.
+            let client = tls.clients.peer(stream.get_ref().1.peer_certificates());
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(client);
+                route(handler.clone(), config.clone(), req)
+            });
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
@@ -247,14 +256,24 @@ async fn route<H: Handler>(
                 PluginKind::Initializer
             };
             let policy = segments.get(1).map(|s| s.to_string());
-            if req.method() != Method::POST {
+            if let Some(refused) = authorize(&req, Route::Admission) {
+                let endpoint = match kind {
+                    PluginKind::Validator => "validate",
+                    PluginKind::Initializer => "mutate",
+                };
+                handler.refused(endpoint, &refused, started.elapsed());
+                refused
+            } else if req.method() != Method::POST {
                 method_not_allowed("POST")
             } else {
                 admission(&*handler, config, kind, policy.as_deref(), req, started).await
             }
         }
         ["audit"] => {
-            if req.method() != Method::POST {
+            if let Some(refused) = authorize(&req, Route::Audit) {
+                handler.refused("audit", &refused, started.elapsed());
+                refused
+            } else if req.method() != Method::POST {
                 method_not_allowed("POST")
             } else {
                 audit(&*handler, &limits, req, started).await
@@ -283,6 +302,33 @@ async fn route<H: Handler>(
             .insert(header::ALLOW, HeaderValue::from_static(allow));
     }
     Ok(response)
+}
+
+/// The refusal for a request on `route` whose connection lacks the client certificate the route
+/// needs: 401 without one, 403 with one its CA does not verify. Probes and metrics never ask.
+fn authorize(req: &Request<Incoming>, route: Route) -> Option<Answer> {
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .copied()
+        .unwrap_or(Peer::OPEN);
+    let what = match route {
+        Route::Audit => "/audit",
+        Route::Admission => "admission webhooks",
+    };
+    match peer.access(route) {
+        Access::Open | Access::Verified => None,
+        Access::NoCertificate => Some(Answer::status(
+            StatusCode::UNAUTHORIZED,
+            format!("{what} require a client certificate; none was presented"),
+        )),
+        Access::Untrusted => Some(Answer::status(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{what} require a client certificate signed by their client CA; this one is not"
+            ),
+        )),
+    }
 }
 
 fn get_only(req: &Request<Incoming>, answer: impl FnOnce() -> Answer) -> Answer {
