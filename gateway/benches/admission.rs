@@ -85,7 +85,7 @@ fn plugin_call_cost(review: &serde_json::Value) -> (Duration, Duration) {
     let direct = common::call_cost(&plugin, review, 20_000);
     let request =
         wasmgate::wire::AdmissionReview::decode(&serde_json::to_vec(review).unwrap()).unwrap();
-    let wit = wasmgate::admission::wit_request(&request.request);
+    let wit = wasmgate::admission::wit_request(&request.request).expect("a known operation");
     // The same call through the async path the server uses (slot semaphore + blocking pool).
     let wit = Arc::new(wit);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 use tokio::time::Instant;
 
-use crate::audit::{AuditService, FsyncPolicy, SpoolConfig};
+use crate::audit::{AuditService, FsyncPolicy, SpoolConfig, default_dead_letter_max_bytes};
 use crate::config::{Config, PluginKind, parse_quantity};
 use crate::gateway::Gateway;
 use crate::reload;
@@ -245,6 +245,30 @@ struct ServeArgs {
     /// wasmgate, not of the machine).
     #[arg(long, default_value = "batch", value_parser = FsyncPolicy::from_str_arg)]
     fsync: FsyncPolicy,
+    /// The most the dead-letter files may take, as a quantity (default: a quarter of
+    /// --spool-max-bytes). They count against --spool-max-bytes too; when they hold this much,
+    /// further dead letters are dropped, counted and logged.
+    #[arg(long, value_parser = parse_quantity)]
+    dead_letter_max_bytes: Option<u64>,
+    /// On SIGTERM, how long audit sinks may go on delivering the spool's backlog (while
+    /// `/audit` answers 503) before they stop; what is left is delivered after the restart.
+    /// A Go duration; keep it well inside the Pod's terminationGracePeriodSeconds (30 s by
+    /// default), which must also cover requests in flight.
+    #[arg(long, default_value = "10s", value_parser = parse_drain_timeout)]
+    audit_drain_timeout: std::time::Duration,
+}
+
+/// The drain timeout: a Go duration of at most 10 minutes.
+fn parse_drain_timeout(text: &str) -> Result<std::time::Duration, String> {
+    crate::wire::parse_go_duration(text)
+        .map_err(|e| e.to_string())
+        .and_then(|d| {
+            if d > std::time::Duration::from_secs(600) {
+                Err("must be at most 10m".into())
+            } else {
+                Ok(d)
+            }
+        })
 }
 
 /// The audit body limit: at most the spool reader's record limit.
@@ -314,7 +338,7 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("compiled"))
 }
 
-fn load(common: &CommonArgs) -> anyhow::Result<(Arc<Runtime>, Snapshot)> {
+fn load(common: &CommonArgs, spool_dir: Option<&Path>) -> anyhow::Result<(Arc<Runtime>, Snapshot)> {
     // wasmtime's cache wants an absolute directory.
     let cache_dir = common
         .cache_dir
@@ -323,6 +347,9 @@ fn load(common: &CommonArgs) -> anyhow::Result<(Arc<Runtime>, Snapshot)> {
         .map(|d| std::path::absolute(&d).unwrap_or(d));
     let runtime = Runtime::new(&RuntimeConfig { cache_dir })?;
     let config = Config::load(&common.config)?;
+    if let Some(dir) = spool_dir {
+        config.check_outputs_outside(dir)?;
+    }
     let snapshot = Snapshot::build(&config, &runtime, 1, None)?;
     Ok((Arc::new(runtime), snapshot))
 }
@@ -354,7 +381,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let tls_config = tls::load(&files)?;
-    let (runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common))?;
+    let spool_dir = args
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join("spool"));
+    let (runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common, Some(&spool_dir)))?;
     let policies = snapshot.policies.len();
     let metrics = Arc::new(Metrics::new());
     let sinks = snapshot.audit_sinks.clone();
@@ -364,13 +395,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let audit = if sinks.is_empty() {
         None
     } else {
+        let dead_letter_max_bytes = args
+            .dead_letter_max_bytes
+            .unwrap_or_else(|| default_dead_letter_max_bytes(args.spool_max_bytes));
+        anyhow::ensure!(
+            dead_letter_max_bytes < args.spool_max_bytes,
+            "--dead-letter-max-bytes ({dead_letter_max_bytes}) must be less than --spool-max-bytes ({}): dead letters count against it",
+            args.spool_max_bytes
+        );
         let spool = SpoolConfig {
-            dir: args
-                .spool_dir
-                .clone()
-                .unwrap_or_else(|| args.state_dir.join("spool")),
+            dir: spool_dir,
             max_bytes: args.spool_max_bytes,
             fsync: args.fsync,
+            dead_letter_max_bytes,
         };
         let audit = AuditService::start(&spool, sinks, metrics)
             .await
@@ -397,6 +434,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // The server stops accepting only once the audit sinks are drained: meanwhile `/audit`
+    // answers 503 (the API server sends to another replica) and admission is still served.
+    let drained = {
+        let (stop, gateway, audit) = (stop_rx.clone(), gateway.clone(), audit.clone());
+        let timeout = args.audit_drain_timeout;
+        async move {
+            stopped(stop).await;
+            gateway.begin_drain();
+            if let Some(audit) = audit {
+                tracing::info!(timeout = ?timeout, "shutting down: /audit answers 503; audit sinks deliver what is spooled");
+                let started = Instant::now();
+                let left = audit.drain(timeout).await;
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    events_left = left.values().sum::<u64>(),
+                    "audit sinks stopped"
+                );
+            }
+        }
+    };
     let mtls = files.client_ca.is_some();
     let audit_client_auth = files.audit_client_ca.is_some();
     let admission_client_auth = files.admission_client_ca.is_some();
@@ -412,14 +469,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admission_client_auth,
         startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
     );
-    server::serve(
-        listener,
-        tls_handle,
-        gateway,
-        server_config,
-        stopped(stop_rx),
-    )
-    .await;
+    server::serve(listener, tls_handle, gateway, server_config, drained).await;
     let _ = reloading.await;
     drop(audit);
     drop(runtime);
@@ -451,7 +501,7 @@ async fn shutdown_signal() {
 
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     telemetry::init_logging(args.common.log_json);
-    let (_runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common))?;
+    let (_runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common, None))?;
     let body = read(&args.request)?;
     let gateway = Gateway::new(snapshot, Arc::new(Metrics::new()));
     let kind = if args.mutate {

@@ -1,8 +1,11 @@
 //! Owns the live gateway: the snapshot serving requests, the audit backend and the metrics, and
 //! what each endpoint means (decode the review, decide on one snapshot, encode the answer in the
 //! review's version; hand an audit batch to the audit backend and map its outcome to a status).
+//! On shutdown it is told to drain: `/audit` answers 503 (the API server sends the batch to
+//! another replica or again later) and `/readyz` reports not ready, while admission goes on.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -11,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::admission;
 use crate::audit::{AuditService, IntakeError, spool::AppendError};
-use crate::config::PluginKind;
+use crate::config::{Config, ConfigError, PluginKind};
 use crate::reload::ReloadStatus;
 use crate::server::{Answer, Handler};
 use crate::snapshot::Snapshot;
@@ -24,6 +27,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     reload: ArcSwap<ReloadStatus>,
     audit: Option<Arc<AuditService>>,
+    /// Shutdown has begun: `/audit` takes nothing more.
+    draining: AtomicBool,
 }
 
 impl Gateway {
@@ -39,6 +44,7 @@ impl Gateway {
             metrics,
             reload: ArcSwap::default(),
             audit: None,
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -65,6 +71,21 @@ impl Gateway {
             None => {}
         }
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Checks what a policy file may not do on this gateway, beyond the file itself: a file
+    /// output inside the audit spool directory.
+    pub fn check_config(&self, config: &Config) -> Result<(), ConfigError> {
+        match &self.audit {
+            Some(audit) => config.check_outputs_outside(audit.spool_dir()),
+            None => Ok(()),
+        }
+    }
+
+    /// Shutdown begins: from now on `/audit` answers 503 and `/readyz` not ready; admission
+    /// requests are still served until the server stops.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// The reload status shown by `/readyz`.
@@ -175,6 +196,16 @@ impl Handler for Gateway {
             self.refused("audit", &answer, started.elapsed());
             return answer;
         };
+        if self.draining.load(Ordering::Relaxed) {
+            let answer = Answer::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "wasmgate is shutting down: send the batch to another replica",
+            );
+            self.metrics
+                .audit
+                .request("shutting_down", started.elapsed());
+            return answer;
+        }
         let (answer, result) = match audit.intake(body, deadline).await {
             Ok(report) => {
                 tracing::debug!(
@@ -238,9 +269,17 @@ impl Handler for Gateway {
 
     fn ready(&self) -> Answer {
         let snapshot = self.snapshot.load();
-        Answer::json(
+        let draining = self.draining.load(Ordering::Relaxed);
+        let sink_errors = self
+            .audit
+            .as_ref()
+            .map(|a| a.sink_errors())
+            .unwrap_or_default();
+        let mut answer = Answer::json(
             serde_json::json!({
-                "ready": true,
+                "ready": !draining,
+                "draining": draining,
+                "auditSinkErrors": &*sink_errors,
                 "generation": snapshot.generation,
                 "contentHash": snapshot.content_hash,
                 "policies": snapshot.policies.iter().map(|p| &p.name).collect::<Vec<_>>(),
@@ -249,7 +288,11 @@ impl Handler for Gateway {
             })
             .to_string()
             .into_bytes(),
-        )
+        );
+        if draining {
+            answer.status = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        answer
     }
 
     fn metrics(&self) -> Answer {

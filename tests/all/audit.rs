@@ -19,7 +19,7 @@ use crate::harness::{Gateway, Options, Pki, module, repo};
 // === fixtures and policy files ===
 
 /// Every event of `tests/fixtures/audit-events`, one per line there.
-fn fixtures() -> Vec<Value> {
+pub(crate) fn fixtures() -> Vec<Value> {
     let dir = repo().join("tests/fixtures/audit-events");
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
@@ -47,7 +47,7 @@ fn fixture(name: &str) -> Value {
 }
 
 /// An EventList as the API server's webhook backend sends it: items without type metadata.
-fn event_list(items: &[Value]) -> Value {
+pub(crate) fn event_list(items: &[Value]) -> Value {
     let items: Vec<Value> = items
         .iter()
         .map(|item| {
@@ -63,7 +63,7 @@ fn event_list(items: &[Value]) -> Value {
 }
 
 /// A small realistic event with its own auditID.
-fn event(id: &str, verb: &str, resource: &str, level: &str) -> Value {
+pub(crate) fn event(id: &str, verb: &str, resource: &str, level: &str) -> Value {
     json!({
         "level": level, "auditID": id, "stage": "ResponseComplete",
         "requestURI": format!("/api/v1/namespaces/default/{resource}"), "verb": verb,
@@ -125,24 +125,24 @@ fn secret_events() -> Vec<Value> {
 }
 
 /// A directory for a test's outputs and spool.
-struct Dir(tempfile::TempDir);
+pub(crate) struct Dir(pub(crate) tempfile::TempDir);
 
 impl Dir {
-    fn new() -> Dir {
+    pub(crate) fn new() -> Dir {
         Dir(tempfile::tempdir().unwrap())
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.path().join(name)
     }
 
-    fn at(&self, name: &str) -> String {
+    pub(crate) fn at(&self, name: &str) -> String {
         self.path(name).display().to_string()
     }
 }
 
 /// A policy file with these audit sink entries.
-fn sinks_file(entries: &[String]) -> String {
+pub(crate) fn sinks_file(entries: &[String]) -> String {
     format!(
         "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\nauditSinks:\n{}",
         entries.concat()
@@ -150,7 +150,7 @@ fn sinks_file(entries: &[String]) -> String {
 }
 
 /// One audit sink entry: `plugin`'s module, then YAML lines (rules, outputs, settings...).
-fn sink(name: &str, plugin: &str, yaml: &str) -> String {
+pub(crate) fn sink(name: &str, plugin: &str, yaml: &str) -> String {
     let mut s = format!("  - name: {name}\n    module: {}\n", module(plugin));
     for line in yaml.lines().filter(|l| !l.trim().is_empty()) {
         s.push_str("    ");
@@ -161,15 +161,15 @@ fn sink(name: &str, plugin: &str, yaml: &str) -> String {
 }
 
 /// Rules that keep everything as it was recorded.
-const ALL: &str = "rules:\n  - level: RequestResponse\n";
+pub(crate) const ALL: &str = "rules:\n  - level: RequestResponse\n";
 
 /// A file output named `name` at `path`.
-fn file_output(name: &str, path: &str) -> String {
+pub(crate) fn file_output(name: &str, path: &str) -> String {
     format!("  - {{name: {name}, type: file, path: {path:?}}}\n")
 }
 
 /// Starts a gateway on `policy` with `args`.
-fn start(policy: &str, args: &[&str]) -> Gateway {
+pub(crate) fn start(policy: &str, args: &[&str]) -> Gateway {
     Gateway::start_with(
         policy,
         Options {
@@ -182,7 +182,7 @@ fn start(policy: &str, args: &[&str]) -> Gateway {
 // === reading what came out ===
 
 /// The JSON lines of a file (none when it does not exist yet).
-fn lines(path: &Path) -> Vec<Value> {
+pub(crate) fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -191,7 +191,7 @@ fn lines(path: &Path) -> Vec<Value> {
 }
 
 /// `(auditID, stage)` of each line.
-fn ids(lines: &[Value]) -> Vec<(String, String)> {
+pub(crate) fn ids(lines: &[Value]) -> Vec<(String, String)> {
     lines
         .iter()
         .map(|l| {
@@ -204,7 +204,7 @@ fn ids(lines: &[Value]) -> Vec<(String, String)> {
 }
 
 /// Waits until `done` holds, failing with `what` and the gateway's log after `limit`.
-async fn eventually(
+pub(crate) async fn eventually(
     gw: Option<&Gateway>,
     what: &str,
     limit: Duration,
@@ -221,7 +221,7 @@ async fn eventually(
 }
 
 /// The value of the metric line that starts with `series` (name and labels), 0 when absent.
-async fn metric(gw: &Gateway, series: &str) -> f64 {
+pub(crate) async fn metric(gw: &Gateway, series: &str) -> f64 {
     let text = gw
         .client()
         .get(gw.url("/metrics"))
@@ -240,7 +240,7 @@ async fn metric(gw: &Gateway, series: &str) -> f64 {
 }
 
 /// POSTs an EventList to `/audit`.
-async fn post(gw: &Gateway, list: &Value) -> (u16, Value) {
+pub(crate) async fn post(gw: &Gateway, list: &Value) -> (u16, Value) {
     gw.post("/audit?timeout=30s", list).await
 }
 
@@ -422,7 +422,16 @@ omitStages: [ResponseStarted]
         ]),
         &[],
     );
-    let events = fixtures();
+    // The mutating webhook's patch is a Request-level annotation (the API server records it
+    // only at Request or more); the rest are Metadata.
+    const PATCH: &str = "patch.webhook.admission.k8s.io/round_0_index_0";
+    let pod_id = fixture("create_nginx_pod_privileged.json")["auditID"].clone();
+    let mut events = fixtures();
+    for event in events.iter_mut().filter(|e| e["auditID"] == pod_id) {
+        let annotations = event["annotations"].as_object_mut().unwrap();
+        annotations.insert(PATCH.into(), json!(r#"{"patch":[{"op":"add"}]}"#));
+        annotations.insert("example.com/metadata-level".into(), json!("kept"));
+    }
     let (status, body) = post(&gw, &event_list(&events)).await;
     assert_eq!(status, 200, "{body}");
     let namespaces = events
@@ -456,11 +465,23 @@ omitStages: [ResponseStarted]
             l["hasResponseObject"].clone(),
         )
     };
-    // Pods at Metadata: no objects, though the event carried both.
-    assert_eq!(
-        shape(seen("create_nginx_pod_privileged.json").unwrap()),
-        (json!("Metadata"), json!(false), json!(false))
+    // Pods at Metadata: no objects, though the event carried both, and no Request-level
+    // annotation (a sink given Secrets at Metadata must not receive a patch's contents).
+    let pod = seen("create_nginx_pod_privileged.json").unwrap();
+    let keys = |l: &Value| {
+        l["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(!keys(&pod).contains(&PATCH.to_owned()), "{pod}");
+    assert!(
+        keys(&pod).contains(&"example.com/metadata-level".to_owned()),
+        "{pod}"
     );
+    assert_eq!(shape(pod), (json!("Metadata"), json!(false), json!(false)));
     // RBAC at Request: the request object only.
     assert_eq!(
         shape(seen("attach_cluster_admin_role.json").unwrap()),
@@ -497,6 +518,10 @@ omitStages: [ResponseStarted]
             pod["hasResponseObject"].clone()
         ),
         (json!(true), json!(true))
+    );
+    assert!(
+        keys(pod).contains(&PATCH.to_owned()),
+        "at RequestResponse the patch stays: {pod}"
     );
     assert_eq!(
         metric(
@@ -762,7 +787,7 @@ async fn the_same_batch_posted_twice_is_delivered_once() {
 }
 
 /// Reserves a local port: bound, noted, closed. Nothing listens there until the test says so.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1152,7 +1177,7 @@ async fn the_demo_policy_audits_and_alerts() {
 }
 
 /// A metric's value, fetched synchronously (for `eventually`'s predicate).
-fn metric_now(gw: &Gateway, series: &str) -> Option<f64> {
+pub(crate) fn metric_now(gw: &Gateway, series: &str) -> Option<f64> {
     let handle = tokio::runtime::Handle::current();
     tokio::task::block_in_place(|| handle.block_on(async { Some(metric(gw, series).await) }))
 }
@@ -1209,21 +1234,33 @@ fn audit_kubeconfig_points_the_api_server_at_the_gateway() {
 // === an HTTP(S) receiver for HTTP outputs ===
 
 /// One request the receiver got.
-struct Received {
-    status: u16,
+pub(crate) struct Received {
+    pub(crate) status: u16,
     authorization: String,
     content_type: String,
-    body: String,
+    pub(crate) body: String,
+    /// When it arrived.
+    pub(crate) at: Instant,
 }
 
 /// Accepts POSTs of JSON lines, answering 503 to the first `fail_first` of them.
-struct Receiver {
-    requests: Arc<tokio::sync::Mutex<Vec<Received>>>,
+pub(crate) struct Receiver {
+    pub(crate) requests: Arc<tokio::sync::Mutex<Vec<Received>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    async fn start(port: u16, tls: Option<&Pki>, fail_first: u16) -> Receiver {
+    pub(crate) async fn start(port: u16, tls: Option<&Pki>, fail_first: u16) -> Receiver {
+        Self::start_slow(port, tls, fail_first, Duration::ZERO).await
+    }
+
+    /// Like [`Receiver::start`], answering each request only after `delay`.
+    pub(crate) async fn start_slow(
+        port: u16,
+        tls: Option<&Pki>,
+        fail_first: u16,
+        delay: Duration,
+    ) -> Receiver {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .await
             .unwrap();
@@ -1277,11 +1314,13 @@ impl Receiver {
                                         })
                                         .is_ok();
                                     let status = if fail { 503 } else { 200 };
+                                    tokio::time::sleep(delay).await;
                                     requests.lock().await.push(Received {
                                         status,
                                         authorization,
                                         content_type,
                                         body: String::from_utf8_lossy(&body).into_owned(),
+                                        at: Instant::now(),
                                     });
                                     let mut response =
                                         hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
@@ -1312,7 +1351,7 @@ impl Receiver {
     }
 
     /// The auditIDs of every line accepted (200) so far.
-    fn ids(&self) -> BTreeSet<String> {
+    pub(crate) fn ids(&self) -> BTreeSet<String> {
         let requests = self.requests.clone();
         let handle = tokio::runtime::Handle::current();
         tokio::task::block_in_place(|| {

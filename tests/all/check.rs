@@ -57,16 +57,17 @@ fn check_evaluates_like_the_server() {
 
 #[test]
 fn check_on_the_upstream_fixtures() {
-    // kubernetes/api's round-trip fixtures decode field by field, but carry the fuzzer value
-    // "operationValue": not a review the API server can send, and refused precisely.
+    // kubernetes/api's round-trip fixtures decode field by field, and carry the fuzzer value
+    // "operationValue": an operation this build does not know, decoded as it came (forward
+    // compatibility, docs/kubernetes-semantics.md); no demo rule lists `*`, so none matches.
     for name in [
         "HEAD.v1.AdmissionReview.json",
         "v1.36.0.v1beta1.AdmissionReview.json",
     ] {
         let path = format!("tests/fixtures/admission-review/{name}");
-        let (code, _, stderr) = check(&["--request", &path]);
-        assert_eq!(code, 2, "{stderr}");
-        assert!(stderr.contains("unknown variant `operationValue`, expected one of `CREATE`, `UPDATE`, `DELETE`, `CONNECT`"), "{stderr}");
+        let (code, out, stderr) = check(&["--request", &path]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(out["response"]["allowed"], true, "{out}");
         // With a real operation, every other field decodes and the answer is in the same version.
         let dir = tempfile::tempdir().unwrap();
         let fixed = std::fs::read_to_string(repo().join(&path))

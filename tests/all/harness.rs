@@ -84,6 +84,9 @@ impl Pki {
 pub struct Options {
     pub client_ca: Option<String>,
     pub extra_args: Vec<String>,
+    /// Run from this directory with `--config` as given (relative, as users type it) instead of
+    /// the absolute path of the `policies.yaml` the harness writes.
+    pub config_in: Option<(PathBuf, String)>,
 }
 
 /// A running `wasmgate serve`, killed on drop.
@@ -108,7 +111,10 @@ impl Gateway {
             std::fs::write(&path, text).unwrap();
             path.display().to_string()
         };
-        let config = write("policies.yaml", policy);
+        let config = match &options.config_in {
+            Some((_, config)) => config.clone(),
+            None => write("policies.yaml", policy),
+        };
         write("ca.crt", &pki.ca);
         let cert = write("tls.crt", &pki.cert);
         let key = write("tls.key", &pki.key);
@@ -135,7 +141,11 @@ impl Gateway {
             args.push(dir.path().join("spool").display().to_string());
         }
         args.extend(options.extra_args);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wasmgate"));
+        if let Some((cwd, _)) = &options.config_in {
+            command.current_dir(cwd);
+        }
+        let mut child = command
             .args(&args)
             .env("RUST_LOG", "info")
             .env("WASMGATE_COMPILE_CACHE", compile_cache())

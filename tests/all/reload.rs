@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Pki, client, module, policy_file, review};
+use crate::harness::{Gateway, Options, Pki, client, module, policy_file, review};
 
 /// Replaces `to` with `from`'s bytes the way deployers should: write a temp file, rename.
 fn replace(from: &Path, to: &Path) {
@@ -320,4 +320,94 @@ async fn certificates_rotate_for_new_connections_only() {
             .await
             .is_err()
     );
+}
+
+/// Starts a gateway the way the README runs it: from a working directory, with a relative
+/// `--config policies/p.yaml` whose module lives outside the policy file's folder
+/// (`../modules/current.wasm`).
+fn start_relative(work: &Path) -> Gateway {
+    std::fs::create_dir_all(work.join("policies")).unwrap();
+    std::fs::create_dir_all(work.join("modules")).unwrap();
+    replace(
+        Path::new(&module("require-labels")),
+        &work.join("modules/current.wasm"),
+    );
+    write(
+        &work.join("policies/p.yaml"),
+        &policy_file(
+            "  - name: current\n    kind: validator\n    module: ../modules/current.wasm\n    settings: {labels: [team]}\n    rules:\n      - {operations: ['*'], apiGroups: ['*'], apiVersions: ['*'], resources: ['*']}\n",
+        ),
+    );
+    Gateway::start_with(
+        "",
+        Options {
+            config_in: Some((work.to_owned(), "policies/p.yaml".into())),
+            ..Default::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_relative_config_sees_a_module_renamed_into_place() {
+    let work = tempfile::tempdir().unwrap();
+    let gw = start_relative(work.path());
+    let body = serde_json::to_vec(&review("pod-create-no-team.json")).unwrap();
+    assert_eq!(ask(&gw, &gw.client(), &body).await, Version::V1);
+    // The watcher, not the 30 s re-scan, must see it: wait_for gives up after 10 s.
+    replace(
+        Path::new(&module("chatty")),
+        &work.path().join("modules/current.wasm"),
+    );
+    let took = wait_for(&gw, &body, Version::V2).await;
+    println!("relative --config, module renamed into place: served after {took:?}");
+    // And the policy file itself, through its relative path.
+    let policy = work.path().join("policies/p.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    write(&policy, &text.replace("name: current", "name: renamed"));
+    let started = Instant::now();
+    while gw.readyz().await["policies"] != json!(["renamed"]) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            gw.readyz().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn going_back_to_the_serving_content_clears_the_rejection() {
+    let work = tempfile::tempdir().unwrap();
+    let gw = start_relative(work.path());
+    let policy = work.path().join("policies/p.yaml");
+    let serving = std::fs::read_to_string(&policy).unwrap();
+    write(
+        &policy,
+        "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies: [\n",
+    );
+    rejected(&gw, 1, "a syntax error").await;
+    // Restore exactly what is serving: the rejection is gone, without a new snapshot.
+    write(&policy, &serving);
+    let started = Instant::now();
+    let ready = loop {
+        let ready = gw.readyz().await;
+        if ready["reload"]["lastError"].is_null() {
+            break ready;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still rejected after restoring the serving file: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ready["reload"]["failed"], 1, "{ready}");
+    assert_eq!(ready["reload"]["succeeded"], 1, "{ready}");
+    assert_eq!(ready["generation"], 1, "no new snapshot was built: {ready}");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["status", "--url", &gw.url(""), "--cacert"])
+        .arg(gw.path("ca.crt"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{out}");
 }

@@ -3,10 +3,35 @@
 use crate::runtime::{self, AdmissionRequest, WitOperation};
 use crate::wire;
 
+/// A review the plugin contract cannot express, so the plugin is not called.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "operation {0:?} cannot be given to a wasmgate:plugin@0.1.0 plugin (it knows CREATE, UPDATE, DELETE and CONNECT)"
+)]
+pub struct Unrepresentable(pub String);
+
+/// The operation as the plugin contract spells it. The one place that maps the wire's
+/// operation to the contract's: `wasmgate:plugin@0.1.0` has a closed `enum operation`, so an
+/// operation it does not list cannot be passed on as it came, and the call is not made (the
+/// caller applies the policy's failurePolicy: allowing silently would be a bypass). A contract
+/// whose operation has an `other(string)` case makes this total.
+pub fn wit_operation(operation: &wire::Operation) -> Result<WitOperation, Unrepresentable> {
+    Ok(match operation {
+        wire::Operation::Create => WitOperation::Create,
+        wire::Operation::Update => WitOperation::Update,
+        wire::Operation::Delete => WitOperation::Delete,
+        wire::Operation::Connect => WitOperation::Connect,
+        wire::Operation::Other(other) => return Err(Unrepresentable(other.clone())),
+    })
+}
+
 /// Builds the WIT request for a review, with `object` as given (the original, or the object as
 /// the previous initializer left it).
-pub fn request(r: &wire::AdmissionRequest, object: Option<String>) -> AdmissionRequest {
-    AdmissionRequest {
+pub fn request(
+    r: &wire::AdmissionRequest,
+    object: Option<String>,
+) -> Result<AdmissionRequest, Unrepresentable> {
+    Ok(AdmissionRequest {
         uid: r.uid.clone(),
         kind: gvk(&r.kind),
         resource: gvr(&r.resource),
@@ -16,12 +41,7 @@ pub fn request(r: &wire::AdmissionRequest, object: Option<String>) -> AdmissionR
         request_sub_resource: r.request_sub_resource.clone(),
         name: r.name.clone(),
         namespace: r.namespace.clone(),
-        operation: match r.operation {
-            wire::Operation::Create => WitOperation::Create,
-            wire::Operation::Update => WitOperation::Update,
-            wire::Operation::Delete => WitOperation::Delete,
-            wire::Operation::Connect => WitOperation::Connect,
-        },
+        operation: wit_operation(&r.operation)?,
         user_info: runtime::UserInfo {
             username: r.user_info.username.clone(),
             uid: r.user_info.uid.clone(),
@@ -37,7 +57,7 @@ pub fn request(r: &wire::AdmissionRequest, object: Option<String>) -> AdmissionR
         old_object: r.old_object.as_ref().map(|o| o.get().to_owned()),
         dry_run: r.dry_run.unwrap_or(false),
         options: r.options.as_ref().map(|o| o.get().to_owned()),
-    }
+    })
 }
 
 fn gvk(g: &wire::GroupVersionKind) -> runtime::GroupVersionKind {

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::time::Instant;
 
 use crate::config::{FailurePolicy, Mode, PluginKind};
-use crate::policy::{Labels, Policy, PolicySet, RequestAttributes};
+use crate::policy::{Labels, Policy, PolicySet, RequestAttributes, ResourceRef};
 use crate::runtime::{Change, Decision, Plugin, PluginFailure};
 use crate::telemetry::Metrics;
 use crate::wire::{AdmissionRequest, AdmissionResponse, Operation};
@@ -19,12 +19,45 @@ use crate::wire::{AdmissionRequest, AdmissionResponse, Operation};
 use merge::Outcome;
 pub use merge::{valid_annotation_key, valid_warning};
 
-/// The plugin-contract form of `request`, with its object as sent.
-pub fn wit_request(request: &AdmissionRequest) -> crate::runtime::AdmissionRequest {
+pub use convert::{Unrepresentable, wit_operation};
+
+/// The plugin-contract form of `request`, with its object as sent; `Err` when the contract
+/// cannot express it (an operation it does not know).
+pub fn wit_request(
+    request: &AdmissionRequest,
+) -> Result<crate::runtime::AdmissionRequest, Unrepresentable> {
     convert::request(
         request,
         request.object.as_deref().map(|o| o.get().to_owned()),
     )
+}
+
+/// What the matcher reads of a request: the resource as sent, and as the client asked for it
+/// when the API server converted it (`matchPolicy: Equivalent`).
+pub fn attributes(request: &AdmissionRequest) -> RequestAttributes<'_> {
+    let resource = ResourceRef {
+        group: &request.resource.group,
+        version: &request.resource.version,
+        resource: &request.resource.resource,
+        sub_resource: &request.sub_resource,
+    };
+    let requested = request
+        .request_resource
+        .as_ref()
+        .map(|r| ResourceRef {
+            group: &r.group,
+            version: &r.version,
+            resource: &r.resource,
+            sub_resource: &request.request_sub_resource,
+        })
+        .filter(|r| *r != resource);
+    RequestAttributes {
+        operation: &request.operation,
+        resource,
+        requested,
+        name: &request.name,
+        namespace: &request.namespace,
+    }
 }
 
 /// A `/validate/{policy}` or `/mutate/{policy}` named a policy that does not exist.
@@ -51,14 +84,7 @@ pub async fn decide(
         kind: kind.world(),
         name: only.unwrap_or_default().to_owned(),
     })?;
-    let attrs = RequestAttributes {
-        operation: request.operation,
-        group: &request.resource.group,
-        version: &request.resource.version,
-        resource: &request.resource.resource,
-        sub_resource: &request.sub_resource,
-        namespace: &request.namespace,
-    };
+    let attrs = attributes(request);
     Ok(match kind {
         PluginKind::Validator => validate(candidates, &attrs, request, deadline, metrics).await,
         PluginKind::Initializer => mutate(candidates, &attrs, request, deadline, metrics).await,
@@ -85,7 +111,18 @@ async fn validate(
     if matching.is_empty() {
         return outcome.into_response(&request.uid);
     }
-    let wit_request = Arc::new(convert::request(request, object.map(str::to_owned)));
+    let wit_request = match convert::request(request, object.map(str::to_owned)) {
+        Ok(wit_request) => Arc::new(wit_request),
+        Err(unrepresentable) => {
+            // No plugin can be asked: each matching policy's failurePolicy decides.
+            let failure = PluginFailure::Host(unrepresentable.to_string());
+            for policy in &matching {
+                metrics.plugin_call(&policy.name, failure.label(), Default::default());
+                outcome.failed(policy.failure_policy, &policy.name, &failure);
+            }
+            return outcome.into_response(&request.uid);
+        }
+    };
     let call = |policy: Arc<Policy<Plugin>>| {
         let wit_request = wit_request.clone();
         async move {
@@ -135,6 +172,7 @@ async fn mutate(
     let mut current: Option<(String, serde_json::Value)> = None;
     let mutable =
         matches!(request.operation, Operation::Create | Operation::Update) && original.is_some();
+    let mutable_operation = request.operation.as_str();
     for policy in candidates {
         let object_text = current.as_ref().map(|(t, _)| t.as_str()).or(original);
         let labels = LazyLabels::default();
@@ -144,14 +182,19 @@ async fn mutate(
         {
             continue;
         }
-        let wit_request = convert::request(request, object_text.map(str::to_owned));
         let started = Instant::now();
-        let result = policy
-            .plugin
-            .run(deadline, policy.timeout, move |plugin, budget| {
-                plugin.initialize_blocking(&wit_request, budget)
-            })
-            .await;
+        let result = match convert::request(request, object_text.map(str::to_owned)) {
+            Ok(wit_request) => {
+                policy
+                    .plugin
+                    .run(deadline, policy.timeout, move |plugin, budget| {
+                        plugin.initialize_blocking(&wit_request, budget)
+                    })
+                    .await
+            }
+            // The plugin cannot be asked: its failurePolicy decides.
+            Err(unrepresentable) => Err(PluginFailure::Host(unrepresentable.to_string())),
+        };
         // A replaced object must be a JSON object of the same apiVersion and kind, and only
         // objects being created or updated can be changed at all.
         let result = result.and_then(|mutation| {
@@ -159,8 +202,7 @@ async fn mutate(
                 Change::Replaced(text) if !mutable => {
                     drop(text);
                     return Err(PluginFailure::InvalidOutput(format!(
-                        "the object of a {} request cannot be changed",
-                        request.operation.as_str()
+                        "the object of a {mutable_operation} request cannot be changed"
                     )));
                 }
                 Change::Replaced(text) => {
@@ -228,6 +270,16 @@ fn internal_error(uid: &str, message: String) -> AdmissionResponse {
     AdmissionResponse::deny(uid, 500, "InternalError", message)
 }
 
+/// What identifies an object: an initializer that changes one of these would make the API
+/// server refuse the request (or act on another object).
+const IDENTITY_FIELDS: [&str; 5] = [
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generateName",
+];
+
 /// Parses an initializer's replacement and checks that it is still the same kind of object.
 fn checked_replacement(
     text: &str,
@@ -243,10 +295,23 @@ fn checked_replacement(
     }
     let type_of = |v: &serde_json::Value| (v.get("apiVersion").cloned(), v.get("kind").cloned());
     let before = before.and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok());
-    if before.is_some_and(|before| type_of(&before) != type_of(&value)) {
+    let Some(before) = before else {
+        return Ok(value);
+    };
+    if type_of(&before) != type_of(&value) {
         return Err(PluginFailure::InvalidOutput(
             "an initializer may not change the object's apiVersion or kind".into(),
         ));
+    }
+    // The API server refuses a patch that renames the object or changes its identity, and
+    // would blame the user's request; it is the plugin's fault, so it is a plugin failure.
+    for field in IDENTITY_FIELDS {
+        let of = |v: &serde_json::Value| v.get("metadata").and_then(|m| m.get(field)).cloned();
+        if of(&before) != of(&value) {
+            return Err(PluginFailure::InvalidOutput(format!(
+                "an initializer may not change metadata.{field}"
+            )));
+        }
     }
     Ok(value)
 }
@@ -275,16 +340,17 @@ impl LazyLabels {
         old_object: Option<&str>,
     ) -> (Option<Labels>, Option<Labels>) {
         self.0
-            .get_or_init(|| (object.map(labels_of), old_object.map(labels_of)))
+            .get_or_init(|| (object.and_then(labels_of), old_object.and_then(labels_of)))
             .clone()
     }
 }
 
-/// `metadata.labels` of an object's JSON text; no labels (or unreadable JSON) is an empty set.
-fn labels_of(object: &str) -> Labels {
+/// `metadata.labels` of an object's JSON text; no labels is an empty set. `None` for JSON
+/// without a `metadata` object (options, unreadable text): upstream's `meta.Accessor` fails on
+/// such an object and no selector matches it.
+fn labels_of(object: &str) -> Option<Labels> {
     #[derive(serde::Deserialize)]
     struct Object {
-        #[serde(default)]
         metadata: Metadata,
     }
     #[derive(serde::Deserialize, Default)]
@@ -294,6 +360,5 @@ fn labels_of(object: &str) -> Labels {
     }
     serde_json::from_str::<Object>(object)
         .ok()
-        .and_then(|o| o.metadata.labels)
-        .unwrap_or_default()
+        .map(|o| o.metadata.labels.unwrap_or_default())
 }

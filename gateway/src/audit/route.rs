@@ -65,9 +65,29 @@ pub fn route(rules: &AuditRules, record: &Record, range: Range<usize>) -> Routed
     routed
 }
 
-/// Strips an event to the level its sink sees it at.
+/// Annotation key prefixes the API server records at a level above Metadata, with that level.
+/// Upstream keeps an annotation in an event only when it was added at or below the event's
+/// level (`admission/audit.go`, `attributesRecord.getAnnotations`); the only admission
+/// annotation added above Metadata is the mutating webhook's whole JSON patch, at Request
+/// (`mutating/dispatcher.go`, `PatchAuditAnnotationPrefix`). Every other annotation is
+/// Metadata.
+const ANNOTATION_LEVELS: &[(&str, Level)] = &[("patch.webhook.admission.k8s.io/", Level::Request)];
+
+/// The level an annotation was recorded at.
+pub fn annotation_level(key: &str) -> Level {
+    ANNOTATION_LEVELS
+        .iter()
+        .find(|(prefix, _)| key.starts_with(prefix))
+        .map_or(Level::Metadata, |(_, level)| *level)
+}
+
+/// Strips an event to the level its sink sees it at: objects, and annotations recorded above
+/// that level (a Secret's patch must not reach a sink that sees Secrets at Metadata).
 pub fn strip(event: &mut Event, routing: Routing) {
     event.level = routing.level;
+    event
+        .annotations
+        .retain(|key, _| annotation_level(key) <= routing.level);
     if routing.level < Level::Request {
         event.request_object = None;
     }
@@ -164,5 +184,64 @@ pub fn to_wit(event: &Event) -> AuditEvent {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Event {
+        Event::decode(
+            &serde_json::json!({
+                "level": "RequestResponse", "auditID": "id", "stage": "ResponseComplete",
+                "verb": "create", "requestURI": "/api/v1/namespaces/ns/secrets",
+                "user": {"username": "u"},
+                "objectRef": {"resource": "secrets", "namespace": "ns", "apiVersion": "v1"},
+                "requestObject": {"kind": "Secret", "data": {"k": "c2VjcmV0"}},
+                "responseObject": {"kind": "Secret", "data": {"k": "c2VjcmV0"}},
+                "annotations": {
+                    "authorization.k8s.io/decision": "allow",
+                    "mutation.webhook.admission.k8s.io/round_0_index_0": "{\"mutated\":true}",
+                    "patch.webhook.admission.k8s.io/round_0_index_0":
+                        "{\"patch\":[{\"op\":\"add\",\"path\":\"/data/x\",\"value\":\"c2VjcmV0\"}]}",
+                },
+            })
+            .to_string(),
+        )
+        .unwrap()
+    }
+
+    fn keys(event: &Event) -> Vec<&str> {
+        event.annotations.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn annotations_follow_the_level() {
+        let at = |level| {
+            let mut e = event();
+            strip(
+                &mut e,
+                Routing {
+                    level,
+                    omit_managed_fields: false,
+                },
+            );
+            e
+        };
+        let metadata = at(Level::Metadata);
+        assert_eq!(
+            keys(&metadata),
+            [
+                "authorization.k8s.io/decision",
+                "mutation.webhook.admission.k8s.io/round_0_index_0"
+            ],
+            "the patch is a Request-level annotation"
+        );
+        assert!(metadata.request_object.is_none() && metadata.response_object.is_none());
+        let request = at(Level::Request);
+        assert_eq!(keys(&request).len(), 3);
+        assert!(request.request_object.is_some() && request.response_object.is_none());
+        assert_eq!(keys(&at(Level::RequestResponse)).len(), 3);
     }
 }

@@ -16,7 +16,7 @@ use super::Shared;
 use super::outputs::{OutputError, Outputs};
 use super::route::{self, Routed};
 use super::spool::record::Record;
-use super::spool::{Cursor, Position, Read, now_ms};
+use super::spool::{Cursor, DeadLetterError, Position, Read, now_ms};
 use crate::config::OutputSpec;
 use crate::policy::audit::SinkPolicy;
 use crate::runtime::{Emission, Plugin, PluginFailure};
@@ -158,39 +158,66 @@ pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
     }
 }
 
-/// The sink's saved cursor, retried until it can be read.
+/// The sink's saved cursor. One that cannot be read is never a reason to stop: the sink goes
+/// back to the oldest retained record (its backlog is delivered again, at least once), and the
+/// error is logged, counted and shown by `/readyz`.
 async fn load_cursor(shared: &Arc<Shared>, name: &Arc<str>) -> Cursor {
-    let mut attempt = 0;
-    loop {
-        let (spool, n) = (shared.spool.clone(), name.clone());
-        match tokio::task::spawn_blocking(move || spool.load_cursor(&n)).await {
-            Ok(Ok(cursor)) => return cursor,
-            Ok(Err(e)) => tracing::error!(sink = %name, "cannot load the audit cursor: {e}"),
-            Err(e) => tracing::error!(sink = %name, "cannot load the audit cursor: {e}"),
+    let (spool, n) = (shared.spool.clone(), name.clone());
+    let cursor = match tokio::task::spawn_blocking(move || spool.load_cursor(&n)).await {
+        Ok(Ok(cursor)) => cursor,
+        Ok(Err(e)) => {
+            let at = e.fallback.at;
+            tracing::error!(sink = %name, segment = at.segment, offset = at.offset, "cannot read the audit cursor, delivering again from the oldest retained event: {e}");
+            shared.metrics.audit.cursor_error(name);
+            shared.sink_error(
+                name,
+                format!(
+                    "cursor unreadable ({e}) at {}; delivering again from the oldest retained event",
+                    now_ms()
+                ),
+            );
+            e.fallback
         }
-        attempt += 1;
-        tokio::time::sleep(backoff(attempt)).await;
-    }
+        Err(e) => {
+            // Only a panic gets here (a bug): from the oldest retained event, as above.
+            tracing::error!(sink = %name, "cannot load the audit cursor: {e}");
+            shared.metrics.audit.cursor_error(name);
+            Cursor {
+                at: Position {
+                    segment: 0,
+                    offset: super::spool::record::SEGMENT_HEADER_LEN,
+                    event_seq: 0,
+                },
+                item: 0,
+            }
+        }
+    };
+    shared.saved(name, cursor.at);
+    cursor
 }
 
 /// Saves the cursor, then tells the spool (in that order, so that no crash leaves a cursor in
 /// a reclaimed segment). A cursor that cannot be saved is retried: moving on without it would
 /// only re-deliver, but a disk that refuses it is worth an error line.
 async fn save(shared: &Arc<Shared>, name: &Arc<str>, cursor: Cursor) {
-    let mut attempt = 0;
-    loop {
-        let (spool, n) = (shared.spool.clone(), name.clone());
-        let saved = tokio::task::spawn_blocking(move || spool.save_cursor(&n, &cursor)).await;
-        match saved {
-            Ok(Ok(())) => break,
-            Ok(Err(e)) => tracing::error!(sink = %name, "cannot save the audit cursor: {e}"),
-            Err(e) => tracing::error!(sink = %name, "cannot save the audit cursor: {e}"),
+    // One attempt: the next record's save tries again, and a disk that refuses every write
+    // (full) must not cost each record a backoff. Logged when it starts and when it ends.
+    let (spool, n) = (shared.spool.clone(), name.clone());
+    let saved = tokio::task::spawn_blocking(move || spool.save_cursor(&n, &cursor))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    match saved {
+        Ok(()) => {
+            shared.saved(name, cursor.at);
+            if shared.save_failing(name, false) {
+                tracing::info!(sink = %name, "the audit cursor is saved again");
+            }
         }
-        attempt += 1;
-        if attempt >= 3 {
-            break; // Keep delivering; the next save will try again.
+        Err(e) => {
+            if !shared.save_failing(name, true) {
+                tracing::error!(sink = %name, "cannot save the audit cursor (retried with every record; a restart meanwhile delivers some events again): {e}");
+            }
         }
-        tokio::time::sleep(backoff(attempt)).await;
     }
     shared.spool.progress(name, cursor.at);
 }
@@ -233,8 +260,9 @@ async fn deliver(
     for (i, error) in undecodable {
         tracing::error!(sink = %name, segment = at.segment, offset = at.offset, item = i, "a spooled audit event no longer decodes, dead-lettering it: {error}");
         let raw = String::from_utf8_lossy(record.json(i)).into_owned();
-        dead_letter(shared, name, DeadLetter::raw(name, at, &error, raw)).await;
-        metrics.dead_lettered(name, 1);
+        if dead_letter(shared, name, DeadLetter::raw(name, at, &error, raw), 1).await {
+            metrics.dead_lettered(name, 1);
+        }
     }
     if events.is_empty() {
         return;
@@ -275,8 +303,9 @@ async fn deliver(
                     tracing::error!(sink = %name, attempt, events = count, "audit sink failed {attempt} times, dead-lettering the batch: {failure}");
                     let error = failure.to_string();
                     let letter = DeadLetter::events(name, at, attempt, &error, &events);
-                    dead_letter(shared, name, letter).await;
-                    metrics.dead_lettered(name, count);
+                    if dead_letter(shared, name, letter, count).await {
+                        metrics.dead_lettered(name, count);
+                    }
                     return;
                 }
                 tracing::warn!(sink = %name, attempt, max_attempts = policy.max_attempts, events = count, "audit sink failed, retrying: {failure}");
@@ -287,7 +316,7 @@ async fn deliver(
 
     // The outputs: each one is retried until it takes its lines; only lines a destination
     // keeps refusing (HTTP 4xx) are dead-lettered after maxAttempts.
-    let mut all_written = true;
+    let (mut all_written, mut dead_lettered) = (true, true);
     for (index, lines) in lines {
         let output = outputs.name(index).to_owned();
         let lines = Arc::new(lines);
@@ -307,7 +336,7 @@ async fn deliver(
                         tracing::error!(sink = %name, output, lines = lines.len() - done, "output refused the lines {refused} times, dead-lettering them: {message}");
                         let letter =
                             DeadLetter::lines(name, &output, at, refused, &message, &lines[done..]);
-                        dead_letter(shared, name, letter).await;
+                        dead_lettered &= dead_letter(shared, name, letter, count).await;
                         all_written = false;
                         break;
                     }
@@ -319,7 +348,7 @@ async fn deliver(
     }
     if all_written {
         metrics.delivered(name, count);
-    } else {
+    } else if dead_lettered {
         metrics.dead_lettered(name, count);
     }
 }
@@ -446,15 +475,31 @@ impl<'a> DeadLetter<'a> {
 }
 
 /// Appends `letter` to the sink's dead-letter file. It must land there before the cursor moves
-/// on, so a failure to write it is retried until it works.
-async fn dead_letter(shared: &Arc<Shared>, name: &Arc<str>, letter: DeadLetter<'_>) {
+/// on, so a failure to write it is retried until it works; only a full dead-letter budget
+/// drops it, counted and logged with its events. Returns whether it was written.
+async fn dead_letter(
+    shared: &Arc<Shared>,
+    name: &Arc<str>,
+    letter: DeadLetter<'_>,
+    events: u64,
+) -> bool {
     // Strings, numbers and valid raw JSON: serializing cannot fail.
     let line = Arc::new(serde_json::to_string(&letter).unwrap_or_default());
     let mut attempt = 0;
     loop {
         let (spool, n, l) = (shared.spool.clone(), name.clone(), line.clone());
         match tokio::task::spawn_blocking(move || spool.dead_letter(&n, &l)).await {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => return true,
+            Ok(Err(DeadLetterError::Full { used, max_bytes })) => {
+                tracing::error!(
+                    sink = %name, events, segment = letter.segment, offset = letter.offset,
+                    dead_letter_bytes = used, dead_letter_max_bytes = max_bytes,
+                    "the dead-letter budget is full: dropping a dead letter (move the files under dead-letter/ away to make room): {}",
+                    letter.error
+                );
+                shared.metrics.audit.dead_letter_dropped(name, events);
+                return false;
+            }
             Ok(Err(e)) => tracing::error!(sink = %name, "cannot write the dead-letter file: {e}"),
             Err(e) => tracing::error!(sink = %name, "cannot write the dead-letter file: {e}"),
         }

@@ -369,3 +369,36 @@ impl OutputEntry {
         }
     }
 }
+
+/// `path` made absolute, with `.` and `..` resolved and symbolic links followed in the part
+/// that exists (the rest is kept as written), so that two spellings of one place compare equal.
+pub(super) fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut lexical = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                lexical.pop();
+            }
+            other => lexical.push(other),
+        }
+    }
+    // The longest existing ancestor, canonicalized, then the rest.
+    let mut rest = Vec::new();
+    let mut existing = lexical.as_path();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return lexical,
+        }
+    }
+}

@@ -17,8 +17,8 @@ pub use audit::{
 };
 pub use quantity::parse_quantity;
 pub use schema::{
-    FailurePolicy, InstanceReuse, LabelSelector, Mode, PluginKind, PolicyEntry, PolicyFile, Rule,
-    Scope, SelectorOperator, SelectorRequirement,
+    FailurePolicy, InstanceReuse, LabelSelector, Mode, PluginKind, PolicyEntry, PolicyFile,
+    Reinvocation, Rule, Scope, SelectorOperator, SelectorRequirement,
 };
 
 use crate::wire::parse_go_duration;
@@ -125,6 +125,35 @@ impl Config {
             message: format!("cannot read policy file: {e}"),
         })?;
         Self::parse(file, &text)
+    }
+
+    /// Refuses a file output inside the audit spool directory `spool_dir`: the spool owns what
+    /// is there (segments are deleted, dead letters counted), and an output there would fill
+    /// the spool's volume and count against nothing. Paths are compared after resolving `..`
+    /// and symbolic links of the parts that exist.
+    pub fn check_outputs_outside(&self, spool_dir: &Path) -> Result<(), ConfigError> {
+        let spool = audit::resolved(spool_dir);
+        for sink in &self.sinks {
+            for output in &sink.outputs {
+                let OutputKind::File { path, .. } = &output.kind else {
+                    continue;
+                };
+                if audit::resolved(path).starts_with(&spool) {
+                    return Err(ConfigError {
+                        file: self.file.clone(),
+                        line: sink.module.line,
+                        message: format!(
+                            "audit sink {:?}: output {:?} writes to {}, inside the audit spool directory {}; choose a path outside it",
+                            sink.entry.name,
+                            output.name,
+                            path.display(),
+                            spool_dir.display()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Validates the text of a policy file located at `file` (modules resolve relative to it).

@@ -64,6 +64,19 @@ pub enum FailurePolicy {
     Ignore,
 }
 
+/// Whether the API server calls an initializer again after later webhooks changed the object
+/// (`reinvocationPolicy` of admissionregistration.k8s.io/v1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum Reinvocation {
+    /// Once per request.
+    #[default]
+    Never,
+    /// Once more if a webhook or plugin after it changed the object, so that it sees what they
+    /// added (e.g. containers). Its changes and audit annotations must then be the same on the
+    /// second call: the API server keeps the first value of an annotation and refuses another.
+    IfNeeded,
+}
+
 /// Which objects a rule covers by scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum Scope {
@@ -172,6 +185,10 @@ pub struct PolicyEntry {
     /// instance per call.
     #[serde(default)]
     pub instance_reuse: Option<InstanceReuse>,
+    /// Initializers only: `Never` (default) or `IfNeeded`, rendered as the webhook's
+    /// `reinvocationPolicy`.
+    #[serde(default)]
+    pub reinvocation: Option<Reinvocation>,
 }
 
 /// `instanceReuse`: keep up to `maxIdle` instances warm and retire each after `maxCalls` calls
@@ -194,36 +211,20 @@ impl PolicyEntry {
             );
         }
         for (i, rule) in self.rules.iter().enumerate() {
-            let at = |m: String| format!("rules[{i}]: {m}");
-            if rule.operations.is_empty()
-                || rule.api_groups.is_empty()
-                || rule.api_versions.is_empty()
-                || rule.resources.is_empty()
-            {
-                return Err(at("operations, apiGroups, apiVersions and resources must each list at least one value".into()));
-            }
-            for op in &rule.operations {
-                if !matches!(
-                    op.as_str(),
-                    "CREATE" | "UPDATE" | "DELETE" | "CONNECT" | "*"
-                ) {
-                    return Err(at(format!(
-                        "unknown operation {op:?} (CREATE, UPDATE, DELETE, CONNECT or *)"
-                    )));
-                }
-            }
-            for res in &rule.resources {
-                let mut parts = res.splitn(2, '/');
-                let main = parts.next().unwrap_or_default();
-                if main.is_empty()
-                    || parts
-                        .next()
-                        .is_some_and(|sub| sub.is_empty() || sub.contains('/'))
-                {
-                    return Err(at(format!(
-                        "bad resource {res:?} (e.g. pods, pods/status, *, pods/*, */scale)"
-                    )));
-                }
+            rule.validate().map_err(|m| format!("rules[{i}]: {m}"))?;
+        }
+        if self.reinvocation.is_some() && self.kind != PluginKind::Initializer {
+            return Err("reinvocation applies to initializers only".into());
+        }
+        for (field, list) in [
+            ("namespaces", &self.namespaces),
+            ("excludeNamespaces", &self.exclude_namespaces),
+        ] {
+            // They become `kubernetes.io/metadata.name` values of a namespaceSelector.
+            if let Some(bad) = list.iter().find(|n| !names::is_dns_label(n)) {
+                return Err(format!(
+                    "{field}: {bad:?} is not a namespace name (a DNS label: 1-63 lowercase letters, digits or '-')"
+                ));
             }
         }
         if let Some(reuse) = &self.instance_reuse {
@@ -235,23 +236,195 @@ impl PolicyEntry {
             }
         }
         if let Some(selector) = &self.object_selector {
-            for req in &selector.match_expressions {
-                let needs_values =
-                    matches!(req.operator, SelectorOperator::In | SelectorOperator::NotIn);
-                if needs_values == req.values.is_empty() {
-                    return Err(format!(
-                        "objectSelector: operator {:?} on key {:?} {}",
-                        req.operator,
-                        req.key,
-                        if needs_values {
-                            "needs values"
-                        } else {
-                            "takes no values"
-                        }
-                    ));
-                }
+            selector
+                .validate()
+                .map_err(|m| format!("objectSelector: {m}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Rule {
+    /// Checks a rule as the API server checks a webhook's rules (`validateRuleWithOperations`
+    /// and `validateResources` in `pkg/apis/admissionregistration/validation/validation.go`), so
+    /// that a rule accepted here renders to a configuration the API server stores. One
+    /// difference, stricter: `*` mixed with a named resource is refused in any order (upstream
+    /// refuses it only when the named resource comes first).
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, list) in [
+            ("operations", &self.operations),
+            ("apiGroups", &self.api_groups),
+            ("apiVersions", &self.api_versions),
+            ("resources", &self.resources),
+        ] {
+            if list.is_empty() {
+                return Err(format!("{field} must list at least one value"));
+            }
+            if field != "resources" && list.len() > 1 && list.iter().any(|v| v == "*") {
+                return Err(format!(
+                    "{field}: if '*' is present, it must be the only value"
+                ));
+            }
+        }
+        for op in &self.operations {
+            if !matches!(
+                op.as_str(),
+                "CREATE" | "UPDATE" | "DELETE" | "CONNECT" | "*"
+            ) {
+                return Err(format!(
+                    "unknown operation {op:?} (CREATE, UPDATE, DELETE, CONNECT or *)"
+                ));
+            }
+        }
+        if self.api_versions.iter().any(String::is_empty) {
+            return Err("apiVersions: a version must not be empty".into());
+        }
+        validate_resources(&self.resources)
+    }
+}
+
+/// `validateResources`: well-formed entries, and no entry already covered by a wildcard.
+fn validate_resources(resources: &[String]) -> Result<(), String> {
+    let mut all_subresources_of = std::collections::BTreeSet::new(); // x/*
+    let mut subresource_of_all = std::collections::BTreeSet::new(); // */x
+    for res in resources {
+        let mut parts = res.splitn(2, '/');
+        let main = parts.next().unwrap_or_default();
+        let sub = parts.next();
+        if main.is_empty() || sub.is_some_and(|sub| sub.is_empty() || sub.contains('/')) {
+            return Err(format!(
+                "bad resource {res:?} (e.g. pods, pods/status, *, pods/*, */scale, */*)"
+            ));
+        }
+        let Some(sub) = sub else { continue };
+        if all_subresources_of.contains(main) {
+            return Err(format!(
+                "resources: if '{main}/*' is present, must not specify {res}"
+            ));
+        }
+        if subresource_of_all.contains(sub) {
+            return Err(format!(
+                "resources: if '*/{sub}' is present, must not specify {res}"
+            ));
+        }
+        if sub == "*" {
+            all_subresources_of.insert(main);
+        }
+        if main == "*" {
+            subresource_of_all.insert(sub);
+        }
+    }
+    if resources.len() > 1 && resources.iter().any(|r| r == "*/*") {
+        return Err("resources: if '*/*' is present, must not specify other resources".into());
+    }
+    let star = resources.iter().any(|r| r == "*");
+    if star && resources.iter().any(|r| r != "*" && !r.contains('/')) {
+        return Err(
+            "resources: if '*' is present, must not specify other resources without subresources"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+impl LabelSelector {
+    /// Checks a selector as the API server does (`ValidateLabelSelector` in
+    /// `apimachinery/pkg/apis/meta/v1/validation`): qualified-name keys, valid label values,
+    /// values for `In`/`NotIn` and none for `Exists`/`DoesNotExist`.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in &self.match_labels {
+            names::qualified_name(key).map_err(|m| format!("matchLabels key {key:?}: {m}"))?;
+            names::label_value(value)
+                .map_err(|m| format!("matchLabels value {value:?} of {key:?}: {m}"))?;
+        }
+        for req in &self.match_expressions {
+            names::qualified_name(&req.key)
+                .map_err(|m| format!("matchExpressions key {:?}: {m}", req.key))?;
+            let needs_values =
+                matches!(req.operator, SelectorOperator::In | SelectorOperator::NotIn);
+            if needs_values == req.values.is_empty() {
+                return Err(format!(
+                    "operator {:?} on key {:?} {}",
+                    req.operator,
+                    req.key,
+                    if needs_values {
+                        "needs values"
+                    } else {
+                        "takes no values"
+                    }
+                ));
+            }
+            for value in &req.values {
+                names::label_value(value)
+                    .map_err(|m| format!("value {value:?} of key {:?}: {m}", req.key))?;
             }
         }
         Ok(())
+    }
+}
+
+/// Kubernetes name syntax (`apimachinery/pkg/util/validation/validation.go`).
+pub(crate) mod names {
+    /// `IsDNS1123Label`.
+    pub fn is_dns_label(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    }
+
+    /// `IsDNS1123Subdomain`.
+    pub fn is_dns_subdomain(s: &str) -> bool {
+        s.len() <= 253
+            && s.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    }
+
+    /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, at most 63 characters.
+    fn is_name_part(s: &str) -> bool {
+        let alnum = |b: u8| b.is_ascii_alphanumeric();
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes().next().is_some_and(alnum)
+            && s.bytes().last().is_some_and(alnum)
+            && s.bytes()
+                .all(|b| alnum(b) || matches!(b, b'-' | b'_' | b'.'))
+    }
+
+    /// `IsQualifiedName`: `[prefix/]name`, the prefix a DNS subdomain.
+    pub fn qualified_name(s: &str) -> Result<(), String> {
+        let (prefix, name) = match s.split_once('/') {
+            Some((prefix, name)) => (Some(prefix), name),
+            None => (None, s),
+        };
+        if let Some(prefix) = prefix
+            && !is_dns_subdomain(prefix)
+        {
+            return Err("the prefix must be a DNS subdomain".into());
+        }
+        if !is_name_part(name) {
+            return Err(
+                "the name must be 1-63 characters of [A-Za-z0-9-_.], alphanumeric at both ends"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `IsValidLabelValue`: empty, or a name part.
+    pub fn label_value(s: &str) -> Result<(), String> {
+        if s.is_empty() || is_name_part(s) {
+            Ok(())
+        } else {
+            Err("a label value must be empty or 1-63 characters of [A-Za-z0-9-_.], alphanumeric at both ends".into())
+        }
     }
 }

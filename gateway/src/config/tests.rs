@@ -350,3 +350,126 @@ fn audit_sink_mistakes_name_the_file_line_and_reason() {
         "{e}"
     );
 }
+
+#[test]
+fn rules_and_selectors_the_api_server_would_refuse_are_refused() {
+    // Each of these renders to a webhook configuration the API server's validation
+    // (`pkg/apis/admissionregistration/validation/validation.go`) refuses to store.
+    let dir = Dir::new("apiserver-rules");
+    let with = |from: &str, to: &str| {
+        assert!(GOOD.contains(from), "{from}");
+        error_of(&dir, &GOOD.replace(from, to))
+    };
+    for (from, to, expected) in [
+        (
+            "operations: [CREATE]",
+            "operations: ['*', CREATE]",
+            "rules[0]: operations: if '*' is present, it must be the only value",
+        ),
+        (
+            "apiGroups: [\"\"]",
+            "apiGroups: ['*', apps]",
+            "rules[0]: apiGroups: if '*' is present, it must be the only value",
+        ),
+        (
+            "apiVersions: [v1]",
+            "apiVersions: [v1, '']",
+            "rules[0]: apiVersions: a version must not be empty",
+        ),
+        (
+            "resources: [pods]",
+            "resources: ['*/*', pods]",
+            "if '*/*' is present, must not specify other resources",
+        ),
+        (
+            "resources: [pods]",
+            "resources: [pods, '*']",
+            "if '*' is present, must not specify other resources without subresources",
+        ),
+        (
+            "resources: [pods]",
+            "resources: ['*', pods]",
+            "if '*' is present, must not specify other resources without subresources",
+        ),
+        (
+            "resources: [pods]",
+            "resources: ['pods/*', pods/status]",
+            "if 'pods/*' is present, must not specify pods/status",
+        ),
+        (
+            "resources: [pods]",
+            "resources: ['*/scale', deployments/scale]",
+            "if '*/scale' is present, must not specify deployments/scale",
+        ),
+        (
+            "resources: [pods]",
+            "resources: [pods]\n    objectSelector: {matchLabels: {'bad key!': x}}",
+            "objectSelector: matchLabels key \"bad key!\"",
+        ),
+        (
+            "resources: [pods]",
+            "resources: [pods]\n    objectSelector: {matchLabels: {app: 'not a value'}}",
+            "objectSelector: matchLabels value \"not a value\"",
+        ),
+        (
+            "resources: [pods]",
+            "resources: [pods]\n    objectSelector: {matchExpressions: [{key: 'Example.com/x', operator: Exists}]}",
+            "objectSelector: matchExpressions key \"Example.com/x\": the prefix must be a DNS subdomain",
+        ),
+        (
+            "resources: [pods]",
+            "resources: [pods]\n    objectSelector: {matchExpressions: [{key: tier, operator: In, values: ['-db']}]}",
+            "objectSelector: value \"-db\" of key \"tier\"",
+        ),
+        (
+            "resources: [pods]",
+            "resources: [pods]\n    excludeNamespaces: [Kube_System]",
+            "excludeNamespaces: \"Kube_System\" is not a namespace name",
+        ),
+        (
+            "resources: [pods]",
+            "resources: [pods]\n    reinvocation: IfNeeded",
+            "reinvocation applies to initializers only",
+        ),
+    ] {
+        let error = with(from, to);
+        assert!(error.contains(expected), "{to}: {error}");
+    }
+    // What the API server accepts is accepted.
+    for (from, to) in [
+        (
+            "resources: [pods]",
+            "resources: ['*', 'pods/status', '*/scale']",
+        ),
+        ("resources: [pods]", "resources: ['*/*']"),
+        (
+            "resources: [pods]",
+            "resources: ['pods/*', deployments/status]",
+        ),
+        (
+            "resources: [pods]",
+            "resources: [pods]\n    objectSelector: {matchLabels: {app.kubernetes.io/name: web, empty: ''}}",
+        ),
+    ] {
+        dir.load(&GOOD.replace(from, to))
+            .unwrap_or_else(|e| panic!("{to}: {e}"));
+    }
+}
+
+#[test]
+fn reinvocation_is_read_for_initializers() {
+    let dir = Dir::new("reinvocation");
+    let text = GOOD
+        .replace("kind: validator", "kind: initializer")
+        .replace(
+            "resources: [pods]",
+            "resources: [pods]\n    reinvocation: IfNeeded",
+        );
+    let config = dir.load(&text).unwrap();
+    assert_eq!(
+        config.entries[0].entry.reinvocation,
+        Some(Reinvocation::IfNeeded)
+    );
+    let error = error_of(&dir, &text.replace("IfNeeded", "Sometimes"));
+    assert!(error.contains("unknown variant `Sometimes`"), "{error}");
+}

@@ -17,9 +17,12 @@ pub const CACHE_DIR: &str = "/var/cache/wasmgate";
 /// The preStop sleep: the Service stops sending new requests once the endpoint is gone; wait
 /// for that before the process stops accepting, so that no webhook call is refused.
 pub const PRESTOP_SECONDS: u64 = 5;
-/// terminationGracePeriodSeconds: the preStop sleep, then the server's drain of requests in
-/// flight ([`crate::server::DRAIN_TIMEOUT`]), then this much for the audit sinks to finish the
-/// batch they hold and the process to exit, before the kubelet's SIGKILL.
+/// `serve --audit-drain-timeout`: after SIGTERM, `/audit` answers 503 and the sinks deliver
+/// what is spooled for at most this long; what is left stays on the spool's claim.
+pub const AUDIT_DRAIN_SECONDS: u64 = 10;
+/// terminationGracePeriodSeconds: the preStop sleep, the audit drain, then the server's drain
+/// of requests in flight ([`crate::server::DRAIN_TIMEOUT`]), then this much for the process to
+/// exit, before the kubelet's SIGKILL.
 pub const EXIT_MARGIN_SECONDS: u64 = 10;
 /// The priority of wasmgate's Pods: above every workload (a gateway that cannot be scheduled
 /// blocks every admission its Fail policies cover), below the system classes (2000000000+).
@@ -27,7 +30,10 @@ pub const PRIORITY: i64 = 1_000_000_000;
 
 /// The grace period the StatefulSet gives a Pod between SIGTERM (after preStop) and SIGKILL.
 pub fn termination_grace_seconds() -> u64 {
-    PRESTOP_SECONDS + crate::server::DRAIN_TIMEOUT.as_secs() + EXIT_MARGIN_SECONDS
+    PRESTOP_SECONDS
+        + AUDIT_DRAIN_SECONDS
+        + crate::server::DRAIN_TIMEOUT.as_secs()
+        + EXIT_MARGIN_SECONDS
 }
 
 /// The objects that run wasmgate in the cluster as `options.service`: Namespace,
@@ -75,6 +81,7 @@ pub fn deploy(options: &Options, config: &Config) -> Result<Vec<Value>, Manifest
         format!("--spool-dir={SPOOL_DIR}"),
         format!("--spool-max-bytes={}", quantity(options.spool_max_bytes)),
         format!("--audit-max-body-bytes={}", options.audit_max_body),
+        format!("--audit-drain-timeout={AUDIT_DRAIN_SECONDS}s"),
         "--state-dir=/tmp/wasmgate".to_owned(),
         "--log-json".to_owned(),
     ];

@@ -472,9 +472,12 @@ fn deploy_objects_fit_together() {
         container["lifecycle"]["preStop"]["sleep"]["seconds"],
         deploy::PRESTOP_SECONDS
     );
+    assert!(args.contains(&"--audit-drain-timeout=10s"));
     assert!(
         pod["terminationGracePeriodSeconds"].as_u64().unwrap()
-            > deploy::PRESTOP_SECONDS + crate::server::DRAIN_TIMEOUT.as_secs()
+            > deploy::PRESTOP_SECONDS
+                + deploy::AUDIT_DRAIN_SECONDS
+                + crate::server::DRAIN_TIMEOUT.as_secs()
     );
     assert_eq!(docs[5]["spec"]["selector"]["matchLabels"], labels);
     assert_eq!(docs[5]["spec"]["maxUnavailable"], 1);
@@ -854,4 +857,68 @@ fn config_objects_carry_audit_sinks_with_writable_outputs() {
             {"name": "console", "type": "stdout"},
         ])
     );
+}
+
+#[test]
+fn aggregation_is_refused_where_one_webhook_would_skip_a_policy() {
+    // Two versions of one CRD: with matchPolicy Equivalent the API server sends one webhook a
+    // request in one version only (policy/equivalence.rs).
+    let (_dir, config) = policy_set(
+        r"
+  - name: widgets-v1
+    kind: validator
+    module: a.wasm
+    rules: [{operations: [CREATE], apiGroups: [example.com], apiVersions: [v1], resources: [widgets]}]
+  - name: widgets-v2
+    kind: validator
+    module: b.wasm
+    rules: [{operations: [CREATE], apiGroups: [example.com], apiVersions: [v2], resources: [widgets]}]
+",
+    );
+    let mut options = url_options();
+    assert_eq!(
+        hooks_of(
+            &webhooks(&config, &options).unwrap(),
+            "ValidatingWebhookConfiguration"
+        )
+        .len(),
+        2,
+        "one webhook per policy is fine"
+    );
+    options.aggregate = true;
+    let error = webhooks(&config, &options).unwrap_err().to_string();
+    assert!(
+        error.contains(r#"--aggregate: policies "widgets-v1" and "widgets-v2" cover "widgets""#),
+        "{error}"
+    );
+}
+
+#[test]
+fn reinvocation_is_rendered_per_policy_and_for_the_aggregate() {
+    let (_dir, config) = policy_set(
+        r"
+  - name: first
+    kind: initializer
+    module: a.wasm
+    rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]
+    reinvocation: IfNeeded
+  - name: second
+    kind: initializer
+    module: b.wasm
+    rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]
+",
+    );
+    let mut options = url_options();
+    let mutating = hooks_of(
+        &webhooks(&config, &options).unwrap(),
+        "MutatingWebhookConfiguration",
+    );
+    assert_eq!(mutating[0]["reinvocationPolicy"], "IfNeeded");
+    assert_eq!(mutating[1]["reinvocationPolicy"], "Never");
+    options.aggregate = true;
+    let mutating = hooks_of(
+        &webhooks(&config, &options).unwrap(),
+        "MutatingWebhookConfiguration",
+    );
+    assert_eq!(mutating[0]["reinvocationPolicy"], "IfNeeded");
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::{MAX_TIMEOUT_SECONDS, ManifestError, NAMESPACE_NAME_LABEL, Options};
+use super::{MAX_TIMEOUT_SECONDS, ManifestError, NAMESPACE_NAME_LABEL, Options, bad};
 use crate::config::{
-    Config, FailurePolicy, LabelSelector, Mode, PluginKind, ResolvedEntry, Rule, Scope,
-    SelectorOperator,
+    Config, FailurePolicy, LabelSelector, Mode, PluginKind, Reinvocation, ResolvedEntry, Rule,
+    Scope, SelectorOperator,
 };
 
 /// The ValidatingWebhookConfiguration and MutatingWebhookConfiguration for `config` (each only
@@ -28,6 +28,10 @@ pub fn webhooks(config: &Config, options: &Options) -> Result<Vec<Value>, Manife
             continue;
         }
         let hooks = if options.aggregate {
+            let policies: Vec<_> = entries.iter().map(|e| &e.entry).collect();
+            if let Some(why) = crate::policy::aggregation_conflict(&policies) {
+                return Err(bad(format!("--aggregate: {why}")));
+            }
             vec![aggregated_webhook(kind, &entries, options)]
         } else {
             entries
@@ -82,6 +86,7 @@ fn policy_webhook(kind: PluginKind, entry: &ResolvedEntry, options: &Options) ->
         timeout_seconds(entry.module.timeout),
         namespace_selector(options, &e.exclude_namespaces, namespaces),
         e.object_selector.as_ref().map(label_selector),
+        e.reinvocation.unwrap_or_default(),
         options,
     )
 }
@@ -140,6 +145,16 @@ fn aggregated_webhook(kind: PluginKind, entries: &[&ResolvedEntry], options: &Op
         timeout_seconds(plugin_time),
         namespace_selector(options, &excluded, only),
         None,
+        // The API server reinvokes a webhook as a whole: every initializer runs again if one
+        // of them asks for it (each must give the same answer on its own output).
+        if entries
+            .iter()
+            .any(|e| e.entry.reinvocation == Some(Reinvocation::IfNeeded))
+        {
+            Reinvocation::IfNeeded
+        } else {
+            Reinvocation::Never
+        },
         options,
     )
 }
@@ -154,6 +169,7 @@ fn webhook(
     timeout_seconds: u64,
     namespace_selector: Value,
     object_selector: Option<Value>,
+    reinvocation: Reinvocation,
     options: &Options,
 ) -> Value {
     let ca = options.ca_b64();
@@ -178,7 +194,11 @@ fn webhook(
     map.insert("timeoutSeconds".into(), timeout_seconds.into());
     map.insert("admissionReviewVersions".into(), yaml!(["v1", "v1beta1"]));
     if kind == PluginKind::Initializer {
-        map.insert("reinvocationPolicy".into(), "Never".into());
+        let policy = match reinvocation {
+            Reinvocation::Never => "Never",
+            Reinvocation::IfNeeded => "IfNeeded",
+        };
+        map.insert("reinvocationPolicy".into(), policy.into());
     }
     map.insert("matchConditions".into(), match_conditions(options));
     hook

@@ -125,18 +125,37 @@ fn resource_matches(rule: &AuditRule, event: &Event) -> bool {
     rule.resources
         .iter()
         .filter(|gr| gr.group == oref.api_group || gr.group == "*")
-        .any(|gr| group_resources_match(gr, oref, &combined))
+        .any(|gr| group_resources_match(gr, oref, &combined, &event.verb))
+}
+
+/// The name the request itself carries (`attrs.GetName()` upstream: the name in the URL), which
+/// is what `resourceNames` match. A create of a main resource is sent to the collection, so it
+/// has none, even though the API server fills `objectRef.name` in from the object for the
+/// later stages: routing on that would send RequestReceived and ResponseComplete of one
+/// request different ways.
+fn request_name<'a>(oref: &'a crate::wire::audit::ObjectReference, verb: &str) -> &'a str {
+    if verb == "create" && oref.subresource.is_empty() {
+        ""
+    } else {
+        &oref.name
+    }
 }
 
 fn group_resources_match(
     gr: &GroupResources,
     oref: &crate::wire::audit::ObjectReference,
     combined: &str,
+    verb: &str,
 ) -> bool {
     if gr.resources.is_empty() {
         return true;
     }
-    if !gr.resource_names.is_empty() && !gr.resource_names.contains(&oref.name) {
+    if !gr.resource_names.is_empty()
+        && !gr
+            .resource_names
+            .iter()
+            .any(|n| n == request_name(oref, verb))
+    {
         return false;
     }
     gr.resources.iter().any(|res| {

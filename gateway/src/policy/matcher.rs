@@ -7,11 +7,9 @@ use std::collections::{BTreeMap, HashSet};
 use crate::config::{LabelSelector, PolicyEntry, Rule, Scope, SelectorOperator};
 use crate::wire::Operation;
 
-/// What routing needs to know about a request.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestAttributes<'a> {
-    /// The operation.
-    pub operation: Operation,
+/// A resource as admission names it: group, version, resource and sub-resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceRef<'a> {
     /// API group of the resource.
     pub group: &'a str,
     /// API version of the resource.
@@ -20,16 +18,51 @@ pub struct RequestAttributes<'a> {
     pub resource: &'a str,
     /// The sub-resource, e.g. `status`; empty for the main resource.
     pub sub_resource: &'a str,
+}
+
+/// What routing needs to know about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestAttributes<'a> {
+    /// The operation.
+    pub operation: &'a Operation,
+    /// The resource the API server sent the request as (`resource`, `subResource`): with
+    /// `matchPolicy: Equivalent` possibly converted to the version of the rule that matched.
+    pub resource: ResourceRef<'a>,
+    /// The resource the client asked for (`requestResource`, `requestSubResource`), when the
+    /// API server sent the request as an equivalent one; `None` when they are the same.
+    pub requested: Option<ResourceRef<'a>>,
+    /// The object's name; for a Namespace object, the namespace it is.
+    pub name: &'a str,
     /// The namespace; empty for cluster-scoped objects.
     pub namespace: &'a str,
 }
 
 impl RequestAttributes<'_> {
+    /// Whether this is a request on a Namespace object (or one of its sub-resources).
+    fn is_namespace_object(&self) -> bool {
+        self.resource.group.is_empty() && self.resource.resource == "namespaces"
+    }
+
     /// Whether the resource is namespaced. A Namespace object carries its own name in
     /// `namespace` but is cluster-scoped.
     pub fn is_namespaced(&self) -> bool {
-        let is_namespace_object = self.group.is_empty() && self.resource == "namespaces";
-        !self.namespace.is_empty() && !is_namespace_object
+        !self.namespace.is_empty() && !self.is_namespace_object()
+    }
+
+    /// The namespace that `namespaces`/`excludeNamespaces` judge: the request's namespace, or
+    /// for a Namespace object its own name (upstream's namespaceSelector reads a Namespace
+    /// object's own labels: `predicates/namespace/matcher.go`, `GetNamespaceLabels`); `None`
+    /// for other cluster-scoped objects.
+    pub fn selector_namespace(&self) -> Option<&str> {
+        if self.is_namespace_object() {
+            // On CREATE the URL names no namespace: the name comes from the object.
+            return Some(if self.name.is_empty() {
+                self.namespace
+            } else {
+                self.name
+            });
+        }
+        (!self.namespace.is_empty()).then_some(self.namespace)
     }
 }
 
@@ -60,29 +93,43 @@ impl Matcher {
     }
 
     /// Whether the policy applies. `labels` yields the labels of the new and the old object
-    /// (`None` for an absent object); it is called only when the policy has an object selector.
+    /// (`None` for an absent object or one without metadata); it is called only when the policy
+    /// has an object selector.
     pub fn matches<F>(&self, attrs: &RequestAttributes<'_>, labels: F) -> bool
     where
         F: FnOnce() -> (Option<Labels>, Option<Labels>),
     {
-        if !self.rules.iter().any(|rule| rule_matches(rule, attrs)) {
+        // As the API server with `matchPolicy: Equivalent`: the request as sent (converted to
+        // the version of the rule that matched), or as the client asked for it.
+        let rules_match = |resource: &ResourceRef<'_>| {
+            self.rules
+                .iter()
+                .any(|rule| rule_matches(rule, attrs, resource))
+        };
+        if !rules_match(&attrs.resource) && !attrs.requested.as_ref().is_some_and(rules_match) {
             return false;
         }
-        if attrs.is_namespaced() {
-            if self.exclude_namespaces.contains(attrs.namespace) {
-                return false;
+        match attrs.selector_namespace() {
+            Some(namespace) => {
+                if self.exclude_namespaces.contains(namespace) {
+                    return false;
+                }
+                if !self.namespaces.is_empty() && !self.namespaces.contains(namespace) {
+                    return false;
+                }
             }
-            if !self.namespaces.is_empty() && !self.namespaces.contains(attrs.namespace) {
-                return false;
-            }
-        } else if !self.namespaces.is_empty() {
-            return false;
+            None if !self.namespaces.is_empty() => return false,
+            None => {}
         }
         match &self.object_selector {
             None => true,
+            // The object of a CONNECT is its options (PodExecOptions, ...), which have no
+            // labels: upstream's `meta.Accessor` fails on it and the selector does not match.
+            Some(_) if *attrs.operation == Operation::Connect => false,
             Some(selector) => {
-                // As upstream: the selector is tried on the new object and on the old one, and
-                // an absent object never matches.
+                // As upstream (`predicates/object/matcher.go`, `MatchObjectSelector`): the
+                // selector is tried on the new object and on the old one, and an absent object
+                // (or one without metadata) never matches.
                 let (new, old) = labels();
                 [new, old]
                     .iter()
@@ -93,7 +140,7 @@ impl Matcher {
     }
 }
 
-fn rule_matches(rule: &Rule, attrs: &RequestAttributes<'_>) -> bool {
+fn rule_matches(rule: &Rule, attrs: &RequestAttributes<'_>, resource: &ResourceRef<'_>) -> bool {
     let any = |list: &[String], value: &str| list.iter().any(|v| v == "*" || v == value);
     let scope_ok = match rule.scope {
         Scope::All => true,
@@ -105,12 +152,12 @@ fn rule_matches(rule: &Rule, attrs: &RequestAttributes<'_>) -> bool {
             .operations
             .iter()
             .any(|o| o == "*" || o == attrs.operation.as_str())
-        && any(&rule.api_groups, attrs.group)
-        && any(&rule.api_versions, attrs.version)
+        && any(&rule.api_groups, resource.group)
+        && any(&rule.api_versions, resource.version)
         && rule
             .resources
             .iter()
-            .any(|r| resource_matches(r, attrs.resource, attrs.sub_resource))
+            .any(|r| resource_matches(r, resource.resource, resource.sub_resource))
 }
 
 /// `pods` matches only the main resource; `pods/status` only that sub-resource; `*` every main

@@ -3,12 +3,14 @@
 //! audit sink sees, at which level. Pure decisions: no I/O, no Wasm, no HTTP.
 
 pub mod audit;
+mod equivalence;
 mod matcher;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use matcher::{Labels, Matcher, RequestAttributes};
+pub use equivalence::aggregation_conflict;
+pub use matcher::{Labels, Matcher, RequestAttributes, ResourceRef};
 
 use crate::config::{FailurePolicy, Mode, PluginKind};
 

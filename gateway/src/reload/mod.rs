@@ -173,12 +173,34 @@ impl Reloader {
     fn reload_policies(&self, trigger: Trigger) {
         let metrics = self.gateway.metrics_registry();
         let current = self.gateway.snapshot();
-        let config = match Config::load(&self.config_path) {
+        let config = match Config::load(&self.config_path)
+            .and_then(|config| self.gateway.check_config(&config).map(|()| config))
+        {
             Ok(config) => config,
             Err(e) => return self.rejected(trigger, e.to_string()),
         };
         if config.content_hash == current.content_hash {
-            tracing::debug!(?trigger, "reload: nothing changed");
+            // Back to exactly what is serving after a rejected change: that is a successful
+            // (empty) reload, and the rejection no longer describes the gateway.
+            if self.gateway.reload_status().last_error.is_some() {
+                metrics.reload_attempt();
+                metrics.reload_succeeded(match trigger {
+                    Trigger::FileChange(seen) => seen.elapsed(),
+                    _ => Duration::ZERO,
+                });
+                self.gateway.update_status(|s| {
+                    s.attempts += 1;
+                    s.succeeded += 1;
+                    s.last_error = None;
+                    s.last_attempt_unix = unix_now();
+                });
+                tracing::info!(
+                    generation = current.generation,
+                    "reload: the files are back to the serving snapshot; the rejected change is gone"
+                );
+            } else {
+                tracing::debug!(?trigger, "reload: nothing changed");
+            }
             return;
         }
         metrics.reload_attempt();

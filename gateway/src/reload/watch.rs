@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +64,9 @@ impl Watcher {
                     };
                     // ConfigMap volumes swap a `..data` symlink; editors write temp files and rename.
                     let swap = name.to_string_lossy().starts_with("..");
-                    dirs.get(dir)
+                    // notify reports a directory in whatever form it resolved it to (relative,
+                    // absolute with `..` in it, canonical): compare canonical directories.
+                    dirs.get(&canonical_dir(dir))
                         .is_some_and(|names| swap || names.contains(name))
                 });
             if relevant {
@@ -96,13 +98,32 @@ impl Watcher {
                 Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch directory: {e}"),
             }
         }
-        // Canonical names too: notify reports paths as it resolved them.
-        let mut all = dirs.clone();
+        // Keyed by canonical directory: `policies/../plugins/dist` (a module path relative to a
+        // relative `--config`) and notify's own spelling of it must meet.
+        let mut all: HashMap<PathBuf, BTreeSet<OsString>> = HashMap::new();
         for (dir, names) in dirs {
-            if let Ok(canonical) = dir.canonicalize() {
-                all.entry(canonical).or_default().extend(names);
-            }
+            all.entry(canonical_dir(&dir)).or_default().extend(names);
         }
         self.interesting.store(Arc::new(all));
     }
+}
+
+/// One spelling for a directory: canonical when it exists, else absolute with `.` and `..`
+/// folded lexically (a directory that does not exist yet cannot have produced an event anyway).
+fn canonical_dir(dir: &Path) -> PathBuf {
+    if let Ok(canonical) = dir.canonicalize() {
+        return canonical;
+    }
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let mut folded = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                folded.pop();
+            }
+            other => folded.push(other),
+        }
+    }
+    folded
 }

@@ -110,6 +110,10 @@ pub struct AuditMetrics {
     pub spool_segments: Gauge,
     /// Spool records found corrupt (on disk) and skipped.
     pub spool_corrupt_records: Counter,
+    /// Bytes in dead-letter files.
+    pub dead_letter_bytes: Gauge,
+    cursor_errors: Family<SinkLabels, Counter>,
+    dead_letter_dropped: Family<SinkLabels, Counter>,
     delivered: Family<SinkLabels, Counter>,
     filtered: Family<SinkLabels, Counter>,
     failures: Family<SinkReasonLabels, Counter>,
@@ -131,6 +135,9 @@ impl AuditMetrics {
             spool_bytes: Gauge::default(),
             spool_segments: Gauge::default(),
             spool_corrupt_records: Counter::default(),
+            dead_letter_bytes: Gauge::default(),
+            cursor_errors: Family::default(),
+            dead_letter_dropped: Family::default(),
             delivered: Family::default(),
             filtered: Family::default(),
             failures: Family::default(),
@@ -142,7 +149,7 @@ impl AuditMetrics {
         let r = registry.sub_registry_with_prefix("audit");
         r.register(
             "requests",
-            "Audit batches answered, by result (accepted; spool_full, timeout, busy and error are 503s; bad_request, too_large, disabled; unauthenticated (401) and forbidden (403) without the audit client certificate)",
+            "Audit batches answered, by result (accepted; spool_full, timeout, busy, error and shutting_down are 503s; bad_request, too_large, disabled; unauthenticated (401) and forbidden (403) without the audit client certificate)",
             m.requests.clone(),
         );
         r.register(
@@ -184,6 +191,21 @@ impl AuditMetrics {
             "spool_corrupt_records",
             "Audit spool records found corrupt on disk and skipped",
             m.spool_corrupt_records.clone(),
+        );
+        r.register(
+            "dead_letter_bytes",
+            "Bytes in dead-letter files (counted against --spool-max-bytes)",
+            m.dead_letter_bytes.clone(),
+        );
+        r.register(
+            "sink_cursor_errors",
+            "Sink cursors that could not be read (the sink delivered again from the oldest retained event)",
+            m.cursor_errors.clone(),
+        );
+        r.register(
+            "sink_events_dead_letter_dropped",
+            "Events of failed batches dropped because the dead-letter budget was full (each one logged)",
+            m.dead_letter_dropped.clone(),
         );
         r.register(
             "sink_events_delivered",
@@ -252,6 +274,18 @@ impl AuditMetrics {
     /// `n` events of `sink` dead-lettered.
     pub fn dead_lettered(&self, sink: &str, n: u64) {
         self.dead_lettered
+            .get_or_create(&sink_labels(sink))
+            .inc_by(n);
+    }
+
+    /// A cursor of `sink` that could not be read.
+    pub fn cursor_error(&self, sink: &str) {
+        self.cursor_errors.get_or_create(&sink_labels(sink)).inc();
+    }
+
+    /// `n` events of `sink` not dead-lettered because the dead-letter budget is full.
+    pub fn dead_letter_dropped(&self, sink: &str, n: u64) {
+        self.dead_letter_dropped
             .get_or_create(&sink_labels(sink))
             .inc_by(n);
     }

@@ -120,26 +120,55 @@ pub struct GroupVersionResource {
     pub resource: String,
 }
 
-/// The admission operation. A PATCH arrives as `CREATE` or `UPDATE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+/// The admission operation. A PATCH arrives as `CREATE` or `UPDATE`. Any other string is kept
+/// as it came (`Other`), as Kubernetes' own `admission/v1.Operation` (a string type) would: a
+/// newer API server may send an operation this build does not know, and only rules with
+/// `operations: ["*"]` match it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
 pub enum Operation {
     Create,
     Update,
     Delete,
     Connect,
+    /// An operation this build does not know, spelled as it came.
+    Other(String),
 }
 
 impl Operation {
     /// The wire spelling, e.g. `CREATE`.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Operation::Create => "CREATE",
             Operation::Update => "UPDATE",
             Operation::Delete => "DELETE",
             Operation::Connect => "CONNECT",
+            Operation::Other(other) => other,
         }
+    }
+
+    /// Parses the wire spelling; case-sensitive, as the API server's constants are.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "CREATE" => Operation::Create,
+            "UPDATE" => Operation::Update,
+            "DELETE" => Operation::Delete,
+            "CONNECT" => Operation::Connect,
+            other => Operation::Other(other.to_owned()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Operation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(Operation::parse(&s))
+    }
+}
+
+impl Serialize for Operation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

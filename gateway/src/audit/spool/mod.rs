@@ -10,6 +10,11 @@
 //! dead-letter/<sink>.jsonl      batches a sink failed on maxAttempts times
 //! ```
 //!
+//! Faults: a write, sync, roll or truncate that fails (disk full, out of file descriptors, I/O
+//! error) refuses the appends it carried and leaves the spool usable; a cursor that cannot be
+//! read sends its sink back to the oldest retained record; a zero-filled or torn tail (a crash,
+//! or a power loss under `--fsync never`) is cut off at start-up.
+//!
 //! Blocking file I/O throughout: the writer has its own thread; readers, cursors and the
 //! dead-letter files are used from the blocking pool.
 
@@ -90,6 +95,15 @@ pub struct SpoolConfig {
     pub max_bytes: u64,
     /// When to sync.
     pub fsync: FsyncPolicy,
+    /// The most bytes the dead-letter files may take (they count towards `max_bytes` too);
+    /// beyond, further dead letters are dropped, counted and logged.
+    pub dead_letter_max_bytes: u64,
+}
+
+/// The dead-letter budget when none is given: a quarter of the spool's, so that a sink that
+/// fails everything leaves three quarters to the spool's segments.
+pub fn default_dead_letter_max_bytes(max_bytes: u64) -> u64 {
+    max_bytes / 4
 }
 
 /// A place in the spool: a record boundary, and the sequence number of the event there.
@@ -177,6 +191,9 @@ pub struct SpoolStats {
     pub bytes: AtomicU64,
     /// Segment files.
     pub segments: AtomicU64,
+    /// Bytes in dead-letter files (re-read from the directory now and then, so that removing
+    /// them frees the budget).
+    pub dead_letter_bytes: AtomicU64,
 }
 
 /// What opening found.
@@ -186,7 +203,7 @@ pub struct Recovery {
     pub records: u64,
     /// Events in them.
     pub events: u64,
-    /// Bytes of a torn record cut off the end of the last segment.
+    /// Bytes of a torn record or a zero-filled tail cut off the end of a segment.
     pub truncated_bytes: u64,
     /// Records found corrupt before the end (their segment's rest is skipped by readers).
     pub corrupt: u64,
@@ -199,6 +216,7 @@ pub struct Recovery {
 pub struct Spool {
     dir: PathBuf,
     fsync: FsyncPolicy,
+    dead_letter_max_bytes: u64,
     commands: mpsc::UnboundedSender<Command>,
     committed: watch::Receiver<Position>,
     stats: Arc<SpoolStats>,
@@ -277,6 +295,20 @@ impl Spool {
                     repair_tail(&path, scan.valid_len, next_seq)
                         .map_err(|e| fail(format!("cannot repair {}: {e}", path.display())))?;
                     len = scan.valid_len.max(SEGMENT_HEADER_LEN);
+                } else if scan.zero_tail {
+                    // Zeros where records should be: space the file system allocated but whose
+                    // data never reached the disk (a power loss under `--fsync never`). Cut off
+                    // like a torn tail, so that readers go on with the next segment.
+                    tracing::warn!(
+                        segment = id,
+                        offset = scan.valid_len,
+                        "audit spool: discarding {} zero bytes at the end of a segment (a power loss before they were synced)",
+                        scan.file_len - scan.valid_len
+                    );
+                    recovery.truncated_bytes += scan.file_len - scan.valid_len;
+                    repair_tail(&path, scan.valid_len, next_seq)
+                        .map_err(|e| fail(format!("cannot repair {}: {e}", path.display())))?;
+                    len = scan.valid_len.max(SEGMENT_HEADER_LEN);
                 } else {
                     tracing::error!(
                         segment = id,
@@ -305,6 +337,10 @@ impl Spool {
         };
         let (committed_tx, committed) = watch::channel(end);
         let stats = Arc::new(SpoolStats::default());
+        stats.dead_letter_bytes.store(
+            dead_letter_bytes(&config.dir.join("dead-letter")),
+            Ordering::Relaxed,
+        );
         let segment_target = (config.max_bytes / 8).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
         let writer = Writer {
             segments_dir,
@@ -315,7 +351,10 @@ impl Spool {
                 id: active_id,
                 file,
                 len: active_len,
+                dirty: false,
+                gone: false,
             },
+            starved: false,
             segments,
             end,
             dedup,
@@ -342,6 +381,7 @@ impl Spool {
             Spool {
                 dir: config.dir.clone(),
                 fsync: config.fsync,
+                dead_letter_max_bytes: config.dead_letter_max_bytes,
                 commands,
                 committed,
                 stats,
@@ -371,6 +411,11 @@ impl Spool {
         SpoolReader::new(self.dir.join("segments"))
     }
 
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The fsync policy.
     pub fn fsync(&self) -> FsyncPolicy {
         self.fsync
@@ -395,23 +440,30 @@ impl Spool {
 
     /// `sink`'s saved cursor. A sink without one starts at the committed end: it sees what is
     /// accepted from now on. A cursor older than the oldest segment moves to its start (the
-    /// sink was removed while its events were reclaimed). Blocking.
-    pub fn load_cursor(&self, sink: &str) -> io::Result<Cursor> {
+    /// sink was removed while its events were reclaimed). A cursor that exists but cannot be
+    /// read is an error that carries where the sink must go instead: the oldest retained record
+    /// (its backlog is delivered again rather than skipped). Blocking.
+    pub fn load_cursor(&self, sink: &str) -> Result<Cursor, CursorError> {
         let end = *self.committed.borrow();
         let path = self.cursor_path(sink);
+        let lost = |message: String| CursorError {
+            message: format!("{}: {message}", path.display()),
+            fallback: Cursor {
+                at: self.oldest(end),
+                item: 0,
+            },
+        };
         let cursor = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<Cursor>(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            })?,
+            Ok(bytes) => serde_json::from_slice::<Cursor>(&bytes)
+                .map_err(|e| lost(format!("not a cursor: {e}")))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let cursor = Cursor { at: end, item: 0 };
-                self.save_cursor(sink, &cursor)?;
+                if let Err(e) = self.save_cursor(sink, &cursor) {
+                    tracing::warn!(sink, "cannot save a new audit cursor: {e}");
+                }
                 return Ok(cursor);
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(lost(e.to_string())),
         };
         if (cursor.at.segment, cursor.at.offset) > (end.segment, end.offset) {
             tracing::warn!(
@@ -420,43 +472,85 @@ impl Spool {
             );
             return Ok(Cursor { at: end, item: 0 });
         }
-        let oldest = std::fs::read_dir(self.dir.join("segments"))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name();
-                name.to_string_lossy()
-                    .strip_suffix(".seg")
-                    .and_then(|n| n.parse::<u64>().ok())
-            })
-            .min()
-            .unwrap_or(end.segment);
-        if cursor.at.segment < oldest {
+        let oldest = self.oldest(end);
+        if cursor.at.segment < oldest.segment {
             tracing::warn!(
                 sink,
                 segment = cursor.at.segment,
-                oldest,
+                oldest = oldest.segment,
                 "audit cursor is older than the spool; moved to its oldest segment"
             );
             return Ok(Cursor {
-                at: Position {
-                    segment: oldest,
-                    offset: SEGMENT_HEADER_LEN,
-                    event_seq: cursor.at.event_seq,
-                },
+                at: oldest,
                 item: 0,
             });
         }
         Ok(cursor)
     }
 
-    /// Saves `sink`'s cursor: written aside, then renamed over the old one, so that a crash
-    /// leaves the old or the new one. Not synced: a cursor lost to a power loss only makes the
-    /// sink deliver some events again. Blocking.
+    /// The first record of the oldest segment (its first event number from its header), or
+    /// segment 0 if the directory cannot be listed: readers and the writer skip segments that
+    /// are gone, so that still means "from the oldest retained record".
+    fn oldest(&self, end: Position) -> Position {
+        let segments = self.dir.join("segments");
+        let oldest = std::fs::read_dir(&segments).ok().and_then(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_suffix(".seg")
+                        .and_then(|n| n.parse::<u64>().ok())
+                })
+                .min()
+        });
+        let Some(segment) = oldest else {
+            return Position {
+                segment: 0,
+                offset: SEGMENT_HEADER_LEN,
+                event_seq: 0,
+            };
+        };
+        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        let first_seq = File::open(segments.join(segment_name(segment)))
+            .and_then(|f| f.read_exact_at(&mut header, 0))
+            .ok()
+            .filter(|()| &header[..SEGMENT_MAGIC.len()] == SEGMENT_MAGIC)
+            .map_or(0, |()| {
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&header[SEGMENT_MAGIC.len()..]);
+                u64::from_le_bytes(first)
+            });
+        Position {
+            segment: segment.min(end.segment),
+            offset: SEGMENT_HEADER_LEN,
+            event_seq: first_seq.min(end.event_seq),
+        }
+    }
+
+    /// Saves `sink`'s cursor atomically: written to a temporary file and synced, renamed over
+    /// the old one, and the directory synced (unless `--fsync never`), so that a crash or a
+    /// power loss leaves the old or the new one, never a torn one. Blocking.
     pub fn save_cursor(&self, sink: &str, cursor: &Cursor) -> io::Result<()> {
         let path = self.cursor_path(sink);
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(cursor).map_err(io::Error::other)?)?;
-        std::fs::rename(&tmp, &path)
+        let text = serde_json::to_vec(cursor).map_err(io::Error::other)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(&text)?;
+        if self.fsync.syncs() {
+            file.sync_all()?;
+        }
+        drop(file);
+        std::fs::rename(&tmp, &path)?;
+        if self.fsync.syncs() {
+            File::open(self.dir.join("cursors"))?.sync_all()?;
+        }
+        Ok(())
     }
 
     fn cursor_path(&self, sink: &str) -> PathBuf {
@@ -469,8 +563,17 @@ impl Spool {
     }
 
     /// Appends one line to `sink`'s dead-letter file, synced unless `--fsync never`: the cursor
-    /// moves past the batch right after. Blocking.
-    pub fn dead_letter(&self, sink: &str, line: &str) -> io::Result<()> {
+    /// moves past the batch right after. Refused with [`DeadLetterError::Full`] when the
+    /// dead-letter files would grow past their budget. Blocking.
+    pub fn dead_letter(&self, sink: &str, line: &str) -> Result<(), DeadLetterError> {
+        let len = line.len() as u64 + 1;
+        let used = self.stats.dead_letter_bytes.load(Ordering::Relaxed);
+        if used + len > self.dead_letter_max_bytes {
+            return Err(DeadLetterError::Full {
+                used,
+                max_bytes: self.dead_letter_max_bytes,
+            });
+        }
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -479,12 +582,70 @@ impl Spool {
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
-        file.write_all(&buf)?;
-        if self.fsync.syncs() {
-            file.sync_data()?;
+        let start = file.metadata()?.len();
+        if let Err(e) = file.write_all(&buf).and_then(|()| {
+            if self.fsync.syncs() {
+                file.sync_data()
+            } else {
+                Ok(())
+            }
+        }) {
+            // No half line for the next one to be glued to.
+            let _ = file.set_len(start);
+            return Err(e.into());
         }
+        self.stats
+            .dead_letter_bytes
+            .fetch_add(len, Ordering::Relaxed);
         Ok(())
     }
+
+    /// Re-reads how much the dead-letter files take (an operator may have moved them away).
+    /// Blocking.
+    pub fn rescan_dead_letters(&self) {
+        self.stats.dead_letter_bytes.store(
+            dead_letter_bytes(&self.dir.join("dead-letter")),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Why a dead letter was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    /// The dead-letter files hold their budget.
+    #[error("the dead-letter files hold {used} bytes, their budget is {max_bytes}")]
+    Full {
+        /// Bytes in dead-letter files.
+        used: u64,
+        /// The budget.
+        max_bytes: u64,
+    },
+    /// Writing failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A cursor file that exists but cannot be read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct CursorError {
+    /// What is wrong with it.
+    pub message: String,
+    /// Where its sink goes instead: the oldest retained record.
+    pub fallback: Cursor,
+}
+
+/// The bytes of the files in `dir` (0 if it cannot be listed).
+fn dead_letter_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    })
 }
 
 /// The file name of segment `id`: zero-padded so that names sort like ids.
@@ -500,25 +661,45 @@ pub fn now_ms() -> u64 {
 }
 
 /// Creates segment `id`, whose first event will be `first_seq`, with its header, synced (file
-/// and directory entry) unless the policy says never.
-fn create_segment(dir: &Path, id: u64, first_seq: u64, fsync: FsyncPolicy) -> io::Result<File> {
+/// and directory entry) unless the policy says never. A file left there by an earlier attempt
+/// that failed half-way (disk full) is overwritten, and one that fails now is removed, so that
+/// the next attempt starts clean.
+pub(super) fn create_segment(
+    dir: &Path,
+    id: u64,
+    first_seq: u64,
+    fsync: FsyncPolicy,
+) -> io::Result<File> {
+    let path = dir.join(segment_name(id));
     let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
+        .create(true)
+        .truncate(true)
+        .write(true)
         .mode(0o600)
-        .open(dir.join(segment_name(id)))?;
-    file.write_all(&segment_header(first_seq))?;
-    if fsync.syncs() {
-        file.sync_all()?;
-        File::open(dir)?.sync_all()?;
+        .open(&path)?;
+    let written = file.write_all(&segment_header(first_seq)).and_then(|()| {
+        if fsync.syncs() {
+            file.sync_all()?;
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    });
+    if let Err(e) = written {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
     }
-    Ok(file)
+    // Appends go to the end of the file.
+    drop(file);
+    OpenOptions::new().append(true).open(&path)
 }
 
 struct Scan {
     file_len: u64,
     valid_len: u64,
     problem: Option<String>,
+    /// Everything from `valid_len` to the end is zero bytes.
+    zero_tail: bool,
 }
 
 /// Reads every record of a segment in order, calling `each` on the intact ones, and reports
@@ -537,6 +718,16 @@ fn scan_segment(
             file_len,
             valid_len: 0,
             problem: Some("segment header missing".into()),
+            zero_tail: zeros_from(&file, 0, file_len)?,
+        });
+    }
+    if header.iter().all(|&b| b == 0) {
+        // Created, then a power loss before its header reached the disk.
+        return Ok(Scan {
+            file_len,
+            valid_len: 0,
+            problem: Some("segment header is zero-filled".into()),
+            zero_tail: zeros_from(&file, 0, file_len)?,
         });
     }
     if &header[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
@@ -555,13 +746,16 @@ fn scan_segment(
                 file_len,
                 valid_len: at,
                 problem: None,
+                zero_tail: false,
             });
         }
-        let problem = |why: String| {
+        // Only on the way out: reading the rest of the file is for a problem found.
+        let problem = |why: String| -> io::Result<Scan> {
             Ok(Scan {
                 file_len,
                 valid_len: at,
                 problem: Some(why),
+                zero_tail: zeros_from(&file, at, file_len)?,
             })
         };
         let mut header = [0u8; RECORD_HEADER_LEN];
@@ -589,6 +783,21 @@ fn scan_segment(
         }
         at = payload_at + u64::from(header.payload_len);
     }
+}
+
+/// Whether bytes `from..len` of `file` are all zero (read in blocks).
+fn zeros_from(file: &File, from: u64, len: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut at = from;
+    while at < len {
+        let n = ((len - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// Cuts a segment back to its intact part (rewriting the header, starting at `next_seq`, if even

@@ -7,6 +7,7 @@ fn config(dir: &Path, max_bytes: u64) -> SpoolConfig {
         dir: dir.to_owned(),
         max_bytes,
         fsync: FsyncPolicy::Batch,
+        dead_letter_max_bytes: default_dead_letter_max_bytes(max_bytes),
     }
 }
 
@@ -283,4 +284,218 @@ fn dedup_forgets_by_age_and_by_count() {
     assert!(dedup.contains(2, 30));
     dedup.insert(5, 2000);
     assert_eq!(dedup.len(), 1, "the others expired");
+}
+
+/// A tmpfs of `bytes` mounted on a fresh directory, unmounted when dropped. Needs root (tests
+/// run as root here and in CI).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(bytes: u64) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -t tmpfs (needs root)");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_appends_and_the_spool_recovers_when_space_returns() {
+    let fs = Tmpfs::mount(256 << 10);
+    // The spool may hold more than the disk: the disk fills first.
+    let (spool, _) = Spool::open(&config(fs.0.path(), 64 << 20)).unwrap();
+    spool.set_sinks(vec![("sink".into(), start())]);
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for i in 0..2000 {
+        match spool.append(items(&[&event(i), &event(i + 100_000)])).await {
+            Ok(_) => acknowledged.extend([event(i), event(i + 100_000)]),
+            Err(AppendError::Io(message)) => {
+                assert!(message.contains("No space left on device"), "{message}");
+                refused += 1;
+                if refused == 5 {
+                    break;
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(refused, 5, "the disk never filled");
+    assert!(acknowledged.len() > 100);
+    // Everything acknowledged reads back, nothing refused does, and nothing is misread.
+    assert_eq!(read_all(&spool, start()), acknowledged);
+    // The sink reads everything: the writer rolls, deletes the read segment and takes appends
+    // again, without anyone freeing space by hand.
+    let end = *spool.committed().borrow();
+    spool.progress("sink", end);
+    let mut after = Vec::new();
+    for i in 0..20 {
+        spool
+            .append(items(&[&event(200_000 + i)]))
+            .await
+            .unwrap_or_else(|e| panic!("append {i} after recovery: {e}"));
+        after.push(event(200_000 + i));
+    }
+    assert_eq!(read_all(&spool, end), after);
+    drop(spool);
+    // And a restart reads the same.
+    let (spool, recovery) = Spool::open(&config(fs.0.path(), 64 << 20)).unwrap();
+    assert_eq!((recovery.corrupt, recovery.truncated_bytes), (0, 0));
+    assert_eq!(read_all(&spool, end), after);
+}
+
+#[tokio::test]
+async fn a_zero_filled_tail_is_cut_off_like_a_torn_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(&config(dir.path(), 64 << 10)).unwrap();
+    for i in 0..40 {
+        spool.append(items(&[&event(i)])).await.unwrap();
+    }
+    drop(spool);
+    let segments = dir.path().join("segments");
+    let mut ids: Vec<u64> = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".seg")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    ids.sort();
+    assert!(ids.len() >= 2);
+    // A power loss under `--fsync never`: the last records of a finished segment and of the
+    // active one are zeros, and a segment created last has a zero-filled header.
+    let zeros = |id: u64, n: usize| {
+        let path = segments.join(segment_name(id));
+        let mut file = OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(&vec![0u8; n]).unwrap();
+    };
+    zeros(ids[0], 3000);
+    zeros(*ids.last().unwrap(), 5000);
+    let next = ids.last().unwrap() + 1;
+    std::fs::write(
+        segments.join(segment_name(next)),
+        [0u8; SEGMENT_HEADER_LEN as usize],
+    )
+    .unwrap();
+
+    let (spool, recovery) = Spool::open(&config(dir.path(), 64 << 10)).unwrap();
+    assert_eq!(recovery.corrupt, 0);
+    assert_eq!(
+        recovery.truncated_bytes,
+        3000 + 5000 + SEGMENT_HEADER_LEN,
+        "{recovery:?}"
+    );
+    assert_eq!(recovery.events, 40);
+    spool.append(items(&[&event(40)])).await.unwrap();
+    let all = read_all(&spool, start());
+    assert_eq!(all, (0..=40).map(event).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn an_unreadable_cursor_sends_its_sink_back_to_the_oldest_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(&config(dir.path(), 1 << 30)).unwrap();
+    spool
+        .append(items(&["{\"a\":1}", "{\"b\":2}"]))
+        .await
+        .unwrap();
+    let end = *spool.committed().borrow();
+    spool
+        .save_cursor("s", &Cursor { at: end, item: 0 })
+        .unwrap();
+    assert!(
+        !dir.path().join("cursors/s.json.tmp").exists(),
+        "written aside, then renamed"
+    );
+    // A power loss left zeros where the cursor was.
+    std::fs::write(dir.path().join("cursors/s.json"), [0u8; 60]).unwrap();
+    let error = spool.load_cursor("s").unwrap_err();
+    assert!(
+        error.message.contains("cursors/s.json: not a cursor"),
+        "{error}"
+    );
+    assert_eq!(
+        error.fallback,
+        Cursor {
+            at: start(),
+            item: 0
+        }
+    );
+    assert_eq!(
+        read_all(&spool, error.fallback.at),
+        ["{\"a\":1}", "{\"b\":2}"]
+    );
+    // A missing one is a new sink: from the end.
+    std::fs::remove_file(dir.path().join("cursors/s.json")).unwrap();
+    assert_eq!(spool.load_cursor("s").unwrap(), Cursor { at: end, item: 0 });
+}
+
+#[tokio::test]
+async fn dead_letters_are_bounded_and_count_against_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 64 << 10;
+    let config = SpoolConfig {
+        dead_letter_max_bytes: 16 << 10,
+        ..config(dir.path(), max)
+    };
+    let (spool, _) = Spool::open(&config).unwrap();
+    let line = "x".repeat(1023);
+    let mut written = 0;
+    let full = loop {
+        match spool.dead_letter("s", &line) {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 100, "never full");
+    };
+    assert_eq!(written, 16, "16 KiB of 1 KiB lines");
+    assert!(
+        matches!(
+            full,
+            DeadLetterError::Full {
+                used: 16384,
+                max_bytes: 16384
+            }
+        ),
+        "{full}"
+    );
+    assert_eq!(
+        std::fs::metadata(spool.dead_letter_path("s"))
+            .unwrap()
+            .len(),
+        16 << 10
+    );
+    // The segments get what is left: 48 KiB, not 64.
+    spool.set_sinks(vec![("s".into(), start())]);
+    let mut bytes = 0;
+    while let Ok(appended) = spool.append(items(&[&event(bytes as usize)])).await {
+        bytes += appended.bytes;
+    }
+    let segments = spool.stats().bytes.load(Ordering::Relaxed);
+    assert!(
+        segments + (16 << 10) <= max && segments > max - (16 << 10) - 1024,
+        "segments {segments}"
+    );
+    // Moving the dead letters away frees their budget.
+    std::fs::remove_file(spool.dead_letter_path("s")).unwrap();
+    spool.rescan_dead_letters();
+    spool.dead_letter("s", &line).unwrap();
 }

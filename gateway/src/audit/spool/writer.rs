@@ -2,6 +2,12 @@
 //! table and every sink's last reported position. Appends arriving together are written
 //! together and covered by one fsync (group commit), and each is answered only once it is
 //! durable. Reclaims segments every sink has passed.
+//!
+//! A failed write, sync or roll refuses the appends it carried and leaves the writer able to
+//! retry: bytes a failed write left behind are cut off before anything else is written (and
+//! until they are, appends are refused rather than written after them), a half-created segment
+//! is removed, and when the disk is full the writer rolls as soon as every sink has read the
+//! active segment, deleting it first if even a new segment's header does not fit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -34,7 +40,13 @@ pub(super) enum Command {
 pub(super) struct Active {
     pub id: u64,
     pub file: File,
+    /// Bytes committed: everything a reader may see.
     pub len: u64,
+    /// A failed write may have left bytes after `len` that could not be cut off yet.
+    pub dirty: bool,
+    /// Its file was deleted to make room (disk full) and the next one could not be created
+    /// yet: nothing may be written before a roll.
+    pub gone: bool,
 }
 
 pub(super) struct Writer {
@@ -43,6 +55,9 @@ pub(super) struct Writer {
     pub max_bytes: u64,
     pub segment_target: u64,
     pub active: Active,
+    /// The last write failed for lack of space: roll as soon as the sinks allow, whatever the
+    /// active segment's size, so that its space comes back.
+    pub starved: bool,
     /// Every segment on disk with its length, the active one included.
     pub segments: BTreeMap<u64, u64>,
     pub end: Position,
@@ -93,8 +108,32 @@ impl Writer {
         }
     }
 
+    /// Cuts bytes a failed write left after the committed end, if any.
+    fn clean_tail(&mut self) -> io::Result<()> {
+        if self.active.dirty {
+            self.active.file.set_len(self.active.len)?;
+            self.active.dirty = false;
+            tracing::info!(
+                segment = self.active.id,
+                "the audit spool segment is cut back to its committed end; appends resume"
+            );
+        }
+        Ok(())
+    }
+
     fn commit(&mut self, group: Vec<(Vec<SpoolItem>, Reply)>) {
-        if self.active.len >= self.segment_target
+        if let Err(e) = self.clean_tail() {
+            tracing::error!(
+                segment = self.active.id,
+                "cannot cut the spool segment back after a failed write, refusing {} batches: {e}",
+                group.len()
+            );
+            for (_, reply) in group {
+                let _ = reply.send(Err(AppendError::Io(e.to_string())));
+            }
+            return;
+        }
+        if (self.active.gone || self.active.len >= self.segment_target)
             && let Err(e) = self.roll()
         {
             tracing::error!("cannot start a new spool segment: {e}");
@@ -136,9 +175,9 @@ impl Writer {
                         bytes: len,
                         max_bytes: self.max_bytes,
                     })
-                } else if self.bytes() + self.buf.len() as u64 + len > self.max_bytes {
+                } else if self.used() + self.buf.len() as u64 + len > self.max_bytes {
                     self.reclaim();
-                    (self.bytes() + self.buf.len() as u64 + len > self.max_bytes).then_some(
+                    (self.used() + self.buf.len() as u64 + len > self.max_bytes).then_some(
                         AppendError::Full {
                             max_bytes: self.max_bytes,
                         },
@@ -182,17 +221,24 @@ impl Writer {
                 });
             if let Err(e) = written {
                 // Take the partial group back off the file so that no reader ever sees it; the
-                // API server re-sends the batches we refuse.
+                // API server re-sends the batches we refuse. Readers never read past the
+                // committed end, which has not moved.
                 tracing::error!(
                     segment = self.active.id,
                     "cannot write to the spool, refusing {} batches: {e}",
                     answers.len()
                 );
-                if let Err(e) = self.active.file.set_len(start_len) {
+                self.active.dirty = true;
+                if let Err(e) = self.clean_tail() {
                     tracing::error!(
                         segment = self.active.id,
-                        "cannot truncate the spool segment back: {e}"
+                        "cannot truncate the spool segment back (retried before the next write): {e}"
                     );
+                }
+                debug_assert!(self.active.dirty || start_len == self.active.len);
+                if e.raw_os_error() == Some(ENOSPC) {
+                    self.starved = true;
+                    self.reclaim();
                 }
                 for (reply, _) in answers {
                     let _ = reply.send(Err(AppendError::Io(e.to_string())));
@@ -221,6 +267,11 @@ impl Writer {
         self.segments.values().sum()
     }
 
+    /// What counts against `--spool-max-bytes`: segments and dead-letter files.
+    fn used(&self) -> u64 {
+        self.bytes() + self.stats.dead_letter_bytes.load(Ordering::Relaxed)
+    }
+
     fn publish_stats(&self) {
         self.stats.bytes.store(self.bytes(), Ordering::Relaxed);
         self.stats
@@ -228,15 +279,44 @@ impl Writer {
             .store(self.segments.len() as u64, Ordering::Relaxed);
     }
 
-    /// Closes the active segment and starts the next one.
+    /// Closes the active segment and starts the next one. Never with bytes after the committed
+    /// end: a finished segment is read to its end.
     fn roll(&mut self) -> io::Result<()> {
+        self.clean_tail()?;
         let id = self.active.id + 1;
-        let file = super::create_segment(&self.segments_dir, id, self.end.event_seq, self.fsync)?;
+        let created = super::create_segment(&self.segments_dir, id, self.end.event_seq, self.fsync);
+        let file = match created {
+            Ok(file) => file,
+            // The disk is full, and every sink has read the active segment: it may go first
+            // to make room for the next one's header. (A crash in between leaves no segment:
+            // the spool starts afresh at start-up, and cursors past its end move to the end.)
+            Err(e)
+                if e.raw_os_error() == Some(ENOSPC)
+                    && !self.active.gone
+                    && self.all_caught_up() =>
+            {
+                // Emptied first: open handles (ours, the readers') would keep its space.
+                self.active.file.set_len(0)?;
+                let old = self.segments_dir.join(super::segment_name(self.active.id));
+                std::fs::remove_file(&old)?;
+                self.segments.remove(&self.active.id);
+                self.active.gone = true;
+                tracing::warn!(
+                    segment = self.active.id,
+                    "disk full: the audit spool's read segment is deleted before the next one is created"
+                );
+                super::create_segment(&self.segments_dir, id, self.end.event_seq, self.fsync)?
+            }
+            Err(e) => return Err(e),
+        };
+        self.starved = false;
         self.segments.insert(id, SEGMENT_HEADER_LEN);
         self.active = Active {
             id,
             file,
             len: SEGMENT_HEADER_LEN,
+            dirty: false,
+            gone: false,
         };
         self.end = Position {
             segment: id,
@@ -272,7 +352,9 @@ impl Writer {
     fn reclaim(&mut self) {
         if self.all_caught_up()
             && self.active.len > SEGMENT_HEADER_LEN
-            && (self.active.len >= self.segment_target / 4 || self.bytes() > self.max_bytes / 2)
+            && (self.starved
+                || self.active.len >= self.segment_target / 4
+                || self.bytes() > self.max_bytes / 2)
             && let Err(e) = self.roll()
         {
             tracing::warn!("cannot start a new spool segment: {e}");
@@ -305,5 +387,8 @@ impl Writer {
         self.publish_stats();
     }
 }
+
+/// `ENOSPC`: no space left on the device (the same number on every Unix wasmgate runs on).
+const ENOSPC: i32 = 28;
 
 type Reply = oneshot::Sender<Result<Appended, AppendError>>;

@@ -354,3 +354,53 @@ fn managed_fields_setting_per_rule_overrides_the_sink() {
     assert!(!r.route(&pod).unwrap().omit_managed_fields);
     assert!(r.route(&svc).unwrap().omit_managed_fields);
 }
+
+#[test]
+fn resource_names_match_the_name_in_the_request_not_the_one_filled_in_later() {
+    // Upstream matches `resourceNames` against attrs.GetName(), the name in the URL: empty on
+    // a create. The API server fills objectRef.name in from the object for the later stages, so
+    // matching on it would route RequestReceived and ResponseComplete of one create apart.
+    let r = rules(
+        r#"
+- level: None
+  resources: [{group: "", resources: [configmaps], resourceNames: [controller-leader]}]
+- level: Metadata
+"#,
+        &[],
+    );
+    let at = |verb, resource, name, stage| event("u", &[], verb, "", resource, "ns", name, stage);
+    for stage in [Stage::RequestReceived, Stage::ResponseComplete] {
+        // RequestReceived of a create has no name yet; ResponseComplete has the object's.
+        let name = if stage == Stage::RequestReceived {
+            ""
+        } else {
+            "controller-leader"
+        };
+        assert_eq!(
+            level(&r, &at("create", "configmaps", name, stage)),
+            Level::Metadata,
+            "a create is not named in its request ({stage:?})"
+        );
+        assert_eq!(
+            level(&r, &at("update", "configmaps", "controller-leader", stage)),
+            Level::None,
+            "an update is ({stage:?})"
+        );
+    }
+    // A create of a sub-resource is sent to the named object (pods/NAME/eviction).
+    let r = rules(
+        r#"
+- level: None
+  resources: [{group: "", resources: [pods/eviction], resourceNames: [keep]}]
+- level: Metadata
+"#,
+        &[],
+    );
+    assert_eq!(
+        level(
+            &r,
+            &at("create", "pods/eviction", "keep", Stage::ResponseComplete)
+        ),
+        Level::None
+    );
+}

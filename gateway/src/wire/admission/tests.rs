@@ -112,3 +112,22 @@ fn responses_follow_the_protocol() {
         serde_json::json!({"code":400,"message":"no","reason":"Forbidden","status":"Failure"})
     );
 }
+
+#[test]
+fn an_unknown_operation_decodes_as_it_came() {
+    // Forward compatibility: `admission/v1.Operation` is a string type upstream; a newer API
+    // server may send a value this build does not know.
+    let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","operation":"UPGRADE"}}"#;
+    let review = AdmissionReview::decode(body).unwrap();
+    assert_eq!(review.request.operation, Operation::Other("UPGRADE".into()));
+    assert_eq!(review.request.operation.as_str(), "UPGRADE");
+    for known in ["CREATE", "UPDATE", "DELETE", "CONNECT"] {
+        assert_eq!(Operation::parse(known).as_str(), known);
+        assert!(!matches!(Operation::parse(known), Operation::Other(_)));
+    }
+    // Case matters, as with the API server's constants.
+    assert_eq!(
+        Operation::parse("create"),
+        Operation::Other("create".into())
+    );
+}

@@ -1,5 +1,6 @@
 //! `deny-privileged` (validator): denies pods and pod templates with a container whose
-//! `securityContext.privileged` is `true`. See README.md.
+//! `securityContext.privileged` is `true`, whatever the object's own `apiVersion`/`kind` say:
+//! what it is comes from the request (`kind`, `requestKind`). See README.md.
 
 use serde::Deserialize;
 use wasmgate_sdk::Value;
@@ -30,15 +31,18 @@ struct DenyPrivileged;
 impl Guest for DenyPrivileged {
     fn validate(request: AdmissionRequest) -> Result<Verdict, String> {
         let settings: Settings = wasmgate_sdk::settings()?;
-        match request.object_as::<Workload>()? {
-            Some(object) => Ok(check(&settings, &object)),
-            None => Ok(Verdict::allow()), // DELETE
-        }
+        let Some(object) = request.object_as::<Workload>()? else {
+            return Ok(Verdict::allow()); // DELETE
+        };
+        // The API server's word for what this is, not the object's: a review whose object
+        // lacks (or misstates) its kind must not let a privileged workload through.
+        let kind = request.admitted_kind().unwrap_or_else(|| object.own_kind());
+        Ok(check(&settings, &object, kind))
     }
 }
 
-fn check(settings: &Settings, object: &Workload) -> Verdict {
-    let Some(pod) = object.pod_spec() else {
+fn check(settings: &Settings, object: &Workload, (group, kind): (&str, &str)) -> Verdict {
+    let Some(pod) = object.pod_spec_of(group, kind) else {
         return Verdict::allow(); // Not a kind that runs containers.
     };
     let offenders: Vec<String> = pod

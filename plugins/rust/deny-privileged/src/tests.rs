@@ -5,12 +5,12 @@ use wasmgate_sdk::types::Decision;
 use super::*;
 
 fn message(settings: &str, object: Value) -> Option<String> {
-    match check(
-        &parse_settings(settings).unwrap(),
-        &wasmgate_sdk::serde_json::from_value(object).unwrap(),
-    )
-    .decision
-    {
+    let workload: Workload = wasmgate_sdk::serde_json::from_value(object).unwrap();
+    message_as(settings, &workload, workload.own_kind())
+}
+
+fn message_as(settings: &str, workload: &Workload, kind: (&str, &str)) -> Option<String> {
+    match check(&parse_settings(settings).unwrap(), workload, kind).decision {
         Decision::Allowed => None,
         Decision::Denied(denial) => {
             assert_eq!((denial.code, denial.reason.as_str()), (403, "Forbidden"));
@@ -84,4 +84,26 @@ fn allows_unprivileged_and_other_kinds() {
 #[test]
 fn unknown_settings_are_an_error() {
     assert!(parse_settings::<Settings>(r#"{"skipInitContainers": true}"#).is_err());
+}
+
+#[test]
+fn the_kind_comes_from_the_request_not_the_object() {
+    // A review whose object lacks apiVersion/kind: the request says it is a Deployment.
+    let bare: Workload = wasmgate_sdk::serde_json::from_value(
+        json!({"spec": {"template": {"spec": {"containers": [privileged("nginx")]}}}}),
+    )
+    .unwrap();
+    assert_eq!(
+        message_as("{}", &bare, ("apps", "Deployment")).as_deref(),
+        Some("privileged containers are not allowed: spec.template.spec.containers[0] \"nginx\"")
+    );
+    // An object that calls itself a ConfigMap, admitted as a Pod (pods/ephemeralcontainers).
+    let disguised: Workload = wasmgate_sdk::serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "spec": {"ephemeralContainers": [privileged("debugger")]}}),
+    )
+    .unwrap();
+    assert_eq!(
+        message_as("{}", &disguised, ("", "Pod")).as_deref(),
+        Some("privileged containers are not allowed: spec.ephemeralContainers[0] \"debugger\"")
+    );
 }

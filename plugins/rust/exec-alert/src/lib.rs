@@ -59,15 +59,32 @@ struct ExecAlert;
 impl Guest for ExecAlert {
     fn deliver(batch: Vec<Event>) -> Result<Vec<Emission>, String> {
         let settings: Settings = wasmgate_sdk::settings()?;
-        let mut lines = Vec::new();
-        for event in &batch {
-            if let Some(alert) = alert(event) {
+        alerts(&batch)
+            .into_iter()
+            .map(|alert| {
                 let line = serde_json::to_string(&alert).map_err(|e| e.to_string())?;
-                lines.push(Emission::new(&settings.output, line));
-            }
-        }
-        Ok(lines)
+                Ok(Emission::new(&settings.output, line))
+            })
+            .collect()
     }
+}
+
+/// The alerts of a batch, one per request. kubectl (1.30 and later) tries an exec or attach
+/// over WebSocket (`get`) and, when that is refused, again over SPDY (`create`): two HTTP
+/// requests for one command. kubectl's refused WebSocket attempt is never alerted (see
+/// [`shell`]); for other clients that do the same, a refused attempt whose twin (same user,
+/// URI and source) was already alerted in this batch is not alerted again.
+fn alerts(batch: &[Event]) -> Vec<Alert<'_>> {
+    let mut refused_shells = std::collections::HashSet::new();
+    batch
+        .iter()
+        .filter_map(alert)
+        .filter(|a| {
+            let refused_shell = matches!(a.alert, "pod-exec" | "pod-attach")
+                && a.response_code.is_some_and(|c| c >= 400);
+            !refused_shell || refused_shells.insert((a.user, a.request_uri, a.source_ips))
+        })
+        .collect()
 }
 
 /// The alert `event` raises, if any.
@@ -141,8 +158,9 @@ fn alert(event: &Event) -> Option<Alert<'_>> {
     })
 }
 
-/// `pods/exec` or `pods/attach`, alerted once per session: when its response starts (the
-/// connection is upgraded, 101), or when it completes without having started (refused).
+/// `pods/exec` or `pods/attach`, alerted once per request: when its response starts with the
+/// upgrade (101: a session, alerted as it begins), or when it completes with another code
+/// (refused; its ResponseStarted, with the same code, is not alerted).
 fn shell(event: &Event, oref: &ObjectReference) -> Option<&'static str> {
     if oref.resource != "pods" || !oref.api_group.is_empty() {
         return None;
@@ -152,9 +170,15 @@ fn shell(event: &Event, oref: &ObjectReference) -> Option<&'static str> {
         "attach" => "pod-attach",
         _ => return None,
     };
+    let upgraded = event.response_code == Some(101);
+    if !upgraded && event.verb == "get" && event.user_agent.starts_with(KUBECTL) {
+        // kubectl's WebSocket attempt, refused: kubectl always retries over SPDY (`create`),
+        // and that request is the one alerted, whichever batch it arrives in.
+        return None;
+    }
     let once = match event.stage {
-        Stage::ResponseStarted => true,
-        Stage::ResponseComplete => event.response_code != Some(101),
+        Stage::ResponseStarted => upgraded,
+        Stage::ResponseComplete => !upgraded,
         Stage::RequestReceived | Stage::Panic => false,
     };
     once.then_some(kind)
@@ -184,9 +208,20 @@ fn is_system(username: &str, groups: &[String]) -> bool {
             .any(|g| g.starts_with("system:") && !NOT_SYSTEM_GROUPS.contains(&g.as_str()))
 }
 
+/// kubectl's User-Agent prefix (`kubectl/v1.36.3 (linux/amd64) kubernetes/...`).
+const KUBECTL: &str = "kubectl/";
+
+/// The API server itself: at start-up it creates (and reconciles) the default bindings,
+/// `cluster-admin` to `system:masters` among them. That is not an alert.
+const API_SERVER_USER: &str = "system:apiserver";
+
 /// A ClusterRoleBinding, or a RoleBinding, created or changed to grant the `cluster-admin`
-/// ClusterRole. Needs the request or response object (level Request or more).
+/// ClusterRole, by anyone but the API server. Needs the request or response object (level
+/// Request or more).
 fn cluster_admin_binding(event: &Event, oref: &ObjectReference) -> Option<&'static str> {
+    if event.user.username == API_SERVER_USER {
+        return None;
+    }
     let kind = match oref.resource.as_str() {
         "clusterrolebindings" => "ClusterRoleBinding",
         "rolebindings" => "RoleBinding",

@@ -63,6 +63,11 @@ fn exec_and_attach_alert_once_per_session() {
         None,
         "already alerted when it started"
     );
+    assert_eq!(
+        kind(&exec(Stage::ResponseStarted, 403)),
+        None,
+        "refused: alerted when it completes"
+    );
     let refused = exec(Stage::ResponseComplete, 403);
     let refused = alert(&refused).unwrap();
     assert_eq!(
@@ -183,4 +188,80 @@ fn bindings_to_cluster_admin_are_critical() {
     let mut rb = binding.clone();
     rb.object_ref.as_mut().unwrap().resource = "rolebindings".into();
     assert_eq!(kind(&rb), Some("cluster-admin-binding"));
+    let mut bootstrap = binding.clone();
+    bootstrap.user.username = "system:apiserver".into();
+    bootstrap.user.groups = vec!["system:authenticated".into()];
+    assert_eq!(kind(&bootstrap), None, "the API server's start-up binding");
+}
+
+#[test]
+fn one_kubectl_exec_is_one_alert() {
+    // What the API server sent for one refused `kubectl exec` (no kubelet):
+    // tests/fixtures/apiserver/e2e/audit-eventlist-secret-create-and-pod-exec.json. kubectl
+    // tries WebSocket (get), then SPDY (create); each has ResponseStarted and ResponseComplete.
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../tests/fixtures/apiserver/e2e/audit-eventlist-secret-create-and-pod-exec.json"
+    ))
+    .unwrap();
+    let list: Value = serde_json::from_str(&text).unwrap();
+    let batch: Vec<Event> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["objectRef"]["subresource"] == "exec")
+        .map(|e| {
+            let mut ev = event(
+                e["user"]["username"].as_str().unwrap(),
+                &[],
+                e["verb"].as_str().unwrap(),
+                "",
+                "pods",
+                "exec",
+                match e["stage"].as_str().unwrap() {
+                    "RequestReceived" => Stage::RequestReceived,
+                    "ResponseStarted" => Stage::ResponseStarted,
+                    _ => Stage::ResponseComplete,
+                },
+                e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
+            );
+            ev.request_uri = e["requestURI"].as_str().unwrap().into();
+            ev.user_agent = e["userAgent"].as_str().unwrap().into();
+            ev
+        })
+        .collect();
+    assert_eq!(batch.len(), 6, "two attempts of three stages");
+    let once = alerts(&batch);
+    assert_eq!(once.len(), 1, "{once:?}");
+    assert_eq!((once[0].alert, once[0].verb), ("pod-exec", "create"));
+    // The two attempts may arrive in two batches: still one alert.
+    let (websocket, spdy) = batch.split_at(3);
+    assert_eq!(alerts(websocket).len(), 0);
+    assert_eq!(alerts(spdy).len(), 1);
+    // Another client doing the same in one batch: one alert too.
+    let other: Vec<Event> = batch
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            e.user_agent = "curl/8".into();
+            e
+        })
+        .collect();
+    assert_eq!(alerts(&other).len(), 1);
+    // Two separate sessions that were let through are two alerts.
+    let started = |uri: &str| {
+        let mut e = event(
+            "alice",
+            HUMAN,
+            "get",
+            "",
+            "pods",
+            "exec",
+            Stage::ResponseStarted,
+            101,
+        );
+        e.request_uri = uri.into();
+        e
+    };
+    assert_eq!(alerts(&[started("/a"), started("/a")]).len(), 2);
 }

@@ -121,7 +121,18 @@ pub fn pod_spec(object: &Value) -> Option<(&'static str, &Value)> {
 
 /// [`pod_spec`], mutably.
 pub fn pod_spec_mut(object: &mut Value) -> Option<(&'static str, &mut Value)> {
-    let (path, pointer) = pod_spec_location(group(object), kind(object))?;
+    let (group, kind) = (group(object).to_owned(), kind(object).to_owned());
+    pod_spec_mut_of(object, &group, &kind)
+}
+
+/// The pod spec of `object` taken as an object of `group` and `kind` (from the request:
+/// `AdmissionRequest::kind_of`), mutably.
+pub fn pod_spec_mut_of<'a>(
+    object: &'a mut Value,
+    group: &str,
+    kind: &str,
+) -> Option<(&'static str, &'a mut Value)> {
+    let (path, pointer) = pod_spec_location(group, kind)?;
     Some((path, object.pointer_mut(pointer)?))
 }
 
@@ -215,6 +226,17 @@ pub fn containers(object: &Value) -> impl Iterator<Item = Container<'_>> {
 /// [`containers`], mutably.
 pub fn containers_mut(object: &mut Value) -> impl Iterator<Item = ContainerMut<'_>> {
     pod_spec_mut(object)
+        .into_iter()
+        .flat_map(|(path, spec)| pod_containers_mut(path, spec))
+}
+
+/// [`containers_mut`] of `object` taken as an object of `group` and `kind`.
+pub fn containers_mut_of<'a>(
+    object: &'a mut Value,
+    group: &str,
+    kind: &str,
+) -> impl Iterator<Item = ContainerMut<'a>> {
+    pod_spec_mut_of(object, group, kind)
         .into_iter()
         .flat_map(|(path, spec)| pod_containers_mut(path, spec))
 }

@@ -155,6 +155,27 @@ impl AdmissionRequest {
             .transpose()
     }
 
+    /// The API group and kind of what is being admitted, as the request says: `kind` (the
+    /// version the object was sent in), else `requestKind`. `None` when the request names no
+    /// kind (a hand-written review); then fall back to the object's own `apiVersion`/`kind`,
+    /// as [`Self::kind_of`] does. The API server always sets it, also for sub-resources (a
+    /// `pods/ephemeralcontainers` update carries a Pod), and it is the API server's word: an
+    /// object's own `kind` is whatever the client wrote, and may be missing.
+    pub fn admitted_kind(&self) -> Option<(&str, &str)> {
+        [Some(&self.kind), self.request_kind.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|gvk| !gvk.kind.is_empty())
+            .map(|gvk| (gvk.group.as_str(), gvk.kind.as_str()))
+    }
+
+    /// The group and kind to treat `object` as: [`Self::admitted_kind`], else the object's
+    /// own `apiVersion` and `kind`.
+    pub fn kind_of<'a>(&'a self, object: &'a Value) -> (&'a str, &'a str) {
+        self.admitted_kind()
+            .unwrap_or_else(|| (crate::k8s::group(object), crate::k8s::kind(object)))
+    }
+
     /// The existing object (UPDATE and DELETE), parsed like [`Self::object_json`].
     pub fn old_object_json(&self) -> Result<Option<Value>, String> {
         parse_object("old object", self.old_object.as_deref())
@@ -171,7 +192,9 @@ fn parse_object(what: &str, text: Option<&str>) -> Result<Option<Value>, String>
 // === impl Operation ===
 
 impl Operation {
-    /// The admission.k8s.io/v1 spelling: `CREATE`, `UPDATE`, `DELETE`, `CONNECT`.
+    /// The admission.k8s.io/v1 spelling: `CREATE`, `UPDATE`, `DELETE`, `CONNECT`. (A review
+    /// with another operation is never given to a `wasmgate:plugin@0.1.0` plugin: the host
+    /// applies the policy's failurePolicy instead.)
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Create => "CREATE",

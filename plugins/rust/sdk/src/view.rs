@@ -139,14 +139,27 @@ fn lists<'a>(
 }
 
 impl Workload {
-    /// The pod spec of this object, found by its `apiVersion` and `kind` as
-    /// [`pod_spec_location`] says; `None` for other kinds or when it is absent.
-    pub fn pod_spec(&self) -> Option<PodSpecView<'_>> {
+    /// The object's own API group (from `apiVersion`) and `kind`; empty when absent.
+    pub fn own_kind(&self) -> (&str, &str) {
         let group = self
             .api_version
             .rsplit_once('/')
             .map_or("", |(group, _)| group);
-        let (path, _) = pod_spec_location(group, &self.kind)?;
+        (group, &self.kind)
+    }
+
+    /// The pod spec of this object, found by its own `apiVersion` and `kind`. Prefer
+    /// [`Self::pod_spec_of`] with the request's kind (`AdmissionRequest::admitted_kind`): an
+    /// object's own `kind` is the client's word and may be missing.
+    pub fn pod_spec(&self) -> Option<PodSpecView<'_>> {
+        let (group, kind) = self.own_kind();
+        self.pod_spec_of(group, kind)
+    }
+
+    /// The pod spec of this object taken as an object of `group` and `kind`, as
+    /// [`pod_spec_location`] says; `None` for other kinds or when it is absent.
+    pub fn pod_spec_of(&self, group: &str, kind: &str) -> Option<PodSpecView<'_>> {
+        let (path, _) = pod_spec_location(group, kind)?;
         let pod = match path {
             "spec" => {
                 let s = self.spec.as_ref()?;

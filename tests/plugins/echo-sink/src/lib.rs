@@ -1,6 +1,7 @@
 //! `echo-sink` (audit-sink, test-only): for each event, emits one JSON line to output
 //! `settings.output` (default `out`):
-//! `{"auditID":..,"stage":..,"verb":..,"level":..,"hasRequestObject":..,"hasResponseObject":..}`.
+//! `{"auditID":..,"stage":..,"verb":..,"level":..,"hasRequestObject":..,"hasResponseObject":..,
+//! "annotations":[keys]}`.
 
 use serde::{Deserialize, Serialize};
 use wasmgate_sdk::audit_sink::{Emission, Event, Guest};
@@ -31,6 +32,8 @@ struct Line<'a> {
     level: &'static str,
     has_request_object: bool,
     has_response_object: bool,
+    /// The keys of the event's annotations, in the order received.
+    annotations: Vec<&'a str>,
 }
 
 struct EchoSink;
@@ -53,6 +56,7 @@ fn echo(output: &str, event: &Event) -> Result<Emission, String> {
         level: event.level.as_str(),
         has_request_object: event.request_object.is_some(),
         has_response_object: event.response_object.is_some(),
+        annotations: event.annotations.iter().map(|(k, _)| k.as_str()).collect(),
     };
     let line = serde_json::to_string(&line).map_err(|err| err.to_string())?;
     Ok(Emission::new(output, line))
