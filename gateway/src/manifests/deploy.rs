@@ -173,5 +173,8 @@ pub fn deploy(options: &Options) -> Result<Vec<Value>, ManifestError> {
                 "selector": { "matchLabels": selector },
             },
         }),
-    ])
+    ]
+    .into_iter()
+    .chain(super::rbac(options))
+    .collect())
 }

@@ -28,11 +28,13 @@ macro_rules! yaml {
 mod audit;
 mod config;
 mod deploy;
+mod rbac;
 mod webhooks;
 
 pub use audit::{audit_kubeconfig, audit_policy};
 pub use config::{config_objects, serving_names};
 pub use deploy::deploy;
+pub use rbac::{lease_name, rbac};
 pub use webhooks::webhooks;
 
 /// The label every Namespace carries with its own name (set by the API server since 1.21).
