@@ -110,7 +110,8 @@ mod tests {
         let hook = &v["webhooks"][0];
         assert_eq!(hook["name"], "require-labels.wasmgate.io");
         assert_eq!(hook["failurePolicy"], "Ignore");
-        assert_eq!(hook["timeoutSeconds"], 3);
+        // The plugin's 3 s plus a second for the network, as `manifests` renders it.
+        assert_eq!(hook["timeoutSeconds"], 4);
         assert_eq!(hook["rules"][0]["resources"][0], "configmaps");
         assert_eq!(
             hook["clientConfig"]["url"],
