@@ -197,6 +197,20 @@ async fn sequence_numbers_past_the_bound_are_corrupt_not_an_overflow() {
     spool.append(items(&["{\"next\":1}"])).await.unwrap();
     assert_eq!(spool.committed().borrow().event_seq, 1);
     assert_eq!(read_all(&spool, start()), vec!["{\"next\":1}"]);
+    drop(spool);
+
+    // At the recovery bound itself, appends are still readable (the fuzz target's first catch
+    // of the bound: appends after a header at it were written, then refused by readers).
+    let dir = tempfile::tempdir().unwrap();
+    let segments = dir.path().join("segments");
+    std::fs::create_dir_all(&segments).unwrap();
+    let at = record::MAX_RECOVERED_SEQ;
+    std::fs::write(segments.join(segment_name(1)), segment_header(at)).unwrap();
+    let (spool, _) = Spool::open(&config(dir.path(), 1 << 30)).unwrap();
+    assert_eq!(spool.committed().borrow().event_seq, at);
+    spool.append(items(&["{\"a\":1}"])).await.unwrap();
+    spool.append(items(&["{\"b\":2}"])).await.unwrap();
+    assert_eq!(read_all(&spool, start()), vec!["{\"a\":1}", "{\"b\":2}"]);
 }
 
 #[tokio::test]
