@@ -548,7 +548,7 @@ fn scan_segment(
     let mut first = [0u8; 8];
     first.copy_from_slice(&header[SEGMENT_MAGIC.len()..]);
     let first = u64::from_le_bytes(first);
-    if first > record::MAX_RECOVERED_SEQ {
+    if first > record::MAX_EVENT_SEQ {
         return Ok(Scan {
             file_len,
             valid_len: 0,
@@ -589,13 +589,6 @@ fn scan_segment(
         let mut payload = vec![0u8; header.payload_len as usize];
         file.read_exact_at(&mut payload, payload_at)?;
         match Record::decode(header, payload) {
-            Ok(record) if record.first_seq + record.len() as u64 > record::MAX_RECOVERED_SEQ => {
-                return problem(format!(
-                    "record numbers its events from {} past {}",
-                    record.first_seq,
-                    record::MAX_RECOVERED_SEQ
-                ));
-            }
             Ok(record) => {
                 *next_seq = record.first_seq + record.len() as u64;
                 each(&record);

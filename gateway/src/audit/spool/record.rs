@@ -19,13 +19,11 @@ pub fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
     header[8..].copy_from_slice(&first_seq.to_le_bytes());
     header
 }
-/// The highest event sequence number a record may use (2^63): past it a record is corrupt, so
-/// that no sum of sequence numbers and counts overflows. Recovery accepts only records and
-/// segment headers up to half of it ([`MAX_RECOVERED_SEQ`]), so that appends made after a
-/// recovery stay readable for 2^62 more events (146,000 years at a million events a second).
-pub const MAX_EVENT_SEQ: u64 = 1 << 63;
-/// The highest event sequence number a spool may be reopened at; see [`MAX_EVENT_SEQ`].
-pub const MAX_RECOVERED_SEQ: u64 = 1 << 62;
+/// The highest event sequence number the spool uses (2^62: 146,000 years at a million events a
+/// second). A record or segment header numbering past it is corrupt, and the writer refuses an
+/// append that would pass it; the bound keeps every sum of sequence numbers and counts from
+/// overflowing.
+pub const MAX_EVENT_SEQ: u64 = 1 << 62;
 /// The first bytes of every record ("WGR1"): lets a reader tell a record from garbage.
 pub const RECORD_MAGIC: u32 = 0x3152_4757;
 /// Magic, payload length, CRC-32.
