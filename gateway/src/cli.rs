@@ -279,6 +279,10 @@ struct CheckArgs {
     /// Run the initializers (`/mutate`) instead of the validators (`/validate`).
     #[arg(long)]
     mutate: bool,
+    /// Say on stderr, per policy, whether it matched and ran or was skipped and why, and warn
+    /// about rules that can never match. Without it, one summary line.
+    #[arg(long)]
+    explain: bool,
 }
 
 /// Runs the command line.
@@ -495,6 +499,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         PluginKind::Validator
     };
+    explain(&gateway, kind, &args, &body);
     let deadline = Instant::now() + server::DEFAULT_TIMEOUT;
     match gateway
         .review(kind, args.policy.as_deref(), &body, deadline)
@@ -521,6 +526,60 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             )
         }
     }
+}
+
+/// `check`'s account on stderr of which policies matched the review (with `--explain`, each
+/// policy and why it was skipped, and rules that can never match). Nothing for a body that is
+/// not a review or an unknown policy: the evaluation reports those.
+fn explain(gateway: &Gateway, kind: PluginKind, args: &CheckArgs, body: &[u8]) {
+    let Ok(review) = crate::wire::AdmissionReview::decode(body) else {
+        return;
+    };
+    let snapshot = gateway.snapshot();
+    let Some(candidates) = snapshot.policies.of_kind(kind, args.policy.as_deref()) else {
+        return;
+    };
+    let request = &review.request;
+    let attrs = crate::admission::attributes(request);
+    let labels = || {
+        let text = |o: &Option<Box<serde_json::value::RawValue>>| {
+            o.as_deref()
+                .and_then(|o| crate::admission::labels_of(o.get()))
+        };
+        (text(&request.object), text(&request.old_object))
+    };
+    let mut matched = 0;
+    for policy in &candidates {
+        let result = policy.matcher.explain(&attrs, labels);
+        if result.is_ok() {
+            matched += 1;
+        }
+        if args.explain {
+            match result {
+                Ok(()) => eprintln!("{}: matched, ran", policy.name),
+                Err(skip) => eprintln!(
+                    "{}: skipped: {}",
+                    policy.name,
+                    policy.matcher.describe(skip, &attrs)
+                ),
+            }
+        }
+        for warning in crate::policy::rule_warnings(policy.matcher.rules()) {
+            if args.explain {
+                eprintln!("{}: warning: {warning}", policy.name);
+            }
+        }
+    }
+    eprintln!(
+        "wasmgate check: {matched} of {} {}s matched and ran{}",
+        candidates.len(),
+        kind.world(),
+        if args.explain || matched == candidates.len() {
+            ""
+        } else {
+            " (--explain says why the others were skipped)"
+        }
+    );
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {

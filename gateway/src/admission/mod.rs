@@ -393,7 +393,7 @@ impl LazyLabels {
 /// `metadata.labels` of an object's JSON text; no labels is an empty set. `None` for JSON
 /// without a `metadata` object (options, unreadable text): upstream's `meta.Accessor` fails on
 /// such an object and no selector matches it.
-fn labels_of(object: &str) -> Option<Labels> {
+pub fn labels_of(object: &str) -> Option<Labels> {
     #[derive(serde::Deserialize)]
     struct Object {
         metadata: Metadata,
