@@ -1,5 +1,5 @@
 //! Owns the `wasmgate` command line: argument parsing and wiring the modules together for
-//! `serve`, `check`, `status` and `manifests`. Bootstrap code: errors here are `anyhow`,
+//! `serve`, `check`, `status`, `manifests` and `new`. Bootstrap code: errors here are `anyhow`,
 //! reported once, with context.
 
 use std::net::SocketAddr;
@@ -44,6 +44,25 @@ enum Command {
     /// webhook configurations, the API server's audit kubeconfig and audit Policy, and the
     /// Deployment and its friends. See docs/registering.md.
     Manifests(ManifestsArgs),
+    /// Start a plugin from its language's template, with its tests: for Rust a crate added to
+    /// the plugins workspace and its lock file. Prints the commands that build and test it.
+    New(NewArgs),
+}
+
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The plugin's language (its folder under the plugins folder).
+    #[arg(value_enum)]
+    language: crate::scaffold::Language,
+    /// The plugin's name: a DNS label (lowercase letters, digits, '-'), also its folder, crate
+    /// and component name.
+    name: String,
+    /// The WIT world it implements.
+    #[arg(long, value_enum)]
+    kind: crate::scaffold::Kind,
+    /// The repository's plugins folder (templates are read and the plugin is created there).
+    #[arg(long, default_value = "plugins")]
+    plugins_dir: PathBuf,
 }
 
 /// What `wasmgate manifests` prints.
@@ -303,6 +322,14 @@ pub fn main() -> ExitCode {
         Command::Check(args) => rt.block_on(check(args)),
         Command::Status(args) => rt.block_on(status(args)),
         Command::Manifests(args) => manifests(args).map(|()| ExitCode::SUCCESS),
+        Command::New(args) => {
+            crate::scaffold::create(&args.plugins_dir, args.language, &args.name, args.kind)
+                .map(|created| {
+                    print!("{created}");
+                    ExitCode::SUCCESS
+                })
+                .map_err(anyhow::Error::from)
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("wasmgate: {e:#}");
@@ -536,48 +563,23 @@ fn explain(gateway: &Gateway, kind: PluginKind, args: &CheckArgs, body: &[u8]) {
         return;
     };
     let snapshot = gateway.snapshot();
-    let Some(candidates) = snapshot.policies.of_kind(kind, args.policy.as_deref()) else {
+    let policy = args.policy.as_deref();
+    let Some(explanation) =
+        crate::admission::explain(&snapshot.policies, kind, policy, &review.request)
+    else {
         return;
     };
-    let request = &review.request;
-    let attrs = crate::admission::attributes(request);
-    let labels = || {
-        let text = |o: &Option<Box<serde_json::value::RawValue>>| {
-            o.as_deref()
-                .and_then(|o| crate::admission::labels_of(o.get()))
-        };
-        (text(&request.object), text(&request.old_object))
-    };
-    let mut matched = 0;
-    for policy in &candidates {
-        let result = policy.matcher.explain(&attrs, labels);
-        if result.is_ok() {
-            matched += 1;
-        }
-        if args.explain {
-            match result {
-                Ok(()) => eprintln!("{}: matched, ran", policy.name),
-                Err(skip) => eprintln!(
-                    "{}: skipped: {}",
-                    policy.name,
-                    policy.matcher.describe(skip, &attrs)
-                ),
-            }
-        }
-        for warning in crate::policy::rule_warnings(policy.matcher.rules()) {
-            if args.explain {
-                eprintln!("{}: warning: {warning}", policy.name);
-            }
-        }
+    if args.explain {
+        eprint!("{explanation}");
     }
+    let hint = !args.explain && explanation.matched() < explanation.policies.len();
     eprintln!(
-        "wasmgate check: {matched} of {} {}s matched and ran{}",
-        candidates.len(),
-        kind.world(),
-        if args.explain || matched == candidates.len() {
-            ""
-        } else {
+        "wasmgate check: {}{}",
+        explanation.summary(),
+        if hint {
             " (--explain says why the others were skipped)"
+        } else {
+            ""
         }
     );
 }

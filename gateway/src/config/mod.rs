@@ -403,7 +403,7 @@ fn read_module(
 
 /// Policy names appear in URL paths (`/validate/{name}`) and audit-annotation keys, so they
 /// are DNS labels: lowercase alphanumerics and `-`, at most 63 characters.
-fn validate_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
