@@ -164,15 +164,25 @@ pub fn create(
     }
     let template = template(&root, language, kind)?;
     let dist = plugins.join("dist");
-    let try_it = format!(
-        "wasmgate check --config YOUR-POLICIES.yaml --request tests/fixtures/reviews/pod-create.json --explain   # with a policy naming {}",
-        if language == Language::Rust {
-            dist.join(format!("{name}.wasm"))
-        } else {
-            dist.join(format!("{}-{name}.wasm", language.dir()))
-        }
-        .display()
-    );
+    let component = if language == Language::Rust {
+        dist.join(format!("{name}.wasm"))
+    } else {
+        dist.join(format!("{}-{name}.wasm", language.dir()))
+    };
+    let try_it = match kind {
+        Kind::Validator => format!(
+            "wasmgate check --config YOUR-POLICIES.yaml --request tests/fixtures/reviews/pod-create.json --explain   # a policy naming {}",
+            component.display()
+        ),
+        Kind::Initializer => format!(
+            "wasmgate check --mutate --config YOUR-POLICIES.yaml --request tests/fixtures/reviews/pod-create.json --explain   # a policy naming {}",
+            component.display()
+        ),
+        Kind::AuditSink => format!(
+            "wasmgate serve --config YOUR-POLICIES.yaml   # an auditSinks entry naming {} (README: Audit)",
+            component.display()
+        ),
+    };
     if language == Language::Rust {
         let workspace = root.join("Cargo.toml");
         let from = template
@@ -193,7 +203,7 @@ pub fn create(
                 ),
                 ("try", try_it),
             ],
-            component: dist.join(format!("{name}.wasm")),
+            component,
             workspace: Some(workspace),
             template,
             dir,
@@ -215,7 +225,7 @@ pub fn create(
             ),
             ("try", try_it),
         ],
-        component: dist.join(format!("{language}-{name}.wasm")),
+        component,
         workspace: None,
         template,
         dir,
