@@ -8,7 +8,8 @@ tests/pod-security/fetch-fixtures) is created with server-side dry-run in namesp
 where wasmgate's `pod-security` policy of the same level decides (through the webhook the API
 server calls). The verdicts must agree one to one, and a denial must name the same checks with
 the same details. Deployments built from some of them are admitted by both with the same
-`would violate PodSecurity` warning.
+`would violate PodSecurity` warning, and `kubectl debug` (a `pods/ephemeralcontainers` UPDATE)
+gets the same verdicts from both.
 """
 
 from __future__ import annotations
@@ -200,8 +201,28 @@ def run(e2e, repo: Path, domain: str) -> str:
         warned += bool(b_pss)
         if b_pss != w_pss:
             problems.append(f"{name}: warnings differ: built-in {b_pss}, wasmgate {w_pss}")
+    # kubectl debug: an UPDATE of pods/ephemeralcontainers on a stored restricted Pod. A
+    # privileged debug container is refused by both with the same details; a restricted one
+    # is admitted by both.
+    target = valid_name((fixtures / "restricted" / "v1.35" / "pass" / "base.yaml").read_text())
+    target = re.sub(r"^(  name: )\S+$", r"\1debug-target", target, count=1, flags=re.M)
+    debugged = 0
+    for ns in (BUILTIN["restricted"], WASM["restricted"]):
+        kubectl("create", "-f", "-", "-n", ns, user=False, check=True, input=target)
+    for profile, allowed in (("sysadmin", False), ("restricted", True)):
+        got = [verdict(kubectl("debug", "debug-target", "-n", ns, f"--profile={profile}",
+                               "--image=registry.invalid/busybox:1", "-c", f"debug-{profile}",
+                               user=False))
+               for ns in (BUILTIN["restricted"], WASM["restricted"])]
+        (b_ok, b_detail, _), (w_ok, w_detail, _) = got
+        if (b_ok, w_ok) != (allowed, allowed) or b_detail != w_detail:
+            problems.append(f"kubectl debug --profile={profile}: built-in allowed={b_ok} "
+                            f"({b_detail}), wasmgate allowed={w_ok} ({w_detail})")
+        debugged += 1
+
     assert warned >= 6, f"only {warned} Deployments of failing Pods warned about by the built-in"
     assert not problems, f"{len(problems)} disagreements: " + " || ".join(problems[:8])
     return (f"{len(results)} Pods agree one to one ({denied} denied with the same checks and "
             f"details), {len(deployed)} Deployments admitted with the same warnings ({warned} "
-            f"warned)")
+            f"warned); kubectl debug: the privileged ephemeral container refused by both with "
+            f"the same details, a restricted one admitted by both")
