@@ -508,3 +508,34 @@ fn settings_are_checked_at_load() {
         r#"exemptions.runtimeClasses[1]: duplicate "a""#
     );
 }
+
+#[test]
+fn unreadable_workload_is_allowed_with_the_reason_as_upstream() {
+    let deployment = json!({"spec": {"template": {"spec": {"containers": "not a list"}}}});
+    let verdict = admit(
+        &request("apps", "deployments", "", Operation::Create, deployment),
+        &settings(r#"{"level": "restricted"}"#),
+    );
+    assert!(verdict.is_allowed());
+    let (key, value) = &verdict.remarks.audit_annotations[0];
+    assert_eq!(key, "error");
+    assert!(
+        value.starts_with("failed to decode object: invalid type: string \"not a list\""),
+        "{value}"
+    );
+}
+
+#[test]
+fn delete_and_other_resources_are_not_evaluated() {
+    let s = settings(r#"{"level": "restricted"}"#);
+    let bare = json!({"spec": {"containers": [{"name": "a"}]}});
+    assert!(!admit(&pod_create(bare["spec"].clone()), &s).is_allowed());
+    assert!(
+        admit(
+            &request("", "pods", "", Operation::Delete, bare.clone()),
+            &s
+        )
+        .is_allowed()
+    );
+    assert!(admit(&request("", "configmaps", "", Operation::Create, bare), &s).is_allowed());
+}
