@@ -13,6 +13,7 @@ mod containment;
 mod faults;
 mod hostile_clients;
 mod manifests;
+mod pod_security;
 mod protocol;
 mod reliability;
 mod reload;
