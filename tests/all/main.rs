@@ -14,6 +14,7 @@ mod faults;
 mod hostile_clients;
 mod manifests;
 mod new;
+mod pod_security;
 mod protocol;
 mod readme;
 mod reliability;
