@@ -1,4 +1,4 @@
-/* always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.1.0).
+/* always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.2.0).
  *
  * Behaves exactly like plugins/rust/always-pull-images (see its README): sets
  * `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
@@ -6,7 +6,11 @@
  * ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns `unchanged`
  * when nothing changes, else `replaced` with the whole new object (the host computes the
  * JSONPatch); every other value is written back exactly as it came in. An unparseable object, or
- * a container that is not a JSON object, is a plugin failure (`err`). Settings are ignored.
+ * a container that is not a JSON object, is a plugin failure (`err`).
+ *
+ * It takes no settings: exports_initializer_validate_settings (called when the policy is loaded)
+ * accepts none, `{}` or `null` and refuses any key, with the Rust plugin's message
+ * (`unknown field `x`, there are no fields`).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +75,54 @@ static char *concat(const char *a, const char *b) {
     memcpy(s, a, la);
     memcpy(s + la, b, lb + 1);
     return s;
+}
+
+static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static char *concat3(const char *a, const char *b, const char *c) {
+    char *ab = concat(a, b), *abc = concat(ab, c);
+    free(ab);
+    return abc;
+}
+
+/* Refuses any settings, as the Rust plugin's `NoSettings` does. */
+bool exports_initializer_validate_settings(initializer_string_t *settings, initializer_string_t *err) {
+    const char *text = (const char *)settings->ptr, *error = NULL;
+    size_t len = settings->len;
+    bool ok = true;
+    while (len && is_space(text[0])) text++, len--;
+    while (len && is_space(text[len - 1])) len--;
+    json_value *v = len == 0 || (len == 4 && memcmp(text, "null", 4) == 0) ? NULL : json_parse(text, len, &error);
+    if (error) {
+        ok = fail(err, concat("not JSON: ", error));
+    } else if (v && v->type == JSON_OBJECT) {
+        if (v->len > 0) {
+            char *key = json_unescape(v->members[0].key, v->members[0].key_len, NULL);
+            if (!key) abort();
+            ok = fail(err, concat3("unknown field `", key, "`, there are no fields"));
+            free(key);
+        }
+    } else if (v) {
+        char *what;
+        if (v->type == JSON_STRING) {
+            char *s = json_unescape(v->text, v->text_len, NULL);
+            if (!s) abort();
+            what = concat3("string \"", s, "\"");
+            free(s);
+        } else if (v->type == JSON_NUMBER) {
+            char *n = strndup(v->text, v->text_len);
+            if (!n) abort();
+            what = concat3(strpbrk(n, ".eE") ? "floating point `" : "integer `", n, "`");
+            free(n);
+        } else {
+            what = concat(v->type == JSON_ARRAY ? "sequence" : v->type == JSON_TRUE ? "boolean `true`" : "boolean `false`", "");
+        }
+        ok = fail(err, concat3("invalid type: ", what, ", expected no settings (an empty map)"));
+        free(what);
+    }
+    json_free(v);
+    initializer_string_free(settings);
+    return ok;
 }
 
 /* Sets the policy where it is not `Always` yet. Returns 1 when anything changed, 0 when not,

@@ -1,4 +1,4 @@
-// always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.1.0).
+// always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.2.0).
 //
 // Behaves exactly like plugins/rust/always-pull-images (see its README): sets
 // `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
@@ -6,7 +6,11 @@
 // ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns
 // `unchanged` when nothing changes, else `replaced` with the whole new object (the host computes
 // the JSONPatch; numbers keep their exact text). An unparseable object, or a container that is
-// not a JSON object, is a plugin failure (`err`). Settings are ignored.
+// not a JSON object, is a plugin failure (`err`).
+//
+// It takes no settings: ValidateSettings (called when the policy is loaded) accepts none, `{}`
+// or `null` and refuses any key, with the Rust plugin's message (`unknown field `x`, there are no
+// fields`).
 package export_wit_world
 
 import (
@@ -119,6 +123,42 @@ func alwaysPull(object any) (bool, error) {
 		}
 	}
 	return changed, nil
+}
+
+// ValidateSettings is the world's `validate-settings: func(settings: string) -> result<_, string>`:
+// it refuses any settings, as the Rust plugin's `NoSettings` does.
+func ValidateSettings(settings string) witTypes.Result[witTypes.Unit, string] {
+	refuse := witTypes.Err[witTypes.Unit, string]
+	text := strings.TrimSpace(settings)
+	if text == "" || text == "null" {
+		return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
+	}
+	value, err := parseJSON(text)
+	if err != nil {
+		return refuse("not JSON: " + err.Error())
+	}
+	kind := "sequence"
+	switch value := value.(type) {
+	case map[string]any:
+		if len(value) == 0 {
+			return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
+		}
+		dec := json.NewDecoder(strings.NewReader(text)) // the first key, in the text's order
+		_, _ = dec.Token()
+		token, _ := dec.Token()
+		key, _ := token.(string)
+		return refuse("unknown field `" + key + "`, there are no fields")
+	case string:
+		kind = fmt.Sprintf("string %q", value)
+	case bool:
+		kind = fmt.Sprintf("boolean `%t`", value)
+	case json.Number:
+		kind = "integer `" + string(value) + "`"
+		if strings.ContainsAny(string(value), ".eE") {
+			kind = "floating point `" + string(value) + "`"
+		}
+	}
+	return refuse("invalid type: " + kind + ", expected no settings (an empty map)")
 }
 
 func Initialize(request types.AdmissionRequest) result {

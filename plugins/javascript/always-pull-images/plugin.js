@@ -1,4 +1,4 @@
-// always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.1.0).
+// always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.2.0).
 //
 // Behaves exactly like plugins/rust/always-pull-images (see its README): sets
 // `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
@@ -6,7 +6,9 @@
 // ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns
 // `unchanged` when nothing changes, else `replaced` with the whole new object (the host computes
 // the JSONPatch). An unparseable object, or a container that is not a JSON object, is a plugin
-// failure (throw a string: `err`). Settings are ignored. Numbers go through JavaScript doubles:
+// failure (throw a string: `err`). It takes no settings: `validateSettings` (called when the
+// policy is loaded) accepts none, `{}` or `null` and refuses any key, with the Rust plugin's
+// message (`unknown field `x`, there are no fields`). Numbers go through JavaScript doubles:
 // integers beyond 2^53 would lose precision (Kubernetes objects carry none; quantities are
 // strings).
 
@@ -57,6 +59,29 @@ function alwaysPull(obj) {
     });
   }
   return changed;
+}
+
+// `validate-settings: func(settings: string) -> result<_, string>`: refuses any settings, as the
+// Rust plugin's `NoSettings` does (throwing a string is `err(string)`).
+export function validateSettings(text) {
+  text = text.trim();
+  if (text === '' || text === 'null') return;
+  let settings;
+  try {
+    settings = JSON.parse(text);
+  } catch (e) {
+    throw `not JSON: ${e.message}`;
+  }
+  if (settings !== null && typeof settings === 'object' && !Array.isArray(settings)) {
+    const keys = Object.keys(settings);
+    if (keys.length > 0) throw `unknown field \`${keys[0]}\`, there are no fields`;
+    return;
+  }
+  const kind = Array.isArray(settings) ? 'sequence'
+    : typeof settings === 'string' ? `string ${JSON.stringify(settings)}`
+    : typeof settings === 'boolean' ? `boolean \`${settings}\``
+    : Number.isSafeInteger(settings) ? `integer \`${settings}\`` : `floating point \`${settings}\``;
+  throw `invalid type: ${kind}, expected no settings (an empty map)`;
 }
 
 export function initialize(request) {

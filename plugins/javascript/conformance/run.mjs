@@ -1,12 +1,16 @@
 // Conformance harness for wasmgate plugins written in any language.
 //
 // It transpiles each component with jco (so Node's WebAssembly engine runs it), supplies the
-// `wasmgate:plugin/host@0.1.0` import (settings per case, log collected), and checks the
-// verdicts in cases.json. It does not replace the wasmgate host; it lets plugins be tested
+// `wasmgate:plugin/host@0.2.0` import (settings per case, log collected) and the `cluster` one
+// (nothing granted: every lookup is `denied`), and checks the verdicts in cases.json and the
+// answers of `validate-settings` (the `<plugin>-settings` lists). It does not replace the wasmgate host; it lets plugins be tested
 // before (and without) it. WASI imports, if a component has any, come from jco's preview2-shim.
 //
 //   node --experimental-wasm-extended-const run.mjs --jco PATH/TO/jco --work DIR [--cases cases.json] \
-//       dist/<lang>-<plugin>.wasm ...
+//       [--settings-only] dist/<lang>-<plugin>.wasm ...
+//
+// --settings-only runs only the validate-settings cases (the Rust plugins pass those exactly;
+// on a few request cases they answer err where cases.json expects a verdict, see its `about`).
 //
 // (Node 20 needs that flag for the extended-const instructions of some components; the work
 // directory must sit where node_modules resolves, for WASI imports: see the build script.)
@@ -20,12 +24,14 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 
 const args = process.argv.slice(2);
+let settingsOnly = false;
 let jco = 'jco', work = null, casesPath = join(dirname(fileURLToPath(import.meta.url)), 'cases.json');
 const files = [];
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--jco') jco = args[++i];
   else if (args[i] === '--work') work = resolve(args[++i]);
   else if (args[i] === '--cases') casesPath = args[++i];
+  else if (args[i] === '--settings-only') settingsOnly = true;
   else files.push(resolve(args[i]));
 }
 if (!work || files.length === 0) {
@@ -39,6 +45,13 @@ export function settings() { return globalThis.__wasmgate.settings; }
 export function log(level, message) { globalThis.__wasmgate.logs.push([level, message]); }
 `;
 globalThis.__wasmgate = { settings: '{}', logs: [] };
+
+// Nothing is granted to the plugins here; jco turns a thrown { payload } into the `err` case.
+const CLUSTER_JS = `
+const denied = () => { const e = new Error('denied'); e.payload = { tag: 'denied', val: 'the conformance harness grants no cluster reads' }; throw e; };
+export function get() { denied(); }
+export { get as list };
+`;
 
 function request(c) {
   const kinds = { Deployment: 'apps', StatefulSet: 'apps', DaemonSet: 'apps', ReplicaSet: 'apps', Job: 'batch', CronJob: 'batch' };
@@ -57,7 +70,7 @@ function request(c) {
     requestSubResource: '',
     name: 'example',
     namespace: 'default',
-    operation: c.operation ?? 'create',
+    operation: { tag: c.operation ?? 'create' },
     userInfo: { username: 'admin', uid: '', groups: ['system:authenticated'], extra: [] },
     object: 'objectText' in c ? c.objectText : text(c.object),
     oldObject: text(c.oldObject),
@@ -95,11 +108,13 @@ for (const file of files) {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'host.js'), HOST_JS);
+  writeFileSync(join(out, 'cluster.js'), CLUSTER_JS);
   execFileSync(jco, ['transpile', file, '-o', out, '--name', 'component', '--no-typescript', '--quiet',
-    '--map', 'wasmgate:plugin/host@0.1.0=./host.js', '--map', 'wasmgate:plugin/host=./host.js'], { stdio: 'inherit' });
+    '--map', 'wasmgate:plugin/host@0.2.0=./host.js', '--map', 'wasmgate:plugin/host=./host.js',
+    '--map', 'wasmgate:plugin/cluster@0.2.0=./cluster.js', '--map', 'wasmgate:plugin/cluster=./cluster.js'], { stdio: 'inherit' });
   const mod = await import(pathToFileURL(join(out, 'component.js')).href);
   const fn = plugin === 'require-labels' ? mod.validate : mod.initialize;
-  for (const c of cases[plugin]) {
+  for (const c of settingsOnly ? [] : cases[plugin]) {
     globalThis.__wasmgate.settings = 'settingsText' in c ? c.settingsText : JSON.stringify(c.settings ?? {});
     const got = outcome(plugin, fn, request(c));
     const exp = c.expect;
@@ -112,7 +127,22 @@ for (const file of files) {
       console.log(`FAIL ${name}: ${c.name}\n  expected ${JSON.stringify(exp)}\n  got      ${JSON.stringify(got)}`);
     }
   }
-  console.log(`${name}: ${cases[plugin].length} cases run`);
+  // validate-settings: `ok` returns, `err(why)` throws a ComponentError whose payload is `why`.
+  for (const c of cases[`${plugin}-settings`]) {
+    let got;
+    try {
+      mod.validateSettings(c.settingsText);
+      got = { ok: true };
+    } catch (e) {
+      got = e && e.constructor && e.constructor.name === 'ComponentError' ? { refused: String(e.payload) } : { trap: String(e && e.stack || e) };
+    }
+    if (isDeepStrictEqual(got, c.expect)) passed++;
+    else {
+      failed++;
+      console.log(`FAIL ${name}: validate-settings ${c.settingsText}\n  expected ${JSON.stringify(c.expect)}\n  got      ${JSON.stringify(got)}`);
+    }
+  }
+  console.log(`${name}: ${settingsOnly ? 0 : cases[plugin].length} cases and ${cases[`${plugin}-settings`].length} settings cases run`);
 }
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

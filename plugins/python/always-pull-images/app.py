@@ -1,4 +1,4 @@
-"""always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.1.0).
+"""always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.2.0).
 
 Behaves exactly like plugins/rust/always-pull-images (see its README): sets
 `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
@@ -6,7 +6,11 @@ pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, 
 ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns `unchanged`
 when nothing changes, else `replaced` with the whole new object (the host computes the
 JSONPatch). An unparseable object, or a container that is not a JSON object, is a plugin
-failure (`err`). Settings are ignored.
+failure (`err`).
+
+It takes no settings: `validate_settings` (called when the policy is loaded) accepts none, `{}`
+or `null` and refuses any key, with the Rust plugin's message
+(`unknown field `x`, there are no fields`).
 """
 
 import json
@@ -76,7 +80,40 @@ def always_pull(obj) -> bool:
     return changed
 
 
+class _Object(list):
+    """A JSON object as its (key, value) pairs, in order."""
+
+
+def check_no_settings(text: str) -> None:
+    """Refuses any settings (`Err(why)`), as the Rust plugin's `NoSettings` does."""
+    text = text.strip()
+    if text in ("", "null"):
+        return
+    try:
+        settings = json.loads(text, object_pairs_hook=_Object)
+    except ValueError as e:
+        raise Err(f"not JSON: {e}")
+    if isinstance(settings, _Object):
+        if settings:
+            raise Err(f"unknown field `{settings[0][0]}`, there are no fields")
+        return
+    if isinstance(settings, list):
+        kind = "sequence"
+    elif isinstance(settings, bool):
+        kind = f"boolean `{'true' if settings else 'false'}`"
+    elif isinstance(settings, str):
+        kind = "string " + json.dumps(settings, ensure_ascii=False)
+    elif isinstance(settings, int):
+        kind = f"integer `{settings}`"
+    else:
+        kind = f"floating point `{settings}`"
+    raise Err(f"invalid type: {kind}, expected no settings (an empty map)")
+
+
 class WitWorld(wit_world.WitWorld):
+    def validate_settings(self, settings: str) -> None:
+        check_no_settings(settings)
+
     def initialize(self, request: types.AdmissionRequest) -> types.Mutation:
         if request.object is None:  # DELETE
             return types.Mutation(types.Change_Unchanged(), NO_REMARKS)
