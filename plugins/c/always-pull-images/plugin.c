@@ -3,7 +3,8 @@
  * Behaves exactly like plugins/rust/always-pull-images (see its README): sets
  * `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
  * pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
- * ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns `unchanged`
+ * ReplicaSet, Job or CronJob, taken as the request's `kind` says (else `requestKind`, else the
+ * object's own apiVersion and kind: the object's `kind` is the client's word). Returns `unchanged`
  * when nothing changes, else `replaced` with the whole new object (the host computes the
  * JSONPatch); every other value is written back exactly as it came in. An unparseable object, or
  * a container that is not a JSON object, is a plugin failure (`err`).
@@ -125,18 +126,40 @@ bool exports_initializer_validate_settings(initializer_string_t *settings, initi
     return ok;
 }
 
-/* Sets the policy where it is not `Always` yet. Returns 1 when anything changed, 0 when not,
- * -1 (with *error set, malloc'd) when a container is not a JSON object. */
-static int always_pull(json_value *object, char **error) {
-    if (object->type != JSON_OBJECT) return 0;
-    char *api_version = string_field(object, "apiVersion");
-    char *kind = string_field(object, "kind");
-    char *slash = strrchr(api_version, '/');
-    if (slash) *slash = '\0';
-    const pod_path *path = pod_spec_path(slash ? api_version : "", kind);
-    free(api_version);
+static char *copy_string(const initializer_string_t *s) {
+    char *c = strndup((const char *)s->ptr, s->len);
+    if (!c) abort();
+    return c;
+}
+
+/* Where the pod spec of `object` sits, taking it as the request's `kind` says, else its
+ * `requestKind` (the API server's word), else the object's own apiVersion and kind (as the Rust
+ * SDK's `kind_of`); NULL for other kinds. */
+static const pod_path *pod_spec_path_of(const initializer_admission_request_t *request, const json_value *object) {
+    const wasmgate_plugin_types_group_version_kind_t *gvk = NULL;
+    if (request->kind.kind.len > 0) gvk = &request->kind;
+    else if (request->request_kind.is_some && request->request_kind.val.kind.len > 0) gvk = &request->request_kind.val;
+    char *group, *kind;
+    if (gvk) {
+        group = copy_string(&gvk->group);
+        kind = copy_string(&gvk->kind);
+    } else {
+        group = string_field(object, "apiVersion");
+        kind = string_field(object, "kind");
+        char *slash = strrchr(group, '/');
+        if (slash) *slash = '\0';
+        else group[0] = '\0';
+    }
+    const pod_path *path = pod_spec_path(group, kind);
+    free(group);
     free(kind);
-    if (!path) return 0;
+    return path;
+}
+
+/* Sets the policy where it is not `Always` yet on the pod spec at `path`. Returns 1 when anything
+ * changed, 0 when not, -1 (with *error set, malloc'd) when a container is not a JSON object. */
+static int always_pull(json_value *object, const pod_path *path, char **error) {
+    if (object->type != JSON_OBJECT || !path) return 0;
     json_value *spec = object;
     for (size_t i = 0; spec && path->keys[i]; i++) spec = json_get(spec, path->keys[i]);
     if (!spec || spec->type != JSON_OBJECT) return 0;
@@ -187,7 +210,7 @@ bool exports_initializer_initialize(initializer_admission_request_t *request, in
         goto done;
     }
     char *message = NULL;
-    int changed = always_pull(object, &message);
+    int changed = always_pull(object, pod_spec_path_of(request, object), &message);
     if (changed < 0) {
         ok = fail(err, message);
         goto done;

@@ -3,7 +3,8 @@
 // Behaves exactly like plugins/rust/always-pull-images (see its README): sets
 // `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
 // pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
-// ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns
+// ReplicaSet, Job or CronJob, taken as the request's `kind` says (else `requestKind`, else the
+// object's own apiVersion and kind: the object's `kind` is the client's word). Returns
 // `unchanged` when nothing changes, else `replaced` with the whole new object (the host computes
 // the JSONPatch; numbers keep their exact text). An unparseable object, or a container that is
 // not a JSON object, is a plugin failure (`err`).
@@ -77,17 +78,32 @@ func parseJSON(text string) (any, error) {
 	return v, nil
 }
 
-// alwaysPull sets the policy where it is not `Always` yet and reports whether anything changed.
-func alwaysPull(object any) (bool, error) {
-	obj, ok := object.(map[string]any)
-	if !ok {
-		return false, nil
+// kindOf tells the group and kind to treat `object` as: the request's `kind`, else its
+// `requestKind` (the API server's word), else the object's own apiVersion and kind (as the Rust
+// SDK's `kind_of`).
+func kindOf(request types.AdmissionRequest, object any) (string, string) {
+	if request.Kind.Kind != "" {
+		return request.Kind.Group, request.Kind.Kind
 	}
+	if request.RequestKind.IsSome() && request.RequestKind.Some().Kind != "" {
+		return request.RequestKind.Some().Group, request.RequestKind.Some().Kind
+	}
+	obj, _ := object.(map[string]any)
 	apiVersion, _ := obj["apiVersion"].(string)
 	kind, _ := obj["kind"].(string)
 	group := ""
 	if i := strings.LastIndexByte(apiVersion, '/'); i >= 0 {
 		group = apiVersion[:i]
+	}
+	return group, kind
+}
+
+// alwaysPull sets the policy where it is not `Always` yet on `object` taken as a `group`/`kind`
+// and reports whether anything changed.
+func alwaysPull(object any, group, kind string) (bool, error) {
+	obj, ok := object.(map[string]any)
+	if !ok {
+		return false, nil
 	}
 	path := podSpecPath(group, kind)
 	if path == nil {
@@ -170,7 +186,8 @@ func Initialize(request types.AdmissionRequest) result {
 	if err != nil {
 		return witTypes.Err[types.Mutation]("the request's object is not JSON: " + err.Error())
 	}
-	changed, err := alwaysPull(object)
+	group, kind := kindOf(request, object)
+	changed, err := alwaysPull(object, group, kind)
 	if err != nil {
 		return witTypes.Err[types.Mutation](err.Error())
 	}

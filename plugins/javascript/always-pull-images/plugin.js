@@ -3,7 +3,8 @@
 // Behaves exactly like plugins/rust/always-pull-images (see its README): sets
 // `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
 // pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
-// ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns
+// ReplicaSet, Job or CronJob, taken as the request's `kind` says (else `requestKind`, else the
+// object's own apiVersion and kind: the object's `kind` is the client's word). Returns
 // `unchanged` when nothing changes, else `replaced` with the whole new object (the host computes
 // the JSONPatch). An unparseable object, or a container that is not a JSON object, is a plugin
 // failure (throw a string: `err`). It takes no settings: `validateSettings` (called when the
@@ -36,12 +37,22 @@ function podSpecPath(group, kind) {
   return undefined;
 }
 
-/** Sets the policy where it is not `Always` yet; returns whether anything changed. */
-function alwaysPull(obj) {
-  if (!isObject(obj)) return false;
-  const apiVersion = stringField(obj, 'apiVersion');
+/** The group and kind to treat `obj` as: the request's `kind`, else its `requestKind` (the API
+ * server's word), else the object's own apiVersion and kind (as the Rust SDK's `kind_of`). */
+function kindOf(request, obj) {
+  for (const gvk of [request.kind, request.requestKind]) {
+    if (gvk != null && gvk.kind !== '') return [gvk.group, gvk.kind];
+  }
+  const apiVersion = isObject(obj) ? stringField(obj, 'apiVersion') : '';
   const slash = apiVersion.lastIndexOf('/');
-  const path = podSpecPath(slash < 0 ? '' : apiVersion.slice(0, slash), stringField(obj, 'kind'));
+  return [slash < 0 ? '' : apiVersion.slice(0, slash), isObject(obj) ? stringField(obj, 'kind') : ''];
+}
+
+/** Sets the policy where it is not `Always` yet on `obj` taken as a `group`/`kind`; returns
+ * whether anything changed. */
+function alwaysPull(obj, group, kind) {
+  if (!isObject(obj)) return false;
+  const path = podSpecPath(group, kind);
   if (path === undefined) return false;
   let spec = obj;
   for (const key of path) spec = isObject(spec) && has(spec, key) ? spec[key] : undefined;
@@ -93,6 +104,7 @@ export function initialize(request) {
   } catch (e) {
     throw `the request's object is not JSON: ${e.message}`;
   }
-  if (!alwaysPull(obj)) return { change: { tag: 'unchanged' }, remarks: NO_REMARKS };
+  const [group, kind] = kindOf(request, obj);
+  if (!alwaysPull(obj, group, kind)) return { change: { tag: 'unchanged' }, remarks: NO_REMARKS };
   return { change: { tag: 'replaced', val: JSON.stringify(obj) }, remarks: NO_REMARKS };
 }

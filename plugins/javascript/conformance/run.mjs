@@ -57,7 +57,7 @@ function request(c) {
   const kinds = { Deployment: 'apps', StatefulSet: 'apps', DaemonSet: 'apps', ReplicaSet: 'apps', Job: 'batch', CronJob: 'batch' };
   const fromObject = c.object !== null && typeof c.object === 'object' && !Array.isArray(c.object) ? c.object.kind : undefined;
   const kind = c.kind ?? fromObject ?? 'Pod';
-  const group = kinds[kind] ?? '';
+  const group = c.group ?? kinds[kind] ?? '';
   const resource = kind.toLowerCase() + 's';
   const text = (v) => (v === null || v === undefined ? undefined : JSON.stringify(v));
   return {
@@ -65,7 +65,7 @@ function request(c) {
     kind: { group, version: 'v1', kind },
     resource: { group, version: 'v1', resource },
     subResource: '',
-    requestKind: undefined,
+    requestKind: c.requestKind,
     requestResource: undefined,
     requestSubResource: '',
     name: 'example',

@@ -3,8 +3,9 @@
 Behaves exactly like plugins/rust/always-pull-images (see its README): sets
 `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
 pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
-ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns `unchanged`
-when nothing changes, else `replaced` with the whole new object (the host computes the
+ReplicaSet, Job or CronJob, taken as the request's `kind` says (else `requestKind`, else the
+object's own apiVersion and kind: the object's `kind` is the client's word and may be missing).
+Returns `unchanged` when nothing changes, else `replaced` with the whole new object (the host computes the
 JSONPatch). An unparseable object, or a container that is not a JSON object, is a plugin
 failure (`err`).
 
@@ -52,13 +53,24 @@ def string_field(obj: dict, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def always_pull(obj) -> bool:
-    """Sets the policy where it is not `Always` yet; returns whether anything changed."""
+def kind_of(request: types.AdmissionRequest, obj) -> tuple:
+    """The group and kind to treat `obj` as: the request's `kind`, else its `requestKind` (the
+    API server's word), else the object's own apiVersion and kind (as the Rust SDK's `kind_of`)."""
+    for gvk in (request.kind, request.request_kind):
+        if gvk is not None and gvk.kind:
+            return gvk.group, gvk.kind
+    if not isinstance(obj, dict):
+        return "", ""
+    api_version = string_field(obj, "apiVersion")
+    return api_version.rsplit("/", 1)[0] if "/" in api_version else "", string_field(obj, "kind")
+
+
+def always_pull(obj, group: str, kind: str) -> bool:
+    """Sets the policy where it is not `Always` yet on `obj` taken as a `group`/`kind`; returns
+    whether anything changed."""
     if not isinstance(obj, dict):
         return False
-    api_version = string_field(obj, "apiVersion")
-    group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
-    path = pod_spec_path(group, string_field(obj, "kind"))
+    path = pod_spec_path(group, kind)
     if path is None:
         return False
     spec = obj
@@ -121,7 +133,8 @@ class WitWorld(wit_world.WitWorld):
             obj = parse_json(request.object)
         except ValueError as e:
             raise Err(f"the request's object is not JSON: {e}")
-        if not always_pull(obj):
+        group, kind = kind_of(request, obj)
+        if not always_pull(obj, group, kind):
             return types.Mutation(types.Change_Unchanged(), NO_REMARKS)
         new = json.dumps(obj, separators=(",", ":"))
         return types.Mutation(types.Change_Replaced(new), NO_REMARKS)
