@@ -5,9 +5,10 @@
  * pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
  * ReplicaSet, Job or CronJob, taken as the request's `kind` says (else `requestKind`, else the
  * object's own apiVersion and kind: the object's `kind` is the client's word). Returns `unchanged`
- * when nothing changes, else `replaced` with the whole new object (the host computes the
- * JSONPatch); every other value is written back exactly as it came in. An unparseable object, or
- * a container that is not a JSON object, is a plugin failure (`err`).
+ * when nothing changes, else `patched`: one RFC 6902 `add` of `imagePullPolicy: "Always"` per
+ * container that lacks it, so the whole object is never written back (the host applies the
+ * operations and computes the JSONPatch). An unparseable object, or a container that is not a
+ * JSON object, is a plugin failure (`err`).
  *
  * It takes no settings: exports_initializer_validate_settings (called when the policy is loaded)
  * accepts none, `{}` or `null` and refuses any key, with the Rust plugin's message
@@ -156,42 +157,70 @@ static const pod_path *pod_spec_path_of(const initializer_admission_request_t *r
     return path;
 }
 
-/* Sets the policy where it is not `Always` yet on the pod spec at `path`. Returns 1 when anything
- * changed, 0 when not, -1 (with *error set, malloc'd) when a container is not a JSON object. */
-static int always_pull(json_value *object, const pod_path *path, char **error) {
+/* A growing NUL-terminated text. */
+typedef struct {
+    char *text;
+    size_t len, cap;
+} buffer;
+
+static void append(buffer *b, const char *s) {
+    size_t n = strlen(s);
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->text = realloc(b->text, b->cap);
+        if (!b->text) abort();
+    }
+    memcpy(b->text + b->len, s, n + 1);
+    b->len += n;
+}
+
+/* `n` in decimal, written at the end of `digits` (24 bytes); returns where it starts. */
+static const char *decimal(size_t n, char digits[24]) {
+    char *p = digits + 24;
+    *--p = '\0';
+    do *--p = (char)('0' + n % 10); while ((n /= 10) != 0);
+    return p;
+}
+
+/* One RFC 6902 `add` of `imagePullPolicy: "Always"` per container of the pod spec at `path`
+ * whose policy is not `Always` yet (an `add` of a member that exists replaces it), in Rust's
+ * order, appended to `ops` as a JSON array. Returns how many, or -1 (with *error set, malloc'd)
+ * when a container is not a JSON object. */
+static int always_pull(const json_value *object, const pod_path *path, buffer *ops, char **error) {
     if (object->type != JSON_OBJECT || !path) return 0;
-    json_value *spec = object;
+    const json_value *spec = object;
     for (size_t i = 0; spec && path->keys[i]; i++) spec = json_get(spec, path->keys[i]);
     if (!spec || spec->type != JSON_OBJECT) return 0;
 
-    int changed = 0;
+    int count = 0;
     for (size_t f = 0; f < sizeof CONTAINER_LISTS / sizeof CONTAINER_LISTS[0]; f++) {
-        json_value *containers = json_get(spec, CONTAINER_LISTS[f]);
+        const json_value *containers = json_get(spec, CONTAINER_LISTS[f]);
         if (!containers || containers->type != JSON_ARRAY) continue;
         for (size_t i = 0; i < containers->len; i++) {
-            json_value *c = containers->items[i];
+            const json_value *c = containers->items[i];
+            char digits[24];
+            const char *index = decimal(i, digits);
             if (c->type != JSON_OBJECT) {
                 /* "<pod path>.<list>[<index>] is not a JSON object" (no printf: it triples the size) */
-                char index[24], *p = index + sizeof index;
-                *--p = '\0';
-                size_t n = i;
-                do *--p = (char)('0' + n % 10); while ((n /= 10) != 0);
-                const char *parts[] = {path->dotted, ".", CONTAINER_LISTS[f], "[", p, "] is not a JSON object"};
-                size_t len = 0;
-                for (size_t k = 0; k < 6; k++) len += strlen(parts[k]);
-                *error = malloc(len + 1);
-                if (!*error) abort();
-                (*error)[0] = '\0';
-                for (size_t k = 0; k < 6; k++) strcat(*error, parts[k]);
+                buffer message = {0};
+                const char *parts[] = {path->dotted, ".", CONTAINER_LISTS[f], "[", index, "] is not a JSON object"};
+                for (size_t k = 0; k < 6; k++) append(&message, parts[k]);
+                *error = message.text;
                 return -1;
             }
             if (json_string_equals(json_get(c, "imagePullPolicy"), "Always", 6)) continue;
-            json_value *always = json_new_string("Always");
-            if (!always || !json_set(c, "imagePullPolicy", always)) abort();
-            changed = 1;
+            append(ops, count == 0 ? "[{\"op\":\"add\",\"path\":\"" : ",{\"op\":\"add\",\"path\":\"");
+            for (size_t k = 0; path->keys[k]; k++) {
+                append(ops, "/");
+                append(ops, path->keys[k]);
+            }
+            const char *rest[] = {"/", CONTAINER_LISTS[f], "/", index, "/imagePullPolicy\",\"value\":\"Always\"}"};
+            for (size_t k = 0; k < 5; k++) append(ops, rest[k]);
+            count++;
         }
     }
-    return changed;
+    if (count) append(ops, "]");
+    return count;
 }
 
 bool exports_initializer_initialize(initializer_admission_request_t *request, initializer_mutation_t *ret,
@@ -210,21 +239,20 @@ bool exports_initializer_initialize(initializer_admission_request_t *request, in
         goto done;
     }
     char *message = NULL;
-    int changed = always_pull(object, pod_spec_path_of(request, object), &message);
-    if (changed < 0) {
+    buffer ops = {0};
+    int count = always_pull(object, pod_spec_path_of(request, object), &ops, &message);
+    if (count < 0) {
+        free(ops.text);
         ok = fail(err, message);
         goto done;
     }
-    if (!changed) goto done;
+    if (count == 0) goto done;
 
-    size_t len;
-    char *text = json_write(object, &len);
-    if (!text) abort();
-    ret->change.tag = WASMGATE_PLUGIN_TYPES_CHANGE_REPLACED;
-    ret->change.val.replaced = (initializer_string_t){(uint8_t *)text, len};
+    ret->change.tag = WASMGATE_PLUGIN_TYPES_CHANGE_PATCHED;
+    ret->change.val.patched = (initializer_string_t){(uint8_t *)ops.text, ops.len};
 
 done:
-    json_free(object); /* after json_write: the tree points into the request's object text */
+    json_free(object); /* the tree points into the request's object text */
     initializer_admission_request_free(request);
     return ok;
 }

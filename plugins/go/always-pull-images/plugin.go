@@ -5,8 +5,9 @@
 // pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
 // ReplicaSet, Job or CronJob, taken as the request's `kind` says (else `requestKind`, else the
 // object's own apiVersion and kind: the object's `kind` is the client's word). Returns
-// `unchanged` when nothing changes, else `replaced` with the whole new object (the host computes
-// the JSONPatch; numbers keep their exact text). An unparseable object, or a container that is
+// `unchanged` when nothing changes, else `patched`: one RFC 6902 `add` of `imagePullPolicy:
+// "Always"` per container that lacks it, so the whole object is never written back (the host
+// applies the operations and computes the JSONPatch). An unparseable object, or a container that is
 // not a JSON object, is a plugin failure (`err`).
 //
 // It takes no settings: ValidateSettings (called when the policy is loaded) accepts none, `{}`
@@ -98,30 +99,38 @@ func kindOf(request types.AdmissionRequest, object any) (string, string) {
 	return group, kind
 }
 
-// alwaysPull sets the policy where it is not `Always` yet on `object` taken as a `group`/`kind`
-// and reports whether anything changed.
-func alwaysPull(object any, group, kind string) (bool, error) {
+// operation is one RFC 6902 operation, as JSON.
+type operation struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value string `json:"value"`
+}
+
+// alwaysPull answers one RFC 6902 `add` of `imagePullPolicy: "Always"` per container of
+// `object` taken as a `group`/`kind` whose policy is not `Always` yet (an `add` of a member that
+// exists replaces it), in Rust's order; none when nothing needs changing.
+func alwaysPull(object any, group, kind string) ([]operation, error) {
 	obj, ok := object.(map[string]any)
 	if !ok {
-		return false, nil
+		return nil, nil
 	}
 	path := podSpecPath(group, kind)
 	if path == nil {
-		return false, nil
+		return nil, nil
 	}
 	var node any = obj
 	for _, key := range path {
 		m, ok := node.(map[string]any)
 		if !ok {
-			return false, nil
+			return nil, nil
 		}
 		node = m[key]
 	}
 	spec, ok := node.(map[string]any)
 	if !ok {
-		return false, nil
+		return nil, nil
 	}
-	changed := false
+	var operations []operation
 	for _, field := range containerLists {
 		containers, ok := spec[field].([]any)
 		if !ok {
@@ -130,15 +139,15 @@ func alwaysPull(object any, group, kind string) (bool, error) {
 		for index, item := range containers {
 			container, ok := item.(map[string]any)
 			if !ok {
-				return false, fmt.Errorf("%s.%s[%d] is not a JSON object", strings.Join(path, "."), field, index)
+				return nil, fmt.Errorf("%s.%s[%d] is not a JSON object", strings.Join(path, "."), field, index)
 			}
 			if policy, _ := container["imagePullPolicy"].(string); policy != "Always" {
-				container["imagePullPolicy"] = "Always"
-				changed = true
+				pointer := fmt.Sprintf("/%s/%s/%d/imagePullPolicy", strings.Join(path, "/"), field, index)
+				operations = append(operations, operation{"add", pointer, "Always"})
 			}
 		}
 	}
-	return changed, nil
+	return operations, nil
 }
 
 // ValidateSettings is the world's `validate-settings: func(settings: string) -> result<_, string>`:
@@ -187,16 +196,16 @@ func Initialize(request types.AdmissionRequest) result {
 		return witTypes.Err[types.Mutation]("the request's object is not JSON: " + err.Error())
 	}
 	group, kind := kindOf(request, object)
-	changed, err := alwaysPull(object, group, kind)
+	operations, err := alwaysPull(object, group, kind)
 	if err != nil {
 		return witTypes.Err[types.Mutation](err.Error())
 	}
-	if !changed {
+	if len(operations) == 0 {
 		return witTypes.Ok[types.Mutation, string](unchanged)
 	}
-	text, err := json.Marshal(object)
+	text, err := json.Marshal(operations)
 	if err != nil {
-		return witTypes.Err[types.Mutation]("cannot write the object: " + err.Error())
+		return witTypes.Err[types.Mutation]("cannot write the patch: " + err.Error())
 	}
-	return witTypes.Ok[types.Mutation, string](types.Mutation{Change: types.MakeChangeReplaced(string(text))})
+	return witTypes.Ok[types.Mutation, string](types.Mutation{Change: types.MakeChangePatched(string(text))})
 }

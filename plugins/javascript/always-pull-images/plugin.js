@@ -5,8 +5,9 @@
 // pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
 // ReplicaSet, Job or CronJob, taken as the request's `kind` says (else `requestKind`, else the
 // object's own apiVersion and kind: the object's `kind` is the client's word). Returns
-// `unchanged` when nothing changes, else `replaced` with the whole new object (the host computes
-// the JSONPatch). An unparseable object, or a container that is not a JSON object, is a plugin
+// `unchanged` when nothing changes, else `patched`: one RFC 6902 `add` of `imagePullPolicy:
+// "Always"` per container that lacks it, so the whole object is never written back (the host
+// applies the operations and computes the JSONPatch). An unparseable object, or a container that is not a JSON object, is a plugin
 // failure (throw a string: `err`). It takes no settings: `validateSettings` (called when the
 // policy is loaded) accepts none, `{}` or `null` and refuses any key, with the Rust plugin's
 // message (`unknown field `x`, there are no fields`). Numbers go through JavaScript doubles:
@@ -48,28 +49,29 @@ function kindOf(request, obj) {
   return [slash < 0 ? '' : apiVersion.slice(0, slash), isObject(obj) ? stringField(obj, 'kind') : ''];
 }
 
-/** Sets the policy where it is not `Always` yet on `obj` taken as a `group`/`kind`; returns
- * whether anything changed. */
+/** One RFC 6902 `add` of `imagePullPolicy: "Always"` per container of `obj` taken as a
+ * `group`/`kind` whose policy is not `Always` yet (an `add` of a member that exists replaces it),
+ * in Rust's order; empty when nothing needs changing. */
 function alwaysPull(obj, group, kind) {
-  if (!isObject(obj)) return false;
+  if (!isObject(obj)) return [];
   const path = podSpecPath(group, kind);
-  if (path === undefined) return false;
+  if (path === undefined) return [];
   let spec = obj;
   for (const key of path) spec = isObject(spec) && has(spec, key) ? spec[key] : undefined;
-  if (!isObject(spec)) return false;
-  let changed = false;
+  if (!isObject(spec)) return [];
+  const operations = [];
   for (const field of CONTAINER_LISTS) {
     const containers = has(spec, field) ? spec[field] : undefined;
     if (!Array.isArray(containers)) continue;
     containers.forEach((container, index) => {
       if (!isObject(container)) throw `${path.join('.')}.${field}[${index}] is not a JSON object`;
       if (container.imagePullPolicy !== 'Always') {
-        container.imagePullPolicy = 'Always';
-        changed = true;
+        const pointer = [...path, field, index, 'imagePullPolicy'].map((key) => `/${key}`).join('');
+        operations.push({ op: 'add', path: pointer, value: 'Always' });
       }
     });
   }
-  return changed;
+  return operations;
 }
 
 // `validate-settings: func(settings: string) -> result<_, string>`: refuses any settings, as the
@@ -105,6 +107,7 @@ export function initialize(request) {
     throw `the request's object is not JSON: ${e.message}`;
   }
   const [group, kind] = kindOf(request, obj);
-  if (!alwaysPull(obj, group, kind)) return { change: { tag: 'unchanged' }, remarks: NO_REMARKS };
-  return { change: { tag: 'replaced', val: JSON.stringify(obj) }, remarks: NO_REMARKS };
+  const operations = alwaysPull(obj, group, kind);
+  if (operations.length === 0) return { change: { tag: 'unchanged' }, remarks: NO_REMARKS };
+  return { change: { tag: 'patched', val: JSON.stringify(operations) }, remarks: NO_REMARKS };
 }

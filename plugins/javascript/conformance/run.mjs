@@ -79,6 +79,35 @@ function request(c) {
   };
 }
 
+// RFC 6902 `add`, `replace` and `remove` (all an initializer here may answer) on a copy of `doc`;
+// throws where the host would refuse the patch (another op, a path that does not resolve).
+function applyPatch(doc, operations) {
+  if (!Array.isArray(operations)) throw new Error('not an array of operations');
+  for (const { op, path, value } of operations) {
+    if (!['add', 'replace', 'remove'].includes(op)) throw new Error(`op ${op} is not expected here`);
+    const tokens = path.split('/').slice(1).map((t) => t.replaceAll('~1', '/').replaceAll('~0', '~'));
+    if (tokens.length === 0) throw new Error('the whole document is not patched here');
+    const key = tokens.pop();
+    let parent = doc;
+    for (const t of tokens) {
+      parent = parent !== null && typeof parent === 'object' && Object.hasOwn(parent, t) ? parent[t] : undefined;
+      if (parent === undefined) throw new Error(`${path} does not resolve`);
+    }
+    if (Array.isArray(parent)) {
+      const index = key === '-' ? parent.length : Number(key);
+      if (!Number.isInteger(index) || index < 0 || index > parent.length - (op === 'add' ? 0 : 1)) throw new Error(`${path}: no such index`);
+      if (op === 'add') parent.splice(index, 0, value);
+      else if (op === 'replace') parent[index] = value;
+      else parent.splice(index, 1);
+    } else if (parent !== null && typeof parent === 'object') {
+      if (op !== 'add' && !Object.hasOwn(parent, key)) throw new Error(`${path}: no such member`);
+      if (op === 'remove') delete parent[key];
+      else parent[key] = value;
+    } else throw new Error(`${path}: the parent is not a container`);
+  }
+  return doc;
+}
+
 function outcome(plugin, fn, req) {
   try {
     const r = fn(req);
@@ -92,7 +121,9 @@ function outcome(plugin, fn, req) {
     if (r.change.tag === 'denied') return { denied: r.change.val, noRemarks };
     let value;
     try { value = JSON.parse(r.change.val); } catch (e) { return { badJson: r.change.val }; }
-    return { replaced: value, noRemarks };
+    if (r.change.tag === 'replaced') return { replaced: value, noRemarks };
+    // `patched`: the object the operations make of the request's, as the host would apply them.
+    try { return { patched: applyPatch(JSON.parse(req.object), value), noRemarks }; } catch (e) { return { badPatch: String(e), ops: value }; }
   } catch (e) {
     if (e && e.constructor && e.constructor.name === 'ComponentError') return { err: true, message: String(e.payload) };
     return { trap: String(e && e.stack || e) };

@@ -5,8 +5,9 @@ Behaves exactly like plugins/rust/always-pull-images (see its README): sets
 pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
 ReplicaSet, Job or CronJob, taken as the request's `kind` says (else `requestKind`, else the
 object's own apiVersion and kind: the object's `kind` is the client's word and may be missing).
-Returns `unchanged` when nothing changes, else `replaced` with the whole new object (the host computes the
-JSONPatch). An unparseable object, or a container that is not a JSON object, is a plugin
+Returns `unchanged` when nothing changes, else `patched`: one RFC 6902 `add` of
+`imagePullPolicy: "Always"` per container that lacks it, so the whole object is never written back
+(the host applies the operations and computes the JSONPatch). An unparseable object, or a container that is not a JSON object, is a plugin
 failure (`err`).
 
 It takes no settings: `validate_settings` (called when the policy is loaded) accepts none, `{}`
@@ -65,20 +66,21 @@ def kind_of(request: types.AdmissionRequest, obj) -> tuple:
     return api_version.rsplit("/", 1)[0] if "/" in api_version else "", string_field(obj, "kind")
 
 
-def always_pull(obj, group: str, kind: str) -> bool:
-    """Sets the policy where it is not `Always` yet on `obj` taken as a `group`/`kind`; returns
-    whether anything changed."""
+def always_pull(obj, group: str, kind: str) -> list:
+    """One RFC 6902 `add` of `imagePullPolicy: "Always"` per container of `obj` taken as a
+    `group`/`kind` whose policy is not `Always` yet (an `add` of a member that exists replaces
+    it), in Rust's order; empty when nothing needs changing."""
     if not isinstance(obj, dict):
-        return False
+        return []
     path = pod_spec_path(group, kind)
     if path is None:
-        return False
+        return []
     spec = obj
     for key in path:
         spec = spec.get(key) if isinstance(spec, dict) else None
     if not isinstance(spec, dict):
-        return False
-    changed = False
+        return []
+    operations = []
     for field in CONTAINER_LISTS:
         containers = spec.get(field)
         if not isinstance(containers, list):
@@ -87,9 +89,9 @@ def always_pull(obj, group: str, kind: str) -> bool:
             if not isinstance(container, dict):
                 raise Err(f"{'.'.join(path)}.{field}[{index}] is not a JSON object")
             if container.get("imagePullPolicy") != "Always":
-                container["imagePullPolicy"] = "Always"
-                changed = True
-    return changed
+                pointer = "".join(f"/{key}" for key in (*path, field, str(index), "imagePullPolicy"))
+                operations.append({"op": "add", "path": pointer, "value": "Always"})
+    return operations
 
 
 class _Object(list):
@@ -134,7 +136,8 @@ class WitWorld(wit_world.WitWorld):
         except ValueError as e:
             raise Err(f"the request's object is not JSON: {e}")
         group, kind = kind_of(request, obj)
-        if not always_pull(obj, group, kind):
+        operations = always_pull(obj, group, kind)
+        if not operations:
             return types.Mutation(types.Change_Unchanged(), NO_REMARKS)
-        new = json.dumps(obj, separators=(",", ":"))
-        return types.Mutation(types.Change_Replaced(new), NO_REMARKS)
+        patch = json.dumps(operations, separators=(",", ":"))
+        return types.Mutation(types.Change_Patched(patch), NO_REMARKS)
