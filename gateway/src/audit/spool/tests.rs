@@ -253,6 +253,42 @@ async fn a_corrupt_record_skips_the_rest_of_its_segment_only() {
     assert_eq!(all.last().unwrap(), &event(39));
 }
 
+/// A length field corrupted after recovery (a bit flip on disk, a tampered file) claiming the
+/// largest payload a record may have: the reader refuses it against the bytes actually there,
+/// before allocating anything for it, in a finished segment and in the one being written.
+#[tokio::test]
+async fn a_corrupt_record_length_is_checked_against_the_segment_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(&config(dir.path(), 64 << 10)).unwrap();
+    for i in 0..90 {
+        spool.append(items(&[&event(i)])).await.unwrap();
+    }
+    let end = *spool.committed().borrow();
+    assert!(end.segment >= 3, "several segments: {end:?}");
+    let lie = MAX_RECORD_PAYLOAD.to_le_bytes();
+    let segments = dir.path().join("segments");
+    for segment in [1, end.segment] {
+        let path = segments.join(segment_name(segment));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = SEGMENT_HEADER_LEN as usize + 4;
+        bytes[at..at + 4].copy_from_slice(&lie);
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let all = read_all(&spool, start());
+    let corrupt: Vec<_> = all.iter().filter(|l| l.starts_with("CORRUPT")).collect();
+    assert_eq!(corrupt.len(), 2, "{corrupt:?}");
+    for c in corrupt {
+        assert!(
+            c.contains(&format!(
+                "record length {MAX_RECORD_PAYLOAD} is past the end of its segment"
+            )),
+            "{c}"
+        );
+    }
+    // Only the two damaged segments' records are lost; the ones between are read.
+    assert!(all.len() > 10 && all.len() < 90, "{}", all.len());
+}
+
 #[tokio::test]
 async fn a_full_spool_refuses_until_every_sink_has_passed_its_segments() {
     let dir = tempfile::tempdir().unwrap();
