@@ -20,7 +20,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use wasmgate::audit::spool::record::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
 use wasmgate::audit::spool::{Position, Read, SpoolItem, key_of, segment_name};
-use wasmgate::audit::{FsyncPolicy, Spool, SpoolConfig};
+use wasmgate::audit::{FsyncPolicy, Spool, SpoolConfig, default_dead_letter_max_bytes};
 
 /// The record magic ("WGR1"), little-endian, as the spool writes it.
 const RECORD_MAGIC: [u8; 4] = *b"WGR1";
@@ -105,6 +105,7 @@ fuzz_target!(|data: &[u8]| {
         dir: dir.clone(),
         max_bytes: 1 << 30,
         fsync: FsyncPolicy::Never,
+        dead_letter_max_bytes: default_dead_letter_max_bytes(1 << 30),
     };
     let Ok((spool, _recovery)) = Spool::open(&config) else {
         return;
