@@ -16,7 +16,7 @@ use crate::admission;
 use crate::audit::{AuditService, BodySource, IntakeError, IntakeLimits, spool::AppendError};
 use crate::config::{Config, ConfigError, PluginKind};
 use crate::reload::ReloadStatus;
-use crate::server::{Answer, Body, BodyError, Handler};
+use crate::server::{Answer, Body, BodyError, BodyTimeout, ConnEvent, Handler};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Metrics;
 use crate::wire::{AdmissionResponse, AdmissionReview};
@@ -255,6 +255,17 @@ impl Handler for Gateway {
         };
         self.metrics.audit.request(result, started.elapsed());
         answer
+    }
+
+    fn connection(&self, event: ConnEvent) {
+        let m = &self.metrics.connections;
+        match event {
+            ConnEvent::Opened => m.opened(),
+            ConnEvent::Refused => m.refused(),
+            ConnEvent::Closed(reason) => m.closed(reason.label()),
+            ConnEvent::BodyTimedOut(BodyTimeout::MinRate) => m.body_timed_out("min_rate"),
+            ConnEvent::BodyTimedOut(BodyTimeout::Deadline) => m.body_timed_out("deadline"),
+        }
     }
 
     fn refused(&self, endpoint: &'static str, answer: &Answer, elapsed: std::time::Duration) {

@@ -484,3 +484,61 @@ fn the_compile_cache_must_be_private() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("it is a symbolic link"), "{stderr}");
 }
+
+/// One policy's calls hold at most `POLICY_SLOTS` (64) of the pool's 256 slots; more queue
+/// behind them, under their own deadline. 300 requests to a policy whose plugin sleeps to its
+/// 5 s deadline would otherwise take every slot for 5 s, and a well-behaved policy's request
+/// would wait that long for one.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_policy_cannot_take_every_pool_slot() {
+    let gw = Gateway::start(&policy_file(
+        &[
+            entry(
+                "sleep",
+                "validator",
+                "hostile",
+                "settings: {act: sleep}\ntimeout: 5s\nfailurePolicy: Ignore",
+            ),
+            entry("fast", "validator", "burn", "settings: {millis: 0}"),
+        ]
+        .concat(),
+    ));
+    let pod = review("pod-create.json");
+    let started = Instant::now();
+    let sleepers: Vec<_> = (0..300)
+        .map(|_| {
+            let client = gw.client();
+            let url = gw.url("/validate/sleep?timeout=12s");
+            let body = serde_json::to_vec(&pod).unwrap();
+            tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                (response.status().as_u16(), response.text().await.unwrap())
+            })
+        })
+        .collect();
+    // Let them all arrive and take what they can.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let fast_started = Instant::now();
+    assert_eq!(gw.answer("/validate/fast", &pod).await["allowed"], true);
+    let fast = fast_started.elapsed();
+    for sleeper in sleepers {
+        let (status, body) = sleeper.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"allowed\":true"), "{body}");
+    }
+    let all = started.elapsed();
+    println!(
+        "300 requests to a policy sleeping to its 5 s deadline: a well-behaved policy answered in {fast:.2?} meanwhile; all 300 answered in {all:.1?}"
+    );
+    assert!(
+        fast < Duration::from_millis(2500),
+        "a well-behaved policy waited {fast:?} for a pool slot"
+    );
+    assert!(all < Duration::from_secs(20), "300 sleepers took {all:?}");
+}

@@ -47,6 +47,21 @@ fn policies() -> String {
     .concat()
 }
 
+/// Rounds of [`fast_p99`] per figure; the median is kept.
+const ROUNDS: usize = 3;
+
+/// The median of [`ROUNDS`] p99s of the well-behaved policy. On a shared machine one p99 of 300
+/// samples is the third-worst sample, which other processes' scheduling decides as often as
+/// the gateway does.
+async fn fast_p99_median(gw: &Gateway, client: &reqwest::Client, body: &[u8]) -> Duration {
+    let mut p99s = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        p99s.push(fast_p99(gw, client, body).await);
+    }
+    p99s.sort();
+    p99s[ROUNDS / 2]
+}
+
 /// p99 of `SAMPLES` sequential calls of the well-behaved policy.
 async fn fast_p99(gw: &Gateway, client: &reqwest::Client, body: &[u8]) -> Duration {
     let mut samples = Vec::with_capacity(SAMPLES);
@@ -97,15 +112,15 @@ async fn hostile_plugins_table() {
     let body = serde_json::to_vec(&pod).unwrap();
     // Warm up, then the well-behaved policy alone.
     fast_p99(&gw, &client, &body).await;
-    let alone = fast_p99(&gw, &client, &body).await;
+    let alone = fast_p99_median(&gw, &client, &body).await;
     println!(
         "\nwell-behaved policy (require-labels) alone: p99 {}",
         ms(alone)
     );
     println!(
-        "\n| hostile plugin | test plugin | answer the API server gets | time to answer | well-behaved p99 meanwhile | vs alone |"
+        "\n| hostile plugin | test plugin | answer the API server gets | time to answer | well-behaved p99 alone, just before | well-behaved p99 meanwhile | vs alone |"
     );
-    println!("|---|---|---|---:|---:|---:|");
+    println!("|---|---|---|---:|---:|---:|---:|");
 
     let rows = [
         (
@@ -149,6 +164,8 @@ async fn hostile_plugins_table() {
                 "{policy}: {response}"
             );
         }
+        // Alone again, just before: the machine's load drifts during the run.
+        let alone = fast_p99_median(&gw, &client, &body).await;
         // The hostile policy is called without pause, one call at a time, while the
         // well-behaved one is measured.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -173,15 +190,16 @@ async fn hostile_plugins_table() {
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let meanwhile = fast_p99(&gw, &client, &body).await;
+        let meanwhile = fast_p99_median(&gw, &client, &body).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         load.await.unwrap();
         let ratio = meanwhile.as_secs_f64() / alone.as_secs_f64();
         worst = worst.max(ratio);
         println!(
-            "| {what} | `{plugin}` | {} | {} | {} | {ratio:.2}x |",
+            "| {what} | `{plugin}` | {} | {} | {} | {} | {ratio:.2}x |",
             summary(&response).replace('|', "\\|"),
             ms(took),
+            ms(alone),
             ms(meanwhile)
         );
         // Generous: the target is 2x; a stalled gateway would be 100x or more.
@@ -199,6 +217,7 @@ async fn hostile_plugins_table() {
         policy_file(&(policies() + &entry("start-trap", "validator", "start-trap", ""))),
     )
     .unwrap();
+    let alone = fast_p99_median(&gw, &client, &body).await;
     let started = Instant::now();
     let measuring = fast_p99(&gw, &client, &body);
     let (meanwhile, error) = tokio::join!(measuring, async {
@@ -227,8 +246,9 @@ async fn hostile_plugins_table() {
     let ratio = meanwhile.as_secs_f64() / alone.as_secs_f64();
     worst = worst.max(ratio);
     println!(
-        "| trap in a start function | `start-trap` | refused at reload (and start-up): `module fails to instantiate under its limits: trapped: wasm trap: wasm \\`unreachable\\` instruction executed`; the last good snapshot keeps serving | {} (reload rejected) | {} | {ratio:.2}x |",
+        "| trap in a start function | `start-trap` | refused at reload (and start-up): `module fails to instantiate under its limits: trapped: wasm trap: wasm \\`unreachable\\` instruction executed`; the last good snapshot keeps serving | {} (reload rejected) | {} | {} | {ratio:.2}x |",
         ms(took),
+        ms(alone),
         ms(meanwhile)
     );
     println!("\nworst well-behaved p99 ratio: {worst:.2}x (target 2x)");

@@ -411,3 +411,99 @@ async fn going_back_to_the_serving_content_clears_the_rejection() {
     let out = String::from_utf8_lossy(&status.stdout);
     assert_eq!(status.status.code(), Some(0), "{out}");
 }
+
+/// `module:` naming something that is not a small regular file: `/dev/zero` (reading it never
+/// ends), a FIFO (reading blocks until someone writes), a sparse file one byte over the cap.
+/// At start the gateway exits at once with the file, line and reason; at reload the change is
+/// rejected the same way and the last good snapshot keeps answering. Before, the first two hung
+/// the loader for good and the third was read whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_module_that_is_a_device_a_fifo_or_too_large_is_refused_at_start_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.wasm");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let huge = dir.path().join("huge.wasm");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(wasmgate::config::MAX_MODULE_BYTES + 1)
+        .unwrap();
+    let cases = [
+        (
+            Path::new("/dev/zero"),
+            "it is a character device, not a regular file",
+        ),
+        (
+            fifo.as_path(),
+            "it is a FIFO (named pipe), not a regular file",
+        ),
+        (huge.as_path(), "more than the 134217728 a module may have"),
+    ];
+    let named = |module: &Path| {
+        policy_file(&format!(
+            "  - name: current\n    kind: validator\n    module: {}\n    settings: {{labels: [team]}}\n    rules:\n      - {{operations: ['*'], apiGroups: ['*'], apiVersions: ['*'], resources: ['*']}}\n",
+            module.display()
+        ))
+    };
+
+    // At start.
+    for (module, why) in cases {
+        let policies = dir.path().join("policies.yaml");
+        std::fs::write(&policies, named(module)).unwrap();
+        let started = Instant::now();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&policies)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("module: {} hung the loader at start", module.display());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success());
+        let expected = format!(
+            "policies.yaml:6: policy \"current\": cannot read module {}: ",
+            module.display()
+        );
+        assert!(
+            stderr.contains(&expected) && stderr.contains(why),
+            "{stderr}"
+        );
+    }
+
+    // At reload.
+    let current = dir.path().join("current.wasm");
+    replace(Path::new(&module("require-labels")), &current);
+    let gw = Gateway::start(&current_policy(dir.path(), ""));
+    let policy = gw.path("policies.yaml");
+    let body = serde_json::to_vec(&review("pod-create-no-team.json")).unwrap();
+    let client = gw.client();
+    for (failures, (module, why)) in (1..).zip(cases) {
+        write(&policy, &named(module));
+        let error = rejected(&gw, failures, &module.display().to_string()).await;
+        assert!(
+            error.contains(&format!(
+                "policies.yaml:6: policy \"current\": cannot read module {}: ",
+                module.display()
+            )) && error.contains(why),
+            "{error}"
+        );
+        assert_eq!(ask(&gw, &client, &body).await, Version::V1);
+    }
+}

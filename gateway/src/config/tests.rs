@@ -501,3 +501,59 @@ fn reinvocation_is_read_for_initializers() {
     let error = error_of(&dir, &text.replace("IfNeeded", "Sometimes"));
     assert!(error.contains("unknown variant `Sometimes`"), "{error}");
 }
+
+/// `module:` must name a regular file under [`MAX_MODULE_BYTES`]: a device never ends, a FIFO
+/// blocks until someone writes, a huge file would be read whole. Each is refused at once, on
+/// the `module:` line, with the reason.
+#[test]
+fn a_module_that_is_not_a_small_regular_file_is_refused() {
+    let dir = Dir::new("special");
+    let file = dir.0.join("policies.yaml").display().to_string();
+    let fifo = dir.0.join("fifo.wasm");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let huge = dir.0.join("huge.wasm");
+    // Sparse: no disk is used, but its length is one byte over the cap.
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(MAX_MODULE_BYTES + 1)
+        .unwrap();
+    let cases = [
+        ("/dev/zero", "it is a character device, not a regular file"),
+        (
+            fifo.to_str().unwrap(),
+            "it is a FIFO (named pipe), not a regular file",
+        ),
+        (
+            dir.0.to_str().unwrap(),
+            "it is a directory, not a regular file",
+        ),
+        (
+            huge.to_str().unwrap(),
+            "it has 134217729 bytes, more than the 134217728 a module may have",
+        ),
+    ];
+    for (module, why) in cases {
+        // On a thread of its own, so that a loader that blocks fails the test instead of
+        // hanging it.
+        let text = GOOD.replace("module: p.wasm", &format!("module: {module}"));
+        let policies = dir.0.join("policies.yaml");
+        std::fs::write(&policies, text).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(Config::load(&policies).map(|_| ())));
+        let e = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("loading module: {module} did not end within 10 s"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{file}:6: policy \"require-labels\": cannot read module {module}: {why}"
+            )),
+            "{e}"
+        );
+    }
+}

@@ -21,6 +21,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// 64 concurrent admission requests with four plugins each.
 pub const POOL_SLOTS: u32 = 256;
 
+/// Calls of one policy that may be in flight at once (a quarter of [`POOL_SLOTS`]); more queue
+/// behind them under their own deadline. A policy whose calls are slow or hostile (a plugin
+/// that sleeps to its deadline, a flood of requests for one policy) then holds at most this
+/// many pool slots, and the other policies' calls still find one at once.
+pub const POLICY_SLOTS: u32 = POOL_SLOTS / 4;
+
 /// Pool slots for idle warm instances of policies with `instanceReuse`, beyond [`POOL_SLOTS`].
 pub const WARM_SLOTS: u32 = 256;
 

@@ -25,7 +25,7 @@ pub use bindings::types::{
     AdmissionRequest, Change, Decision, Denial, GroupVersionKind, GroupVersionResource, Mutation,
     Operation as WitOperation, Remarks, UserInfo, Verdict,
 };
-pub use engine::{EPOCH_TICK, MAX_WASM_STACK, POOL_SLOTS, WARM_SLOTS};
+pub use engine::{EPOCH_TICK, MAX_WASM_STACK, POLICY_SLOTS, POOL_SLOTS, WARM_SLOTS};
 pub use host::{PluginState, STDIO_CAPACITY};
 
 use crate::config::PluginKind;
@@ -275,6 +275,7 @@ impl Runtime {
             contract,
             engine: self.engine.clone(),
             slots: self.slots.clone(),
+            own_slots: Semaphore::new(POLICY_SLOTS as usize),
             reuse: spec.reuse,
             idle: IdlePool::default(),
         };
@@ -446,6 +447,8 @@ pub struct Plugin {
     contract: Contract,
     engine: wasmtime::Engine,
     slots: Arc<Semaphore>,
+    /// This policy's share of `slots` (see [`POLICY_SLOTS`]).
+    own_slots: Semaphore,
     reuse: Option<Reuse>,
     idle: IdlePool,
     log: Arc<LogBudget>,
@@ -539,8 +542,8 @@ impl Plugin {
         PluginFailure::Host(format!("plugin {} is not a {world}", self.name))
     }
 
-    /// One call, start to end under one wall-clock budget: waiting for a pool slot counts
-    /// against `deadline`; then instantiation (start functions included) and the call run
+    /// One call, start to end under one wall-clock budget: waiting for one of the policy's
+    /// [`POLICY_SLOTS`], then for a pool slot, counts against `deadline`; then instantiation (start functions included) and the call run
     /// within the time left, at most `timeout`. At the end of the budget the call's future is
     /// dropped wherever it is (in Wasm, or waiting in a host call), which drops its store and
     /// gives its pool slot back. A warm instance is kept for reuse only if its call did not
@@ -551,7 +554,11 @@ impl Plugin {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Answer, PluginFailure> {
-        let _permit = match tokio::time::timeout_at(deadline, self.slots.acquire()).await {
+        let slots = async {
+            let own = self.own_slots.acquire().await?;
+            Ok::<_, tokio::sync::AcquireError>((own, self.slots.acquire().await?))
+        };
+        let _permits = match tokio::time::timeout_at(deadline, slots).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_closed)) => {
                 return Err(PluginFailure::Host("the runtime is shutting down".into()));

@@ -1,6 +1,6 @@
 //! Owns reading request bodies: the global budget of body bytes in flight (admission and audit
-//! together), the per-request size limit, the minimum body rate and the request's deadline.
-//! Must not interpret the bytes.
+//! together), the per-request size limit, the minimum body rate and the request's deadline,
+//! and marking a request whose client went away mid-body. Must not interpret the bytes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use super::conn::Abandoned;
 
 /// Body bytes all requests together may hold at once, by default: 16 admission reviews at
 /// their largest, or 4 audit batches, while the process stays well under a 1 GiB limit.
@@ -89,10 +91,35 @@ impl BodyBudget {
     }
 }
 
+/// Set when a request's body was cut off by a timeout (see [`BodyTimeout`]): the server
+/// counts it once the request is answered.
+#[derive(Debug, Clone, Default)]
+pub struct TimedOutMark(Arc<std::sync::OnceLock<BodyTimeout>>);
+
+impl TimedOutMark {
+    /// Which timeout cut the body off, if one did.
+    pub fn get(&self) -> Option<BodyTimeout> {
+        self.0.get().copied()
+    }
+}
+
+/// Which limit ended a body that came too slowly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyTimeout {
+    /// Slower than [`MIN_BODY_RATE`] after [`MIN_RATE_GRACE`].
+    MinRate,
+    /// Not all there by the request's deadline.
+    Deadline,
+}
+
 /// A request body being read: at most `limit` bytes, by the deadline, at the minimum rate,
 /// holding its share of the budget until dropped.
 pub struct Body {
     inner: Incoming,
+    /// Set when the body cannot be read because the client went away.
+    abandoned: Option<Abandoned>,
+    /// Set when the body is cut off by a timeout.
+    timed_out: Option<TimedOutMark>,
     limit: usize,
     received: usize,
     waited: Duration,
@@ -123,8 +150,12 @@ impl Body {
         let reserved = budget
             .reserve(declared.unwrap_or(hold).min(hold), deadline)
             .await?;
+        let abandoned = req.extensions().get::<Abandoned>().cloned();
+        let timed_out = req.extensions().get::<TimedOutMark>().cloned();
         Ok(Body {
             inner: req.into_body(),
+            abandoned,
+            timed_out,
             limit,
             received: 0,
             waited: Duration::ZERO,
@@ -132,6 +163,12 @@ impl Body {
             done: false,
             _reserved: reserved,
         })
+    }
+
+    fn timed_out(&self, which: BodyTimeout) {
+        if let Some(mark) = &self.timed_out {
+            let _ = mark.0.set(which);
+        }
     }
 
     /// Bytes received so far.
@@ -161,18 +198,25 @@ impl Body {
                     return Ok(None);
                 }
                 Ok(Some(Err(e))) => {
+                    // A stream reset, a connection closed or broken mid-body: whatever is
+                    // answered cannot reach the client.
+                    if let Some(abandoned) = &self.abandoned {
+                        abandoned.set();
+                    }
                     return Err(BodyError::new(
                         StatusCode::BAD_REQUEST,
                         format!("cannot read request body: {e}"),
                     ));
                 }
                 Err(_) if until == self.deadline => {
+                    self.timed_out(BodyTimeout::Deadline);
                     return Err(BodyError::new(
                         StatusCode::REQUEST_TIMEOUT,
                         "request body not received before the deadline",
                     ));
                 }
                 Err(_) => {
+                    self.timed_out(BodyTimeout::MinRate);
                     return Err(BodyError::new(
                         StatusCode::REQUEST_TIMEOUT,
                         format!(

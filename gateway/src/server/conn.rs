@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -124,6 +124,12 @@ pub fn configure_socket(tcp: &TcpStream) -> io::Result<()> {
 
 // === impl FirstBytes ===
 
+/// The error a [`FirstBytes`] stream fails with at its deadline (inside an `io::Error` of kind
+/// `TimedOut`), so that the server can tell this close from others.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no request after the TLS handshake")]
+pub struct NoFirstBytes;
+
 /// A stream whose first read fails with `TimedOut` if no byte arrives by a deadline. hyper's
 /// own HTTP/1.1 header timeout starts only once it knows the protocol, and the HTTP/2 preface
 /// has none, so without this a client that completes the handshake and then says nothing holds
@@ -164,10 +170,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for FirstBytes<T> {
                     .as_mut()
                     .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
                 if expired {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no request after the TLS handshake",
-                    )));
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, NoFirstBytes)));
                 }
                 Poll::Pending
             }
@@ -227,12 +230,38 @@ pub struct Activity {
 pub struct InFlight {
     activity: Arc<Activity>,
     answered: bool,
+    abandoned: Abandoned,
 }
 
 impl InFlight {
-    /// The request was answered.
+    /// The request was answered, unless its client abandoned it meanwhile (see [`Abandoned`]):
+    /// then it counts as cancelled.
     pub fn answered(mut self) {
-        self.answered = true;
+        self.answered = !self.abandoned.is_set();
+    }
+
+    /// The mark the body reader sets when the client abandons this request.
+    pub fn abandoned(&self) -> Abandoned {
+        self.abandoned.clone()
+    }
+}
+
+/// Set when the client abandoned a request while its body was being read (an HTTP/2 stream
+/// reset, a connection closed mid-body): the request then counts as cancelled even though the
+/// server produced an answer for it. Whether a reset is seen as a dropped request or as a body
+/// that cannot be read depends only on which the server polls first, so without the mark a
+/// reset flood counts as cancelled on a quiet machine and as answered on a busy one.
+#[derive(Debug, Clone, Default)]
+pub struct Abandoned(Arc<AtomicBool>);
+
+impl Abandoned {
+    /// The client is gone.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
     }
 }
 
@@ -256,6 +285,7 @@ impl Activity {
         InFlight {
             activity: self.clone(),
             answered: false,
+            abandoned: Abandoned::default(),
         }
     }
 

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-pub use body::{Body, BodyBudget, BodyError};
+pub use body::{Body, BodyBudget, BodyError, BodyTimeout};
 pub use conn::ConnLimits;
 
 use crate::config::PluginKind;
@@ -136,10 +136,112 @@ pub trait Handler: Send + Sync + 'static {
     fn refused(&self, endpoint: &'static str, answer: &Answer, elapsed: Duration) {
         let _ = (endpoint, answer, elapsed);
     }
+    /// Something happened to a connection (or a request body timed out); for the handler's
+    /// metrics.
+    fn connection(&self, event: ConnEvent) {
+        let _ = event;
+    }
     /// `GET /readyz`.
     fn ready(&self) -> Answer;
     /// `GET /metrics`.
     fn metrics(&self) -> Answer;
+}
+
+/// What happened to a connection, for metrics. Every [`ConnEvent::Opened`] is followed by one
+/// [`ConnEvent::Closed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// Accepted under the connection cap (before the TLS handshake).
+    Opened,
+    /// Closed at accept: the connection cap was reached.
+    Refused,
+    /// Closed, and why.
+    Closed(CloseReason),
+    /// A request's body was cut off by a timeout (answered 408).
+    BodyTimedOut(BodyTimeout),
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The TLS handshake did not finish within [`HANDSHAKE_TIMEOUT`].
+    HandshakeTimeout,
+    /// The TLS handshake failed (not TLS, a client certificate refused, ...).
+    HandshakeFailed,
+    /// No byte after the handshake within [`conn::FIRST_BYTES_TIMEOUT`].
+    FirstBytesTimeout,
+    /// HTTP/1.1 headers not complete within [`HEADER_READ_TIMEOUT`].
+    HeaderTimeout,
+    /// No request in flight for the idle timeout.
+    IdleTimeout,
+    /// The connection reached its maximum age.
+    MaxAge,
+    /// Its client cancelled too many requests (HTTP/2 rapid reset).
+    CancelledRequests,
+    /// The server is shutting down.
+    Shutdown,
+    /// The client closed it, or the protocol ended it normally.
+    Client,
+    /// Any other error (a protocol error, a reset, a keep-alive timeout).
+    Error,
+}
+
+impl CloseReason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::HandshakeFailed => "handshake_failed",
+            CloseReason::FirstBytesTimeout => "first_bytes_timeout",
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::MaxAge => "max_age",
+            CloseReason::CancelledRequests => "cancelled_requests",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Client => "client",
+            CloseReason::Error => "error",
+        }
+    }
+
+    /// Why a connection that ended with `error` ended.
+    fn of_error(error: &(dyn std::error::Error + 'static)) -> CloseReason {
+        let mut cause = Some(error);
+        let mut reason = CloseReason::Error;
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<conn::NoFirstBytes>())
+            {
+                return CloseReason::FirstBytesTimeout;
+            }
+            if e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout)
+            {
+                reason = CloseReason::HeaderTimeout;
+            }
+            cause = e.source();
+        }
+        reason
+    }
+}
+
+/// Reports [`ConnEvent::Closed`] when dropped, however the connection's task ends.
+struct OpenConnection<H: Handler> {
+    handler: Arc<H>,
+    reason: CloseReason,
+}
+
+impl<H: Handler> OpenConnection<H> {
+    fn ends(&mut self, reason: CloseReason) {
+        self.reason = reason;
+    }
+}
+
+impl<H: Handler> Drop for OpenConnection<H> {
+    fn drop(&mut self) {
+        self.handler.connection(ConnEvent::Closed(self.reason));
+    }
 }
 
 /// Server limits.
@@ -225,8 +327,14 @@ pub async fn serve<H: Handler>(
         // Over the cap, the connection is closed at once: its descriptor is back at once, and
         // the client sees a reset instead of a handshake that never ends.
         let Ok(slot) = connections.clone().try_acquire_owned() else {
+            handler.connection(ConnEvent::Refused);
             tracing::debug!(%peer, max_connections, "connection refused: too many open connections");
             continue;
+        };
+        handler.connection(ConnEvent::Opened);
+        let mut open = OpenConnection {
+            handler: handler.clone(),
+            reason: CloseReason::Client,
         };
         if let Err(e) = conn::configure_socket(&tcp) {
             tracing::debug!(%peer, "cannot set socket options: {e}");
@@ -240,20 +348,34 @@ pub async fn serve<H: Handler>(
             let _slot = slot;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    open.ends(CloseReason::HandshakeFailed);
+                    return tracing::debug!(%peer, "TLS handshake failed: {e}");
+                }
+                Err(_) => {
+                    open.ends(CloseReason::HandshakeTimeout);
+                    return tracing::debug!(%peer, "TLS handshake timed out");
+                }
             };
             let activity = conn::Activity::new();
             let requests = activity.clone();
             let route_limits = limits.clone();
-            let service = hyper::service::service_fn(move |req| {
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 // Counted until the request's future is dropped: answered, or cancelled by a
-                // stream reset or a closed connection (which drops its plugin calls with it).
+                // stream reset or a closed connection (which drops its plugin calls with it, or
+                // cuts its body short: the body reader marks it abandoned).
                 let in_flight = requests.begin();
+                req.extensions_mut().insert(in_flight.abandoned());
+                let timed_out = body::TimedOutMark::default();
+                req.extensions_mut().insert(timed_out.clone());
+                let handler = handler.clone();
                 let response = route(handler.clone(), route_limits.clone(), req);
                 async move {
                     let response = response.await;
                     in_flight.answered();
+                    if let Some(which) = timed_out.get() {
+                        handler.connection(ConnEvent::BodyTimedOut(which));
+                    }
                     response
                 }
             });
@@ -270,6 +392,16 @@ pub async fn serve<H: Handler>(
                 DRAIN_TIMEOUT,
             )
             .await;
+            open.ends(match closed {
+                conn::Closed::Idle => CloseReason::IdleTimeout,
+                conn::Closed::Aged => CloseReason::MaxAge,
+                conn::Closed::Shutdown => CloseReason::Shutdown,
+                conn::Closed::Cancelled => CloseReason::CancelledRequests,
+                conn::Closed::Ended => match &out {
+                    Some(Err(e)) => CloseReason::of_error(&**e),
+                    _ => CloseReason::Client,
+                },
+            });
             match out {
                 Some(Err(e)) => {
                     tracing::debug!(%peer, ?closed, "connection ended with an error: {e}")

@@ -78,8 +78,79 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     reload_seconds: Histogram,
     tls_reload_failures: Counter,
+    /// The connection metrics.
+    pub connections: ConnMetrics,
     /// The audit metrics.
     pub audit: AuditMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// The edge's metrics: connections open, refused at the cap, closed and why (each timeout
+/// apart), and request bodies cut off by a timeout.
+pub struct ConnMetrics {
+    open: Gauge,
+    refused: Counter,
+    closed: Family<ReasonLabels, Counter>,
+    body_timeouts: Family<ReasonLabels, Counter>,
+}
+
+impl ConnMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = ConnMetrics {
+            open: Gauge::default(),
+            refused: Counter::default(),
+            closed: Family::default(),
+            body_timeouts: Family::default(),
+        };
+        registry.register(
+            "connections_open",
+            "Client connections open (TLS handshake included)",
+            m.open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept because --max-connections were open",
+            m.refused.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections closed, by reason (handshake_timeout, handshake_failed, first_bytes_timeout, header_timeout, idle_timeout, max_age, cancelled_requests, shutdown, client, error)",
+            m.closed.clone(),
+        );
+        registry.register(
+            "request_body_timeouts",
+            "Request bodies cut off with 408, by reason (min_rate: slower than the minimum body rate; deadline: not all there by the request's deadline)",
+            m.body_timeouts.clone(),
+        );
+        m
+    }
+
+    /// A connection was accepted.
+    pub fn opened(&self) {
+        self.open.inc();
+    }
+
+    /// A connection was refused at the cap.
+    pub fn refused(&self) {
+        self.refused.inc();
+    }
+
+    /// An accepted connection closed, for `reason`.
+    pub fn closed(&self, reason: &'static str) {
+        self.open.dec();
+        self.closed.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// A request body was cut off by a timeout.
+    pub fn body_timed_out(&self, reason: &'static str) {
+        self.body_timeouts
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -405,8 +476,10 @@ impl Metrics {
             policies.clone(),
         );
         let audit = AuditMetrics::register(&mut registry);
+        let connections = ConnMetrics::register(&mut registry);
         Metrics {
             audit,
+            connections,
             registry,
             requests,
             request_seconds,

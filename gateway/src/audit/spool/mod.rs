@@ -738,7 +738,16 @@ fn scan_segment(
     }
     let mut first = [0u8; 8];
     first.copy_from_slice(&header[SEGMENT_MAGIC.len()..]);
-    *next_seq = (*next_seq).max(u64::from_le_bytes(first));
+    let first = u64::from_le_bytes(first);
+    if first > record::MAX_EVENT_SEQ {
+        return Ok(Scan {
+            file_len,
+            valid_len: 0,
+            problem: Some(format!("segment header numbers its first event {first}")),
+            zero_tail: false,
+        });
+    }
+    *next_seq = (*next_seq).max(first);
     let mut at = SEGMENT_HEADER_LEN;
     loop {
         if at == file_len {

@@ -111,8 +111,22 @@ impl SpoolReader {
                 }
                 Err(error) => return corrupt(error),
             };
-            let mut payload = vec![0u8; header.payload_len as usize];
             let payload_at = at.offset + RECORD_HEADER_LEN as u64;
+            // The claimed length is checked against what is there before anything is
+            // allocated for it: a corrupt length field must not cost a gigabyte.
+            let there = if at.segment < end.segment {
+                file.metadata()?.len()
+            } else {
+                end.offset
+            };
+            if there.saturating_sub(payload_at) < u64::from(header.payload_len) {
+                return corrupt(Corrupt(format!(
+                    "record length {} is past the end of its segment ({} bytes after it)",
+                    header.payload_len,
+                    there.saturating_sub(payload_at)
+                )));
+            }
+            let mut payload = vec![0u8; header.payload_len as usize];
             if let Err(e) = file.read_exact_at(&mut payload, payload_at) {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
                     return corrupt(Corrupt("record cut short".into()));

@@ -19,6 +19,11 @@ pub fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
     header[8..].copy_from_slice(&first_seq.to_le_bytes());
     header
 }
+/// The highest event sequence number the spool uses (2^62: 146,000 years at a million events a
+/// second). A record or segment header numbering past it is corrupt, and the writer refuses an
+/// append that would pass it; the bound keeps every sum of sequence numbers and counts from
+/// overflowing.
+pub const MAX_EVENT_SEQ: u64 = 1 << 62;
 /// The first bytes of every record ("WGR1"): lets a reader tell a record from garbage.
 pub const RECORD_MAGIC: u32 = 0x3152_4757;
 /// Magic, payload length, CRC-32.
@@ -125,6 +130,11 @@ impl Record {
         let accepted_ms = u64_at(take(&mut at, 8)?);
         let count_range = take(&mut at, 4)?;
         let count = u32::from_le_bytes(payload[count_range].try_into().unwrap_or([0; 4]));
+        if first_seq > MAX_EVENT_SEQ - u64::from(count) {
+            return Err(Corrupt(format!(
+                "event sequence numbers {first_seq} + {count} past {MAX_EVENT_SEQ}"
+            )));
+        }
         let mut items = Vec::with_capacity((count as usize).min(payload.len() / ITEM_FIXED_LEN));
         for _ in 0..count {
             let key_range = take(&mut at, 16)?;

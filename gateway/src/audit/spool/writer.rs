@@ -182,6 +182,11 @@ impl Writer {
                             max_bytes: self.max_bytes,
                         },
                     )
+                } else if next_seq + fresh.len() as u64 > record::MAX_EVENT_SEQ {
+                    // Only a spool whose files were tampered with gets here.
+                    Some(AppendError::Io(format!(
+                        "event sequence numbers are exhausted at {next_seq}"
+                    )))
                 } else {
                     None
                 };

@@ -159,6 +159,24 @@ async fn a_connection_that_cancels_most_of_its_requests_is_closed() {
     assert!(took < Duration::from_secs(5));
 }
 
+/// A request whose body the client cut short (a stream reset seen as a body error) is answered
+/// by the server, but counts as cancelled: the rapid-reset cap must not depend on which of the
+/// two the server happened to see first.
+#[tokio::test]
+async fn a_request_abandoned_mid_body_counts_as_cancelled_though_answered() {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let activity = Activity::new();
+    for _ in 0..=MAX_CANCELLED_REQUESTS {
+        let request = activity.begin();
+        request.abandoned().set();
+        request.answered();
+    }
+    let (closed, asked, took) = run(activity, limits(60_000, 60_000), rx).await;
+    assert_eq!(closed, Closed::Cancelled);
+    assert!(asked);
+    assert!(took < Duration::from_secs(5));
+}
+
 #[tokio::test]
 async fn huge_timeouts_do_not_overflow() {
     let (tx, rx) = tokio::sync::watch::channel(false);

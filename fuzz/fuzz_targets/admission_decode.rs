@@ -1,0 +1,34 @@
+//! The AdmissionReview decoder on any body, as `/validate` and `/mutate` receive it. No panic;
+//! a decoded review converts to the plugin contract's request (unless its operation is one the
+//! contract does not know), and an answer to it encodes to
+//! an AdmissionReview of the same version that echoes the uid.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wasmgate::admission::wit_request;
+use wasmgate::wire::{AdmissionResponse, AdmissionReview, Operation};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(review) = AdmissionReview::decode(data) else {
+        return;
+    };
+    match wit_request(&review.request) {
+        Ok(request) => {
+            assert_eq!(request.uid, review.request.uid);
+            if let Some(object) = &request.object {
+                serde_json::from_str::<serde_json::Value>(object)
+                    .expect("the object is passed as JSON");
+            }
+        }
+        // Only an operation the contract does not know is refused.
+        Err(_) => assert!(matches!(review.request.operation, Operation::Other(_))),
+    }
+    let uid = review.request.uid.clone();
+    let answer = AdmissionResponse::deny(uid.clone(), 403, "Forbidden", "denied".into())
+        .into_review_json(review.version);
+    let answer: serde_json::Value = serde_json::from_slice(&answer).expect("the answer is JSON");
+    assert_eq!(answer["apiVersion"], review.version.api_version());
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(answer["response"]["uid"], uid.as_str());
+    assert_eq!(answer["response"]["allowed"], false);
+});
