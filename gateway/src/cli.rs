@@ -41,8 +41,8 @@ enum Command {
     /// 2 when the gateway cannot be reached.
     Status(StatusArgs),
     /// Print the manifests that register wasmgate with a cluster and run it there, as YAML:
-    /// webhook configurations, the API server's audit kubeconfig and audit Policy, and the
-    /// Deployment and its friends. See docs/registering.md.
+    /// webhook configurations, the API server's audit kubeconfig, audit Policy and admission
+    /// configuration, and the StatefulSet and its friends. See docs/registering.md.
     Manifests(ManifestsArgs),
 }
 
@@ -55,10 +55,20 @@ enum ManifestKind {
     AuditKubeconfig,
     /// audit Policy for kube-apiserver's --audit-policy-file (a file on the control plane).
     AuditPolicy,
-    /// Namespace, ServiceAccount, Service, Deployment, PodDisruptionBudget (as in deploy/).
+    /// Namespace, ServiceAccount, Service, PriorityClass, StatefulSet (spool on a
+    /// PersistentVolumeClaim per replica), PodDisruptionBudget, sized from the policy file (as
+    /// in deploy/).
     Deploy,
-    /// ConfigMap with the policy file and the plugins; Secret with the serving certificate.
+    /// ConfigMap with the policy file and the plugins; ConfigMap with the API server's client
+    /// CA (--apiserver-client-ca); Secret with the serving certificate.
     Config,
+    /// AdmissionConfiguration for kube-apiserver's --admission-control-config-file: the webhook
+    /// plugins present the client certificate of webhook-kubeconfig (a file on the control
+    /// plane).
+    AdmissionConfig,
+    /// The kubeconfig that AdmissionConfiguration names: the client certificate the API server
+    /// presents to the webhooks (a file on the control plane).
+    WebhookKubeconfig,
 }
 
 #[derive(Debug, Args)]
@@ -114,12 +124,41 @@ struct ManifestsArgs {
     /// (client-certificate-data), for one self-contained file.
     #[arg(long, requires = "client_cert")]
     embed_client_cert: bool,
-    /// The Deployment's image.
+    /// The StatefulSet's image: NAME:TAG or NAME@sha256:DIGEST (what scripts/build-image
+    /// prints).
     #[arg(long, default_value_t = crate::manifests::default_image())]
     image: String,
-    /// The Deployment's replicas.
+    /// The StatefulSet's replicas.
     #[arg(long, default_value_t = 3)]
     replicas: u32,
+    /// The CA (PEM) that signed the API server's client certificates: the ConfigMap
+    /// <name>-client-ca (`config`) that the Pods' --audit-client-ca reads.
+    #[arg(long)]
+    apiserver_client_ca: Option<PathBuf>,
+    /// Render the StatefulSet without a client certificate check on /audit (any Pod could
+    /// write audit events).
+    #[arg(long)]
+    no_audit_client_auth: bool,
+    /// Render the StatefulSet with a client certificate check on /validate and /mutate too;
+    /// the API server then needs the AdmissionConfiguration (`admission-config`).
+    #[arg(long)]
+    admission_client_auth: bool,
+    /// The gateway's --spool-max-bytes; the spool volume gets 25% more.
+    #[arg(long, default_value = "1Gi", value_parser = parse_spool_size)]
+    spool_max_bytes: u64,
+    /// The gateway's --audit-max-body-bytes; sizes the memory for audit bodies in flight.
+    #[arg(long, default_value_t = server::DEFAULT_AUDIT_MAX_BODY, value_parser = parse_body_limit)]
+    audit_max_body_bytes: usize,
+    /// Policy calls one replica is sized to run at once (its memory limit).
+    #[arg(long, default_value_t = crate::manifests::DEFAULT_PLUGIN_CALLS)]
+    plugin_calls: u32,
+    /// The spool PersistentVolumeClaims' storage class (default: the cluster's default).
+    #[arg(long)]
+    storage_class: Option<String>,
+    /// Where the AdmissionConfiguration (`admission-config`) says the API server finds the
+    /// webhook kubeconfig (`webhook-kubeconfig`).
+    #[arg(long, default_value = crate::manifests::DEFAULT_WEBHOOK_KUBECONFIG)]
+    webhook_kubeconfig_path: String,
     /// Serving certificate (PEM) for the TLS Secret (`config`).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -171,9 +210,20 @@ struct ServeArgs {
     /// Serving private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Require client certificates signed by this CA (PEM): mutual TLS.
-    #[arg(long)]
+    /// Require client certificates signed by this CA (PEM) on every connection: mutual TLS,
+    /// probes included (kubelet's HTTPS probes present none; in a cluster use the per-route
+    /// CAs below).
+    #[arg(long, conflicts_with_all = ["audit_client_ca", "admission_client_ca"])]
     client_ca: Option<PathBuf>,
+    /// Answer `/audit` only to clients presenting a certificate signed by this CA (PEM): the
+    /// API server's audit client certificate. Without one: 401; from another CA: 403. Probes
+    /// and /metrics need none.
+    #[arg(long)]
+    audit_client_ca: Option<PathBuf>,
+    /// Answer `/validate` and `/mutate` only to clients presenting a certificate signed by this
+    /// CA (PEM): the API server's webhook client certificate (its AdmissionConfiguration).
+    #[arg(long)]
+    admission_client_ca: Option<PathBuf>,
     /// Where generated development certificates are kept.
     #[arg(long, default_value = ".wasmgate")]
     state_dir: PathBuf,
@@ -344,6 +394,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cert: cert.clone(),
             key: key.clone(),
             client_ca: args.client_ca.clone(),
+            audit_client_ca: args.audit_client_ca.clone(),
+            admission_client_ca: args.admission_client_ca.clone(),
         },
         _ => {
             let dev = tls::dev_identity(&args.state_dir.join("tls"))?;
@@ -354,11 +406,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
             tls::TlsFiles {
                 client_ca: args.client_ca.clone(),
+                audit_client_ca: args.audit_client_ca.clone(),
+                admission_client_ca: args.admission_client_ca.clone(),
                 ..dev.files
             }
         }
     };
-    let tls_config = tls::server_config(&files)?;
+    let tls_config = tls::load(&files)?;
     let spool_dir = args
         .spool_dir
         .clone()
@@ -412,7 +466,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_age: args.max_connection_age,
         },
     };
-    let tls_handle = Arc::new(ArcSwap::new(tls_config));
+    let tls_handle: server::TlsConfigHandle = Arc::new(ArcSwap::new(tls_config));
     // One shutdown signal for the server and the reloader.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -443,6 +497,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let mtls = files.client_ca.is_some();
+    let audit_client_auth = files.audit_client_ca.is_some();
+    let admission_client_auth = files.admission_client_ca.is_some();
     let reloader = reload::Reloader::new(
         args.common.config.clone(),
         runtime.clone(),
@@ -451,8 +507,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let reloading = reloader.start(stopped(stop_rx.clone()));
     tracing::info!(
-        listen = %listener.local_addr()?, policies, audit_sinks, mtls, max_connections,
-        open_file_limit = fd_limit,
+        listen = %listener.local_addr()?, policies, audit_sinks, mtls, audit_client_auth,
+        admission_client_auth, max_connections, open_file_limit = fd_limit,
         startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
     );
     server::serve(listener, tls_handle, gateway, server_config, drained).await;
@@ -630,12 +686,18 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
     use crate::manifests::{self, ClientCredentials, Options, Service, Target, TlsMaterial};
     let kinds = &args.kind;
-    let control_plane_file = kinds
-        .iter()
-        .any(|k| matches!(k, ManifestKind::AuditKubeconfig | ManifestKind::AuditPolicy));
+    let control_plane_file = kinds.iter().any(|k| {
+        matches!(
+            k,
+            ManifestKind::AuditKubeconfig
+                | ManifestKind::AuditPolicy
+                | ManifestKind::AdmissionConfig
+                | ManifestKind::WebhookKubeconfig
+        )
+    });
     if control_plane_file && kinds.len() > 1 {
         anyhow::bail!(
-            "audit-kubeconfig and audit-policy are files for the API server's host: print each on its own"
+            "audit-kubeconfig, audit-policy, admission-config and webhook-kubeconfig are files for the API server's host: print each on its own"
         );
     }
     let service = Service::parse(&args.service)?;
@@ -666,6 +728,15 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
     };
     options.image = args.image;
     options.replicas = args.replicas;
+    options.audit_client_auth = !args.no_audit_client_auth;
+    options.admission_client_auth = args.admission_client_auth;
+    options.spool_max_bytes = args.spool_max_bytes;
+    options.audit_max_body = args.audit_max_body_bytes as u64;
+    options.plugin_calls = args.plugin_calls;
+    options.storage_class = args.storage_class;
+    if let Some(ca) = &args.apiserver_client_ca {
+        options.client_ca_pem = Some(read(ca)?);
+    }
     if let Some(ca) = &args.ca_file {
         options.ca_pem = Some(read(ca)?);
     }
@@ -708,7 +779,10 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
     let needs_config = kinds.iter().any(|k| {
         matches!(
             k,
-            ManifestKind::Webhooks | ManifestKind::Config | ManifestKind::AuditPolicy
+            ManifestKind::Webhooks
+                | ManifestKind::Config
+                | ManifestKind::AuditPolicy
+                | ManifestKind::Deploy
         )
     });
     let loaded = if needs_config {
@@ -741,7 +815,19 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
             }
             ManifestKind::AuditPolicy => docs.push(manifests::audit_policy(&policy()?.0)?),
             ManifestKind::AuditKubeconfig => docs.push(manifests::audit_kubeconfig(&options)?),
-            ManifestKind::Deploy => docs.extend(manifests::deploy(&options)?),
+            ManifestKind::Deploy => {
+                docs.extend(manifests::deploy(&options, &policy()?.0)?);
+                if options.audit_client_auth && options.client_ca_pem.is_none() {
+                    header.push(format!(
+                        "/audit needs the API server's client CA: create it with `kubectl -n {} create configmap {}-client-ca --from-file=ca.crt=CLIENT-CA.crt` (or render `--kind config --apiserver-client-ca CLIENT-CA.crt`).",
+                        options.service.namespace, options.service.name
+                    ));
+                }
+            }
+            ManifestKind::AdmissionConfig => docs.push(manifests::admission_configuration(
+                &args.webhook_kubeconfig_path,
+            )?),
+            ManifestKind::WebhookKubeconfig => docs.push(manifests::webhook_kubeconfig(&options)?),
         }
     }
     print!("{}", manifests::to_yaml(&header, &docs)?);

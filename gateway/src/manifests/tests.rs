@@ -354,10 +354,19 @@ fn audit_kubeconfig_points_at_the_audit_endpoint() {
 
 #[test]
 fn deploy_objects_fit_together() {
+    let (_dir, config) = policy_set(ENTRIES);
     let mut options = Options::new(Service::parse("gate/wg:9443").unwrap());
     options.replicas = 5;
-    options.image = "registry.example/wasmgate:1".into();
-    let docs: Vec<serde_json::Value> = deploy(&options).unwrap().iter().map(json).collect();
+    options.image = format!(
+        "registry.example:5000/team/wasmgate@sha256:{}",
+        "a".repeat(64)
+    );
+    options.storage_class = Some("fast-ssd".into());
+    let docs: Vec<serde_json::Value> = deploy(&options, &config)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
@@ -365,12 +374,13 @@ fn deploy_objects_fit_together() {
             "Namespace",
             "ServiceAccount",
             "Service",
-            "Deployment",
+            "PriorityClass",
+            "StatefulSet",
             "PodDisruptionBudget"
         ]
     );
     assert_eq!(docs[0]["metadata"]["name"], "gate");
-    for doc in &docs[1..] {
+    for doc in docs[1..].iter().filter(|d| d["kind"] != "PriorityClass") {
         assert_eq!(doc["metadata"]["namespace"], "gate");
         assert_eq!(doc["metadata"]["name"], "wg");
     }
@@ -380,13 +390,17 @@ fn deploy_objects_fit_together() {
     assert_eq!(service["selector"], labels);
     assert_eq!(service["ports"][0]["port"], 9443);
     assert_eq!(service["ports"][0]["targetPort"], "https");
-    let deployment = &docs[3]["spec"];
-    assert_eq!(deployment["replicas"], 5);
-    assert_eq!(deployment["selector"]["matchLabels"], labels);
-    assert_eq!(deployment["template"]["metadata"]["labels"], labels);
-    let pod = &deployment["template"]["spec"];
+    assert_eq!(docs[3]["metadata"]["name"], "wg-critical");
+    let set = &docs[4]["spec"];
+    assert_eq!(set["replicas"], 5);
+    assert_eq!(set["serviceName"], "wg");
+    assert_eq!(set["selector"]["matchLabels"], labels);
+    assert_eq!(set["template"]["metadata"]["labels"], labels);
+    let pod = &set["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "wg-critical");
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
     let container = &pod["containers"][0];
-    assert_eq!(container["image"], "registry.example/wasmgate:1");
+    assert_eq!(container["image"], options.image);
     assert_eq!(container["ports"][0]["containerPort"], CONTAINER_PORT);
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
@@ -400,6 +414,10 @@ fn deploy_objects_fit_together() {
     assert!(args.contains(&"--config=/etc/wasmgate/policies/policies.yaml"));
     assert!(args.contains(&"--tls-cert=/etc/wasmgate/tls/tls.crt"));
     assert!(args.contains(&"--spool-dir=/var/lib/wasmgate/spool"));
+    assert!(args.contains(&"--spool-max-bytes=1Gi"));
+    // /audit asks for the API server's client certificate by default; admission does not.
+    assert!(args.contains(&"--audit-client-ca=/etc/wasmgate/client-ca/ca.crt"));
+    assert!(!args.iter().any(|a| a.starts_with("--admission-client-ca")));
     let mounts: Vec<&str> = container["volumeMounts"]
         .as_array()
         .unwrap()
@@ -409,6 +427,7 @@ fn deploy_objects_fit_together() {
     for dir in [
         POLICY_DIR,
         TLS_DIR,
+        CLIENT_CA_DIR,
         SPOOL_DIR,
         OUTPUT_DIR,
         "/var/cache/wasmgate",
@@ -416,10 +435,192 @@ fn deploy_objects_fit_together() {
     ] {
         assert!(mounts.contains(&dir), "{dir} is not mounted");
     }
-    assert_eq!(pod["volumes"][0]["configMap"]["name"], "wg-policies");
-    assert_eq!(pod["volumes"][1]["secret"]["secretName"], "wg-tls");
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .cloned()
+    };
+    assert_eq!(
+        volume("policies").unwrap()["configMap"]["name"],
+        "wg-policies"
+    );
+    assert_eq!(volume("tls").unwrap()["secret"]["secretName"], "wg-tls");
+    assert_eq!(
+        volume("client-ca").unwrap()["configMap"]["name"],
+        "wg-client-ca"
+    );
+    // The spool is no Pod volume: it is the claim template's, one PVC per replica.
+    assert!(volume("spool").is_none());
+    let claim = &set["volumeClaimTemplates"][0];
+    assert_eq!(claim["metadata"]["name"], "spool");
+    assert_eq!(
+        claim["spec"]["accessModes"],
+        serde_json::json!(["ReadWriteOnce"])
+    );
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1280Mi");
+    assert_eq!(claim["spec"]["storageClassName"], "fast-ssd");
+    assert_eq!(
+        set["persistentVolumeClaimRetentionPolicy"],
+        serde_json::json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+    );
     assert_eq!(pod["serviceAccountName"], "wg");
-    assert_eq!(docs[4]["spec"]["selector"]["matchLabels"], labels);
+    // SIGTERM: preStop, then the server's drain, then the exit, all inside the grace period.
+    assert_eq!(
+        container["lifecycle"]["preStop"]["sleep"]["seconds"],
+        deploy::PRESTOP_SECONDS
+    );
+    assert!(args.contains(&"--audit-drain-timeout=10s"));
+    assert!(
+        pod["terminationGracePeriodSeconds"].as_u64().unwrap()
+            > deploy::PRESTOP_SECONDS
+                + deploy::AUDIT_DRAIN_SECONDS
+                + crate::server::DRAIN_TIMEOUT.as_secs()
+    );
+    assert_eq!(docs[5]["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(docs[5]["spec"]["maxUnavailable"], 1);
+}
+
+#[test]
+fn deploy_resources_follow_the_policy_file() {
+    // One 64Mi policy (the default), a 512Mi one, and a sink writing a file output.
+    let (dir, _) = policy_set(ENTRIES);
+    std::fs::write(dir.path().join("s.wasm"), vec![0u8; 3 << 20]).unwrap();
+    let text = format!(
+        "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n{ENTRIES}  - name: big\n    kind: validator\n    module: c.wasm\n    memoryLimit: 512Mi\n    rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}]\nauditSinks:\n  - name: s\n    module: s.wasm\n    memoryLimit: 32Mi\n    rules: [{{level: Metadata}}]\n    outputs: [{{name: f, type: file, path: out.jsonl, maxSize: 10Mi, maxFiles: 3}}]\n"
+    );
+    let file = dir.path().join("big.yaml");
+    std::fs::write(&file, text).unwrap();
+    let config = Config::load(&file).unwrap();
+    let mut options = Options::new(Service::parse("gate/wg").unwrap());
+    options.plugin_calls = 4;
+    options.audit_max_body = 16 << 20;
+    options.spool_max_bytes = 4 << 30;
+    let docs: Vec<serde_json::Value> = deploy(&options, &config)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    let pod = &docs[4]["spec"]["template"]["spec"];
+    let resources = &pod["containers"][0]["resources"];
+    // limit = 128Mi base + 8 audit bodies × 16Mi + 32Mi sink + 4 calls × 512Mi
+    assert_eq!(resources["limits"]["memory"], "2336Mi");
+    // request = 128Mi base + one 16Mi body + 32Mi sink + 2 calls × 512Mi
+    assert_eq!(resources["requests"]["memory"], "1200Mi");
+    // cache: 64Mi + 10 × the modules (3Mi sink + four tiny ones) = 94Mi; outputs: 16Mi +
+    // 10Mi × (3 + 1); tmp 16Mi.
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap()["emptyDir"]["sizeLimit"]
+            .clone()
+    };
+    assert_eq!(volume("cache"), "95Mi");
+    assert_eq!(volume("outputs"), "56Mi");
+    assert_eq!(volume("tmp"), "16Mi");
+    assert_eq!(resources["requests"]["ephemeral-storage"], "167Mi");
+    assert_eq!(resources["limits"]["ephemeral-storage"], "167Mi");
+    assert_eq!(
+        docs[4]["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "5Gi"
+    );
+    let args = pod["containers"][0]["args"].as_array().unwrap();
+    assert!(args.contains(&"--spool-max-bytes=4Gi".into()));
+    assert!(args.contains(&"--audit-max-body-bytes=16777216".into()));
+
+    // Without sinks, no memory is set aside for audit bodies.
+    let (_dir, admission_only) = policy_set(ENTRIES);
+    let docs: Vec<serde_json::Value> = deploy(&options, &admission_only)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    // 128Mi + 4 × 64Mi
+    assert_eq!(
+        docs[4]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "384Mi"
+    );
+}
+
+#[test]
+fn images_are_names_with_a_tag_or_a_digest() {
+    let digest = "0123456789abcdef".repeat(4);
+    for good in [
+        "wasmgate".to_owned(),
+        "wasmgate:0.1.0".to_owned(),
+        format!("wasmgate@sha256:{digest}"),
+        format!("wasmgate:0.1.0@sha256:{digest}"),
+        "registry.example:5000/team/wasmgate:v1".to_owned(),
+        "localhost/wasmgate:dev".to_owned(),
+    ] {
+        assert!(is_image_reference(&good), "{good}");
+    }
+    for bad in [
+        "".to_owned(),
+        "Wasmgate:1".to_owned(),
+        "wasmgate:".to_owned(),
+        format!("wasmgate@sha256:{}", &digest[1..]),
+        format!("wasmgate@sha512:{digest}"),
+        format!("wasmgate@sha256:{}", digest.to_uppercase()),
+        "wasmgate:a b".to_owned(),
+        "/wasmgate".to_owned(),
+    ] {
+        assert!(!is_image_reference(&bad), "{bad}");
+    }
+}
+
+#[test]
+fn admission_configuration_names_the_webhook_kubeconfig() {
+    let config = json(&admission_configuration("/etc/kubernetes/wg/kc.yaml").unwrap());
+    assert_eq!(config["apiVersion"], "apiserver.config.k8s.io/v1");
+    assert_eq!(config["kind"], "AdmissionConfiguration");
+    let plugins: Vec<&str> = config["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        plugins,
+        ["ValidatingAdmissionWebhook", "MutatingAdmissionWebhook"]
+    );
+    for plugin in config["plugins"].as_array().unwrap() {
+        assert_eq!(
+            plugin["configuration"],
+            serde_json::json!({"apiVersion": "apiserver.config.k8s.io/v1",
+                "kind": "WebhookAdmissionConfiguration", "kubeConfigFile": "/etc/kubernetes/wg/kc.yaml"})
+        );
+    }
+    assert!(admission_configuration("relative.yaml").is_err());
+
+    // The user is named for the host the API server calls.
+    let mut options = Options::new(Service::parse("gate/wg").unwrap());
+    assert!(
+        webhook_kubeconfig(&options).is_err(),
+        "no client certificate"
+    );
+    options.audit_client = Some(ClientCredentials::Files {
+        cert: "/pki/c.crt".into(),
+        key: "/pki/c.key".into(),
+    });
+    let kc = json(&webhook_kubeconfig(&options).unwrap());
+    assert_eq!(kc["users"][0]["name"], "wg.gate.svc");
+    assert_eq!(kc["users"][0]["user"]["client-certificate"], "/pki/c.crt");
+    options.target = Target::Service(Service::parse("gate/wg:8443").unwrap());
+    assert_eq!(
+        json(&webhook_kubeconfig(&options).unwrap())["users"][0]["name"],
+        "wg.gate.svc:8443"
+    );
+    options.target = Target::url("https://gw.example:443/x").unwrap();
+    assert_eq!(
+        json(&webhook_kubeconfig(&options).unwrap())["users"][0]["name"],
+        "gw.example"
+    );
 }
 
 #[test]

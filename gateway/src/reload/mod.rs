@@ -159,8 +159,7 @@ impl Reloader {
             files.insert(path.clone());
         }
         if let Some((tls, _)) = &self.tls {
-            files.extend([tls.cert.clone(), tls.key.clone()]);
-            files.extend(tls.client_ca.clone());
+            files.extend(tls.paths().cloned());
         }
         files
     }
@@ -261,7 +260,7 @@ impl Reloader {
         if **self.tls_fingerprint.load() == fingerprint {
             return;
         }
-        match tls::server_config(files) {
+        match tls::load(files) {
             Ok(config) => {
                 handle.store(config);
                 self.tls_fingerprint.store(Arc::new(fingerprint));
@@ -280,19 +279,12 @@ impl Reloader {
     }
 }
 
-/// sha256 over the certificate, key and client CA files (unreadable files hash as empty, and
+/// sha256 over the certificate, key and client CAs' files (unreadable files hash as empty, and
 /// the reload then reports why).
 fn tls_fingerprint(files: &TlsFiles) -> String {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
-    for path in [
-        Some(&files.cert),
-        Some(&files.key),
-        files.client_ca.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for path in files.paths() {
         hasher.update(std::fs::read(path).unwrap_or_default());
         hasher.update([0]);
     }
