@@ -276,6 +276,30 @@ struct ServeArgs {
     /// default), which must also cover requests in flight.
     #[arg(long, default_value = "10s", value_parser = parse_drain_timeout)]
     audit_drain_timeout: std::time::Duration,
+    /// Create and keep this gateway's Validating- and MutatingWebhookConfiguration in the
+    /// cluster, equal to what `wasmgate manifests --kind webhooks` renders from the serving
+    /// policies, at start, after every reload and every certificate rotation; with several
+    /// replicas, the holder of a Lease writes. See docs/registering.md.
+    #[arg(long)]
+    register: bool,
+    /// The kubeconfig for --register (default: the in-cluster configuration).
+    #[arg(long, requires = "register")]
+    kubeconfig: Option<PathBuf>,
+    /// The gateway's base URL as the API server reaches it (as `manifests --url`); without it,
+    /// through --register-service.
+    #[arg(long, requires = "register")]
+    register_url: Option<String>,
+    /// The gateway's Service, namespace/name[:port] (as `manifests --service`); the Lease is
+    /// `<name>-register` in its namespace.
+    #[arg(long, default_value = "wasmgate/wasmgate:443")]
+    register_service: String,
+    /// The CA (PEM) for the caBundle, re-read at every check (default: the last certificate of
+    /// --tls-cert, or the development CA).
+    #[arg(long, requires = "register")]
+    register_ca_file: Option<PathBuf>,
+    /// metadata.name of the webhook configurations (as `manifests --name`).
+    #[arg(long, default_value = "wasmgate")]
+    register_name: String,
 }
 
 /// The drain timeout: a Go duration of at most 10 minutes.
@@ -389,6 +413,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // memory does.
     let fd_limit = server::conn::raise_fd_limit();
     let max_connections = server::conn::effective_max_connections(args.max_connections, fd_limit);
+    // The caBundle --register publishes: the serving chain's last certificate by default.
+    let mut ca_file = args.tls_cert.clone().unwrap_or_default();
     let files = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => tls::TlsFiles {
             cert: cert.clone(),
@@ -399,6 +425,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         _ => {
             let dev = tls::dev_identity(&args.state_dir.join("tls"))?;
+            ca_file = dev.ca.clone();
             tracing::info!(
                 ca = %dev.ca.display(), cert = %dev.files.cert.display(),
                 "no --tls-cert given: serving a development certificate for localhost and 127.0.0.1; trust its CA with `curl --cacert {}`",
@@ -413,6 +440,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let tls_config = tls::load(&files)?;
+    let registration = if args.register {
+        Some(registration(&args, &ca_file).await?)
+    } else {
+        None
+    };
     let spool_dir = args
         .spool_dir
         .clone()
@@ -499,13 +531,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mtls = files.client_ca.is_some();
     let audit_client_auth = files.audit_client_ca.is_some();
     let admission_client_auth = files.admission_client_ca.is_some();
-    let reloader = reload::Reloader::new(
+    let mut reloader = reload::Reloader::new(
         args.common.config.clone(),
         runtime.clone(),
         gateway.clone(),
         Some((files, tls_handle.clone())),
     );
+    if let Some(r) = registration.clone() {
+        reloader = reloader.before_swap(Arc::new(move |old, new| r.before_swap(old, new)));
+    }
     let reloading = reloader.start(stopped(stop_rx.clone()));
+    let registering = registration.map(|r| {
+        let gateway = gateway.clone();
+        r.start(
+            move || gateway.snapshot().config.clone(),
+            stopped(stop_rx.clone()),
+        )
+    });
     tracing::info!(
         listen = %listener.local_addr()?, policies, audit_sinks, mtls, audit_client_auth,
         admission_client_auth, max_connections, open_file_limit = fd_limit,
@@ -513,9 +555,48 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     server::serve(listener, tls_handle, gateway, server_config, drained).await;
     let _ = reloading.await;
+    if let Some(registering) = registering {
+        let _ = registering.await;
+    }
     drop(audit);
     drop(runtime);
     Ok(())
+}
+
+/// What `serve --register` needs, checked before serving: a bad kubeconfig or name stops
+/// start-up.
+async fn registration(
+    args: &ServeArgs,
+    default_ca: &Path,
+) -> anyhow::Result<crate::register::Registration> {
+    use crate::manifests::{Options, Service, Target};
+    let service = Service::parse(&args.register_service)?;
+    let mut options = Options::new(service.clone());
+    if let Some(url) = &args.register_url {
+        options.target = Target::url(url)?;
+    }
+    options.name = args.register_name.clone();
+    options.validate()?;
+    let ca_file = args
+        .register_ca_file
+        .clone()
+        .unwrap_or_else(|| default_ca.to_path_buf());
+    let client = crate::register::client(args.kubeconfig.as_deref()).await?;
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "wasmgate".into());
+    Ok(crate::register::Registration::new(
+        crate::register::Settings {
+            client,
+            options,
+            ca_file,
+            lease: (
+                service.namespace.clone(),
+                crate::manifests::lease_name(&service),
+            ),
+            identity: format!("{host}_{}", std::process::id()),
+        },
+    ))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

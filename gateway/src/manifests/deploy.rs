@@ -266,5 +266,8 @@ pub fn deploy(options: &Options, config: &Config) -> Result<Vec<Value>, Manifest
                 "selector": { "matchLabels": selector },
             },
         }),
-    ])
+    ]
+    .into_iter()
+    .chain(super::rbac(options))
+    .collect())
 }

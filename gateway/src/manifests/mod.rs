@@ -37,6 +37,7 @@ pub use admission::{DEFAULT_WEBHOOK_KUBECONFIG, admission_configuration, webhook
 pub use audit::{audit_kubeconfig, audit_policy};
 pub use config::{config_objects, serving_names};
 pub use deploy::{deploy, termination_grace_seconds};
+pub use rbac::{lease_name, rbac};
 pub use webhooks::webhooks;
 
 /// The label every Namespace carries with its own name (set by the API server since 1.21).

@@ -376,11 +376,15 @@ fn deploy_objects_fit_together() {
             "Service",
             "PriorityClass",
             "StatefulSet",
-            "PodDisruptionBudget"
+            "PodDisruptionBudget",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding"
         ]
     );
     assert_eq!(docs[0]["metadata"]["name"], "gate");
-    for doc in docs[1..].iter().filter(|d| d["kind"] != "PriorityClass") {
+    for doc in docs[1..6].iter().filter(|d| d["kind"] != "PriorityClass") {
         assert_eq!(doc["metadata"]["namespace"], "gate");
         assert_eq!(doc["metadata"]["name"], "wg");
     }
@@ -921,4 +925,19 @@ fn reinvocation_is_rendered_per_policy_and_for_the_aggregate() {
         "MutatingWebhookConfiguration",
     );
     assert_eq!(mutating[0]["reinvocationPolicy"], "IfNeeded");
+}
+
+#[test]
+fn deploy_carries_the_register_rbac() {
+    let (_dir, config) = policy_set(ENTRIES);
+    let options = Options::new(Service::parse("wasmgate/wasmgate").unwrap());
+    let docs: Vec<serde_json::Value> = deploy(&options, &config)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
 }

@@ -55,8 +55,13 @@ pub struct ReloadStatus {
     pub last_tls_error: Option<String>,
 }
 
+/// Called on the reload's blocking thread with the serving and the new configuration just
+/// before the new snapshot is swapped in (`serve --register` unregisters removed policies).
+pub type BeforeSwap = Arc<dyn Fn(&Config, &Config) + Send + Sync>;
+
 /// Everything a reload needs.
 pub struct Reloader {
+    before_swap: Option<BeforeSwap>,
     config_path: PathBuf,
     runtime: Arc<Runtime>,
     gateway: Arc<Gateway>,
@@ -80,12 +85,19 @@ impl Reloader {
                 .unwrap_or_default(),
         );
         Reloader {
+            before_swap: None,
             config_path,
             runtime,
             gateway,
             tls,
             tls_fingerprint,
         }
+    }
+
+    /// Calls `hook` before every swap of a new snapshot.
+    pub fn before_swap(mut self, hook: BeforeSwap) -> Self {
+        self.before_swap = Some(hook);
+        self
     }
 
     /// Starts watching now (so that a change made right after this returns is seen), then
@@ -214,6 +226,9 @@ impl Reloader {
             Ok(snapshot) => {
                 let generation = snapshot.generation;
                 let hash = snapshot.content_hash.clone();
+                if let Some(hook) = &self.before_swap {
+                    hook(&current.config, &config);
+                }
                 self.gateway.swap(snapshot);
                 let since_change = match trigger {
                     Trigger::FileChange(seen) => seen.elapsed(),
