@@ -32,6 +32,7 @@ mod deploy;
 mod rbac;
 pub mod sizing;
 mod webhooks;
+mod yaml;
 
 pub use admission::{DEFAULT_WEBHOOK_KUBECONFIG, admission_configuration, webhook_kubeconfig};
 pub use audit::{audit_kubeconfig, audit_policy};
@@ -421,7 +422,8 @@ pub fn default_image() -> String {
 
 // === output ===
 
-/// The documents as one YAML stream (`---` between documents), after `header` comment lines.
+/// The documents as one YAML stream (`---` between documents), after `header` comment lines;
+/// strings a YAML 1.1 reader would take for another type are quoted ([`yaml`]).
 pub fn to_yaml(header: &[String], docs: &[Value]) -> Result<String, ManifestError> {
     let mut out = String::new();
     for line in header {
@@ -431,7 +433,7 @@ pub fn to_yaml(header: &[String], docs: &[Value]) -> Result<String, ManifestErro
         if i > 0 || !header.is_empty() {
             out.push_str("---\n");
         }
-        out.push_str(&serde_yaml_ng::to_string(doc).map_err(|e| bad(e.to_string()))?);
+        out.push_str(&yaml::document(doc)?);
     }
     Ok(out)
 }

@@ -723,7 +723,7 @@ fn yaml_stream_has_header_and_separators() {
     let docs = vec![yaml!({ "a": 1 }), yaml!({ "b": ["x", ""] })];
     assert_eq!(
         to_yaml(&["made here".into()], &docs).unwrap(),
-        "# made here\n---\na: 1\n---\nb:\n- x\n- ''\n"
+        "# made here\n---\na: 1\n---\nb:\n- x\n- \"\"\n"
     );
     assert_eq!(to_yaml(&[], &docs[..1]).unwrap(), "a: 1\n");
 }
