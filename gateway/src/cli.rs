@@ -69,6 +69,10 @@ enum ManifestKind {
     /// The kubeconfig that AdmissionConfiguration names: the client certificate the API server
     /// presents to the webhooks (a file on the control plane).
     WebhookKubeconfig,
+    /// Secret <svc>-apiserver-client: a client certificate for the API server and its own CA,
+    /// generated now, with the audit and webhook kubeconfigs that embed it; in the same run,
+    /// `config`'s <svc>-client-ca ConfigMap carries that CA.
+    ApiserverClient,
 }
 
 #[derive(Debug, Args)]
@@ -293,13 +297,28 @@ struct ServeArgs {
     /// `<name>-register` in its namespace.
     #[arg(long, default_value = "wasmgate/wasmgate:443")]
     register_service: String,
-    /// The CA (PEM) for the caBundle, re-read at every check (default: the last certificate of
-    /// --tls-cert, or the development CA).
+    /// The CA bundle (PEM) for the caBundle, every certificate in it, re-read at every check
+    /// (default: the last certificate of --tls-cert, or the development CA). To rotate to a new
+    /// CA: old and new CA here, then the new serving certificate, then the new CA alone.
     #[arg(long, requires = "register")]
     register_ca_file: Option<PathBuf>,
     /// metadata.name of the webhook configurations (as `manifests --name`).
     #[arg(long, default_value = "wasmgate")]
     register_name: String,
+    /// How long the Lease holds without renewal: another replica takes over this long after
+    /// the writer stops renewing. Whole seconds, 1s to 5m; the holder renews every sixth of it
+    /// (at most every 2 s).
+    #[arg(long, default_value = "15s", value_parser = parse_lease_duration, requires = "register")]
+    register_lease_duration: std::time::Duration,
+}
+
+/// The Lease duration: whole seconds (`leaseDurationSeconds`), 1 s to 5 minutes.
+fn parse_lease_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = crate::wire::parse_go_duration(text).map_err(|e| e.to_string())?;
+    if d.subsec_nanos() != 0 || d.as_secs() == 0 || d.as_secs() > 300 {
+        return Err("must be whole seconds from 1s to 5m".into());
+    }
+    Ok(d)
 }
 
 /// The drain timeout: a Go duration of at most 10 minutes.
@@ -590,11 +609,13 @@ async fn registration(
             client,
             options,
             ca_file,
+            ca_file_is_bundle: args.register_ca_file.is_some(),
             lease: (
                 service.namespace.clone(),
                 crate::manifests::lease_name(&service),
             ),
             identity: format!("{host}_{}", std::process::id()),
+            lease_duration: args.register_lease_duration,
         },
     ))
 }
@@ -857,6 +878,25 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
             names.join(", ")
         ));
     }
+    // The API server's client certificate, generated once for every kind of this run.
+    let apiserver_client = if kinds.contains(&ManifestKind::ApiserverClient) {
+        if args.apiserver_client_ca.is_some() {
+            anyhow::bail!(
+                "apiserver-client generates the client CA with the certificate: leave out --apiserver-client-ca (to use your own CA, sign the certificate with it and pass --client-cert, --client-key and --embed-client-cert to audit-kubeconfig and webhook-kubeconfig)"
+            );
+        }
+        let (ca, cert, key) = tls::generate_client("kube-apiserver")
+            .context("cannot generate the API server's client certificate")?;
+        options.client_ca_pem = Some(ca.into_bytes());
+        header.push(format!(
+            "Client certificate for the API server generated (CN kube-apiserver) with its own CA, the Secret's ca.crt; copy its kubeconfigs to the control-plane hosts: `kubectl -n {} get secret {} -o jsonpath='{{.data.audit-webhook\\.kubeconfig}}' | base64 -d`.",
+            options.service.namespace,
+            manifests::apiserver_client_secret_name(&options)
+        ));
+        Some((cert, key))
+    } else {
+        None
+    };
     let needs_config = kinds.iter().any(|k| {
         matches!(
             k,
@@ -909,6 +949,16 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
                 &args.webhook_kubeconfig_path,
             )?),
             ManifestKind::WebhookKubeconfig => docs.push(manifests::webhook_kubeconfig(&options)?),
+            ManifestKind::ApiserverClient => {
+                let (cert, key) = apiserver_client
+                    .as_ref()
+                    .context("internal error: no client certificate was generated")?;
+                docs.push(manifests::apiserver_client_secret(
+                    &options,
+                    cert.as_bytes(),
+                    key.as_bytes(),
+                )?);
+            }
         }
     }
     print!("{}", manifests::to_yaml(&header, &docs)?);

@@ -84,7 +84,16 @@ pub fn deploy(options: &Options, config: &Config) -> Result<Vec<Value>, Manifest
         format!("--audit-drain-timeout={AUDIT_DRAIN_SECONDS}s"),
         "--state-dir=/tmp/wasmgate".to_owned(),
         "--log-json".to_owned(),
+        // The gateway keeps its own webhook configurations (the ServiceAccount's RBAC below
+        // allows exactly these and its Lease); the caBundle is the serving Secret's CA.
+        "--register".to_owned(),
+        format!("--register-service={namespace}/{name}:{port}"),
+        format!("--register-name={}", options.name),
+        format!("--register-ca-file={TLS_DIR}/ca.crt"),
     ];
+    if let super::Target::Url(url) = &options.target {
+        args.push(format!("--register-url={url}"));
+    }
     let mut mounts = vec![
         yaml!({ "name": "policies", "mountPath": POLICY_DIR, "readOnly": true }),
         yaml!({ "name": "tls", "mountPath": TLS_DIR, "readOnly": true }),
@@ -124,6 +133,11 @@ pub fn deploy(options: &Options, config: &Config) -> Result<Vec<Value>, Manifest
         "image": (options.image.as_str()),
         "imagePullPolicy": "IfNotPresent",
         "args": (args.into_iter().map(Value::from).collect::<Vec<_>>()),
+        // The Pod's name is its identity in the registration Lease.
+        "env": [{
+            "name": "POD_NAME",
+            "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } },
+        }],
         "ports": [{ "name": "https", "containerPort": CONTAINER_PORT, "protocol": "TCP" }],
         // Compiling the plugins on a cold start takes seconds; the other probes wait for it.
         // The probes present no client certificate: /healthz and /readyz never ask for one.
@@ -220,7 +234,8 @@ pub fn deploy(options: &Options, config: &Config) -> Result<Vec<Value>, Manifest
                     "metadata": { "labels": (selector.clone()) },
                     "spec": {
                         "serviceAccountName": (name.as_str()),
-                        "automountServiceAccountToken": false,
+                        // `--register` calls the API server with this token.
+                        "automountServiceAccountToken": true,
                         "priorityClassName": (priority_class.as_str()),
                         "terminationGracePeriodSeconds": (termination_grace_seconds()),
                         "securityContext": {

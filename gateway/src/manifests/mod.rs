@@ -26,6 +26,7 @@ macro_rules! yaml {
 }
 
 mod admission;
+mod apiserver;
 mod audit;
 mod config;
 mod deploy;
@@ -35,6 +36,7 @@ mod webhooks;
 mod yaml;
 
 pub use admission::{DEFAULT_WEBHOOK_KUBECONFIG, admission_configuration, webhook_kubeconfig};
+pub use apiserver::{apiserver_client_secret, apiserver_client_secret_name};
 pub use audit::{audit_kubeconfig, audit_policy};
 pub use config::{config_objects, serving_names};
 pub use deploy::{deploy, termination_grace_seconds};

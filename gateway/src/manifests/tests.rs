@@ -928,16 +928,139 @@ fn reinvocation_is_rendered_per_policy_and_for_the_aggregate() {
 }
 
 #[test]
-fn deploy_carries_the_register_rbac() {
+fn deploy_runs_register_with_exactly_the_rbac_it_needs() {
     let (_dir, config) = policy_set(ENTRIES);
-    let options = Options::new(Service::parse("wasmgate/wasmgate").unwrap());
+    let mut options = Options::new(Service::parse("gate/wg:9443").unwrap());
+    options.name = "wg-hooks".into();
     let docs: Vec<serde_json::Value> = deploy(&options, &config)
         .unwrap()
         .iter()
         .map(json)
         .collect();
-    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
-        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap();
+    let pod = &find("StatefulSet")["spec"]["template"]["spec"];
+    // The token is mounted: --register calls the API server with it.
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert_eq!(pod["serviceAccountName"], "wg");
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for want in [
+        "--register",
+        "--register-service=gate/wg:9443",
+        "--register-name=wg-hooks",
+        "--register-ca-file=/etc/wasmgate/tls/ca.crt",
+    ] {
+        assert!(args.contains(&want), "{want} missing from {args:?}");
     }
+    assert!(!args.iter().any(|a| a.starts_with("--register-url")));
+    assert_eq!(container["env"][0]["name"], "POD_NAME");
+    assert_eq!(
+        container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    // The RBAC names what those flags write: the configurations --register-name, the Lease of
+    // --register-service, for the ServiceAccount the Pods run as.
+    let cluster_role = find("ClusterRole");
+    assert_eq!(
+        cluster_role["rules"][0]["resourceNames"],
+        serde_json::json!(["wg-hooks"])
+    );
+    let role = find("Role");
+    assert_eq!(role["metadata"]["namespace"], "gate");
+    assert_eq!(
+        role["rules"][0]["resourceNames"],
+        serde_json::json!([lease_name(&options.service)])
+    );
+    assert_eq!(lease_name(&options.service), "wg-register");
+    for binding in [find("ClusterRoleBinding"), find("RoleBinding")] {
+        assert_eq!(
+            binding["subjects"],
+            serde_json::json!([{"kind": "ServiceAccount", "name": "wg", "namespace": "gate"}])
+        );
+    }
+    // Rendered with --url, the replicas register that URL.
+    options.target = Target::url("https://10.0.0.5:8443").unwrap();
+    let docs: Vec<serde_json::Value> = deploy(&options, &config)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    let set = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    let args = &set["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .unwrap()
+            .contains(&serde_json::json!("--register-url=https://10.0.0.5:8443")),
+        "{args}"
+    );
+}
+
+#[test]
+fn apiserver_client_secret_carries_a_certificate_the_gateway_accepts_and_kubeconfigs_using_it() {
+    use rustls::pki_types::{CertificateDer, UnixTime, pem::PemObject};
+    let (ca, cert, key) = crate::server::tls::generate_client("kube-apiserver").unwrap();
+    let mut options = Options::new(Service::parse("gate/wg:9443").unwrap());
+    options.target = Target::url("https://10.0.0.5:8443").unwrap();
+    options.ca_pem = Some(b"serving CA".to_vec());
+    // Without the client CA there is nothing to tell the gateway to trust.
+    assert!(apiserver_client_secret(&options, cert.as_bytes(), key.as_bytes()).is_err());
+    options.client_ca_pem = Some(ca.clone().into_bytes());
+    let secret = json(&apiserver_client_secret(&options, cert.as_bytes(), key.as_bytes()).unwrap());
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(secret["metadata"]["name"], "wg-apiserver-client");
+    assert_eq!(secret["metadata"]["namespace"], "gate");
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let data = |k: &str| b64.decode(secret["data"][k].as_str().unwrap()).unwrap();
+    assert_eq!(data("tls.crt"), cert.as_bytes());
+    assert_eq!(data("tls.key"), key.as_bytes());
+    assert_eq!(data("ca.crt"), ca.as_bytes());
+    // Both kubeconfigs present exactly that certificate and key.
+    for (file, server) in [
+        (
+            "audit-webhook.kubeconfig",
+            Some("https://10.0.0.5:8443/audit"),
+        ),
+        ("webhook.kubeconfig", None),
+    ] {
+        let kubeconfig: serde_json::Value = serde_yaml_ng::from_slice(&data(file)).unwrap();
+        let user = &kubeconfig["users"][0]["user"];
+        let embedded = |k: &str| b64.decode(user[k].as_str().unwrap()).unwrap();
+        assert_eq!(
+            embedded("client-certificate-data"),
+            cert.as_bytes(),
+            "{file}"
+        );
+        assert_eq!(embedded("client-key-data"), key.as_bytes(), "{file}");
+        if let Some(server) = server {
+            assert_eq!(kubeconfig["clusters"][0]["cluster"]["server"], server);
+        }
+    }
+    // The certificate is one the gateway's client-CA check accepts: rustls's verifier over
+    // that CA, as --audit-client-ca builds it.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+            .build()
+            .unwrap();
+    let leaf = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+    verifier
+        .verify_client_cert(&leaf, &[], UnixTime::now())
+        .expect("the gateway accepts the API server's client certificate");
+    // And one from another CA is refused by the same check.
+    let (_, stranger, _) = crate::server::tls::generate_client("kube-apiserver").unwrap();
+    let stranger = CertificateDer::from_pem_slice(stranger.as_bytes()).unwrap();
+    assert!(
+        verifier
+            .verify_client_cert(&stranger, &[], UnixTime::now())
+            .is_err()
+    );
 }

@@ -74,6 +74,23 @@ pub fn ca_from_pem(pem: &str) -> Option<String> {
     Some(format!("{}\n", &pem[start..end]))
 }
 
+/// The CA bundle to publish as `caBundle`, from a PEM file of CA certificates: every certificate
+/// in it, in order. During a rotation the file holds the old and the new CA, so the API server
+/// trusts the serving certificate on either side of the switch.
+pub fn ca_bundle_from_pem(pem: &str) -> Option<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = String::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let end = rest[start..].find(END)? + start + END.len();
+        out.push_str(&rest[start..end]);
+        out.push('\n');
+        rest = &rest[end..];
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +168,18 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nQ0E=\n-----END CERTIFICATE-----\n"
         );
         assert_eq!(ca_from_pem("no pem here"), None);
+    }
+
+    #[test]
+    fn a_ca_bundle_keeps_every_certificate() {
+        let one = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----";
+        let two = "-----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----";
+        let file = format!("# old\n{one}\n# new\n{two}\n");
+        assert_eq!(
+            ca_bundle_from_pem(&file).unwrap(),
+            format!("{one}\n{two}\n")
+        );
+        assert_eq!(ca_from_pem(&file).unwrap(), format!("{two}\n"));
+        assert_eq!(ca_bundle_from_pem("no PEM here"), None);
     }
 }

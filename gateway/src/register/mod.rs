@@ -21,17 +21,24 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::manifests::Options;
 
-pub use desired::{Desired, WebhookKind, ca_from_pem, desired};
+pub use desired::{Desired, WebhookKind, ca_bundle_from_pem, ca_from_pem, desired};
 pub use lease::Elector;
 
 /// The field manager of every write (server-side apply).
 pub const FIELD_MANAGER: &str = "wasmgate";
 /// How often the serving snapshot and the CA file are compared with what was last written.
 pub const POLL: Duration = Duration::from_millis(250);
-/// How long a leader holds the Lease without renewing it; another replica takes over after it.
+/// How long a leader holds the Lease without renewing it by default (`--register-lease-duration`);
+/// another replica takes over after it.
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
-/// How often the leader renews the Lease.
+/// How often the leader renews the Lease at most: every sixth of the Lease duration, no more
+/// often than [`POLL`] and no less often than this.
 pub const RENEW_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often the leader renews a Lease of `duration`.
+pub fn renew_interval(duration: Duration) -> Duration {
+    (duration / 6).clamp(POLL, RENEW_INTERVAL)
+}
 /// Even with nothing changed, the leader re-applies this often, repairing edits made by hand.
 pub const RESYNC: Duration = Duration::from_secs(60);
 
@@ -49,12 +56,18 @@ pub struct Settings {
     /// How the configurations are rendered (the same options as `wasmgate manifests`); its
     /// `ca_pem` is replaced by the CA file's content at every check.
     pub options: Options,
-    /// The PEM file whose last certificate is the caBundle.
+    /// The PEM file the caBundle comes from: its last certificate (a serving chain ends with
+    /// its CA), or every certificate with `ca_file_is_bundle`.
     pub ca_file: PathBuf,
+    /// `ca_file` is a CA bundle (`--register-ca-file`): publish all of it, so a rotation can
+    /// trust the old and the new CA at once.
+    pub ca_file_is_bundle: bool,
     /// The Lease's namespace and name.
     pub lease: (String, String),
     /// This replica's identity in the Lease.
     pub identity: String,
+    /// How long the Lease holds without renewal (`leaseDurationSeconds`).
+    pub lease_duration: Duration,
 }
 
 /// The registration: shared by its task and the reload hook ([`Registration::before_swap`]).
@@ -120,8 +133,10 @@ impl Registration {
                 &settings.lease.0,
                 &settings.lease.1,
                 settings.identity.clone(),
-                LEASE_DURATION,
+                settings.lease_duration,
             );
+            let lease_duration = settings.lease_duration;
+            let renew = renew_interval(lease_duration);
             let mut leading = false;
             let mut renewed: Option<Instant> = None;
             let mut written: Option<(Vec<Desired>, Instant)> = None;
@@ -132,7 +147,7 @@ impl Registration {
                     _ = tick.tick() => {}
                     () = &mut shutdown => break,
                 }
-                if renewed.is_none_or(|at| at.elapsed() >= RENEW_INTERVAL) {
+                if renewed.is_none_or(|at| at.elapsed() >= renew) {
                     let was = leading;
                     leading = match elector.try_acquire_or_renew().await {
                         Ok(held) => held,
@@ -140,7 +155,7 @@ impl Registration {
                             tracing::warn!("registration lease: {e}");
                             // A leader that cannot renew stops writing well before its Lease
                             // can be taken over.
-                            leading && renewed.is_some_and(|at| at.elapsed() < LEASE_DURATION / 2)
+                            leading && renewed.is_some_and(|at| at.elapsed() < lease_duration / 2)
                         }
                     };
                     if leading {
@@ -237,8 +252,12 @@ impl Shared {
         let ca_file = &self.settings.ca_file;
         let pem = std::fs::read_to_string(ca_file)
             .with_context(|| format!("cannot read the CA {}", ca_file.display()))?;
-        let ca = ca_from_pem(&pem)
-            .with_context(|| format!("{} holds no PEM certificate", ca_file.display()))?;
+        let ca = if self.settings.ca_file_is_bundle {
+            ca_bundle_from_pem(&pem)
+        } else {
+            ca_from_pem(&pem)
+        }
+        .with_context(|| format!("{} holds no PEM certificate", ca_file.display()))?;
         let mut options = self.settings.options.clone();
         options.ca_pem = Some(ca.into_bytes());
         Ok(desired(config, &options)?)

@@ -299,19 +299,8 @@ pub fn dev_identity(dir: &Path) -> Result<DevIdentity, TlsError> {
 /// Generates a CA and a serving certificate for `names` (DNS names or IP addresses) signed by
 /// it. Returns (CA PEM, certificate chain PEM, key PEM).
 pub fn generate(names: &[&str]) -> Result<(String, String, String), rcgen::Error> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "wasmgate development CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
+    use rcgen::{CertificateParams, DnType, KeyPair};
+    let ca = generate_ca("wasmgate development CA")?;
     let key = KeyPair::generate()?;
     let mut params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
@@ -325,4 +314,39 @@ pub fn generate(names: &[&str]) -> Result<(String, String, String), rcgen::Error
     ];
     let cert = params.signed_by(&key, &ca)?;
     Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+}
+
+/// Generates a CA of its own and a client certificate (client authentication only) for
+/// `common_name` signed by it: what the API server presents to `/audit` and the admission
+/// paths, and the CA the gateway's `--audit-client-ca` then trusts. Returns (CA PEM, certificate
+/// PEM, key PEM); the CA's key is dropped, so nothing else can be signed with it.
+pub fn generate_client(common_name: &str) -> Result<(String, String, String), rcgen::Error> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+    let ca = generate_ca("wasmgate API server client CA")?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca)?;
+    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+}
+
+fn generate_ca(
+    common_name: &str,
+) -> Result<rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    rcgen::CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)
 }
