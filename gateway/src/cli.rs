@@ -41,8 +41,8 @@ enum Command {
     /// 2 when the gateway cannot be reached.
     Status(StatusArgs),
     /// Print the manifests that register wasmgate with a cluster and run it there, as YAML:
-    /// webhook configurations, the API server's audit kubeconfig and audit Policy, and the
-    /// Deployment and its friends. See docs/registering.md.
+    /// webhook configurations, the API server's audit kubeconfig, audit Policy and admission
+    /// configuration, and the StatefulSet and its friends. See docs/registering.md.
     Manifests(ManifestsArgs),
     /// Start a plugin from its language's template, with its tests: for Rust a crate added to
     /// the plugins workspace and its lock file. Prints the commands that build and test it.
@@ -74,10 +74,24 @@ enum ManifestKind {
     AuditKubeconfig,
     /// audit Policy for kube-apiserver's --audit-policy-file (a file on the control plane).
     AuditPolicy,
-    /// Namespace, ServiceAccount, Service, Deployment, PodDisruptionBudget (as in deploy/).
+    /// Namespace, ServiceAccount, Service, PriorityClass, StatefulSet (spool on a
+    /// PersistentVolumeClaim per replica), PodDisruptionBudget, sized from the policy file (as
+    /// in deploy/).
     Deploy,
-    /// ConfigMap with the policy file and the plugins; Secret with the serving certificate.
+    /// ConfigMap with the policy file and the plugins; ConfigMap with the API server's client
+    /// CA (--apiserver-client-ca); Secret with the serving certificate.
     Config,
+    /// AdmissionConfiguration for kube-apiserver's --admission-control-config-file: the webhook
+    /// plugins present the client certificate of webhook-kubeconfig (a file on the control
+    /// plane).
+    AdmissionConfig,
+    /// The kubeconfig that AdmissionConfiguration names: the client certificate the API server
+    /// presents to the webhooks (a file on the control plane).
+    WebhookKubeconfig,
+    /// Secret <svc>-apiserver-client: a client certificate for the API server and its own CA,
+    /// generated now, with the audit and webhook kubeconfigs that embed it; in the same run,
+    /// `config`'s <svc>-client-ca ConfigMap carries that CA.
+    ApiserverClient,
 }
 
 #[derive(Debug, Args)]
@@ -133,12 +147,41 @@ struct ManifestsArgs {
     /// (client-certificate-data), for one self-contained file.
     #[arg(long, requires = "client_cert")]
     embed_client_cert: bool,
-    /// The Deployment's image.
+    /// The StatefulSet's image: NAME:TAG or NAME@sha256:DIGEST (what scripts/build-image
+    /// prints).
     #[arg(long, default_value_t = crate::manifests::default_image())]
     image: String,
-    /// The Deployment's replicas.
+    /// The StatefulSet's replicas.
     #[arg(long, default_value_t = 3)]
     replicas: u32,
+    /// The CA (PEM) that signed the API server's client certificates: the ConfigMap
+    /// <name>-client-ca (`config`) that the Pods' --audit-client-ca reads.
+    #[arg(long)]
+    apiserver_client_ca: Option<PathBuf>,
+    /// Render the StatefulSet without a client certificate check on /audit (any Pod could
+    /// write audit events).
+    #[arg(long)]
+    no_audit_client_auth: bool,
+    /// Render the StatefulSet with a client certificate check on /validate and /mutate too;
+    /// the API server then needs the AdmissionConfiguration (`admission-config`).
+    #[arg(long)]
+    admission_client_auth: bool,
+    /// The gateway's --spool-max-bytes; the spool volume gets 25% more.
+    #[arg(long, default_value = "1Gi", value_parser = parse_spool_size)]
+    spool_max_bytes: u64,
+    /// The gateway's --audit-max-body-bytes; sizes the memory for audit bodies in flight.
+    #[arg(long, default_value_t = server::DEFAULT_AUDIT_MAX_BODY, value_parser = parse_body_limit)]
+    audit_max_body_bytes: usize,
+    /// Policy calls one replica is sized to run at once (its memory limit).
+    #[arg(long, default_value_t = crate::manifests::DEFAULT_PLUGIN_CALLS)]
+    plugin_calls: u32,
+    /// The spool PersistentVolumeClaims' storage class (default: the cluster's default).
+    #[arg(long)]
+    storage_class: Option<String>,
+    /// Where the AdmissionConfiguration (`admission-config`) says the API server finds the
+    /// webhook kubeconfig (`webhook-kubeconfig`).
+    #[arg(long, default_value = crate::manifests::DEFAULT_WEBHOOK_KUBECONFIG)]
+    webhook_kubeconfig_path: String,
     /// Serving certificate (PEM) for the TLS Secret (`config`).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -190,9 +233,20 @@ struct ServeArgs {
     /// Serving private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Require client certificates signed by this CA (PEM): mutual TLS.
-    #[arg(long)]
+    /// Require client certificates signed by this CA (PEM) on every connection: mutual TLS,
+    /// probes included (kubelet's HTTPS probes present none; in a cluster use the per-route
+    /// CAs below).
+    #[arg(long, conflicts_with_all = ["audit_client_ca", "admission_client_ca"])]
     client_ca: Option<PathBuf>,
+    /// Answer `/audit` only to clients presenting a certificate signed by this CA (PEM): the
+    /// API server's audit client certificate. Without one: 401; from another CA: 403. Probes
+    /// and /metrics need none.
+    #[arg(long)]
+    audit_client_ca: Option<PathBuf>,
+    /// Answer `/validate` and `/mutate` only to clients presenting a certificate signed by this
+    /// CA (PEM): the API server's webhook client certificate (its AdmissionConfiguration).
+    #[arg(long)]
+    admission_client_ca: Option<PathBuf>,
     /// Where generated development certificates are kept.
     #[arg(long, default_value = ".wasmgate")]
     state_dir: PathBuf,
@@ -245,6 +299,45 @@ struct ServeArgs {
     /// default), which must also cover requests in flight.
     #[arg(long, default_value = "10s", value_parser = parse_drain_timeout)]
     audit_drain_timeout: std::time::Duration,
+    /// Create and keep this gateway's Validating- and MutatingWebhookConfiguration in the
+    /// cluster, equal to what `wasmgate manifests --kind webhooks` renders from the serving
+    /// policies, at start, after every reload and every certificate rotation; with several
+    /// replicas, the holder of a Lease writes. See docs/registering.md.
+    #[arg(long)]
+    register: bool,
+    /// The kubeconfig for --register (default: the in-cluster configuration).
+    #[arg(long, requires = "register")]
+    kubeconfig: Option<PathBuf>,
+    /// The gateway's base URL as the API server reaches it (as `manifests --url`); without it,
+    /// through --register-service.
+    #[arg(long, requires = "register")]
+    register_url: Option<String>,
+    /// The gateway's Service, namespace/name[:port] (as `manifests --service`); the Lease is
+    /// `<name>-register` in its namespace.
+    #[arg(long, default_value = "wasmgate/wasmgate:443")]
+    register_service: String,
+    /// The CA bundle (PEM) for the caBundle, every certificate in it, re-read at every check
+    /// (default: the last certificate of --tls-cert, or the development CA). To rotate to a new
+    /// CA: old and new CA here, then the new serving certificate, then the new CA alone.
+    #[arg(long, requires = "register")]
+    register_ca_file: Option<PathBuf>,
+    /// metadata.name of the webhook configurations (as `manifests --name`).
+    #[arg(long, default_value = "wasmgate")]
+    register_name: String,
+    /// How long the Lease holds without renewal: another replica takes over this long after
+    /// the writer stops renewing. Whole seconds, 1s to 5m; the holder renews every sixth of it
+    /// (at most every 2 s).
+    #[arg(long, default_value = "15s", value_parser = parse_lease_duration, requires = "register")]
+    register_lease_duration: std::time::Duration,
+}
+
+/// The Lease duration: whole seconds (`leaseDurationSeconds`), 1 s to 5 minutes.
+fn parse_lease_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = crate::wire::parse_go_duration(text).map_err(|e| e.to_string())?;
+    if d.subsec_nanos() != 0 || d.as_secs() == 0 || d.as_secs() > 300 {
+        return Err("must be whole seconds from 1s to 5m".into());
+    }
+    Ok(d)
 }
 
 /// The drain timeout: a Go duration of at most 10 minutes.
@@ -370,14 +463,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // memory does.
     let fd_limit = server::conn::raise_fd_limit();
     let max_connections = server::conn::effective_max_connections(args.max_connections, fd_limit);
+    // The caBundle --register publishes: the serving chain's last certificate by default.
+    let mut ca_file = args.tls_cert.clone().unwrap_or_default();
     let files = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => tls::TlsFiles {
             cert: cert.clone(),
             key: key.clone(),
             client_ca: args.client_ca.clone(),
+            audit_client_ca: args.audit_client_ca.clone(),
+            admission_client_ca: args.admission_client_ca.clone(),
         },
         _ => {
             let dev = tls::dev_identity(&args.state_dir.join("tls"))?;
+            ca_file = dev.ca.clone();
             tracing::info!(
                 ca = %dev.ca.display(), cert = %dev.files.cert.display(),
                 "no --tls-cert given: serving a development certificate for localhost and 127.0.0.1; trust its CA with `curl --cacert {}`",
@@ -385,11 +483,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
             tls::TlsFiles {
                 client_ca: args.client_ca.clone(),
+                audit_client_ca: args.audit_client_ca.clone(),
+                admission_client_ca: args.admission_client_ca.clone(),
                 ..dev.files
             }
         }
     };
-    let tls_config = tls::server_config(&files)?;
+    let tls_config = tls::load(&files)?;
+    let registration = if args.register {
+        Some(registration(&args, &ca_file).await?)
+    } else {
+        None
+    };
     let spool_dir = args
         .spool_dir
         .clone()
@@ -443,7 +548,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_age: args.max_connection_age,
         },
     };
-    let tls_handle = Arc::new(ArcSwap::new(tls_config));
+    let tls_handle: server::TlsConfigHandle = Arc::new(ArcSwap::new(tls_config));
     // One shutdown signal for the server and the reloader.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -474,23 +579,76 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let mtls = files.client_ca.is_some();
-    let reloader = reload::Reloader::new(
+    let audit_client_auth = files.audit_client_ca.is_some();
+    let admission_client_auth = files.admission_client_ca.is_some();
+    let mut reloader = reload::Reloader::new(
         args.common.config.clone(),
         runtime.clone(),
         gateway.clone(),
         Some((files, tls_handle.clone())),
     );
+    if let Some(r) = registration.clone() {
+        reloader = reloader.before_swap(Arc::new(move |old, new| r.before_swap(old, new)));
+    }
     let reloading = reloader.start(stopped(stop_rx.clone()));
+    let registering = registration.map(|r| {
+        let gateway = gateway.clone();
+        r.start(
+            move || gateway.snapshot().config.clone(),
+            stopped(stop_rx.clone()),
+        )
+    });
     tracing::info!(
-        listen = %listener.local_addr()?, policies, audit_sinks, mtls, max_connections,
-        open_file_limit = fd_limit,
+        listen = %listener.local_addr()?, policies, audit_sinks, mtls, audit_client_auth,
+        admission_client_auth, max_connections, open_file_limit = fd_limit,
         startup_ms = started.elapsed().as_millis() as u64, "wasmgate is serving"
     );
     server::serve(listener, tls_handle, gateway, server_config, drained).await;
     let _ = reloading.await;
+    if let Some(registering) = registering {
+        let _ = registering.await;
+    }
     drop(audit);
     drop(runtime);
     Ok(())
+}
+
+/// What `serve --register` needs, checked before serving: a bad kubeconfig or name stops
+/// start-up.
+async fn registration(
+    args: &ServeArgs,
+    default_ca: &Path,
+) -> anyhow::Result<crate::register::Registration> {
+    use crate::manifests::{Options, Service, Target};
+    let service = Service::parse(&args.register_service)?;
+    let mut options = Options::new(service.clone());
+    if let Some(url) = &args.register_url {
+        options.target = Target::url(url)?;
+    }
+    options.name = args.register_name.clone();
+    options.validate()?;
+    let ca_file = args
+        .register_ca_file
+        .clone()
+        .unwrap_or_else(|| default_ca.to_path_buf());
+    let client = crate::register::client(args.kubeconfig.as_deref()).await?;
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "wasmgate".into());
+    Ok(crate::register::Registration::new(
+        crate::register::Settings {
+            client,
+            options,
+            ca_file,
+            ca_file_is_bundle: args.register_ca_file.is_some(),
+            lease: (
+                service.namespace.clone(),
+                crate::manifests::lease_name(&service),
+            ),
+            identity: format!("{host}_{}", std::process::id()),
+            lease_duration: args.register_lease_duration,
+        },
+    ))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -691,12 +849,18 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
     use crate::manifests::{self, ClientCredentials, Options, Service, Target, TlsMaterial};
     let kinds = &args.kind;
-    let control_plane_file = kinds
-        .iter()
-        .any(|k| matches!(k, ManifestKind::AuditKubeconfig | ManifestKind::AuditPolicy));
+    let control_plane_file = kinds.iter().any(|k| {
+        matches!(
+            k,
+            ManifestKind::AuditKubeconfig
+                | ManifestKind::AuditPolicy
+                | ManifestKind::AdmissionConfig
+                | ManifestKind::WebhookKubeconfig
+        )
+    });
     if control_plane_file && kinds.len() > 1 {
         anyhow::bail!(
-            "audit-kubeconfig and audit-policy are files for the API server's host: print each on its own"
+            "audit-kubeconfig, audit-policy, admission-config and webhook-kubeconfig are files for the API server's host: print each on its own"
         );
     }
     let service = Service::parse(&args.service)?;
@@ -727,6 +891,15 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
     };
     options.image = args.image;
     options.replicas = args.replicas;
+    options.audit_client_auth = !args.no_audit_client_auth;
+    options.admission_client_auth = args.admission_client_auth;
+    options.spool_max_bytes = args.spool_max_bytes;
+    options.audit_max_body = args.audit_max_body_bytes as u64;
+    options.plugin_calls = args.plugin_calls;
+    options.storage_class = args.storage_class;
+    if let Some(ca) = &args.apiserver_client_ca {
+        options.client_ca_pem = Some(read(ca)?);
+    }
     if let Some(ca) = &args.ca_file {
         options.ca_pem = Some(read(ca)?);
     }
@@ -766,10 +939,32 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
             names.join(", ")
         ));
     }
+    // The API server's client certificate, generated once for every kind of this run.
+    let apiserver_client = if kinds.contains(&ManifestKind::ApiserverClient) {
+        if args.apiserver_client_ca.is_some() {
+            anyhow::bail!(
+                "apiserver-client generates the client CA with the certificate: leave out --apiserver-client-ca (to use your own CA, sign the certificate with it and pass --client-cert, --client-key and --embed-client-cert to audit-kubeconfig and webhook-kubeconfig)"
+            );
+        }
+        let (ca, cert, key) = tls::generate_client("kube-apiserver")
+            .context("cannot generate the API server's client certificate")?;
+        options.client_ca_pem = Some(ca.into_bytes());
+        header.push(format!(
+            "Client certificate for the API server generated (CN kube-apiserver) with its own CA, the Secret's ca.crt; copy its kubeconfigs to the control-plane hosts: `kubectl -n {} get secret {} -o jsonpath='{{.data.audit-webhook\\.kubeconfig}}' | base64 -d`.",
+            options.service.namespace,
+            manifests::apiserver_client_secret_name(&options)
+        ));
+        Some((cert, key))
+    } else {
+        None
+    };
     let needs_config = kinds.iter().any(|k| {
         matches!(
             k,
-            ManifestKind::Webhooks | ManifestKind::Config | ManifestKind::AuditPolicy
+            ManifestKind::Webhooks
+                | ManifestKind::Config
+                | ManifestKind::AuditPolicy
+                | ManifestKind::Deploy
         )
     });
     let loaded = if needs_config {
@@ -802,7 +997,29 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
             }
             ManifestKind::AuditPolicy => docs.push(manifests::audit_policy(&policy()?.0)?),
             ManifestKind::AuditKubeconfig => docs.push(manifests::audit_kubeconfig(&options)?),
-            ManifestKind::Deploy => docs.extend(manifests::deploy(&options)?),
+            ManifestKind::Deploy => {
+                docs.extend(manifests::deploy(&options, &policy()?.0)?);
+                if options.audit_client_auth && options.client_ca_pem.is_none() {
+                    header.push(format!(
+                        "/audit needs the API server's client CA: create it with `kubectl -n {} create configmap {}-client-ca --from-file=ca.crt=CLIENT-CA.crt` (or render `--kind config --apiserver-client-ca CLIENT-CA.crt`).",
+                        options.service.namespace, options.service.name
+                    ));
+                }
+            }
+            ManifestKind::AdmissionConfig => docs.push(manifests::admission_configuration(
+                &args.webhook_kubeconfig_path,
+            )?),
+            ManifestKind::WebhookKubeconfig => docs.push(manifests::webhook_kubeconfig(&options)?),
+            ManifestKind::ApiserverClient => {
+                let (cert, key) = apiserver_client
+                    .as_ref()
+                    .context("internal error: no client certificate was generated")?;
+                docs.push(manifests::apiserver_client_secret(
+                    &options,
+                    cert.as_bytes(),
+                    key.as_bytes(),
+                )?);
+            }
         }
     }
     print!("{}", manifests::to_yaml(&header, &docs)?);

@@ -269,10 +269,18 @@ impl Handler for Gateway {
     }
 
     fn refused(&self, endpoint: &'static str, answer: &Answer, elapsed: std::time::Duration) {
+        if matches!(
+            answer.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            tracing::warn!(endpoint, status = %answer.status, "request refused: client certificate missing or not trusted for this route");
+        }
         if endpoint != "audit" {
             return;
         }
         let result = match answer.status {
+            StatusCode::UNAUTHORIZED => "unauthenticated",
+            StatusCode::FORBIDDEN => "forbidden",
             StatusCode::NOT_FOUND => "disabled",
             StatusCode::PAYLOAD_TOO_LARGE => "too_large",
             StatusCode::SERVICE_UNAVAILABLE => "busy",

@@ -17,6 +17,7 @@ pub mod config;
 pub mod gateway;
 pub mod manifests;
 pub mod policy;
+pub mod register;
 pub mod reload;
 pub mod runtime;
 pub mod scaffold;

@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub policies: PolicySet<Plugin>,
     /// The audit sinks, in file order.
     pub audit_sinks: Vec<Arc<SinkPolicy<Plugin>>>,
+    /// The validated policy file this snapshot was built from (what `--register` renders).
+    pub config: Arc<Config>,
     /// The module files the policies and sinks were loaded from (watched for hot reload).
     pub module_paths: Vec<PathBuf>,
     /// The compiled plugins by what they were built from, so that a rebuild reuses them.
@@ -122,6 +124,7 @@ impl Snapshot {
             audit_sinks.push(Arc::new(sink_policy(sink, plugin)));
         }
         Ok(Snapshot {
+            config: Arc::new(config.clone()),
             generation,
             file: config.file.clone(),
             content_hash: config.content_hash.clone(),

@@ -1272,7 +1272,7 @@ impl Receiver {
             let files = wasmgate::server::tls::TlsFiles {
                 cert,
                 key,
-                client_ca: None,
+                ..Default::default()
             };
             tokio_rustls::TlsAcceptor::from(wasmgate::server::tls::server_config(&files).unwrap())
         });
@@ -1469,4 +1469,160 @@ async fn sinks_serving(gw: &Gateway, want: Value) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+// === client authentication ===
+
+/// A request and what came back: the status, or `None` when the TLS handshake was refused.
+async fn try_send(request: reqwest::RequestBuilder) -> Option<(u16, Value)> {
+    let response = request.send().await.ok()?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.ok()?;
+    Some((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_and_admission_answer_only_their_client_certificates_and_probes_need_none() {
+    let dir = Dir::new();
+    // The API server's audit client certificate, its webhook client certificate (another CA),
+    // and a certificate from a CA the gateway has never heard of.
+    let audit_client = Pki::new(&["kube-apiserver-audit"]);
+    let webhook_client = Pki::new(&["kube-apiserver-webhooks"]);
+    let stranger = Pki::new(&["intruder"]);
+    std::fs::write(dir.path("audit-ca.crt"), &audit_client.ca).unwrap();
+    std::fs::write(dir.path("admission-ca.crt"), &webhook_client.ca).unwrap();
+    let policy = format!(
+        "{}auditSinks:\n{}",
+        crate::harness::policy_file(&crate::harness::entry(
+            "fast",
+            "validator",
+            "burn",
+            "settings: {millis: 0}"
+        )),
+        sink(
+            "echo",
+            "echo-sink",
+            &format!(
+                "{ALL}outputs:\n{}",
+                file_output("out", &dir.at("echo.jsonl"))
+            ),
+        ),
+    );
+    let gw = start(
+        &policy,
+        &[
+            "--audit-client-ca",
+            &dir.at("audit-ca.crt"),
+            "--admission-client-ca",
+            &dir.at("admission-ca.crt"),
+        ],
+    );
+    let anonymous = crate::harness::client(&gw.pki.ca, None, true);
+    let as_audit = crate::harness::client(
+        &gw.pki.ca,
+        Some((&audit_client.cert, &audit_client.key)),
+        true,
+    );
+    let as_webhooks = crate::harness::client(
+        &gw.pki.ca,
+        Some((&webhook_client.cert, &webhook_client.key)),
+        true,
+    );
+    let as_stranger =
+        crate::harness::client(&gw.pki.ca, Some((&stranger.cert, &stranger.key)), true);
+    let batch = serde_json::to_vec(&event_list(&[event("a1", "get", "pods", "Metadata")])).unwrap();
+    let review = serde_json::to_vec(&crate::harness::review("pod-create.json")).unwrap();
+    let post = |client: &reqwest::Client, path: &str, body: &[u8]| {
+        client
+            .post(gw.url(path))
+            .header("Content-Type", "application/json")
+            .body(body.to_vec())
+    };
+
+    // Probes and metrics: no certificate needed (kubelet's HTTPS probes present none).
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _) = try_send(anonymous.get(gw.url(path))).await.unwrap();
+        assert_eq!(status, 200, "{path} without a client certificate");
+    }
+
+    // /audit without a certificate: 401, a Kubernetes Status.
+    let (status, body) = try_send(post(&anonymous, "/audit", &batch)).await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["reason"], "Unauthorized");
+    assert_eq!(body["code"], 401);
+    // With a certificate the gateway trusts, but for the admission paths only: 403.
+    let (status, body) = try_send(post(&as_webhooks, "/audit", &batch))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["reason"], "Forbidden");
+    // From a CA nobody named: the handshake itself is refused.
+    assert!(
+        try_send(post(&as_stranger, "/audit", &batch))
+            .await
+            .is_none(),
+        "a certificate from an unknown CA was served"
+    );
+    // Nothing of the refused batches was spooled.
+    assert_eq!(
+        metric(
+            &gw,
+            "wasmgate_audit_requests_total{result=\"unauthenticated\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(&gw, "wasmgate_audit_requests_total{result=\"forbidden\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&gw, "wasmgate_audit_requests_total{result=\"accepted\"}").await,
+        0.0
+    );
+    // The API server's audit certificate: accepted, spooled and delivered.
+    let (status, body) = try_send(post(&as_audit, "/audit?timeout=30s", &batch))
+        .await
+        .unwrap();
+    assert_eq!((status, &body["spooled"]), (200, &json!(1)), "{body}");
+    let out = dir.path("echo.jsonl");
+    eventually(
+        Some(&gw),
+        "the event at the sink",
+        Duration::from_secs(20),
+        || ids(&lines(&out)) == [("a1".to_owned(), "ResponseComplete".to_owned())],
+    )
+    .await;
+
+    // The admission paths, under their own CA.
+    for path in ["/validate", "/validate/fast", "/mutate"] {
+        let (status, body) = try_send(post(&anonymous, path, &review)).await.unwrap();
+        assert_eq!(status, 401, "{path}: {body}");
+        let (status, body) = try_send(post(&as_audit, path, &review)).await.unwrap();
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let (status, body) = try_send(post(&as_webhooks, "/validate?timeout=10s", &review))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_per_route_client_ca_cannot_be_mixed_with_client_ca() {
+    let dir = Dir::new();
+    let pki = Pki::new(&["x"]);
+    std::fs::write(dir.path("ca.crt"), &pki.ca).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["serve", "--client-ca", &dir.at("ca.crt")])
+        .args(["--audit-client-ca", &dir.at("ca.crt")])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--audit-client-ca") && stderr.contains("cannot be used with"),
+        "{stderr}"
+    );
 }

@@ -12,6 +12,7 @@ mod check;
 mod containment;
 mod faults;
 mod hostile_clients;
+mod image;
 mod manifests;
 mod new;
 mod pod_security;

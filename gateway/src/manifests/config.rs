@@ -10,8 +10,9 @@ use super::{
 use crate::config::Config;
 
 /// The ConfigMap `<name>-policies` with the policy file (modules renamed to their key in the
-/// ConfigMap and pinned by sha256) and every plugin as binary data, and, when TLS material is
-/// given, the Secret `<name>-tls` the Deployment mounts. `policy_text` is the policy file as
+/// ConfigMap and pinned by sha256) and every plugin as binary data; when given, the ConfigMap
+/// `<name>-client-ca` with the API server's client CA, and the Secret `<name>-tls` the
+/// StatefulSet mounts. `policy_text` is the policy file as
 /// read by `config`.
 pub fn config_objects(
     config: &Config,
@@ -118,6 +119,20 @@ pub fn config_objects(
         "data": { "policies.yaml": text },
         "binaryData": (Value::Mapping(binary)),
     })];
+    if let Some(ca) = &options.client_ca_pem {
+        let ca = String::from_utf8(ca.clone())
+            .map_err(|_| bad("--apiserver-client-ca is not PEM text"))?;
+        docs.push(yaml!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": (format!("{name}-client-ca")),
+                "namespace": (namespace.as_str()),
+                "labels": (labels.clone()),
+            },
+            "data": { "ca.crt": ca },
+        }));
+    }
     if let Some(tls) = &options.tls {
         let mut data = yaml!({
             "tls.crt": (b64.encode(&tls.cert_pem)),

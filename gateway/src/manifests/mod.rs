@@ -25,14 +25,22 @@ macro_rules! yaml {
     ($value:expr) => { ::serde_yaml_ng::Value::from($value) };
 }
 
+mod admission;
+mod apiserver;
 mod audit;
 mod config;
 mod deploy;
+mod rbac;
+pub mod sizing;
 mod webhooks;
+mod yaml;
 
+pub use admission::{DEFAULT_WEBHOOK_KUBECONFIG, admission_configuration, webhook_kubeconfig};
+pub use apiserver::{apiserver_client_secret, apiserver_client_secret_name};
 pub use audit::{audit_kubeconfig, audit_policy};
 pub use config::{config_objects, serving_names};
-pub use deploy::deploy;
+pub use deploy::{deploy, termination_grace_seconds};
+pub use rbac::{lease_name, rbac};
 pub use webhooks::webhooks;
 
 /// The label every Namespace carries with its own name (set by the API server since 1.21).
@@ -56,9 +64,12 @@ pub const TLS_DIR: &str = "/etc/wasmgate/tls";
 pub const POLICY_KEY: &str = "policies.yaml";
 /// Where audit sinks' `file` outputs with relative paths write in the cluster (an `emptyDir`).
 pub const OUTPUT_DIR: &str = "/var/log/wasmgate";
-/// The audit spool's directory in the cluster (an `emptyDir`: it survives container restarts,
-/// not the Pod's deletion).
+/// The audit spool's directory in the cluster (a PersistentVolumeClaim per replica: it survives
+/// the Pod's deletion, and the next Pod of the same ordinal resumes it).
 pub const SPOOL_DIR: &str = "/var/lib/wasmgate/spool";
+/// Where the StatefulSet mounts the API server's client CA (ConfigMap `<name>-client-ca`, key
+/// `ca.crt`), for `--audit-client-ca` and `--admission-client-ca`.
+pub const CLIENT_CA_DIR: &str = "/etc/wasmgate/client-ca";
 
 /// A manifest that cannot be rendered, and why.
 #[derive(Debug, thiserror::Error)]
@@ -228,12 +239,29 @@ pub struct Options {
     pub exempt_groups: Vec<String>,
     /// The client certificate the API server presents to `/audit` (audit kubeconfig).
     pub audit_client: Option<ClientCredentials>,
-    /// The container image of the Deployment.
+    /// The container image of the StatefulSet: `NAME:TAG` or `NAME@sha256:DIGEST` (what
+    /// `scripts/build-image` prints).
     pub image: String,
-    /// The Deployment's replicas.
+    /// The StatefulSet's replicas.
     pub replicas: u32,
     /// Serving identity for the TLS Secret (`config`); no Secret is rendered without it.
     pub tls: Option<TlsMaterial>,
+    /// The CA (PEM) that signed the API server's client certificates: the ConfigMap
+    /// `<name>-client-ca` (`config`) that `--audit-client-ca` reads.
+    pub client_ca_pem: Option<Vec<u8>>,
+    /// `/audit` answers only the API server's client certificate (`--audit-client-ca`).
+    pub audit_client_auth: bool,
+    /// The admission paths answer only the API server's client certificate
+    /// (`--admission-client-ca`); needs the API server's AdmissionConfiguration.
+    pub admission_client_auth: bool,
+    /// `serve --spool-max-bytes`, and the spool volume's size with headroom.
+    pub spool_max_bytes: u64,
+    /// `serve --audit-max-body-bytes`, and the memory for audit bodies in flight.
+    pub audit_max_body: u64,
+    /// Policy calls one replica is sized to run at once (memory limit).
+    pub plugin_calls: u32,
+    /// The spool PersistentVolumeClaims' storage class (default: the cluster's default).
+    pub storage_class: Option<String>,
 }
 
 impl Options {
@@ -259,6 +287,13 @@ impl Options {
             image: default_image(),
             replicas: 3,
             tls: None,
+            client_ca_pem: None,
+            audit_client_auth: true,
+            admission_client_auth: false,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            audit_max_body: crate::server::DEFAULT_AUDIT_MAX_BODY as u64,
+            plugin_calls: DEFAULT_PLUGIN_CALLS,
+            storage_class: None,
         }
     }
 
@@ -292,6 +327,22 @@ impl Options {
         if self.replicas == 0 {
             return Err(bad("--replicas must be at least 1"));
         }
+        if self.plugin_calls == 0 {
+            return Err(bad("--plugin-calls must be at least 1"));
+        }
+        if !is_image_reference(&self.image) {
+            return Err(bad(format!(
+                "--image {:?}: expected NAME[:TAG] or NAME@sha256:<64 hex digits>",
+                self.image
+            )));
+        }
+        if let Some(class) = &self.storage_class
+            && !is_dns_subdomain(class)
+        {
+            return Err(bad(format!(
+                "--storage-class {class:?} is not a DNS subdomain"
+            )));
+        }
         Ok(())
     }
 
@@ -303,6 +354,69 @@ impl Options {
     }
 }
 
+/// `serve --spool-max-bytes`'s default.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+/// Policy calls a replica is sized for by default: the API server's concurrent webhook calls
+/// to one replica rarely exceed this; the runtime's own cap is far higher, so a burst past it
+/// can reach the memory limit.
+pub const DEFAULT_PLUGIN_CALLS: u32 = 16;
+
+/// Whether `image` is `NAME[:TAG]` or `NAME[:TAG]@sha256:<64 hex>`, NAME being lowercase
+/// path components with an optional registry host[:port].
+pub fn is_image_reference(image: &str) -> bool {
+    let (rest, digest) = match image.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (image, None),
+    };
+    if let Some(digest) = digest {
+        let Some(hex) = digest.strip_prefix("sha256:") else {
+            return false;
+        };
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return false;
+        }
+    }
+    // A tag follows the last ':' after the last '/'.
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    let tag_ok = tag.is_none_or(|t| {
+        !t.is_empty()
+            && t.len() <= 128
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    });
+    let mut parts = name.split('/').peekable();
+    let host_ok = match parts.peek() {
+        Some(first)
+            if name.contains('/')
+                && (first.contains('.') || first.contains(':') || *first == "localhost") =>
+        {
+            let host = parts.next().unwrap_or_default();
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+        }
+        _ => true,
+    };
+    let path_ok = parts.clone().count() > 0
+        && parts.all(|p| {
+            !p.is_empty()
+                && p.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+                })
+                && p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        });
+    tag_ok && host_ok && path_ok
+}
+
 /// The image `deploy` uses unless told otherwise: this build's version.
 pub fn default_image() -> String {
     format!("wasmgate:{}", env!("CARGO_PKG_VERSION"))
@@ -310,7 +424,8 @@ pub fn default_image() -> String {
 
 // === output ===
 
-/// The documents as one YAML stream (`---` between documents), after `header` comment lines.
+/// The documents as one YAML stream (`---` between documents), after `header` comment lines;
+/// strings a YAML 1.1 reader would take for another type are quoted ([`yaml`]).
 pub fn to_yaml(header: &[String], docs: &[Value]) -> Result<String, ManifestError> {
     let mut out = String::new();
     for line in header {
@@ -320,7 +435,7 @@ pub fn to_yaml(header: &[String], docs: &[Value]) -> Result<String, ManifestErro
         if i > 0 || !header.is_empty() {
             out.push_str("---\n");
         }
-        out.push_str(&serde_yaml_ng::to_string(doc).map_err(|e| bad(e.to_string()))?);
+        out.push_str(&yaml::document(doc)?);
     }
     Ok(out)
 }

@@ -354,10 +354,19 @@ fn audit_kubeconfig_points_at_the_audit_endpoint() {
 
 #[test]
 fn deploy_objects_fit_together() {
+    let (_dir, config) = policy_set(ENTRIES);
     let mut options = Options::new(Service::parse("gate/wg:9443").unwrap());
     options.replicas = 5;
-    options.image = "registry.example/wasmgate:1".into();
-    let docs: Vec<serde_json::Value> = deploy(&options).unwrap().iter().map(json).collect();
+    options.image = format!(
+        "registry.example:5000/team/wasmgate@sha256:{}",
+        "a".repeat(64)
+    );
+    options.storage_class = Some("fast-ssd".into());
+    let docs: Vec<serde_json::Value> = deploy(&options, &config)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
@@ -365,12 +374,17 @@ fn deploy_objects_fit_together() {
             "Namespace",
             "ServiceAccount",
             "Service",
-            "Deployment",
-            "PodDisruptionBudget"
+            "PriorityClass",
+            "StatefulSet",
+            "PodDisruptionBudget",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding"
         ]
     );
     assert_eq!(docs[0]["metadata"]["name"], "gate");
-    for doc in &docs[1..] {
+    for doc in docs[1..6].iter().filter(|d| d["kind"] != "PriorityClass") {
         assert_eq!(doc["metadata"]["namespace"], "gate");
         assert_eq!(doc["metadata"]["name"], "wg");
     }
@@ -380,13 +394,17 @@ fn deploy_objects_fit_together() {
     assert_eq!(service["selector"], labels);
     assert_eq!(service["ports"][0]["port"], 9443);
     assert_eq!(service["ports"][0]["targetPort"], "https");
-    let deployment = &docs[3]["spec"];
-    assert_eq!(deployment["replicas"], 5);
-    assert_eq!(deployment["selector"]["matchLabels"], labels);
-    assert_eq!(deployment["template"]["metadata"]["labels"], labels);
-    let pod = &deployment["template"]["spec"];
+    assert_eq!(docs[3]["metadata"]["name"], "wg-critical");
+    let set = &docs[4]["spec"];
+    assert_eq!(set["replicas"], 5);
+    assert_eq!(set["serviceName"], "wg");
+    assert_eq!(set["selector"]["matchLabels"], labels);
+    assert_eq!(set["template"]["metadata"]["labels"], labels);
+    let pod = &set["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "wg-critical");
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
     let container = &pod["containers"][0];
-    assert_eq!(container["image"], "registry.example/wasmgate:1");
+    assert_eq!(container["image"], options.image);
     assert_eq!(container["ports"][0]["containerPort"], CONTAINER_PORT);
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
@@ -400,6 +418,10 @@ fn deploy_objects_fit_together() {
     assert!(args.contains(&"--config=/etc/wasmgate/policies/policies.yaml"));
     assert!(args.contains(&"--tls-cert=/etc/wasmgate/tls/tls.crt"));
     assert!(args.contains(&"--spool-dir=/var/lib/wasmgate/spool"));
+    assert!(args.contains(&"--spool-max-bytes=1Gi"));
+    // /audit asks for the API server's client certificate by default; admission does not.
+    assert!(args.contains(&"--audit-client-ca=/etc/wasmgate/client-ca/ca.crt"));
+    assert!(!args.iter().any(|a| a.starts_with("--admission-client-ca")));
     let mounts: Vec<&str> = container["volumeMounts"]
         .as_array()
         .unwrap()
@@ -409,6 +431,7 @@ fn deploy_objects_fit_together() {
     for dir in [
         POLICY_DIR,
         TLS_DIR,
+        CLIENT_CA_DIR,
         SPOOL_DIR,
         OUTPUT_DIR,
         "/var/cache/wasmgate",
@@ -416,10 +439,192 @@ fn deploy_objects_fit_together() {
     ] {
         assert!(mounts.contains(&dir), "{dir} is not mounted");
     }
-    assert_eq!(pod["volumes"][0]["configMap"]["name"], "wg-policies");
-    assert_eq!(pod["volumes"][1]["secret"]["secretName"], "wg-tls");
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .cloned()
+    };
+    assert_eq!(
+        volume("policies").unwrap()["configMap"]["name"],
+        "wg-policies"
+    );
+    assert_eq!(volume("tls").unwrap()["secret"]["secretName"], "wg-tls");
+    assert_eq!(
+        volume("client-ca").unwrap()["configMap"]["name"],
+        "wg-client-ca"
+    );
+    // The spool is no Pod volume: it is the claim template's, one PVC per replica.
+    assert!(volume("spool").is_none());
+    let claim = &set["volumeClaimTemplates"][0];
+    assert_eq!(claim["metadata"]["name"], "spool");
+    assert_eq!(
+        claim["spec"]["accessModes"],
+        serde_json::json!(["ReadWriteOnce"])
+    );
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "1280Mi");
+    assert_eq!(claim["spec"]["storageClassName"], "fast-ssd");
+    assert_eq!(
+        set["persistentVolumeClaimRetentionPolicy"],
+        serde_json::json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+    );
     assert_eq!(pod["serviceAccountName"], "wg");
-    assert_eq!(docs[4]["spec"]["selector"]["matchLabels"], labels);
+    // SIGTERM: preStop, then the server's drain, then the exit, all inside the grace period.
+    assert_eq!(
+        container["lifecycle"]["preStop"]["sleep"]["seconds"],
+        deploy::PRESTOP_SECONDS
+    );
+    assert!(args.contains(&"--audit-drain-timeout=10s"));
+    assert!(
+        pod["terminationGracePeriodSeconds"].as_u64().unwrap()
+            > deploy::PRESTOP_SECONDS
+                + deploy::AUDIT_DRAIN_SECONDS
+                + crate::server::DRAIN_TIMEOUT.as_secs()
+    );
+    assert_eq!(docs[5]["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(docs[5]["spec"]["maxUnavailable"], 1);
+}
+
+#[test]
+fn deploy_resources_follow_the_policy_file() {
+    // One 64Mi policy (the default), a 512Mi one, and a sink writing a file output.
+    let (dir, _) = policy_set(ENTRIES);
+    std::fs::write(dir.path().join("s.wasm"), vec![0u8; 3 << 20]).unwrap();
+    let text = format!(
+        "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n{ENTRIES}  - name: big\n    kind: validator\n    module: c.wasm\n    memoryLimit: 512Mi\n    rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}]\nauditSinks:\n  - name: s\n    module: s.wasm\n    memoryLimit: 32Mi\n    rules: [{{level: Metadata}}]\n    outputs: [{{name: f, type: file, path: out.jsonl, maxSize: 10Mi, maxFiles: 3}}]\n"
+    );
+    let file = dir.path().join("big.yaml");
+    std::fs::write(&file, text).unwrap();
+    let config = Config::load(&file).unwrap();
+    let mut options = Options::new(Service::parse("gate/wg").unwrap());
+    options.plugin_calls = 4;
+    options.audit_max_body = 16 << 20;
+    options.spool_max_bytes = 4 << 30;
+    let docs: Vec<serde_json::Value> = deploy(&options, &config)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    let pod = &docs[4]["spec"]["template"]["spec"];
+    let resources = &pod["containers"][0]["resources"];
+    // limit = 128Mi base + 8 audit bodies × 16Mi + 32Mi sink + 4 calls × 512Mi
+    assert_eq!(resources["limits"]["memory"], "2336Mi");
+    // request = 128Mi base + one 16Mi body + 32Mi sink + 2 calls × 512Mi
+    assert_eq!(resources["requests"]["memory"], "1200Mi");
+    // cache: 64Mi + 10 × the modules (3Mi sink + four tiny ones) = 94Mi; outputs: 16Mi +
+    // 10Mi × (3 + 1); tmp 16Mi.
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap()["emptyDir"]["sizeLimit"]
+            .clone()
+    };
+    assert_eq!(volume("cache"), "95Mi");
+    assert_eq!(volume("outputs"), "56Mi");
+    assert_eq!(volume("tmp"), "16Mi");
+    assert_eq!(resources["requests"]["ephemeral-storage"], "167Mi");
+    assert_eq!(resources["limits"]["ephemeral-storage"], "167Mi");
+    assert_eq!(
+        docs[4]["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "5Gi"
+    );
+    let args = pod["containers"][0]["args"].as_array().unwrap();
+    assert!(args.contains(&"--spool-max-bytes=4Gi".into()));
+    assert!(args.contains(&"--audit-max-body-bytes=16777216".into()));
+
+    // Without sinks, no memory is set aside for audit bodies.
+    let (_dir, admission_only) = policy_set(ENTRIES);
+    let docs: Vec<serde_json::Value> = deploy(&options, &admission_only)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    // 128Mi + 4 × 64Mi
+    assert_eq!(
+        docs[4]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "384Mi"
+    );
+}
+
+#[test]
+fn images_are_names_with_a_tag_or_a_digest() {
+    let digest = "0123456789abcdef".repeat(4);
+    for good in [
+        "wasmgate".to_owned(),
+        "wasmgate:0.1.0".to_owned(),
+        format!("wasmgate@sha256:{digest}"),
+        format!("wasmgate:0.1.0@sha256:{digest}"),
+        "registry.example:5000/team/wasmgate:v1".to_owned(),
+        "localhost/wasmgate:dev".to_owned(),
+    ] {
+        assert!(is_image_reference(&good), "{good}");
+    }
+    for bad in [
+        "".to_owned(),
+        "Wasmgate:1".to_owned(),
+        "wasmgate:".to_owned(),
+        format!("wasmgate@sha256:{}", &digest[1..]),
+        format!("wasmgate@sha512:{digest}"),
+        format!("wasmgate@sha256:{}", digest.to_uppercase()),
+        "wasmgate:a b".to_owned(),
+        "/wasmgate".to_owned(),
+    ] {
+        assert!(!is_image_reference(&bad), "{bad}");
+    }
+}
+
+#[test]
+fn admission_configuration_names_the_webhook_kubeconfig() {
+    let config = json(&admission_configuration("/etc/kubernetes/wg/kc.yaml").unwrap());
+    assert_eq!(config["apiVersion"], "apiserver.config.k8s.io/v1");
+    assert_eq!(config["kind"], "AdmissionConfiguration");
+    let plugins: Vec<&str> = config["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        plugins,
+        ["ValidatingAdmissionWebhook", "MutatingAdmissionWebhook"]
+    );
+    for plugin in config["plugins"].as_array().unwrap() {
+        assert_eq!(
+            plugin["configuration"],
+            serde_json::json!({"apiVersion": "apiserver.config.k8s.io/v1",
+                "kind": "WebhookAdmissionConfiguration", "kubeConfigFile": "/etc/kubernetes/wg/kc.yaml"})
+        );
+    }
+    assert!(admission_configuration("relative.yaml").is_err());
+
+    // The user is named for the host the API server calls.
+    let mut options = Options::new(Service::parse("gate/wg").unwrap());
+    assert!(
+        webhook_kubeconfig(&options).is_err(),
+        "no client certificate"
+    );
+    options.audit_client = Some(ClientCredentials::Files {
+        cert: "/pki/c.crt".into(),
+        key: "/pki/c.key".into(),
+    });
+    let kc = json(&webhook_kubeconfig(&options).unwrap());
+    assert_eq!(kc["users"][0]["name"], "wg.gate.svc");
+    assert_eq!(kc["users"][0]["user"]["client-certificate"], "/pki/c.crt");
+    options.target = Target::Service(Service::parse("gate/wg:8443").unwrap());
+    assert_eq!(
+        json(&webhook_kubeconfig(&options).unwrap())["users"][0]["name"],
+        "wg.gate.svc:8443"
+    );
+    options.target = Target::url("https://gw.example:443/x").unwrap();
+    assert_eq!(
+        json(&webhook_kubeconfig(&options).unwrap())["users"][0]["name"],
+        "gw.example"
+    );
 }
 
 #[test]
@@ -518,7 +723,7 @@ fn yaml_stream_has_header_and_separators() {
     let docs = vec![yaml!({ "a": 1 }), yaml!({ "b": ["x", ""] })];
     assert_eq!(
         to_yaml(&["made here".into()], &docs).unwrap(),
-        "# made here\n---\na: 1\n---\nb:\n- x\n- ''\n"
+        "# made here\n---\na: 1\n---\nb:\n- x\n- \"\"\n"
     );
     assert_eq!(to_yaml(&[], &docs[..1]).unwrap(), "a: 1\n");
 }
@@ -720,4 +925,142 @@ fn reinvocation_is_rendered_per_policy_and_for_the_aggregate() {
         "MutatingWebhookConfiguration",
     );
     assert_eq!(mutating[0]["reinvocationPolicy"], "IfNeeded");
+}
+
+#[test]
+fn deploy_runs_register_with_exactly_the_rbac_it_needs() {
+    let (_dir, config) = policy_set(ENTRIES);
+    let mut options = Options::new(Service::parse("gate/wg:9443").unwrap());
+    options.name = "wg-hooks".into();
+    let docs: Vec<serde_json::Value> = deploy(&options, &config)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap();
+    let pod = &find("StatefulSet")["spec"]["template"]["spec"];
+    // The token is mounted: --register calls the API server with it.
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert_eq!(pod["serviceAccountName"], "wg");
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for want in [
+        "--register",
+        "--register-service=gate/wg:9443",
+        "--register-name=wg-hooks",
+        "--register-ca-file=/etc/wasmgate/tls/ca.crt",
+    ] {
+        assert!(args.contains(&want), "{want} missing from {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--register-url")));
+    assert_eq!(container["env"][0]["name"], "POD_NAME");
+    assert_eq!(
+        container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    // The RBAC names what those flags write: the configurations --register-name, the Lease of
+    // --register-service, for the ServiceAccount the Pods run as.
+    let cluster_role = find("ClusterRole");
+    assert_eq!(
+        cluster_role["rules"][0]["resourceNames"],
+        serde_json::json!(["wg-hooks"])
+    );
+    let role = find("Role");
+    assert_eq!(role["metadata"]["namespace"], "gate");
+    assert_eq!(
+        role["rules"][0]["resourceNames"],
+        serde_json::json!([lease_name(&options.service)])
+    );
+    assert_eq!(lease_name(&options.service), "wg-register");
+    for binding in [find("ClusterRoleBinding"), find("RoleBinding")] {
+        assert_eq!(
+            binding["subjects"],
+            serde_json::json!([{"kind": "ServiceAccount", "name": "wg", "namespace": "gate"}])
+        );
+    }
+    // Rendered with --url, the replicas register that URL.
+    options.target = Target::url("https://10.0.0.5:8443").unwrap();
+    let docs: Vec<serde_json::Value> = deploy(&options, &config)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    let set = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    let args = &set["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .unwrap()
+            .contains(&serde_json::json!("--register-url=https://10.0.0.5:8443")),
+        "{args}"
+    );
+}
+
+#[test]
+fn apiserver_client_secret_carries_a_certificate_the_gateway_accepts_and_kubeconfigs_using_it() {
+    use rustls::pki_types::{CertificateDer, UnixTime, pem::PemObject};
+    let (ca, cert, key) = crate::server::tls::generate_client("kube-apiserver").unwrap();
+    let mut options = Options::new(Service::parse("gate/wg:9443").unwrap());
+    options.target = Target::url("https://10.0.0.5:8443").unwrap();
+    options.ca_pem = Some(b"serving CA".to_vec());
+    // Without the client CA there is nothing to tell the gateway to trust.
+    assert!(apiserver_client_secret(&options, cert.as_bytes(), key.as_bytes()).is_err());
+    options.client_ca_pem = Some(ca.clone().into_bytes());
+    let secret = json(&apiserver_client_secret(&options, cert.as_bytes(), key.as_bytes()).unwrap());
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(secret["metadata"]["name"], "wg-apiserver-client");
+    assert_eq!(secret["metadata"]["namespace"], "gate");
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let data = |k: &str| b64.decode(secret["data"][k].as_str().unwrap()).unwrap();
+    assert_eq!(data("tls.crt"), cert.as_bytes());
+    assert_eq!(data("tls.key"), key.as_bytes());
+    assert_eq!(data("ca.crt"), ca.as_bytes());
+    // Both kubeconfigs present exactly that certificate and key.
+    for (file, server) in [
+        (
+            "audit-webhook.kubeconfig",
+            Some("https://10.0.0.5:8443/audit"),
+        ),
+        ("webhook.kubeconfig", None),
+    ] {
+        let kubeconfig: serde_json::Value = serde_yaml_ng::from_slice(&data(file)).unwrap();
+        let user = &kubeconfig["users"][0]["user"];
+        let embedded = |k: &str| b64.decode(user[k].as_str().unwrap()).unwrap();
+        assert_eq!(
+            embedded("client-certificate-data"),
+            cert.as_bytes(),
+            "{file}"
+        );
+        assert_eq!(embedded("client-key-data"), key.as_bytes(), "{file}");
+        if let Some(server) = server {
+            assert_eq!(kubeconfig["clusters"][0]["cluster"]["server"], server);
+        }
+    }
+    // The certificate is one the gateway's client-CA check accepts: rustls's verifier over
+    // that CA, as --audit-client-ca builds it.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+            .build()
+            .unwrap();
+    let leaf = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+    verifier
+        .verify_client_cert(&leaf, &[], UnixTime::now())
+        .expect("the gateway accepts the API server's client certificate");
+    // And one from another CA is refused by the same check.
+    let (_, stranger, _) = crate::server::tls::generate_client("kube-apiserver").unwrap();
+    let stranger = CertificateDer::from_pem_slice(stranger.as_bytes()).unwrap();
+    assert!(
+        verifier
+            .verify_client_cert(&stranger, &[], UnixTime::now())
+            .is_err()
+    );
 }

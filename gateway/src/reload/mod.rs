@@ -55,8 +55,13 @@ pub struct ReloadStatus {
     pub last_tls_error: Option<String>,
 }
 
+/// Called on the reload's blocking thread with the serving and the new configuration just
+/// before the new snapshot is swapped in (`serve --register` unregisters removed policies).
+pub type BeforeSwap = Arc<dyn Fn(&Config, &Config) + Send + Sync>;
+
 /// Everything a reload needs.
 pub struct Reloader {
+    before_swap: Option<BeforeSwap>,
     config_path: PathBuf,
     runtime: Arc<Runtime>,
     gateway: Arc<Gateway>,
@@ -80,12 +85,19 @@ impl Reloader {
                 .unwrap_or_default(),
         );
         Reloader {
+            before_swap: None,
             config_path,
             runtime,
             gateway,
             tls,
             tls_fingerprint,
         }
+    }
+
+    /// Calls `hook` before every swap of a new snapshot.
+    pub fn before_swap(mut self, hook: BeforeSwap) -> Self {
+        self.before_swap = Some(hook);
+        self
     }
 
     /// Starts watching now (so that a change made right after this returns is seen), then
@@ -159,8 +171,7 @@ impl Reloader {
             files.insert(path.clone());
         }
         if let Some((tls, _)) = &self.tls {
-            files.extend([tls.cert.clone(), tls.key.clone()]);
-            files.extend(tls.client_ca.clone());
+            files.extend(tls.paths().cloned());
         }
         files
     }
@@ -215,6 +226,9 @@ impl Reloader {
             Ok(snapshot) => {
                 let generation = snapshot.generation;
                 let hash = snapshot.content_hash.clone();
+                if let Some(hook) = &self.before_swap {
+                    hook(&current.config, &config);
+                }
                 self.gateway.swap(snapshot);
                 let since_change = match trigger {
                     Trigger::FileChange(seen) => seen.elapsed(),
@@ -261,7 +275,7 @@ impl Reloader {
         if **self.tls_fingerprint.load() == fingerprint {
             return;
         }
-        match tls::server_config(files) {
+        match tls::load(files) {
             Ok(config) => {
                 handle.store(config);
                 self.tls_fingerprint.store(Arc::new(fingerprint));
@@ -280,19 +294,12 @@ impl Reloader {
     }
 }
 
-/// sha256 over the certificate, key and client CA files (unreadable files hash as empty, and
+/// sha256 over the certificate, key and client CAs' files (unreadable files hash as empty, and
 /// the reload then reports why).
 fn tls_fingerprint(files: &TlsFiles) -> String {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
-    for path in [
-        Some(&files.cert),
-        Some(&files.key),
-        files.client_ca.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for path in files.paths() {
         hasher.update(std::fs::read(path).unwrap_or_default());
         hasher.update([0]);
     }

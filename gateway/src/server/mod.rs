@@ -28,6 +28,7 @@ use tokio::time::Instant;
 pub use body::{Body, BodyBudget, BodyError, BodyTimeout};
 pub use conn::ConnLimits;
 
+use self::tls::{Access, Peer, Route};
 use crate::config::PluginKind;
 use crate::wire::parse_go_duration;
 
@@ -97,6 +98,8 @@ impl Answer {
     pub fn status(status: StatusCode, message: impl std::fmt::Display) -> Self {
         let reason = match status {
             StatusCode::BAD_REQUEST => "BadRequest",
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::FORBIDDEN => "Forbidden",
             StatusCode::NOT_FOUND => "NotFound",
             StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
             StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
@@ -277,7 +280,7 @@ struct Limits {
 
 /// The TLS configuration new connections use; swapped whole when certificates change, while
 /// established connections keep the one they started with.
-pub type TlsConfigHandle = Arc<ArcSwap<rustls::ServerConfig>>;
+pub type TlsConfigHandle = Arc<ArcSwap<tls::TlsState>>;
 
 /// Serves HTTPS on `listener` until `shutdown` resolves, then stops accepting and waits up to
 /// [`DRAIN_TIMEOUT`] for requests in flight.
@@ -339,7 +342,8 @@ pub async fn serve<H: Handler>(
         if let Err(e) = conn::configure_socket(&tcp) {
             tracing::debug!(%peer, "cannot set socket options: {e}");
         }
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
+        let tls = tls.load_full();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
         let handler = handler.clone();
         let limits = limits.clone();
         let builder = builder.clone();
@@ -357,10 +361,14 @@ pub async fn serve<H: Handler>(
                     return tracing::debug!(%peer, "TLS handshake timed out");
                 }
             };
+            // The client certificate is judged once per connection, for every route that needs
+            // one; each request carries the verdict to `route`.
+            let client = tls.clients.peer(stream.get_ref().1.peer_certificates());
             let activity = conn::Activity::new();
             let requests = activity.clone();
             let route_limits = limits.clone();
             let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(client);
                 // Counted until the request's future is dropped: answered, or cancelled by a
                 // stream reset or a closed connection (which drops its plugin calls with it, or
                 // cuts its body short: the body reader marks it abandoned).
@@ -455,14 +463,24 @@ async fn route<H: Handler>(
                 PluginKind::Initializer
             };
             let policy = segments.get(1).map(|s| s.to_string());
-            if req.method() != Method::POST {
+            if let Some(refused) = authorize(&req, Route::Admission) {
+                let endpoint = match kind {
+                    PluginKind::Validator => "validate",
+                    PluginKind::Initializer => "mutate",
+                };
+                handler.refused(endpoint, &refused, started.elapsed());
+                refused
+            } else if req.method() != Method::POST {
                 method_not_allowed("POST")
             } else {
                 admission(&*handler, &limits, kind, policy.as_deref(), req, started).await
             }
         }
         ["audit"] => {
-            if req.method() != Method::POST {
+            if let Some(refused) = authorize(&req, Route::Audit) {
+                handler.refused("audit", &refused, started.elapsed());
+                refused
+            } else if req.method() != Method::POST {
                 method_not_allowed("POST")
             } else {
                 audit(&*handler, &limits, req, started).await
@@ -491,6 +509,33 @@ async fn route<H: Handler>(
             .insert(header::ALLOW, HeaderValue::from_static(allow));
     }
     Ok(response)
+}
+
+/// The refusal for a request on `route` whose connection lacks the client certificate the route
+/// needs: 401 without one, 403 with one its CA does not verify. Probes and metrics never ask.
+fn authorize(req: &Request<Incoming>, route: Route) -> Option<Answer> {
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .copied()
+        .unwrap_or(Peer::OPEN);
+    let what = match route {
+        Route::Audit => "/audit",
+        Route::Admission => "admission webhooks",
+    };
+    match peer.access(route) {
+        Access::Open | Access::Verified => None,
+        Access::NoCertificate => Some(Answer::status(
+            StatusCode::UNAUTHORIZED,
+            format!("{what} require a client certificate; none was presented"),
+        )),
+        Access::Untrusted => Some(Answer::status(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{what} require a client certificate signed by their client CA; this one is not"
+            ),
+        )),
+    }
 }
 
 fn get_only(req: &Request<Incoming>, answer: impl FnOnce() -> Answer) -> Answer {

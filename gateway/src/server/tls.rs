@@ -1,14 +1,17 @@
-//! Owns TLS: loading the serving certificate, key and optional client CA into a rustls config
-//! (TLS 1.2 and 1.3, ALPN h2 and http/1.1), and generating a development CA and certificate.
-//! Must not read policy configuration.
+//! Owns TLS: loading the serving certificate, key and optional client CAs into a rustls config
+//! (TLS 1.2 and 1.3, ALPN h2 and http/1.1), verifying a connection's client certificate against
+//! each route's CA ([`ClientAuth`], [`Peer`]), and generating a development CA and certificates.
+//! Must not read policy configuration or know what a route does.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 /// A certificate, key or CA that cannot be used, with the file and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -28,18 +31,171 @@ fn tls_err(path: &Path, message: impl std::fmt::Display) -> TlsError {
 }
 
 /// Where the serving identity comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TlsFiles {
     /// PEM certificate chain, leaf first.
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
+    /// PEM CA bundle; when set, every client must present a certificate it signed (mTLS on
+    /// every route, probes included). Excludes the per-route CAs below.
     pub client_ca: Option<PathBuf>,
+    /// PEM CA bundle; when set, `/audit` is answered only to clients that presented a
+    /// certificate it signed (the API server's audit client certificate). Other routes do not
+    /// ask for one.
+    pub audit_client_ca: Option<PathBuf>,
+    /// PEM CA bundle; when set, the admission routes (`/validate`, `/mutate`) are answered only
+    /// to clients that presented a certificate it signed (the API server's webhook client
+    /// certificate, from its AdmissionConfiguration).
+    pub admission_client_ca: Option<PathBuf>,
 }
 
-/// Builds the rustls server config from `files`.
+impl TlsFiles {
+    /// Every file the TLS state is built from (for the reloader's watch and fingerprint).
+    pub fn paths(&self) -> impl Iterator<Item = &PathBuf> {
+        [Some(&self.cert), Some(&self.key)]
+            .into_iter()
+            .chain([
+                self.client_ca.as_ref(),
+                self.audit_client_ca.as_ref(),
+                self.admission_client_ca.as_ref(),
+            ])
+            .flatten()
+    }
+}
+
+/// What new connections are served with: the rustls config and the per-route client checks,
+/// swapped together when a certificate or CA changes.
+#[derive(Debug)]
+pub struct TlsState {
+    /// The rustls config new connections use.
+    pub config: Arc<ServerConfig>,
+    /// How a connection's client certificate is judged per route.
+    pub clients: ClientAuth,
+}
+
+/// A route that may require a client certificate of its own CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/audit`.
+    Audit,
+    /// `/validate...` and `/mutate...`.
+    Admission,
+}
+
+/// The per-route client certificate verifiers (none: the route is open).
+#[derive(Debug, Clone, Default)]
+pub struct ClientAuth {
+    audit: Option<Arc<dyn ClientCertVerifier>>,
+    admission: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+/// What a connection's client may do, decided once after its handshake; carried to every
+/// request on the connection as a request extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    audit: Access,
+    admission: Access,
+}
+
+/// A connection's standing on one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The route asks for no client certificate.
+    Open,
+    /// The client presented a certificate chain the route's CA verifies.
+    Verified,
+    /// The route needs a client certificate and none was presented (401).
+    NoCertificate,
+    /// The client presented a certificate the route's CA does not verify (403), with why.
+    Untrusted,
+}
+
+impl ClientAuth {
+    /// Judges the chain a client presented (leaf first; `None` or empty: none) for each route.
+    pub fn peer(&self, chain: Option<&[CertificateDer<'_>]>) -> Peer {
+        let judge = |verifier: &Option<Arc<dyn ClientCertVerifier>>| {
+            let Some(verifier) = verifier else {
+                return Access::Open;
+            };
+            match chain {
+                Some([leaf, intermediates @ ..]) => {
+                    match verifier.verify_client_cert(leaf, intermediates, UnixTime::now()) {
+                        Ok(_) => Access::Verified,
+                        Err(e) => {
+                            tracing::debug!("client certificate not trusted for a route: {e}");
+                            Access::Untrusted
+                        }
+                    }
+                }
+                _ => Access::NoCertificate,
+            }
+        };
+        Peer {
+            audit: judge(&self.audit),
+            admission: judge(&self.admission),
+        }
+    }
+}
+
+impl Peer {
+    /// A connection to a server that asks for no client certificate anywhere.
+    pub const OPEN: Peer = Peer {
+        audit: Access::Open,
+        admission: Access::Open,
+    };
+
+    /// The connection's standing on `route`.
+    pub fn access(&self, route: Route) -> Access {
+        match route {
+            Route::Audit => self.audit,
+            Route::Admission => self.admission,
+        }
+    }
+}
+
+/// Builds the rustls server config from `files` (for callers that need no per-route checks).
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    Ok(load(files)?.config.clone())
+}
+
+/// Reads a PEM CA bundle into a root store.
+fn roots(path: &Path, into: &mut RootCertStore) -> Result<(), TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| tls_err(path, format!("cannot read client CA: {e}")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_err(path, format!("bad PEM client CA: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_err(path, "no CERTIFICATE block found"));
+    }
+    for cert in certs {
+        into.add(cert)
+            .map_err(|e| tls_err(path, format!("unusable client CA certificate: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A verifier of client certificates signed by the CA in `path` that also lets clients without
+/// one through the handshake (the route decides).
+fn route_verifier(
+    path: &Path,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let mut store = RootCertStore::empty();
+    roots(path, &mut store)?;
+    WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls_err(path, e))
+}
+
+/// Builds what new connections are served with from `files`: the rustls config and, for
+/// `--audit-client-ca` and `--admission-client-ca`, the per-route checks.
+///
+/// With per-route CAs, the handshake asks for a client certificate but does not require one
+/// (kubelet's HTTPS probes present none), and accepts a certificate signed by any of the route
+/// CAs; each request is then checked against its own route's CA.
+pub fn load(files: &TlsFiles) -> Result<Arc<TlsState>, TlsError> {
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .map_err(|e| tls_err(&files.cert, format!("cannot read certificate: {e}")))?
         .collect::<Result<Vec<_>, _>>()
@@ -53,25 +209,39 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| tls_err(&files.cert, e))?;
+    let mut clients = ClientAuth::default();
+    let per_route = [&files.audit_client_ca, &files.admission_client_ca];
     let builder = match &files.client_ca {
-        None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            let ca_certs = CertificateDer::pem_file_iter(ca)
-                .map_err(|e| tls_err(ca, format!("cannot read client CA: {e}")))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| tls_err(ca, format!("bad PEM client CA: {e}")))?;
-            for cert in ca_certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| tls_err(ca, format!("unusable client CA certificate: {e}")))?;
+            if let Some(Some(other)) = per_route.iter().find(|p| p.is_some()) {
+                return Err(tls_err(
+                    other,
+                    "a per-route client CA cannot be combined with --client-ca (which already requires a certificate on every route)",
+                ));
             }
-            if roots.is_empty() {
-                return Err(tls_err(ca, "no CERTIFICATE block found"));
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            let mut store = RootCertStore::empty();
+            roots(ca, &mut store)?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
                 .build()
                 .map_err(|e| tls_err(ca, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None if per_route.iter().all(|p| p.is_none()) => builder.with_no_client_auth(),
+        None => {
+            let mut any = RootCertStore::empty();
+            for path in per_route.into_iter().flatten() {
+                roots(path, &mut any)?;
+            }
+            if let Some(path) = &files.audit_client_ca {
+                clients.audit = Some(route_verifier(path, &provider)?);
+            }
+            if let Some(path) = &files.admission_client_ca {
+                clients.admission = Some(route_verifier(path, &provider)?);
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(any), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| tls_err(&files.cert, e))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -82,7 +252,10 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         )
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(Arc::new(TlsState {
+        config: Arc::new(config),
+        clients,
+    }))
 }
 
 /// The files of a generated development identity.
@@ -103,7 +276,7 @@ pub fn dev_identity(dir: &Path) -> Result<DevIdentity, TlsError> {
         files: TlsFiles {
             cert: dir.join("tls.crt"),
             key: dir.join("tls.key"),
-            client_ca: None,
+            ..TlsFiles::default()
         },
     };
     if identity.ca.exists() && identity.files.cert.exists() && identity.files.key.exists() {
@@ -126,19 +299,8 @@ pub fn dev_identity(dir: &Path) -> Result<DevIdentity, TlsError> {
 /// Generates a CA and a serving certificate for `names` (DNS names or IP addresses) signed by
 /// it. Returns (CA PEM, certificate chain PEM, key PEM).
 pub fn generate(names: &[&str]) -> Result<(String, String, String), rcgen::Error> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "wasmgate development CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
+    use rcgen::{CertificateParams, DnType, KeyPair};
+    let ca = generate_ca("wasmgate development CA")?;
     let key = KeyPair::generate()?;
     let mut params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
@@ -152,4 +314,39 @@ pub fn generate(names: &[&str]) -> Result<(String, String, String), rcgen::Error
     ];
     let cert = params.signed_by(&key, &ca)?;
     Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+}
+
+/// Generates a CA of its own and a client certificate (client authentication only) for
+/// `common_name` signed by it: what the API server presents to `/audit` and the admission
+/// paths, and the CA the gateway's `--audit-client-ca` then trusts. Returns (CA PEM, certificate
+/// PEM, key PEM); the CA's key is dropped, so nothing else can be signed with it.
+pub fn generate_client(common_name: &str) -> Result<(String, String, String), rcgen::Error> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+    let ca = generate_ca("wasmgate API server client CA")?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca)?;
+    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+}
+
+fn generate_ca(
+    common_name: &str,
+) -> Result<rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    rcgen::CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)
 }

@@ -220,7 +220,7 @@ impl AuditMetrics {
         let r = registry.sub_registry_with_prefix("audit");
         r.register(
             "requests",
-            "Audit batches answered, by result (accepted; spool_full, timeout, busy, error and shutting_down are 503s; bad_request, too_large, disabled)",
+            "Audit batches answered, by result (accepted; spool_full, timeout, busy, error and shutting_down are 503s; bad_request, too_large, disabled; unauthenticated (401) and forbidden (403) without the audit client certificate)",
             m.requests.clone(),
         );
         r.register(
