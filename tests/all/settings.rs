@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, compile_cache, entry, module, patched, policy_file, repo, review};
+use crate::harness::{
+    Gateway, compile_cache, entry, module, patched, policy_file, repo, review, write_atomic,
+};
 
 /// Runs `wasmgate serve` on `policy` and expects it to refuse to start: returns the exit code,
 /// stderr and how long it took.
@@ -329,12 +331,6 @@ fn good_file(dir: &Path, override_plugin: Option<&Case>) -> String {
     )
 }
 
-fn write(to: &Path, text: &str) {
-    let tmp = to.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, to).unwrap();
-}
-
 /// What the good settings answer: require-labels denies a Pod without `team`, and
 /// default-storage-class gives a class-less claim `standard`. Anything else is a failure.
 async fn answer_is_good(
@@ -415,20 +411,8 @@ async fn bad_settings_by_hot_reload_are_rejected_under_load() {
         .collect();
     assert_eq!(cases.len(), 6);
     for (i, case) in cases.iter().enumerate() {
-        write(&policy, &good_file(dir.path(), Some(case)));
-        let started = Instant::now();
-        let error = loop {
-            let ready = gw.readyz().await;
-            if ready["reload"]["failed"] == i as u64 + 1 {
-                break ready["reload"]["lastError"].as_str().unwrap().to_owned();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{} was not rejected: {ready}",
-                case.plugin
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        write_atomic(&policy, good_file(dir.path(), Some(case)));
+        let error = gw.rejected(i as u64 + 1, case.message).await;
         assert!(
             error.starts_with(&format!("{}:", policy.display()))
                 && error.contains(&format!(
@@ -452,13 +436,8 @@ async fn bad_settings_by_hot_reload_are_rejected_under_load() {
             "{error}"
         );
         // `wasmgate status` shows the rejection (exit 1) and what serves.
-        let status = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
-            .args(["status", "--url", &gw.url(""), "--cacert"])
-            .arg(gw.path("ca.crt"))
-            .output()
-            .unwrap();
-        let out = String::from_utf8_lossy(&status.stdout);
-        assert_eq!(status.status.code(), Some(1), "{out}");
+        let (code, out) = gw.status();
+        assert_eq!(code, Some(1), "{out}");
         assert!(
             out.contains(&format!(
                 "last reload   REJECTED (the previous snapshot keeps serving): {error}"
@@ -493,16 +472,14 @@ async fn bad_settings_by_hot_reload_are_rejected_under_load() {
         "{metrics}"
     );
     // Fixing the file recovers.
-    write(
+    write_atomic(
         &policy,
-        &good_file(dir.path(), None).replace("[team]", "[team, app]"),
+        good_file(dir.path(), None).replace("[team]", "[team, app]"),
     );
-    let started = Instant::now();
-    while gw.readyz().await["generation"] != 2 {
-        assert!(started.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(gw.readyz().await["reload"]["lastError"].is_null());
+    gw.wait_ready("the fixed file serving", |ready| {
+        ready["generation"] == 2 && ready["reload"]["lastError"].is_null()
+    })
+    .await;
 }
 
 // === wasmgate:plugin@0.1.0 ===
@@ -552,13 +529,8 @@ async fn a_0_1_0_plugin_serves_with_its_settings_check_skipped() {
         .await;
     assert_eq!(response["allowed"], true, "{response}");
 
-    let status = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
-        .args(["status", "--url", &gw.url(""), "--cacert"])
-        .arg(gw.path("ca.crt"))
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&status.stdout);
-    assert_eq!(status.status.code(), Some(0), "{out}");
+    let (code, out) = gw.status();
+    assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("plugin        legacy (validator, wasmgate:plugin@0.1.0): settings NOT checked (wasmgate:plugin@0.1.0 has no validate-settings"),
         "{out}"
