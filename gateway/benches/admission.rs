@@ -6,6 +6,8 @@
 //! call), the time from start to first answer, and idle RSS.
 //!
 //! `cargo bench --bench admission -- [--seconds N] [--concurrency 1,16,64]`
+//! `BENCH_PLUGIN=... [BENCH_SETTINGS=...] [BENCH_INITIALIZER=1] cargo bench --bench admission --
+//! --plugin-only`: only the per-call cost of that plugin.
 //! The load generator runs in this process and shares the machine's cores with the server.
 
 mod common;
@@ -70,12 +72,23 @@ fn policy_text(floor: bool) -> String {
 
 /// Fresh instance + call of one plugin, in process, without HTTP: the runtime's own cost.
 fn plugin_call_cost(review: &serde_json::Value) -> (Duration, Duration) {
-    // BENCH_PLUGIN=path/to/validator.wasm measures another validator (its settings: BENCH_SETTINGS).
+    // BENCH_PLUGIN=path/to/validator.wasm measures another validator (its settings:
+    // BENCH_SETTINGS); with BENCH_INITIALIZER=1 it is an initializer, and only its direct call
+    // is measured.
     let plugin_path = std::env::var_os("BENCH_PLUGIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("plugins/dist/require-labels.wasm"));
     let settings =
         std::env::var("BENCH_SETTINGS").unwrap_or_else(|_| r#"{"labels":["team"]}"#.to_owned());
+    if std::env::var_os("BENCH_INITIALIZER").is_some() {
+        let kind = wasmgate::config::PluginKind::Initializer;
+        let plugin = common::load_plugin(&plugin_path, kind, &settings, false, None).plugin;
+        println!(
+            "\nplugin: {} initializing the review above",
+            plugin_path.display()
+        );
+        return common::kind_call_cost(&plugin, kind, review, 20_000).unwrap();
+    }
     let plugin = common::load_validator(&plugin_path, &settings, false, None).plugin;
     println!(
         "\nplugin: {} validating the review above",
@@ -84,7 +97,7 @@ fn plugin_call_cost(review: &serde_json::Value) -> (Duration, Duration) {
     let direct = common::call_cost(&plugin, review, 20_000);
     let request =
         wasmgate::wire::AdmissionReview::decode(&serde_json::to_vec(review).unwrap()).unwrap();
-    let wit = wasmgate::admission::wit_request(&request.request).expect("a known operation");
+    let wit = wasmgate::admission::wit_request(&request.request);
     // The same call as the server makes it: from a task of a multi-threaded runtime, through
     // the pool-slot semaphore.
     let rt = tokio::runtime::Builder::new_multi_thread()

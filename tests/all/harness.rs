@@ -33,7 +33,7 @@ pub fn module(name: &str) -> String {
         }
     }
     panic!(
-        "plugin {name} is not built: run scripts/build-plugins (the README's test command does)"
+        "plugin {name} is not built: run scripts/build-plugins, and scripts/build-polyglot-plugins for another language's (the README's test command does both)"
     );
 }
 

@@ -78,42 +78,68 @@ async fn an_unknown_operation_is_decoded_and_matches_only_star() {
         "operations: ['*']",
         "operations: [CREATE, UPDATE, DELETE, CONNECT]",
     );
-    let star_fail = entry("star-fail", "validator", "burn", "settings: {millis: 0}");
-    let gw = Gateway::start(&policy_file(&format!("{specific}{star_fail}")));
+    // A 0.2.0 plugin gets the operation as `other(name)`, spelled as the API server sent it,
+    // and echoes it in a warning.
+    let star = entry(
+        "star",
+        "validator",
+        "burn",
+        "settings: {warnOperation: true}",
+    );
+    let gw = Gateway::start(&policy_file(&format!("{specific}{star}")));
     let (status, body) = gw.post("/validate", &other("UPGRADE")).await;
     assert_eq!(status, 200, "decoded, not refused with 400: {body}");
     let response = &body["response"];
-    assert_eq!(response["allowed"], false, "{response}");
-    assert_eq!(response["status"]["code"], 500);
-    let message = response["status"]["message"].as_str().unwrap();
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_eq!(
+        response["warnings"],
+        json!(["operation UPGRADE"]),
+        "only the `*` policy matched, and its 0.2.0 plugin was called with other(\"UPGRADE\")"
+    );
+    // Control: a known operation reaches both, as itself.
+    let known = gw.answer("/validate", &other("CREATE")).await;
+    assert_eq!(known["status"]["message"], "specific: nope");
+    assert_eq!(known["warnings"], json!(["operation CREATE"]), "{known}");
+}
+
+#[tokio::test]
+async fn an_unknown_operation_is_not_given_to_a_0_1_0_plugin() {
+    // wasmgate:plugin@0.1.0 has a closed `enum operation`: the call is not made, and the
+    // policy's failurePolicy decides (allowing silently would be a bypass).
+    let mut r = review("pod-create.json");
+    r["request"]["operation"] = json!("UPGRADE");
+    let legacy = |failure: &str| {
+        entry(
+            "legacy",
+            "validator",
+            "legacy-labels",
+            &format!("settings: {{labels: [team]}}\nfailurePolicy: {failure}"),
+        )
+    };
+    let gw = Gateway::start(&policy_file(&legacy("Fail")));
+    let denied = gw.answer("/validate", &r).await;
+    assert_eq!(denied["allowed"], false, "{denied}");
+    assert_eq!(denied["status"]["code"], 500);
+    let message = denied["status"]["message"].as_str().unwrap();
     assert!(
-        message.starts_with("policy \"star-fail\" failed")
+        message.starts_with("policy \"legacy\" failed")
             && message.contains(
-                "operation \"UPGRADE\" cannot be given to a wasmgate:plugin@0.1.0 plugin"
+                "operation \"UPGRADE\" is unknown to wasmgate:plugin@0.1.0; rebuild the plugin for 0.2.0"
             ),
-        "only the `*` policy matched, and it was not called: {message}"
+        "{message}"
     );
 
     // failurePolicy Ignore: allowed, with a warning naming the cause.
-    let star_ignore = entry(
-        "star-ignore",
-        "validator",
-        "burn",
-        "settings: {millis: 0}\nfailurePolicy: Ignore",
-    );
-    let gw = Gateway::start(&policy_file(&format!("{specific}{star_ignore}")));
-    let allowed = gw.answer("/validate", &other("UPGRADE")).await;
+    let gw = Gateway::start(&policy_file(&legacy("Ignore")));
+    let allowed = gw.answer("/validate", &r).await;
     assert_eq!(allowed["allowed"], true, "{allowed}");
     assert!(
         allowed["warnings"][0]
             .as_str()
             .unwrap()
-            .contains("operation \"UPGRADE\""),
+            .contains("operation \"UPGRADE\" is unknown to wasmgate:plugin@0.1.0"),
         "{allowed}"
     );
-    // Control: a known operation reaches both.
-    let known = gw.answer("/validate", &other("CREATE")).await;
-    assert_eq!(known["status"]["message"], "specific: nope");
 }
 
 #[tokio::test]

@@ -17,6 +17,17 @@ use crate::harness::{
 /// Runs `wasmgate serve` on `policy` and expects it to refuse to start: returns the exit code,
 /// stderr and how long it took.
 fn serve_refuses(dir: &Path, policy: &str) -> (Option<i32>, String, Duration) {
+    // Generous: a refusal takes well under a second; a gateway that starts never exits.
+    serve_refuses_within(dir, policy, Duration::from_secs(30))
+}
+
+/// [`serve_refuses`], waiting up to `bound` (a Python or JavaScript component's first compile
+/// takes tens of seconds on a busy machine).
+fn serve_refuses_within(
+    dir: &Path,
+    policy: &str,
+    bound: Duration,
+) -> (Option<i32>, String, Duration) {
     let file = dir.join("policies.yaml");
     std::fs::write(&file, policy).unwrap();
     let started = Instant::now();
@@ -30,8 +41,7 @@ fn serve_refuses(dir: &Path, policy: &str) -> (Option<i32>, String, Duration) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Generous: a refusal takes well under a second; a gateway that starts never exits.
-    let end = Instant::now() + Duration::from_secs(30);
+    let end = Instant::now() + bound;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -64,7 +74,10 @@ fn check_refuses(dir: &Path) -> (Option<i32>, String) {
     )
 }
 
-/// A first-party plugin with settings it refuses, and what it says.
+/// A first-party plugin with settings it refuses, and what it says. Each plugin has a case of
+/// each mistake that applies to it: a wrong type, an unknown key (all refuse them) and a missing
+/// required value (only `require-labels` and `default-storage-class` have one: the others'
+/// settings all have defaults).
 struct Case {
     plugin: &'static str,
     /// `policy` (validator or initializer) or `sink`.
@@ -221,6 +234,103 @@ fn first_party_plugins_refuse_bad_settings_at_start_and_in_check() {
             stderr.contains(&expected) && stderr.contains(case.message),
             "check: {stderr}"
         );
+    }
+}
+
+// === every language's require-labels ===
+
+/// The plugin-file prefix of each language's `require-labels` in plugins/dist (built by
+/// scripts/build-polyglot-plugins; "" is the Rust one), as tests/conformance/run names them.
+const LANGUAGES: &[(&str, &str)] = &[
+    ("rust", ""),
+    ("python", "python-"),
+    ("javascript", "javascript-"),
+    ("js-quickjs", "javascript-quickjs-"),
+    ("c", "c-"),
+    ("go", "go-"),
+];
+
+/// The require-labels cases of [`CASES`]: wrong type, unknown key, missing required value.
+/// Every language answers with the Rust plugin's words (tests/conformance/run compares them).
+fn require_labels_cases() -> Vec<&'static Case> {
+    let cases: Vec<_> = CASES
+        .iter()
+        .filter(|c| c.plugin == "require-labels")
+        .collect();
+    assert_eq!(cases.len(), 3);
+    cases
+}
+
+/// A policy file with one `require-labels` entry per language, named `<language>-require-labels`,
+/// with `settings` for `bad_language` and `{labels: [team]}` for the others.
+fn languages_file(bad: Option<(&str, &str)>) -> String {
+    let mut text = String::from("apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n");
+    for (language, prefix) in LANGUAGES {
+        let settings = match bad {
+            Some((l, settings)) if l == *language => settings,
+            _ => "{labels: [team]}",
+        };
+        text.push_str(&format!(
+            "  - name: {language}-require-labels\n    kind: validator\n    module: {}\n    timeout: 10s\n    settings: {settings}\n    rules:\n      - {{operations: ['*'], apiGroups: ['*'], apiVersions: ['*'], resources: ['*']}}\n",
+            module(&format!("{prefix}require-labels"))
+        ));
+    }
+    text
+}
+
+/// Compiles every language's require-labels into the shared compile cache (`wasmgate check`,
+/// no time bound), so that the tests' own bounds measure loading, not a cold compile.
+fn warm_language_components(dir: &Path) {
+    let file = dir.join("warm.yaml");
+    std::fs::write(&file, languages_file(None)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["check", "--request"])
+        .arg(repo().join("tests/fixtures/reviews/pod-create-no-team.json"))
+        .arg("--config")
+        .arg(&file)
+        .env("WASMGATE_COMPILE_CACHE", compile_cache())
+        .output()
+        .unwrap();
+    // Exit 1: denied (the Pod has no `team`); anything else means a language did not load.
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn every_language_s_require_labels_refuses_bad_settings_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    warm_language_components(dir.path());
+    for (language, prefix) in LANGUAGES {
+        for case in require_labels_cases() {
+            let name = format!("{language}-require-labels");
+            let policy = format!(
+                "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n  - name: {name}\n    kind: validator\n    module: {}\n    # the settings\n    settings: {}\n    rules:\n      - {{operations: ['*'], apiGroups: ['*'], apiVersions: ['*'], resources: ['*']}}\n",
+                module(&format!("{prefix}require-labels")),
+                case.settings
+            );
+            let line = policy
+                .lines()
+                .position(|l| l.trim_start().starts_with("settings:"))
+                .unwrap()
+                + 1;
+            let expected = format!(
+                "{}:{line}: policy \"{name}\": settings refused by the plugin: ",
+                dir.path().join("policies.yaml").display(),
+            );
+            let (code, stderr, _) =
+                serve_refuses_within(dir.path(), &policy, Duration::from_secs(120));
+            assert_eq!(code, Some(2), "{name} {}: {stderr}", case.settings);
+            assert!(
+                stderr.contains(&expected) && stderr.contains(case.message),
+                "{name} {}: expected `{expected}...{}` in:\n{stderr}",
+                case.settings,
+                case.message
+            );
+        }
     }
 }
 
@@ -480,6 +590,131 @@ async fn bad_settings_by_hot_reload_are_rejected_under_load() {
         ready["generation"] == 2 && ready["reload"]["lastError"].is_null()
     })
     .await;
+}
+
+/// One language's require-labels, asked by name: it must deny a Pod without `team` with its
+/// message. Anything else is a failure.
+async fn language_answer_is_good(
+    gw: &Gateway,
+    client: &reqwest::Client,
+    language: &str,
+) -> Result<(), String> {
+    let path = format!("/validate/{language}-require-labels");
+    let response = client
+        .post(gw.url(&path))
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&review("pod-create-no-team.json")).unwrap())
+        .send()
+        .await
+        .map_err(|e| format!("{path}: request failed: {e}"))?;
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.map_err(|e| e.to_string())?;
+    let r = &answer["response"];
+    if status == 200
+        && r["allowed"] == false
+        && r["status"]["message"]
+            == format!("{language}-require-labels: missing required labels: team")
+    {
+        Ok(())
+    } else {
+        Err(format!("{path}: {status} {answer}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_language_s_bad_settings_by_hot_reload_are_rejected_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    warm_language_components(dir.path());
+    let gw = Arc::new(Gateway::start(&languages_file(None)));
+    let policy = gw.path("policies.yaml");
+    let ready = gw.readyz().await;
+    assert_eq!(
+        ready["plugins"].as_array().unwrap().len(),
+        LANGUAGES.len(),
+        "{ready}"
+    );
+    for plugin in ready["plugins"].as_array().unwrap() {
+        assert_eq!(plugin["settings"], "checked", "{ready}");
+    }
+
+    // Clients ask every language in turn, all through the reloads.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (gw, stop) = (gw.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = gw.client();
+                let (mut answered, mut failed) = (0u64, Vec::new());
+                let mut next = i;
+                while !stop.load(Ordering::Relaxed) {
+                    let (language, _) = LANGUAGES[next % LANGUAGES.len()];
+                    next += 1;
+                    match language_answer_is_good(&gw, &client, language).await {
+                        Ok(()) => answered += 1,
+                        Err(e) => failed.push(e),
+                    }
+                }
+                (answered, failed)
+            })
+        })
+        .collect();
+
+    // Each language in turn gets one of the three mistakes; each reload is rejected.
+    let cases = require_labels_cases();
+    for (i, (language, _)) in LANGUAGES.iter().enumerate() {
+        let case = cases[i % cases.len()];
+        write(&policy, &languages_file(Some((language, case.settings))));
+        let started = Instant::now();
+        let error = loop {
+            let ready = gw.readyz().await;
+            if ready["reload"]["failed"] == i as u64 + 1 {
+                break ready["reload"]["lastError"].as_str().unwrap().to_owned();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{language} {} was not rejected: {ready}",
+                case.settings
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(
+            error.starts_with(&format!("{}:", policy.display()))
+                && error.contains(&format!(
+                    "policy \"{language}-require-labels\": settings refused by the plugin: "
+                ))
+                && error.contains(case.message),
+            "{error}"
+        );
+        let line: usize = error[policy.display().to_string().len() + 1..]
+            .split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let text = std::fs::read_to_string(&policy).unwrap();
+        assert_eq!(
+            text.lines().nth(line - 1).unwrap().trim(),
+            format!("settings: {}", case.settings),
+            "{error}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut answered, mut failed) = (0, Vec::new());
+    for c in clients {
+        let (a, f) = c.await.unwrap();
+        answered += a;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed or were answered by other settings: {:?}",
+        failed.len(),
+        answered + failed.len() as u64,
+        &failed[..failed.len().min(3)]
+    );
+    assert!(answered > 0);
+    // The first snapshot served throughout, with the old settings.
+    assert_eq!(gw.readyz().await["generation"], 1);
 }
 
 // === wasmgate:plugin@0.1.0 ===

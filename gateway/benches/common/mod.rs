@@ -286,7 +286,7 @@ pub fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
-/// A validator compiled in process, and how long compiling and checking it took.
+/// A plugin compiled in process, and how long compiling and checking it took.
 pub struct Loaded {
     pub plugin: Arc<wasmgate::runtime::Plugin>,
     pub compile: Duration,
@@ -300,6 +300,23 @@ pub fn load_validator(
     cached: bool,
     reuse: Option<wasmgate::runtime::Reuse>,
 ) -> Loaded {
+    load_plugin(
+        path,
+        wasmgate::config::PluginKind::Validator,
+        settings,
+        cached,
+        reuse,
+    )
+}
+
+/// [`load_validator`] for a plugin of any admission `kind`.
+pub fn load_plugin(
+    path: &Path,
+    kind: wasmgate::config::PluginKind,
+    settings: &str,
+    cached: bool,
+    reuse: Option<wasmgate::runtime::Reuse>,
+) -> Loaded {
     let cache_dir = cached.then(|| std::env::temp_dir().join("wasmgate-bench-cache"));
     let runtime =
         wasmgate::runtime::Runtime::new(&wasmgate::runtime::RuntimeConfig { cache_dir }).unwrap();
@@ -307,7 +324,7 @@ pub fn load_validator(
     let plugin = runtime
         .load(wasmgate::runtime::PluginSpec {
             name: "bench".into(),
-            kind: wasmgate::config::PluginKind::Validator.into(),
+            kind: kind.into(),
             bytes: Arc::new(std::fs::read(path).unwrap()),
             settings: settings.to_owned(),
             memory_limit: 64 << 20,
@@ -321,8 +338,8 @@ pub fn load_validator(
     }
 }
 
-/// p50 and p99 of `calls` calls of `plugin` on `review`, in process, after a warm-up of a
-/// twentieth as many.
+/// p50 and p99 of `calls` calls of the validator `plugin` on `review`, in process, after a
+/// warm-up of a twentieth as many.
 pub fn call_cost(
     plugin: &wasmgate::runtime::Plugin,
     review: &serde_json::Value,
@@ -337,9 +354,24 @@ pub fn try_call_cost(
     review: &serde_json::Value,
     calls: usize,
 ) -> Result<(Duration, Duration), wasmgate::runtime::PluginFailure> {
+    kind_call_cost(
+        plugin,
+        wasmgate::config::PluginKind::Validator,
+        review,
+        calls,
+    )
+}
+
+/// [`try_call_cost`] of a plugin loaded as `kind`: its `validate` or its `initialize`.
+pub fn kind_call_cost(
+    plugin: &wasmgate::runtime::Plugin,
+    kind: wasmgate::config::PluginKind,
+    review: &serde_json::Value,
+    calls: usize,
+) -> Result<(Duration, Duration), wasmgate::runtime::PluginFailure> {
     let request =
         wasmgate::wire::AdmissionReview::decode(&serde_json::to_vec(review).unwrap()).unwrap();
-    let wit = wasmgate::admission::wit_request(&request.request).expect("a known operation");
+    let wit = wasmgate::admission::wit_request(&request.request);
     let warm_up = calls / 20;
     let mut samples = Vec::with_capacity(calls);
     // Calls are async (they yield to tokio at each epoch tick); one current-thread runtime
@@ -352,13 +384,18 @@ pub fn try_call_cost(
         for i in 0..calls + warm_up {
             let t = Instant::now();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            let verdict = plugin
-                .validate(&wit, deadline, Duration::from_secs(5))
-                .await?;
+            let timeout = Duration::from_secs(5);
+            match kind {
+                wasmgate::config::PluginKind::Initializer => {
+                    std::hint::black_box(plugin.initialize(&wit, deadline, timeout).await?);
+                }
+                _ => {
+                    std::hint::black_box(plugin.validate(&wit, deadline, timeout).await?);
+                }
+            }
             if i >= warm_up {
                 samples.push(t.elapsed());
             }
-            std::hint::black_box(verdict);
         }
         Ok::<(), wasmgate::runtime::PluginFailure>(())
     })?;

@@ -3,35 +3,25 @@
 use crate::runtime::{self, AdmissionRequest, WitOperation};
 use crate::wire;
 
-/// A review the plugin contract cannot express, so the plugin is not called.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "operation {0:?} cannot be given to a wasmgate:plugin@0.1.0 plugin (it knows CREATE, UPDATE, DELETE and CONNECT)"
-)]
-pub struct Unrepresentable(pub String);
-
-/// The operation as the plugin contract spells it. The one place that maps the wire's
-/// operation to the contract's: `wasmgate:plugin@0.1.0` has a closed `enum operation`, so an
-/// operation it does not list cannot be passed on as it came, and the call is not made (the
-/// caller applies the policy's failurePolicy: allowing silently would be a bypass). A contract
-/// whose operation has an `other(string)` case makes this total.
-pub fn wit_operation(operation: &wire::Operation) -> Result<WitOperation, Unrepresentable> {
-    Ok(match operation {
+/// The operation as the plugin contract spells it: the one place that maps the wire's
+/// operation to the contract's. Total: an operation this build does not know (a verb newer than
+/// it) goes to the plugin as `other(name)`, spelled as the API server sent it, never as one of the
+/// known four. A 0.1.0 plugin, whose `enum operation` has no `other`, is refused the call by the
+/// runtime (`UnknownOperation`) and its policy's failurePolicy decides.
+pub fn wit_operation(operation: &wire::Operation) -> WitOperation {
+    match operation {
         wire::Operation::Create => WitOperation::Create,
         wire::Operation::Update => WitOperation::Update,
         wire::Operation::Delete => WitOperation::Delete,
         wire::Operation::Connect => WitOperation::Connect,
-        wire::Operation::Other(other) => return Err(Unrepresentable(other.clone())),
-    })
+        wire::Operation::Other(other) => WitOperation::Other(other.clone()),
+    }
 }
 
 /// Builds the WIT request for a review, with `object` as given (the original, or the object as
 /// the previous initializer left it).
-pub fn request(
-    r: &wire::AdmissionRequest,
-    object: Option<String>,
-) -> Result<AdmissionRequest, Unrepresentable> {
-    Ok(AdmissionRequest {
+pub fn request(r: &wire::AdmissionRequest, object: Option<String>) -> AdmissionRequest {
+    AdmissionRequest {
         uid: r.uid.clone(),
         kind: gvk(&r.kind),
         resource: gvr(&r.resource),
@@ -41,7 +31,7 @@ pub fn request(
         request_sub_resource: r.request_sub_resource.clone(),
         name: r.name.clone(),
         namespace: r.namespace.clone(),
-        operation: wit_operation(&r.operation)?,
+        operation: wit_operation(&r.operation),
         user_info: runtime::UserInfo {
             username: r.user_info.username.clone(),
             uid: r.user_info.uid.clone(),
@@ -57,7 +47,7 @@ pub fn request(
         old_object: r.old_object.as_ref().map(|o| o.get().to_owned()),
         dry_run: r.dry_run.unwrap_or(false),
         options: r.options.as_ref().map(|o| o.get().to_owned()),
-    })
+    }
 }
 
 fn gvk(g: &wire::GroupVersionKind) -> runtime::GroupVersionKind {

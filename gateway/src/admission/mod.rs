@@ -20,14 +20,11 @@ use crate::wire::{AdmissionRequest, AdmissionResponse, Operation};
 use merge::Outcome;
 pub use merge::{valid_annotation_key, valid_warning};
 
-pub use convert::{Unrepresentable, wit_operation};
+pub use convert::wit_operation;
 pub use explain::{Explanation, PolicyExplanation, explain};
 
-/// The plugin-contract form of `request`, with its object as sent; `Err` when the contract
-/// cannot express it (an operation it does not know).
-pub fn wit_request(
-    request: &AdmissionRequest,
-) -> Result<crate::runtime::AdmissionRequest, Unrepresentable> {
+/// The plugin-contract form of `request`, with its object as sent.
+pub fn wit_request(request: &AdmissionRequest) -> crate::runtime::AdmissionRequest {
     convert::request(
         request,
         request.object.as_deref().map(|o| o.get().to_owned()),
@@ -113,18 +110,7 @@ async fn validate(
     if matching.is_empty() {
         return outcome.into_response(&request.uid);
     }
-    let wit_request = match convert::request(request, object.map(str::to_owned)) {
-        Ok(wit_request) => Arc::new(wit_request),
-        Err(unrepresentable) => {
-            // No plugin can be asked: each matching policy's failurePolicy decides.
-            let failure = PluginFailure::Host(unrepresentable.to_string());
-            for policy in &matching {
-                metrics.plugin_call(&policy.name, failure.label(), Default::default());
-                outcome.failed(policy.failure_policy, &policy.name, &failure);
-            }
-            return outcome.into_response(&request.uid);
-        }
-    };
+    let wit_request = Arc::new(convert::request(request, object.map(str::to_owned)));
     let call = |policy: Arc<Policy<Plugin>>| {
         let wit_request = wit_request.clone();
         async move {
@@ -198,16 +184,11 @@ async fn mutate(
             continue;
         }
         let started = Instant::now();
-        let result = match convert::request(request, object_text.map(str::to_owned)) {
-            Ok(wit_request) => {
-                policy
-                    .plugin
-                    .initialize(&wit_request, deadline, policy.timeout)
-                    .await
-            }
-            // The plugin cannot be asked: its failurePolicy decides.
-            Err(unrepresentable) => Err(PluginFailure::Host(unrepresentable.to_string())),
-        };
+        let wit_request = convert::request(request, object_text.map(str::to_owned));
+        let result = policy
+            .plugin
+            .initialize(&wit_request, deadline, policy.timeout)
+            .await;
         // A replaced object must be a JSON object of the same apiVersion and kind, a patch must
         // apply and give such an object, and only objects being created or updated can be
         // changed at all.

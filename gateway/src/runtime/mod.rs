@@ -706,6 +706,10 @@ fn finish<T>(
         Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
             Err(PluginFailure::Deadline(budget))
         }
+        // Not the plugin's doing: the host could not express the request in its contract.
+        Err(e) if e.downcast_ref::<UnknownOperation>().is_some() => {
+            Err(PluginFailure::Host(e.to_string()))
+        }
         Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::StackOverflow) => {
             Err(PluginFailure::Trap(format!(
                 "stack overflow: the plugin used more than its {} KiB of call stack (deep or endless recursion)",

@@ -1,12 +1,18 @@
-// always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.1.0).
+// always-pull-images: a wasmgate initializer (world `initializer` of wasmgate:plugin@0.2.0).
 //
 // Behaves exactly like plugins/rust/always-pull-images (see its README): sets
 // `imagePullPolicy: "Always"` on every container, init container and ephemeral container of the
 // pod spec of a Pod, PodTemplate, ReplicationController, Deployment, StatefulSet, DaemonSet,
-// ReplicaSet, Job or CronJob (found by the object's own apiVersion and kind). Returns
-// `unchanged` when nothing changes, else `replaced` with the whole new object (the host computes
-// the JSONPatch; numbers keep their exact text). An unparseable object, or a container that is
-// not a JSON object, is a plugin failure (`err`). Settings are ignored.
+// ReplicaSet, Job or CronJob, taken as the request's `kind` says (else `requestKind`, else the
+// object's own apiVersion and kind: the object's `kind` is the client's word). Returns
+// `unchanged` when nothing changes, else `patched`: one RFC 6902 `add` of `imagePullPolicy:
+// "Always"` per container that lacks it, so the whole object is never written back (the host
+// applies the operations and computes the JSONPatch). An unparseable object, or a container that is
+// not a JSON object, is a plugin failure (`err`).
+//
+// It takes no settings: ValidateSettings (called when the policy is loaded) accepts none, `{}`
+// or `null` and refuses any key, with the Rust plugin's message (`unknown field `x`, there are no
+// fields`).
 package export_wit_world
 
 import (
@@ -73,35 +79,58 @@ func parseJSON(text string) (any, error) {
 	return v, nil
 }
 
-// alwaysPull sets the policy where it is not `Always` yet and reports whether anything changed.
-func alwaysPull(object any) (bool, error) {
-	obj, ok := object.(map[string]any)
-	if !ok {
-		return false, nil
+// kindOf tells the group and kind to treat `object` as: the request's `kind`, else its
+// `requestKind` (the API server's word), else the object's own apiVersion and kind (as the Rust
+// SDK's `kind_of`).
+func kindOf(request types.AdmissionRequest, object any) (string, string) {
+	if request.Kind.Kind != "" {
+		return request.Kind.Group, request.Kind.Kind
 	}
+	if request.RequestKind.IsSome() && request.RequestKind.Some().Kind != "" {
+		return request.RequestKind.Some().Group, request.RequestKind.Some().Kind
+	}
+	obj, _ := object.(map[string]any)
 	apiVersion, _ := obj["apiVersion"].(string)
 	kind, _ := obj["kind"].(string)
 	group := ""
 	if i := strings.LastIndexByte(apiVersion, '/'); i >= 0 {
 		group = apiVersion[:i]
 	}
+	return group, kind
+}
+
+// operation is one RFC 6902 operation, as JSON.
+type operation struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value string `json:"value"`
+}
+
+// alwaysPull answers one RFC 6902 `add` of `imagePullPolicy: "Always"` per container of
+// `object` taken as a `group`/`kind` whose policy is not `Always` yet (an `add` of a member that
+// exists replaces it), in Rust's order; none when nothing needs changing.
+func alwaysPull(object any, group, kind string) ([]operation, error) {
+	obj, ok := object.(map[string]any)
+	if !ok {
+		return nil, nil
+	}
 	path := podSpecPath(group, kind)
 	if path == nil {
-		return false, nil
+		return nil, nil
 	}
 	var node any = obj
 	for _, key := range path {
 		m, ok := node.(map[string]any)
 		if !ok {
-			return false, nil
+			return nil, nil
 		}
 		node = m[key]
 	}
 	spec, ok := node.(map[string]any)
 	if !ok {
-		return false, nil
+		return nil, nil
 	}
-	changed := false
+	var operations []operation
 	for _, field := range containerLists {
 		containers, ok := spec[field].([]any)
 		if !ok {
@@ -110,15 +139,51 @@ func alwaysPull(object any) (bool, error) {
 		for index, item := range containers {
 			container, ok := item.(map[string]any)
 			if !ok {
-				return false, fmt.Errorf("%s.%s[%d] is not a JSON object", strings.Join(path, "."), field, index)
+				return nil, fmt.Errorf("%s.%s[%d] is not a JSON object", strings.Join(path, "."), field, index)
 			}
 			if policy, _ := container["imagePullPolicy"].(string); policy != "Always" {
-				container["imagePullPolicy"] = "Always"
-				changed = true
+				pointer := fmt.Sprintf("/%s/%s/%d/imagePullPolicy", strings.Join(path, "/"), field, index)
+				operations = append(operations, operation{"add", pointer, "Always"})
 			}
 		}
 	}
-	return changed, nil
+	return operations, nil
+}
+
+// ValidateSettings is the world's `validate-settings: func(settings: string) -> result<_, string>`:
+// it refuses any settings, as the Rust plugin's `NoSettings` does.
+func ValidateSettings(settings string) witTypes.Result[witTypes.Unit, string] {
+	refuse := witTypes.Err[witTypes.Unit, string]
+	text := strings.TrimSpace(settings)
+	if text == "" || text == "null" {
+		return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
+	}
+	value, err := parseJSON(text)
+	if err != nil {
+		return refuse("not JSON: " + err.Error())
+	}
+	kind := "sequence"
+	switch value := value.(type) {
+	case map[string]any:
+		if len(value) == 0 {
+			return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
+		}
+		dec := json.NewDecoder(strings.NewReader(text)) // the first key, in the text's order
+		_, _ = dec.Token()
+		token, _ := dec.Token()
+		key, _ := token.(string)
+		return refuse("unknown field `" + key + "`, there are no fields")
+	case string:
+		kind = fmt.Sprintf("string %q", value)
+	case bool:
+		kind = fmt.Sprintf("boolean `%t`", value)
+	case json.Number:
+		kind = "integer `" + string(value) + "`"
+		if strings.ContainsAny(string(value), ".eE") {
+			kind = "floating point `" + string(value) + "`"
+		}
+	}
+	return refuse("invalid type: " + kind + ", expected no settings (an empty map)")
 }
 
 func Initialize(request types.AdmissionRequest) result {
@@ -130,16 +195,17 @@ func Initialize(request types.AdmissionRequest) result {
 	if err != nil {
 		return witTypes.Err[types.Mutation]("the request's object is not JSON: " + err.Error())
 	}
-	changed, err := alwaysPull(object)
+	group, kind := kindOf(request, object)
+	operations, err := alwaysPull(object, group, kind)
 	if err != nil {
 		return witTypes.Err[types.Mutation](err.Error())
 	}
-	if !changed {
+	if len(operations) == 0 {
 		return witTypes.Ok[types.Mutation, string](unchanged)
 	}
-	text, err := json.Marshal(object)
+	text, err := json.Marshal(operations)
 	if err != nil {
-		return witTypes.Err[types.Mutation]("cannot write the object: " + err.Error())
+		return witTypes.Err[types.Mutation]("cannot write the patch: " + err.Error())
 	}
-	return witTypes.Ok[types.Mutation, string](types.Mutation{Change: types.MakeChangeReplaced(string(text))})
+	return witTypes.Ok[types.Mutation, string](types.Mutation{Change: types.MakeChangePatched(string(text))})
 }

@@ -3,12 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `wasmgate:plugin/host@0.1.0`
+// Imported Functions from `wasmgate:plugin/host@0.2.0`
 
-__attribute__((__import_module__("wasmgate:plugin/host@0.1.0"), __import_name__("log")))
+__attribute__((__import_module__("wasmgate:plugin/host@0.2.0"), __import_name__("log")))
 extern void __wasm_import_wasmgate_plugin_host_log(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("wasmgate:plugin/host@0.1.0"), __import_name__("settings")))
+__attribute__((__import_module__("wasmgate:plugin/host@0.2.0"), __import_name__("settings")))
 extern void __wasm_import_wasmgate_plugin_host_settings(uint8_t *);
 
 // Exported Functions from `audit-sink`
@@ -32,6 +32,21 @@ void __wasm_export_exports_audit_sink_deliver_post_return(uint8_t * arg0) {
         }
         free(ptr);
       }
+      break;
+    }
+    case 1: {
+      if ((*((size_t*) (arg0 + (2*sizeof(void*))))) > 0) {
+        free(*((uint8_t **) (arg0 + sizeof(void*))));
+      }
+      break;
+    }
+  }
+}
+
+__attribute__((__weak__, __export_name__("cabi_post_validate-settings")))
+void __wasm_export_exports_audit_sink_validate_settings_post_return(uint8_t * arg0) {
+  switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
+    case 0: {
       break;
     }
     case 1: {
@@ -69,6 +84,15 @@ void wasmgate_plugin_types_group_version_resource_free(wasmgate_plugin_types_gro
   audit_sink_string_free(&ptr->group);
   audit_sink_string_free(&ptr->version);
   audit_sink_string_free(&ptr->resource);
+}
+
+void wasmgate_plugin_types_operation_free(wasmgate_plugin_types_operation_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 4: {
+      audit_sink_string_free(&ptr->val.other);
+      break;
+    }
+  }
 }
 
 void audit_sink_list_string_free(audit_sink_list_string_t *ptr) {
@@ -133,6 +157,7 @@ void wasmgate_plugin_types_admission_request_free(wasmgate_plugin_types_admissio
   audit_sink_string_free(&ptr->request_sub_resource);
   audit_sink_string_free(&ptr->name);
   audit_sink_string_free(&ptr->namespace_);
+  wasmgate_plugin_types_operation_free(&ptr->operation);
   wasmgate_plugin_types_user_info_free(&ptr->user_info);
   audit_sink_option_string_free(&ptr->object);
   audit_sink_option_string_free(&ptr->old_object);
@@ -186,6 +211,10 @@ void wasmgate_plugin_types_change_free(wasmgate_plugin_types_change_t *ptr) {
       break;
     }
     case 2: {
+      audit_sink_string_free(&ptr->val.patched);
+      break;
+    }
+    case 3: {
       wasmgate_plugin_types_denial_free(&ptr->val.denied);
       break;
     }
@@ -290,6 +319,13 @@ void audit_sink_result_list_emission_string_free(audit_sink_result_list_emission
   }
 }
 
+void audit_sink_result_void_string_free(audit_sink_result_void_string_t *ptr) {
+  if (!ptr->is_err) {
+  } else {
+    audit_sink_string_free(&ptr->val.err);
+  }
+}
+
 void audit_sink_string_set(audit_sink_string_t *ret, const char*s) {
   ret->ptr = (uint8_t*) s;
   ret->len = strlen(s);
@@ -351,6 +387,26 @@ uint8_t * __wasm_export_exports_audit_sink_deliver(uint8_t * arg, size_t arg0) {
     const audit_sink_list_emission_t *payload = &(ret).val.ok;*((int8_t*)(ptr + 0)) = 0;
     *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload).len;
     *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload).ptr;
+  }
+  return ptr;
+}
+
+__attribute__((__export_name__("validate-settings")))
+uint8_t * __wasm_export_exports_audit_sink_validate_settings(uint8_t * arg, size_t arg0) {
+  audit_sink_string_t arg1 = (audit_sink_string_t) { (uint8_t*)(arg), (arg0) };
+  audit_sink_result_void_string_t ret;
+  audit_sink_string_t err;
+  ret.is_err = !exports_audit_sink_validate_settings(&arg1, &err);
+  if (ret.is_err) {
+    ret.val.err = err;
+  }
+  uint8_t *ptr = (uint8_t *) &RET_AREA;
+  if ((ret).is_err) {
+    const audit_sink_string_t *payload2 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload2).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload2).ptr;
+  } else {
+    *((int8_t*)(ptr + 0)) = 0;
   }
   return ptr;
 }

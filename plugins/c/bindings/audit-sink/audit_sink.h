@@ -38,12 +38,20 @@ typedef struct wasmgate_plugin_types_group_version_resource_t {
 } wasmgate_plugin_types_group_version_resource_t;
 
 // The operation being admitted. A PATCH arrives as `create` or `update`.
-typedef uint8_t wasmgate_plugin_types_operation_t;
+// (0.2.0: a variant, so an operation a newer API server adds arrives as it came, in
+// `other`, instead of being refused; only rules with `operations: ["*"]` match it.)
+typedef struct wasmgate_plugin_types_operation_t {
+  uint8_t tag;
+  union {
+    audit_sink_string_t     other;
+  } val;
+} wasmgate_plugin_types_operation_t;
 
 #define WASMGATE_PLUGIN_TYPES_OPERATION_CREATE 0
 #define WASMGATE_PLUGIN_TYPES_OPERATION_UPDATE 1
 #define WASMGATE_PLUGIN_TYPES_OPERATION_DELETE 2
 #define WASMGATE_PLUGIN_TYPES_OPERATION_CONNECT 3
+#define WASMGATE_PLUGIN_TYPES_OPERATION_OTHER 4
 
 typedef struct {
   audit_sink_string_t *ptr;
@@ -175,6 +183,7 @@ typedef struct wasmgate_plugin_types_change_t {
   uint8_t tag;
   union {
     audit_sink_string_t     replaced;
+    audit_sink_string_t     patched;
     wasmgate_plugin_types_denial_t     denied;
   } val;
 } wasmgate_plugin_types_change_t;
@@ -184,8 +193,17 @@ typedef struct wasmgate_plugin_types_change_t {
 // The complete new object as JSON text. The host, not the plugin, computes the
 // JSONPatch from the object the plugin was given to this one.
 #define WASMGATE_PLUGIN_TYPES_CHANGE_REPLACED 1
+// (0.2.0) What changed, as an RFC 6902 JSON Patch (a JSON array of operations, as
+// text) against the object the plugin was given (`admission-request.object`). A plugin
+// that touches one field need not parse, rebuild and re-serialize the whole object,
+// and the host need not diff two objects. The host applies it to its own copy to check
+// it: a patch that does not apply, or whose result breaks the rules for `replaced`
+// (not JSON, another `apiVersion`/`kind`, another name, namespace, uid,
+// resourceVersion or generateName, any change on DELETE or CONNECT), is an invalid
+// output, handled by the policy's `failurePolicy`.
+#define WASMGATE_PLUGIN_TYPES_CHANGE_PATCHED 2
 // Refuse the request; the rest of the chain does not run.
-#define WASMGATE_PLUGIN_TYPES_CHANGE_DENIED 2
+#define WASMGATE_PLUGIN_TYPES_CHANGE_DENIED 3
 
 // An initializer's answer.
 typedef struct wasmgate_plugin_types_mutation_t {
@@ -301,7 +319,14 @@ typedef struct {
   } val;
 } audit_sink_result_list_emission_string_t;
 
-// Imported Functions from `wasmgate:plugin/host@0.1.0`
+typedef struct {
+  bool is_err;
+  union {
+    audit_sink_string_t err;
+  } val;
+} audit_sink_result_void_string_t;
+
+// Imported Functions from `wasmgate:plugin/host@0.2.0`
 // Write a line to the gateway's log, attributed to this plugin.
 extern void wasmgate_plugin_host_log(wasmgate_plugin_host_level_t level, audit_sink_string_t *message);
 // This plugin's `settings` from its policy entry, as JSON text (`{}` when none).
@@ -309,12 +334,15 @@ extern void wasmgate_plugin_host_settings(audit_sink_string_t *ret);
 
 // Exported Functions from `audit-sink`
 bool exports_audit_sink_deliver(audit_sink_list_event_t *batch, audit_sink_list_emission_t *ret, audit_sink_string_t *err);
+bool exports_audit_sink_validate_settings(audit_sink_string_t *settings, audit_sink_string_t *err);
 
 // Helper Functions
 
 void wasmgate_plugin_types_group_version_kind_free(wasmgate_plugin_types_group_version_kind_t *ptr);
 
 void wasmgate_plugin_types_group_version_resource_free(wasmgate_plugin_types_group_version_resource_t *ptr);
+
+void wasmgate_plugin_types_operation_free(wasmgate_plugin_types_operation_t *ptr);
 
 void audit_sink_list_string_free(audit_sink_list_string_t *ptr);
 
@@ -371,6 +399,8 @@ void audit_sink_list_event_free(audit_sink_list_event_t *ptr);
 void audit_sink_list_emission_free(audit_sink_list_emission_t *ptr);
 
 void audit_sink_result_list_emission_string_free(audit_sink_result_list_emission_string_t *ptr);
+
+void audit_sink_result_void_string_free(audit_sink_result_void_string_t *ptr);
 
 // Sets the string `ret` to reference the input string `s` without copying it
 void audit_sink_string_set(audit_sink_string_t *ret, const char*s);

@@ -3,13 +3,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `wasmgate:plugin/host@0.1.0`
+// Imported Functions from `wasmgate:plugin/host@0.2.0`
 
-__attribute__((__import_module__("wasmgate:plugin/host@0.1.0"), __import_name__("log")))
+__attribute__((__import_module__("wasmgate:plugin/host@0.2.0"), __import_name__("log")))
 extern void __wasm_import_wasmgate_plugin_host_log(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("wasmgate:plugin/host@0.1.0"), __import_name__("settings")))
+__attribute__((__import_module__("wasmgate:plugin/host@0.2.0"), __import_name__("settings")))
 extern void __wasm_import_wasmgate_plugin_host_settings(uint8_t *);
+
+// Imported Functions from `wasmgate:plugin/cluster@0.2.0`
+
+__attribute__((__import_module__("wasmgate:plugin/cluster@0.2.0"), __import_name__("get")))
+extern void __wasm_import_wasmgate_plugin_cluster_get(uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("wasmgate:plugin/cluster@0.2.0"), __import_name__("list")))
+extern void __wasm_import_wasmgate_plugin_cluster_list(uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
 
 // Exported Functions from `initializer`
 
@@ -28,6 +36,12 @@ void __wasm_export_exports_initializer_initialize_post_return(uint8_t * arg0) {
           break;
         }
         case 2: {
+          if ((*((size_t*) (arg0 + (3*sizeof(void*))))) > 0) {
+            free(*((uint8_t **) (arg0 + (2*sizeof(void*)))));
+          }
+          break;
+        }
+        case 3: {
           if ((*((size_t*) (arg0 + (4*sizeof(void*))))) > 0) {
             free(*((uint8_t **) (arg0 + (3*sizeof(void*)))));
           }
@@ -75,6 +89,21 @@ void __wasm_export_exports_initializer_initialize_post_return(uint8_t * arg0) {
   }
 }
 
+__attribute__((__weak__, __export_name__("cabi_post_validate-settings")))
+void __wasm_export_exports_initializer_validate_settings_post_return(uint8_t * arg0) {
+  switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
+    case 0: {
+      break;
+    }
+    case 1: {
+      if ((*((size_t*) (arg0 + (2*sizeof(void*))))) > 0) {
+        free(*((uint8_t **) (arg0 + sizeof(void*))));
+      }
+      break;
+    }
+  }
+}
+
 // Canonical ABI intrinsics
 
 __attribute__((__weak__, __export_name__("cabi_realloc")))
@@ -101,6 +130,15 @@ void wasmgate_plugin_types_group_version_resource_free(wasmgate_plugin_types_gro
   initializer_string_free(&ptr->group);
   initializer_string_free(&ptr->version);
   initializer_string_free(&ptr->resource);
+}
+
+void wasmgate_plugin_types_operation_free(wasmgate_plugin_types_operation_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 4: {
+      initializer_string_free(&ptr->val.other);
+      break;
+    }
+  }
 }
 
 void initializer_list_string_free(initializer_list_string_t *ptr) {
@@ -165,6 +203,7 @@ void wasmgate_plugin_types_admission_request_free(wasmgate_plugin_types_admissio
   initializer_string_free(&ptr->request_sub_resource);
   initializer_string_free(&ptr->name);
   initializer_string_free(&ptr->namespace_);
+  wasmgate_plugin_types_operation_free(&ptr->operation);
   wasmgate_plugin_types_user_info_free(&ptr->user_info);
   initializer_option_string_free(&ptr->object);
   initializer_option_string_free(&ptr->old_object);
@@ -218,6 +257,10 @@ void wasmgate_plugin_types_change_free(wasmgate_plugin_types_change_t *ptr) {
       break;
     }
     case 2: {
+      initializer_string_free(&ptr->val.patched);
+      break;
+    }
+    case 3: {
       wasmgate_plugin_types_denial_free(&ptr->val.denied);
       break;
     }
@@ -227,6 +270,43 @@ void wasmgate_plugin_types_change_free(wasmgate_plugin_types_change_t *ptr) {
 void wasmgate_plugin_types_mutation_free(wasmgate_plugin_types_mutation_t *ptr) {
   wasmgate_plugin_types_change_free(&ptr->change);
   wasmgate_plugin_types_remarks_free(&ptr->remarks);
+}
+
+void wasmgate_plugin_cluster_group_version_resource_free(wasmgate_plugin_cluster_group_version_resource_t *ptr) {
+  wasmgate_plugin_types_group_version_resource_free(ptr);
+}
+
+void wasmgate_plugin_cluster_lookup_error_free(wasmgate_plugin_cluster_lookup_error_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 0: {
+      initializer_string_free(&ptr->val.denied);
+      break;
+    }
+    case 2: {
+      initializer_string_free(&ptr->val.invalid);
+      break;
+    }
+    case 3: {
+      initializer_string_free(&ptr->val.too_large);
+      break;
+    }
+  }
+}
+
+void wasmgate_plugin_cluster_result_option_string_lookup_error_free(wasmgate_plugin_cluster_result_option_string_lookup_error_t *ptr) {
+  if (!ptr->is_err) {
+    initializer_option_string_free(&ptr->val.ok);
+  } else {
+    wasmgate_plugin_cluster_lookup_error_free(&ptr->val.err);
+  }
+}
+
+void wasmgate_plugin_cluster_result_list_string_lookup_error_free(wasmgate_plugin_cluster_result_list_string_lookup_error_t *ptr) {
+  if (!ptr->is_err) {
+    initializer_list_string_free(&ptr->val.ok);
+  } else {
+    wasmgate_plugin_cluster_lookup_error_free(&ptr->val.err);
+  }
 }
 
 void initializer_admission_request_free(initializer_admission_request_t *ptr) {
@@ -240,6 +320,13 @@ void initializer_mutation_free(initializer_mutation_t *ptr) {
 void initializer_result_mutation_string_free(initializer_result_mutation_string_t *ptr) {
   if (!ptr->is_err) {
     initializer_mutation_free(&ptr->val.ok);
+  } else {
+    initializer_string_free(&ptr->val.err);
+  }
+}
+
+void initializer_result_void_string_free(initializer_result_void_string_t *ptr) {
+  if (!ptr->is_err) {
   } else {
     initializer_string_free(&ptr->val.err);
   }
@@ -284,6 +371,113 @@ void wasmgate_plugin_host_settings(initializer_string_t *ret) {
   *ret = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) };
 }
 
+bool wasmgate_plugin_cluster_get(wasmgate_plugin_cluster_group_version_resource_t *resource, initializer_string_t *namespace_, initializer_string_t *name, initializer_option_string_t *ret, wasmgate_plugin_cluster_lookup_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_wasmgate_plugin_cluster_get((uint8_t *) ((*resource).group).ptr, ((*resource).group).len, (uint8_t *) ((*resource).version).ptr, ((*resource).version).len, (uint8_t *) ((*resource).resource).ptr, ((*resource).resource).len, (uint8_t *) (*namespace_).ptr, (*namespace_).len, (uint8_t *) (*name).ptr, (*name).len, ptr);
+  wasmgate_plugin_cluster_result_option_string_lookup_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      initializer_option_string_t option;
+      switch ((int32_t) *((uint8_t*) (ptr + sizeof(void*)))) {
+        case 0: {
+          option.is_some = false;
+          break;
+        }
+        case 1: {
+          option.is_some = true;
+          option.val = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.ok = option;
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      wasmgate_plugin_cluster_lookup_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          variant.val.denied = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 1: {
+          break;
+        }
+        case 2: {
+          variant.val.invalid = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.too_large = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool wasmgate_plugin_cluster_list(wasmgate_plugin_cluster_group_version_resource_t *resource, initializer_string_t *namespace_, initializer_string_t *label_selector, initializer_list_string_t *ret, wasmgate_plugin_cluster_lookup_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_wasmgate_plugin_cluster_list((uint8_t *) ((*resource).group).ptr, ((*resource).group).len, (uint8_t *) ((*resource).version).ptr, ((*resource).version).len, (uint8_t *) ((*resource).resource).ptr, ((*resource).resource).len, (uint8_t *) (*namespace_).ptr, (*namespace_).len, (uint8_t *) (*label_selector).ptr, (*label_selector).len, ptr);
+  wasmgate_plugin_cluster_result_list_string_lookup_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (initializer_list_string_t) { (initializer_string_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      wasmgate_plugin_cluster_lookup_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          variant.val.denied = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 1: {
+          break;
+        }
+        case 2: {
+          variant.val.invalid = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.too_large = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
 __attribute__((__export_name__("initialize")))
 uint8_t * __wasm_export_exports_initializer_initialize(uint8_t * arg) {
   wasmgate_plugin_types_option_group_version_kind_t option;
@@ -318,39 +512,59 @@ uint8_t * __wasm_export_exports_initializer_initialize(uint8_t * arg) {
       break;
     }
   }
+  wasmgate_plugin_types_operation_t variant;
+  variant.tag = (int32_t) *((uint8_t*) (arg + (36*sizeof(void*))));
+  switch ((int32_t) variant.tag) {
+    case 0: {
+      break;
+    }
+    case 1: {
+      break;
+    }
+    case 2: {
+      break;
+    }
+    case 3: {
+      break;
+    }
+    case 4: {
+      variant.val.other = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (37*sizeof(void*))))), (*((size_t*) (arg + (38*sizeof(void*))))) };
+      break;
+    }
+  }
   initializer_option_string_t option1;
-  switch ((int32_t) *((uint8_t*) (arg + (45*sizeof(void*))))) {
+  switch ((int32_t) *((uint8_t*) (arg + (47*sizeof(void*))))) {
     case 0: {
       option1.is_some = false;
       break;
     }
     case 1: {
       option1.is_some = true;
-      option1.val = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (46*sizeof(void*))))), (*((size_t*) (arg + (47*sizeof(void*))))) };
+      option1.val = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (48*sizeof(void*))))), (*((size_t*) (arg + (49*sizeof(void*))))) };
       break;
     }
   }
   initializer_option_string_t option2;
-  switch ((int32_t) *((uint8_t*) (arg + (48*sizeof(void*))))) {
+  switch ((int32_t) *((uint8_t*) (arg + (50*sizeof(void*))))) {
     case 0: {
       option2.is_some = false;
       break;
     }
     case 1: {
       option2.is_some = true;
-      option2.val = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (49*sizeof(void*))))), (*((size_t*) (arg + (50*sizeof(void*))))) };
+      option2.val = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (51*sizeof(void*))))), (*((size_t*) (arg + (52*sizeof(void*))))) };
       break;
     }
   }
   initializer_option_string_t option3;
-  switch ((int32_t) *((uint8_t*) (arg + (52*sizeof(void*))))) {
+  switch ((int32_t) *((uint8_t*) (arg + (54*sizeof(void*))))) {
     case 0: {
       option3.is_some = false;
       break;
     }
     case 1: {
       option3.is_some = true;
-      option3.val = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (53*sizeof(void*))))), (*((size_t*) (arg + (54*sizeof(void*))))) };
+      option3.val = (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (55*sizeof(void*))))), (*((size_t*) (arg + (56*sizeof(void*))))) };
       break;
     }
   }
@@ -372,16 +586,16 @@ uint8_t * __wasm_export_exports_initializer_initialize(uint8_t * arg) {
     (initializer_string_t) (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (30*sizeof(void*))))), (*((size_t*) (arg + (31*sizeof(void*))))) },
     (initializer_string_t) (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (32*sizeof(void*))))), (*((size_t*) (arg + (33*sizeof(void*))))) },
     (initializer_string_t) (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (34*sizeof(void*))))), (*((size_t*) (arg + (35*sizeof(void*))))) },
-    (wasmgate_plugin_types_operation_t) (int32_t) *((uint8_t*) (arg + (36*sizeof(void*)))),
+    (wasmgate_plugin_types_operation_t) variant,
     (wasmgate_plugin_types_user_info_t) (wasmgate_plugin_types_user_info_t) {
-      (initializer_string_t) (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (37*sizeof(void*))))), (*((size_t*) (arg + (38*sizeof(void*))))) },
       (initializer_string_t) (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (39*sizeof(void*))))), (*((size_t*) (arg + (40*sizeof(void*))))) },
-      (initializer_list_string_t) (initializer_list_string_t) { (initializer_string_t*)(*((uint8_t **) (arg + (41*sizeof(void*))))), (*((size_t*) (arg + (42*sizeof(void*))))) },
-      (initializer_list_tuple2_string_list_string_t) (initializer_list_tuple2_string_list_string_t) { (initializer_tuple2_string_list_string_t*)(*((uint8_t **) (arg + (43*sizeof(void*))))), (*((size_t*) (arg + (44*sizeof(void*))))) },
+      (initializer_string_t) (initializer_string_t) { (uint8_t*)(*((uint8_t **) (arg + (41*sizeof(void*))))), (*((size_t*) (arg + (42*sizeof(void*))))) },
+      (initializer_list_string_t) (initializer_list_string_t) { (initializer_string_t*)(*((uint8_t **) (arg + (43*sizeof(void*))))), (*((size_t*) (arg + (44*sizeof(void*))))) },
+      (initializer_list_tuple2_string_list_string_t) (initializer_list_tuple2_string_list_string_t) { (initializer_tuple2_string_list_string_t*)(*((uint8_t **) (arg + (45*sizeof(void*))))), (*((size_t*) (arg + (46*sizeof(void*))))) },
     },
     (initializer_option_string_t) option1,
     (initializer_option_string_t) option2,
-    (bool) (int32_t) *((uint8_t*) (arg + (51*sizeof(void*)))),
+    (bool) (int32_t) *((uint8_t*) (arg + (53*sizeof(void*)))),
     (initializer_option_string_t) option3,
   };
   initializer_result_mutation_string_t ret;
@@ -397,9 +611,9 @@ uint8_t * __wasm_export_exports_initializer_initialize(uint8_t * arg) {
   free(arg);
   uint8_t *ptr = (uint8_t *) &RET_AREA;
   if ((ret).is_err) {
-    const initializer_string_t *payload8 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
-    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload8).len;
-    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload8).ptr;
+    const initializer_string_t *payload9 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload9).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload9).ptr;
   } else {
     const initializer_mutation_t *payload = &(ret).val.ok;*((int8_t*)(ptr + 0)) = 0;
     switch ((int32_t) ((*payload).change).tag) {
@@ -415,13 +629,20 @@ uint8_t * __wasm_export_exports_initializer_initialize(uint8_t * arg) {
         break;
       }
       case 2: {
-        const wasmgate_plugin_types_denial_t *payload7 = &((*payload).change).val.denied;
+        const initializer_string_t *payload7 = &((*payload).change).val.patched;
         *((int8_t*)(ptr + sizeof(void*))) = 2;
-        *((int16_t*)(ptr + (2*sizeof(void*)))) = (int32_t) ((*payload7).code);
-        *((size_t*)(ptr + (4*sizeof(void*)))) = ((*payload7).reason).len;
-        *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) ((*payload7).reason).ptr;
-        *((size_t*)(ptr + (6*sizeof(void*)))) = ((*payload7).message).len;
-        *((uint8_t **)(ptr + (5*sizeof(void*)))) = (uint8_t *) ((*payload7).message).ptr;
+        *((size_t*)(ptr + (3*sizeof(void*)))) = (*payload7).len;
+        *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) (*payload7).ptr;
+        break;
+      }
+      case 3: {
+        const wasmgate_plugin_types_denial_t *payload8 = &((*payload).change).val.denied;
+        *((int8_t*)(ptr + sizeof(void*))) = 3;
+        *((int16_t*)(ptr + (2*sizeof(void*)))) = (int32_t) ((*payload8).code);
+        *((size_t*)(ptr + (4*sizeof(void*)))) = ((*payload8).reason).len;
+        *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) ((*payload8).reason).ptr;
+        *((size_t*)(ptr + (6*sizeof(void*)))) = ((*payload8).message).len;
+        *((uint8_t **)(ptr + (5*sizeof(void*)))) = (uint8_t *) ((*payload8).message).ptr;
         break;
       }
     }
@@ -429,6 +650,26 @@ uint8_t * __wasm_export_exports_initializer_initialize(uint8_t * arg) {
     *((uint8_t **)(ptr + (7*sizeof(void*)))) = (uint8_t *) (((*payload).remarks).warnings).ptr;
     *((size_t*)(ptr + (10*sizeof(void*)))) = (((*payload).remarks).audit_annotations).len;
     *((uint8_t **)(ptr + (9*sizeof(void*)))) = (uint8_t *) (((*payload).remarks).audit_annotations).ptr;
+  }
+  return ptr;
+}
+
+__attribute__((__export_name__("validate-settings")))
+uint8_t * __wasm_export_exports_initializer_validate_settings(uint8_t * arg, size_t arg0) {
+  initializer_string_t arg1 = (initializer_string_t) { (uint8_t*)(arg), (arg0) };
+  initializer_result_void_string_t ret;
+  initializer_string_t err;
+  ret.is_err = !exports_initializer_validate_settings(&arg1, &err);
+  if (ret.is_err) {
+    ret.val.err = err;
+  }
+  uint8_t *ptr = (uint8_t *) &RET_AREA;
+  if ((ret).is_err) {
+    const initializer_string_t *payload2 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload2).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload2).ptr;
+  } else {
+    *((int8_t*)(ptr + 0)) = 0;
   }
   return ptr;
 }

@@ -3,13 +3,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `wasmgate:plugin/host@0.1.0`
+// Imported Functions from `wasmgate:plugin/host@0.2.0`
 
-__attribute__((__import_module__("wasmgate:plugin/host@0.1.0"), __import_name__("log")))
+__attribute__((__import_module__("wasmgate:plugin/host@0.2.0"), __import_name__("log")))
 extern void __wasm_import_wasmgate_plugin_host_log(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("wasmgate:plugin/host@0.1.0"), __import_name__("settings")))
+__attribute__((__import_module__("wasmgate:plugin/host@0.2.0"), __import_name__("settings")))
 extern void __wasm_import_wasmgate_plugin_host_settings(uint8_t *);
+
+// Imported Functions from `wasmgate:plugin/cluster@0.2.0`
+
+__attribute__((__import_module__("wasmgate:plugin/cluster@0.2.0"), __import_name__("get")))
+extern void __wasm_import_wasmgate_plugin_cluster_get(uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("wasmgate:plugin/cluster@0.2.0"), __import_name__("list")))
+extern void __wasm_import_wasmgate_plugin_cluster_list(uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *, size_t, uint8_t *);
 
 // Exported Functions from `validator`
 
@@ -69,6 +77,21 @@ void __wasm_export_exports_validator_validate_post_return(uint8_t * arg0) {
   }
 }
 
+__attribute__((__weak__, __export_name__("cabi_post_validate-settings")))
+void __wasm_export_exports_validator_validate_settings_post_return(uint8_t * arg0) {
+  switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
+    case 0: {
+      break;
+    }
+    case 1: {
+      if ((*((size_t*) (arg0 + (2*sizeof(void*))))) > 0) {
+        free(*((uint8_t **) (arg0 + sizeof(void*))));
+      }
+      break;
+    }
+  }
+}
+
 // Canonical ABI intrinsics
 
 __attribute__((__weak__, __export_name__("cabi_realloc")))
@@ -95,6 +118,15 @@ void wasmgate_plugin_types_group_version_resource_free(wasmgate_plugin_types_gro
   validator_string_free(&ptr->group);
   validator_string_free(&ptr->version);
   validator_string_free(&ptr->resource);
+}
+
+void wasmgate_plugin_types_operation_free(wasmgate_plugin_types_operation_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 4: {
+      validator_string_free(&ptr->val.other);
+      break;
+    }
+  }
 }
 
 void validator_list_string_free(validator_list_string_t *ptr) {
@@ -159,6 +191,7 @@ void wasmgate_plugin_types_admission_request_free(wasmgate_plugin_types_admissio
   validator_string_free(&ptr->request_sub_resource);
   validator_string_free(&ptr->name);
   validator_string_free(&ptr->namespace_);
+  wasmgate_plugin_types_operation_free(&ptr->operation);
   wasmgate_plugin_types_user_info_free(&ptr->user_info);
   validator_option_string_free(&ptr->object);
   validator_option_string_free(&ptr->old_object);
@@ -212,6 +245,10 @@ void wasmgate_plugin_types_change_free(wasmgate_plugin_types_change_t *ptr) {
       break;
     }
     case 2: {
+      validator_string_free(&ptr->val.patched);
+      break;
+    }
+    case 3: {
       wasmgate_plugin_types_denial_free(&ptr->val.denied);
       break;
     }
@@ -221,6 +258,43 @@ void wasmgate_plugin_types_change_free(wasmgate_plugin_types_change_t *ptr) {
 void wasmgate_plugin_types_mutation_free(wasmgate_plugin_types_mutation_t *ptr) {
   wasmgate_plugin_types_change_free(&ptr->change);
   wasmgate_plugin_types_remarks_free(&ptr->remarks);
+}
+
+void wasmgate_plugin_cluster_group_version_resource_free(wasmgate_plugin_cluster_group_version_resource_t *ptr) {
+  wasmgate_plugin_types_group_version_resource_free(ptr);
+}
+
+void wasmgate_plugin_cluster_lookup_error_free(wasmgate_plugin_cluster_lookup_error_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 0: {
+      validator_string_free(&ptr->val.denied);
+      break;
+    }
+    case 2: {
+      validator_string_free(&ptr->val.invalid);
+      break;
+    }
+    case 3: {
+      validator_string_free(&ptr->val.too_large);
+      break;
+    }
+  }
+}
+
+void wasmgate_plugin_cluster_result_option_string_lookup_error_free(wasmgate_plugin_cluster_result_option_string_lookup_error_t *ptr) {
+  if (!ptr->is_err) {
+    validator_option_string_free(&ptr->val.ok);
+  } else {
+    wasmgate_plugin_cluster_lookup_error_free(&ptr->val.err);
+  }
+}
+
+void wasmgate_plugin_cluster_result_list_string_lookup_error_free(wasmgate_plugin_cluster_result_list_string_lookup_error_t *ptr) {
+  if (!ptr->is_err) {
+    validator_list_string_free(&ptr->val.ok);
+  } else {
+    wasmgate_plugin_cluster_lookup_error_free(&ptr->val.err);
+  }
 }
 
 void validator_admission_request_free(validator_admission_request_t *ptr) {
@@ -234,6 +308,13 @@ void validator_verdict_free(validator_verdict_t *ptr) {
 void validator_result_verdict_string_free(validator_result_verdict_string_t *ptr) {
   if (!ptr->is_err) {
     validator_verdict_free(&ptr->val.ok);
+  } else {
+    validator_string_free(&ptr->val.err);
+  }
+}
+
+void validator_result_void_string_free(validator_result_void_string_t *ptr) {
+  if (!ptr->is_err) {
   } else {
     validator_string_free(&ptr->val.err);
   }
@@ -278,6 +359,113 @@ void wasmgate_plugin_host_settings(validator_string_t *ret) {
   *ret = (validator_string_t) { (uint8_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) };
 }
 
+bool wasmgate_plugin_cluster_get(wasmgate_plugin_cluster_group_version_resource_t *resource, validator_string_t *namespace_, validator_string_t *name, validator_option_string_t *ret, wasmgate_plugin_cluster_lookup_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_wasmgate_plugin_cluster_get((uint8_t *) ((*resource).group).ptr, ((*resource).group).len, (uint8_t *) ((*resource).version).ptr, ((*resource).version).len, (uint8_t *) ((*resource).resource).ptr, ((*resource).resource).len, (uint8_t *) (*namespace_).ptr, (*namespace_).len, (uint8_t *) (*name).ptr, (*name).len, ptr);
+  wasmgate_plugin_cluster_result_option_string_lookup_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      validator_option_string_t option;
+      switch ((int32_t) *((uint8_t*) (ptr + sizeof(void*)))) {
+        case 0: {
+          option.is_some = false;
+          break;
+        }
+        case 1: {
+          option.is_some = true;
+          option.val = (validator_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.ok = option;
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      wasmgate_plugin_cluster_lookup_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          variant.val.denied = (validator_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 1: {
+          break;
+        }
+        case 2: {
+          variant.val.invalid = (validator_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.too_large = (validator_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
+bool wasmgate_plugin_cluster_list(wasmgate_plugin_cluster_group_version_resource_t *resource, validator_string_t *namespace_, validator_string_t *label_selector, validator_list_string_t *ret, wasmgate_plugin_cluster_lookup_error_t *err) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(4*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_wasmgate_plugin_cluster_list((uint8_t *) ((*resource).group).ptr, ((*resource).group).len, (uint8_t *) ((*resource).version).ptr, ((*resource).version).len, (uint8_t *) ((*resource).resource).ptr, ((*resource).resource).len, (uint8_t *) (*namespace_).ptr, (*namespace_).len, (uint8_t *) (*label_selector).ptr, (*label_selector).len, ptr);
+  wasmgate_plugin_cluster_result_list_string_lookup_error_t result;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      result.is_err = false;
+      result.val.ok = (validator_list_string_t) { (validator_string_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) };
+      break;
+    }
+    case 1: {
+      result.is_err = true;
+      wasmgate_plugin_cluster_lookup_error_t variant;
+      variant.tag = (int32_t) *((uint8_t*) (ptr + sizeof(void*)));
+      switch ((int32_t) variant.tag) {
+        case 0: {
+          variant.val.denied = (validator_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 1: {
+          break;
+        }
+        case 2: {
+          variant.val.invalid = (validator_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+        case 3: {
+          variant.val.too_large = (validator_string_t) { (uint8_t*)(*((uint8_t **) (ptr + (2*sizeof(void*))))), (*((size_t*) (ptr + (3*sizeof(void*))))) };
+          break;
+        }
+      }
+
+      result.val.err = variant;
+      break;
+    }
+  }
+  if (!result.is_err) {
+    *ret = result.val.ok;
+    return 1;
+  } else {
+    *err = result.val.err;
+    return 0;
+  }
+}
+
 __attribute__((__export_name__("validate")))
 uint8_t * __wasm_export_exports_validator_validate(uint8_t * arg) {
   wasmgate_plugin_types_option_group_version_kind_t option;
@@ -312,39 +500,59 @@ uint8_t * __wasm_export_exports_validator_validate(uint8_t * arg) {
       break;
     }
   }
+  wasmgate_plugin_types_operation_t variant;
+  variant.tag = (int32_t) *((uint8_t*) (arg + (36*sizeof(void*))));
+  switch ((int32_t) variant.tag) {
+    case 0: {
+      break;
+    }
+    case 1: {
+      break;
+    }
+    case 2: {
+      break;
+    }
+    case 3: {
+      break;
+    }
+    case 4: {
+      variant.val.other = (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (37*sizeof(void*))))), (*((size_t*) (arg + (38*sizeof(void*))))) };
+      break;
+    }
+  }
   validator_option_string_t option1;
-  switch ((int32_t) *((uint8_t*) (arg + (45*sizeof(void*))))) {
+  switch ((int32_t) *((uint8_t*) (arg + (47*sizeof(void*))))) {
     case 0: {
       option1.is_some = false;
       break;
     }
     case 1: {
       option1.is_some = true;
-      option1.val = (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (46*sizeof(void*))))), (*((size_t*) (arg + (47*sizeof(void*))))) };
+      option1.val = (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (48*sizeof(void*))))), (*((size_t*) (arg + (49*sizeof(void*))))) };
       break;
     }
   }
   validator_option_string_t option2;
-  switch ((int32_t) *((uint8_t*) (arg + (48*sizeof(void*))))) {
+  switch ((int32_t) *((uint8_t*) (arg + (50*sizeof(void*))))) {
     case 0: {
       option2.is_some = false;
       break;
     }
     case 1: {
       option2.is_some = true;
-      option2.val = (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (49*sizeof(void*))))), (*((size_t*) (arg + (50*sizeof(void*))))) };
+      option2.val = (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (51*sizeof(void*))))), (*((size_t*) (arg + (52*sizeof(void*))))) };
       break;
     }
   }
   validator_option_string_t option3;
-  switch ((int32_t) *((uint8_t*) (arg + (52*sizeof(void*))))) {
+  switch ((int32_t) *((uint8_t*) (arg + (54*sizeof(void*))))) {
     case 0: {
       option3.is_some = false;
       break;
     }
     case 1: {
       option3.is_some = true;
-      option3.val = (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (53*sizeof(void*))))), (*((size_t*) (arg + (54*sizeof(void*))))) };
+      option3.val = (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (55*sizeof(void*))))), (*((size_t*) (arg + (56*sizeof(void*))))) };
       break;
     }
   }
@@ -366,16 +574,16 @@ uint8_t * __wasm_export_exports_validator_validate(uint8_t * arg) {
     (validator_string_t) (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (30*sizeof(void*))))), (*((size_t*) (arg + (31*sizeof(void*))))) },
     (validator_string_t) (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (32*sizeof(void*))))), (*((size_t*) (arg + (33*sizeof(void*))))) },
     (validator_string_t) (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (34*sizeof(void*))))), (*((size_t*) (arg + (35*sizeof(void*))))) },
-    (wasmgate_plugin_types_operation_t) (int32_t) *((uint8_t*) (arg + (36*sizeof(void*)))),
+    (wasmgate_plugin_types_operation_t) variant,
     (wasmgate_plugin_types_user_info_t) (wasmgate_plugin_types_user_info_t) {
-      (validator_string_t) (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (37*sizeof(void*))))), (*((size_t*) (arg + (38*sizeof(void*))))) },
       (validator_string_t) (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (39*sizeof(void*))))), (*((size_t*) (arg + (40*sizeof(void*))))) },
-      (validator_list_string_t) (validator_list_string_t) { (validator_string_t*)(*((uint8_t **) (arg + (41*sizeof(void*))))), (*((size_t*) (arg + (42*sizeof(void*))))) },
-      (validator_list_tuple2_string_list_string_t) (validator_list_tuple2_string_list_string_t) { (validator_tuple2_string_list_string_t*)(*((uint8_t **) (arg + (43*sizeof(void*))))), (*((size_t*) (arg + (44*sizeof(void*))))) },
+      (validator_string_t) (validator_string_t) { (uint8_t*)(*((uint8_t **) (arg + (41*sizeof(void*))))), (*((size_t*) (arg + (42*sizeof(void*))))) },
+      (validator_list_string_t) (validator_list_string_t) { (validator_string_t*)(*((uint8_t **) (arg + (43*sizeof(void*))))), (*((size_t*) (arg + (44*sizeof(void*))))) },
+      (validator_list_tuple2_string_list_string_t) (validator_list_tuple2_string_list_string_t) { (validator_tuple2_string_list_string_t*)(*((uint8_t **) (arg + (45*sizeof(void*))))), (*((size_t*) (arg + (46*sizeof(void*))))) },
     },
     (validator_option_string_t) option1,
     (validator_option_string_t) option2,
-    (bool) (int32_t) *((uint8_t*) (arg + (51*sizeof(void*)))),
+    (bool) (int32_t) *((uint8_t*) (arg + (53*sizeof(void*)))),
     (validator_option_string_t) option3,
   };
   validator_result_verdict_string_t ret;
@@ -416,6 +624,26 @@ uint8_t * __wasm_export_exports_validator_validate(uint8_t * arg) {
     *((uint8_t **)(ptr + (7*sizeof(void*)))) = (uint8_t *) (((*payload).remarks).warnings).ptr;
     *((size_t*)(ptr + (10*sizeof(void*)))) = (((*payload).remarks).audit_annotations).len;
     *((uint8_t **)(ptr + (9*sizeof(void*)))) = (uint8_t *) (((*payload).remarks).audit_annotations).ptr;
+  }
+  return ptr;
+}
+
+__attribute__((__export_name__("validate-settings")))
+uint8_t * __wasm_export_exports_validator_validate_settings(uint8_t * arg, size_t arg0) {
+  validator_string_t arg1 = (validator_string_t) { (uint8_t*)(arg), (arg0) };
+  validator_result_void_string_t ret;
+  validator_string_t err;
+  ret.is_err = !exports_validator_validate_settings(&arg1, &err);
+  if (ret.is_err) {
+    ret.val.err = err;
+  }
+  uint8_t *ptr = (uint8_t *) &RET_AREA;
+  if ((ret).is_err) {
+    const validator_string_t *payload2 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload2).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload2).ptr;
+  } else {
+    *((int8_t*)(ptr + 0)) = 0;
   }
   return ptr;
 }

@@ -38,12 +38,20 @@ typedef struct wasmgate_plugin_types_group_version_resource_t {
 } wasmgate_plugin_types_group_version_resource_t;
 
 // The operation being admitted. A PATCH arrives as `create` or `update`.
-typedef uint8_t wasmgate_plugin_types_operation_t;
+// (0.2.0: a variant, so an operation a newer API server adds arrives as it came, in
+// `other`, instead of being refused; only rules with `operations: ["*"]` match it.)
+typedef struct wasmgate_plugin_types_operation_t {
+  uint8_t tag;
+  union {
+    validator_string_t     other;
+  } val;
+} wasmgate_plugin_types_operation_t;
 
 #define WASMGATE_PLUGIN_TYPES_OPERATION_CREATE 0
 #define WASMGATE_PLUGIN_TYPES_OPERATION_UPDATE 1
 #define WASMGATE_PLUGIN_TYPES_OPERATION_DELETE 2
 #define WASMGATE_PLUGIN_TYPES_OPERATION_CONNECT 3
+#define WASMGATE_PLUGIN_TYPES_OPERATION_OTHER 4
 
 typedef struct {
   validator_string_t *ptr;
@@ -175,6 +183,7 @@ typedef struct wasmgate_plugin_types_change_t {
   uint8_t tag;
   union {
     validator_string_t     replaced;
+    validator_string_t     patched;
     wasmgate_plugin_types_denial_t     denied;
   } val;
 } wasmgate_plugin_types_change_t;
@@ -184,14 +193,64 @@ typedef struct wasmgate_plugin_types_change_t {
 // The complete new object as JSON text. The host, not the plugin, computes the
 // JSONPatch from the object the plugin was given to this one.
 #define WASMGATE_PLUGIN_TYPES_CHANGE_REPLACED 1
+// (0.2.0) What changed, as an RFC 6902 JSON Patch (a JSON array of operations, as
+// text) against the object the plugin was given (`admission-request.object`). A plugin
+// that touches one field need not parse, rebuild and re-serialize the whole object,
+// and the host need not diff two objects. The host applies it to its own copy to check
+// it: a patch that does not apply, or whose result breaks the rules for `replaced`
+// (not JSON, another `apiVersion`/`kind`, another name, namespace, uid,
+// resourceVersion or generateName, any change on DELETE or CONNECT), is an invalid
+// output, handled by the policy's `failurePolicy`.
+#define WASMGATE_PLUGIN_TYPES_CHANGE_PATCHED 2
 // Refuse the request; the rest of the chain does not run.
-#define WASMGATE_PLUGIN_TYPES_CHANGE_DENIED 2
+#define WASMGATE_PLUGIN_TYPES_CHANGE_DENIED 3
 
 // An initializer's answer.
 typedef struct wasmgate_plugin_types_mutation_t {
   wasmgate_plugin_types_change_t   change;
   wasmgate_plugin_types_remarks_t   remarks;
 } wasmgate_plugin_types_mutation_t;
+
+typedef wasmgate_plugin_types_group_version_resource_t wasmgate_plugin_cluster_group_version_resource_t;
+
+// Why a lookup gave no answer. It is the plugin's to handle: deny, allow, or return `err`
+// (a plugin failure, handled by the policy's `failurePolicy`).
+typedef struct wasmgate_plugin_cluster_lookup_error_t {
+  uint8_t tag;
+  union {
+    validator_string_t     denied;
+    validator_string_t     invalid;
+    validator_string_t     too_large;
+  } val;
+} wasmgate_plugin_cluster_lookup_error_t;
+
+// Not granted to this policy; the message says what is granted.
+#define WASMGATE_PLUGIN_CLUSTER_LOOKUP_ERROR_DENIED 0
+// The cache for this resource has not finished its first sync. The gateway is not
+// ready until every granted cache has synced, so this is rare (a reload that adds a
+// grant, before its cache syncs).
+#define WASMGATE_PLUGIN_CLUSTER_LOOKUP_ERROR_NOT_READY 1
+// Malformed arguments, e.g. a label selector that does not parse; the message says why.
+#define WASMGATE_PLUGIN_CLUSTER_LOOKUP_ERROR_INVALID 2
+// The answer is over the per-call bound (objects or bytes); the message gives the bound.
+// Narrow the namespace or the label selector.
+#define WASMGATE_PLUGIN_CLUSTER_LOOKUP_ERROR_TOO_LARGE 3
+
+typedef struct {
+  bool is_err;
+  union {
+    validator_option_string_t ok;
+    wasmgate_plugin_cluster_lookup_error_t err;
+  } val;
+} wasmgate_plugin_cluster_result_option_string_lookup_error_t;
+
+typedef struct {
+  bool is_err;
+  union {
+    validator_list_string_t ok;
+    wasmgate_plugin_cluster_lookup_error_t err;
+  } val;
+} wasmgate_plugin_cluster_result_list_string_lookup_error_t;
 
 typedef wasmgate_plugin_types_admission_request_t validator_admission_request_t;
 
@@ -205,20 +264,39 @@ typedef struct {
   } val;
 } validator_result_verdict_string_t;
 
-// Imported Functions from `wasmgate:plugin/host@0.1.0`
+typedef struct {
+  bool is_err;
+  union {
+    validator_string_t err;
+  } val;
+} validator_result_void_string_t;
+
+// Imported Functions from `wasmgate:plugin/host@0.2.0`
 // Write a line to the gateway's log, attributed to this plugin.
 extern void wasmgate_plugin_host_log(wasmgate_plugin_host_level_t level, validator_string_t *message);
 // This plugin's `settings` from its policy entry, as JSON text (`{}` when none).
 extern void wasmgate_plugin_host_settings(validator_string_t *ret);
 
+// Imported Functions from `wasmgate:plugin/cluster@0.2.0`
+// One object by resource, namespace (empty for cluster-scoped resources) and name;
+// `none` when there is no such object.
+extern bool wasmgate_plugin_cluster_get(wasmgate_plugin_cluster_group_version_resource_t *resource, validator_string_t *namespace_, validator_string_t *name, validator_option_string_t *ret, wasmgate_plugin_cluster_lookup_error_t *err);
+// The objects of a resource in a namespace (empty: every namespace granted) that match a
+// label selector in the API server's string form (`app=web,tier notin (db)`; empty: all),
+// ordered by namespace and name.
+extern bool wasmgate_plugin_cluster_list(wasmgate_plugin_cluster_group_version_resource_t *resource, validator_string_t *namespace_, validator_string_t *label_selector, validator_list_string_t *ret, wasmgate_plugin_cluster_lookup_error_t *err);
+
 // Exported Functions from `validator`
 bool exports_validator_validate(validator_admission_request_t *request, validator_verdict_t *ret, validator_string_t *err);
+bool exports_validator_validate_settings(validator_string_t *settings, validator_string_t *err);
 
 // Helper Functions
 
 void wasmgate_plugin_types_group_version_kind_free(wasmgate_plugin_types_group_version_kind_t *ptr);
 
 void wasmgate_plugin_types_group_version_resource_free(wasmgate_plugin_types_group_version_resource_t *ptr);
+
+void wasmgate_plugin_types_operation_free(wasmgate_plugin_types_operation_t *ptr);
 
 void validator_list_string_free(validator_list_string_t *ptr);
 
@@ -252,11 +330,21 @@ void wasmgate_plugin_types_change_free(wasmgate_plugin_types_change_t *ptr);
 
 void wasmgate_plugin_types_mutation_free(wasmgate_plugin_types_mutation_t *ptr);
 
+void wasmgate_plugin_cluster_group_version_resource_free(wasmgate_plugin_cluster_group_version_resource_t *ptr);
+
+void wasmgate_plugin_cluster_lookup_error_free(wasmgate_plugin_cluster_lookup_error_t *ptr);
+
+void wasmgate_plugin_cluster_result_option_string_lookup_error_free(wasmgate_plugin_cluster_result_option_string_lookup_error_t *ptr);
+
+void wasmgate_plugin_cluster_result_list_string_lookup_error_free(wasmgate_plugin_cluster_result_list_string_lookup_error_t *ptr);
+
 void validator_admission_request_free(validator_admission_request_t *ptr);
 
 void validator_verdict_free(validator_verdict_t *ptr);
 
 void validator_result_verdict_string_free(validator_result_verdict_string_t *ptr);
+
+void validator_result_void_string_free(validator_result_void_string_t *ptr);
 
 // Sets the string `ret` to reference the input string `s` without copying it
 void validator_string_set(validator_string_t *ret, const char*s);

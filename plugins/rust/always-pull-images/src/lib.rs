@@ -1,7 +1,9 @@
 //! `always-pull-images` (initializer): sets `imagePullPolicy: Always` on every container of pods
-//! and pod templates. See README.md.
+//! and pod templates, answering with RFC 6902 operations (`patched`) rather than the whole
+//! object. See README.md.
 
 use wasmgate_sdk::initializer::{AdmissionRequest, Initializer, Mutation};
+use wasmgate_sdk::serde_json::json;
 use wasmgate_sdk::{NoSettings, Value, k8s};
 
 struct AlwaysPullImages;
@@ -11,33 +13,43 @@ impl Initializer for AlwaysPullImages {
     type Settings = NoSettings;
 
     fn initialize(request: AdmissionRequest, _settings: NoSettings) -> Result<Mutation, String> {
-        let Some(mut object) = request.object_json()? else {
+        let Some(object) = request.object_json()? else {
             return Ok(Mutation::unchanged()); // DELETE
         };
         // What the object is comes from the request (`kind`), not from the object itself.
         let (group, kind) = request.kind_of(&object);
-        let (group, kind) = (group.to_owned(), kind.to_owned());
-        Ok(if always_pull(&mut object, &group, &kind)? {
-            Mutation::replaced(&object)
-        } else {
+        let operations = always_pull(&object, group, kind)?;
+        Ok(if operations.is_empty() {
             Mutation::unchanged()
+        } else {
+            Mutation::patched(&Value::Array(operations))
         })
     }
 }
 
-/// Sets the policy where it is not `Always` yet on the containers of `object` taken as a
-/// `group`/`kind`; returns whether anything changed. Idempotent: a second call on its own
-/// output changes nothing (as `reinvocation: IfNeeded` needs).
-fn always_pull(object: &mut Value, group: &str, kind: &str) -> Result<bool, String> {
-    let mut changed = false;
-    for mut container in k8s::containers_mut_of(object, group, kind) {
-        let fields = container.fields_mut()?;
+/// One `add` of `imagePullPolicy: Always` per container of `object` taken as a `group`/`kind`
+/// whose policy is not `Always` yet (an RFC 6902 `add` of a member that exists replaces it);
+/// none when nothing needs changing. Idempotent: applied, a second call on the result answers
+/// none (as `reinvocation: IfNeeded` needs).
+fn always_pull(object: &Value, group: &str, kind: &str) -> Result<Vec<Value>, String> {
+    let Some((path, pointer)) = k8s::pod_spec_location(group, kind) else {
+        return Ok(Vec::new());
+    };
+    let Some(spec) = object.pointer(pointer) else {
+        return Ok(Vec::new());
+    };
+    let mut operations = Vec::new();
+    for container in k8s::pod_containers(path, spec) {
+        let Some(fields) = container.value.as_object() else {
+            return Err(format!("{} is not a JSON object", container.path));
+        };
         if fields.get("imagePullPolicy").and_then(Value::as_str) != Some("Always") {
-            fields.insert("imagePullPolicy".into(), "Always".into());
-            changed = true;
+            let field = container.list.field();
+            let path = format!("{pointer}/{field}/{}/imagePullPolicy", container.index);
+            operations.push(json!({"op": "add", "path": path, "value": "Always"}));
         }
     }
-    Ok(changed)
+    Ok(operations)
 }
 
 wasmgate_sdk::export_initializer!(AlwaysPullImages);

@@ -1,9 +1,11 @@
 //! `default-storage-class` (initializer): gives PersistentVolumeClaims without a
-//! `spec.storageClassName` the one from the settings. See README.md.
+//! `spec.storageClassName` the one from the settings, answering with one RFC 6902 operation
+//! (`patched`) rather than the whole object. See README.md.
 
 use serde::Deserialize;
 use wasmgate_sdk::Value;
 use wasmgate_sdk::initializer::{AdmissionRequest, Initializer, Mutation};
+use wasmgate_sdk::serde_json::json;
 
 /// `{"storageClassName": "standard"}`: required, a StorageClass name (a DNS subdomain).
 #[derive(Debug, Deserialize)]
@@ -18,17 +20,16 @@ impl Initializer for DefaultStorageClass {
     type Settings = Settings;
 
     fn initialize(request: AdmissionRequest, settings: Settings) -> Result<Mutation, String> {
-        let Some(mut object) = request.object_json()? else {
+        let Some(object) = request.object_json()? else {
             return Ok(Mutation::unchanged()); // DELETE
         };
         let kind = &request.kind;
         if (kind.group.as_str(), kind.kind.as_str()) != ("", "PersistentVolumeClaim") {
             return Ok(Mutation::unchanged());
         }
-        Ok(if set_default(&mut object, &settings.storage_class_name) {
-            Mutation::replaced(&object)
-        } else {
-            Mutation::unchanged()
+        Ok(match set_default(&object, &settings.storage_class_name) {
+            Some(operation) => Mutation::patched(&Value::Array(vec![operation])),
+            None => Mutation::unchanged(),
         })
     }
 
@@ -56,18 +57,20 @@ impl Initializer for DefaultStorageClass {
     }
 }
 
-/// Sets `spec.storageClassName` when it is absent or null. `""` is left alone: it means "no
-/// class" in Kubernetes, a deliberate choice. Returns whether the object changed.
-fn set_default(pvc: &mut Value, class: &str) -> bool {
-    let Some(spec) = pvc.get_mut("spec").and_then(Value::as_object_mut) else {
-        return false; // Not a valid claim; the API server's validation will say so.
-    };
-    let current = spec.entry("storageClassName").or_insert(Value::Null);
-    if !current.is_null() {
-        return false;
+/// The RFC 6902 `add` that sets `spec.storageClassName` when it is absent or null (an `add` of
+/// a member that exists replaces it); `None` otherwise. `""` is left alone: it means "no class"
+/// in Kubernetes, a deliberate choice.
+fn set_default(pvc: &Value, class: &str) -> Option<Value> {
+    // Not a valid claim without a spec object; the API server's validation will say so.
+    let spec = pvc.get("spec").and_then(Value::as_object)?;
+    if !spec
+        .get("storageClassName")
+        .unwrap_or(&Value::Null)
+        .is_null()
+    {
+        return None;
     }
-    *current = class.into();
-    true
+    Some(json!({"op": "add", "path": "/spec/storageClassName", "value": class}))
 }
 
 wasmgate_sdk::export_initializer!(DefaultStorageClass);

@@ -5,26 +5,28 @@ use super::*;
 #[test]
 fn sets_absent_or_null_class() {
     for spec in [json!({}), json!({"storageClassName": null})] {
-        let mut pvc = json!({"kind": "PersistentVolumeClaim", "spec": spec});
-        assert!(set_default(&mut pvc, "standard"));
-        assert_eq!(pvc["spec"]["storageClassName"], "standard");
+        let pvc = json!({"kind": "PersistentVolumeClaim", "spec": spec});
+        assert_eq!(
+            set_default(&pvc, "standard"),
+            Some(json!({"op": "add", "path": "/spec/storageClassName", "value": "standard"}))
+        );
     }
 }
 
 #[test]
 fn keeps_empty_and_set_classes() {
     for class in ["", "fast"] {
-        let mut pvc = json!({"spec": {"storageClassName": class}});
-        assert!(!set_default(&mut pvc, "standard"));
-        assert_eq!(pvc["spec"]["storageClassName"], class);
+        let pvc = json!({"spec": {"storageClassName": class}});
+        assert_eq!(set_default(&pvc, "standard"), None);
     }
 }
 
 #[test]
 fn leaves_claims_without_spec_alone() {
-    let mut pvc = json!({"kind": "PersistentVolumeClaim"});
-    assert!(!set_default(&mut pvc, "standard"));
-    assert_eq!(pvc, json!({"kind": "PersistentVolumeClaim"}));
+    let pvc = json!({"kind": "PersistentVolumeClaim"});
+    assert_eq!(set_default(&pvc, "standard"), None);
+    let pvc = json!({"kind": "PersistentVolumeClaim", "spec": "x"});
+    assert_eq!(set_default(&pvc, "standard"), None);
 }
 
 #[test]

@@ -108,6 +108,79 @@ pub mod cluster {
     pub use generated::wasmgate::plugin::cluster::*;
 }
 
+/// The glue every world module shares, given the world's trait, its call (`fn` name, argument
+/// and answer, and the trait method it calls) and the bindings' `with` entries beyond `host` and
+/// `types`: the derived `validate_settings::<P>`, the hidden call that parses the settings, and
+/// the world's generated bindings (`wit`, with the `export!` macro the export macros use).
+#[cfg(any(feature = "validator", feature = "initializer", feature = "audit-sink"))]
+macro_rules! world_glue {
+    (
+        trait $trait:ident, world $world:tt, module $module:tt,
+        fn $call:ident($arg:ident: $arg_ty:ty) -> $answer:ty => $method:ident,
+        with { $($with:tt)* }
+        $(, $($option:tt)*)?
+    ) => {
+        /// The derived `validate-settings` export of `P`: [`crate::validate_settings`] with
+        /// `P::check_settings`. Call it in native unit tests to see what the host will be told.
+        pub fn validate_settings<P: $trait>(settings: &str) -> Result<(), String> {
+            crate::validate_settings::<P::Settings>(settings, P::check_settings)
+        }
+
+        #[doc(hidden)]
+        pub fn $call<P: $trait>($arg: $arg_ty) -> Result<$answer, String> {
+            P::$method($arg, crate::settings()?)
+        }
+
+        #[doc(hidden)]
+        #[allow(missing_docs)] // Generated glue.
+        pub mod wit {
+            wit_bindgen::generate!({
+                path: "../../../wit/plugin@0.2.0",
+                world: $world,
+                with: {
+                    "wasmgate:plugin/host@0.2.0": crate::host,
+                    "wasmgate:plugin/types@0.2.0": crate::types,
+                    $($with)*
+                },
+                $($($option)*)?
+                pub_export_macro: true,
+                export_macro_name: "export",
+                default_bindings_module: $module,
+            });
+        }
+    };
+}
+
+/// The body of the three export macros: the component's export of `$world`, whose one call
+/// goes to `$crate::$world::$call::<$plugin>` and whose `validate-settings` goes to
+/// `$crate::$world::validate_settings::<$plugin>`.
+#[cfg(any(feature = "validator", feature = "initializer", feature = "audit-sink"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_world {
+    (
+        $world:ident, $export:ident, $plugin:ty,
+        fn $name:ident($arg:ident: $arg_ty:ty) -> $answer:ty => $call:ident
+    ) => {
+        #[doc(hidden)]
+        pub struct $export;
+
+        impl $crate::$world::wit::Guest for $export {
+            fn $name($arg: $arg_ty) -> ::core::result::Result<$answer, ::std::string::String> {
+                $crate::$world::$call::<$plugin>($arg)
+            }
+
+            fn validate_settings(
+                settings: ::std::string::String,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::$world::validate_settings::<$plugin>(&settings)
+            }
+        }
+
+        $crate::$world::wit::export!($export with_types_in $crate::$world::wit);
+    };
+}
+
 /// The `validator` world: `validate(admission-request) -> result<verdict, string>`.
 ///
 /// Every matching validator runs in parallel on the final (mutated) object; any denial denies
@@ -137,32 +210,10 @@ pub mod validator {
         }
     }
 
-    /// The derived `validate-settings` export of `P`: [`crate::validate_settings`] with
-    /// `P::check_settings`. Call it in native unit tests to see what the host will be told.
-    pub fn validate_settings<P: Validator>(settings: &str) -> Result<(), String> {
-        crate::validate_settings::<P::Settings>(settings, P::check_settings)
-    }
-
-    #[doc(hidden)]
-    pub fn __validate<P: Validator>(request: AdmissionRequest) -> Result<Verdict, String> {
-        P::validate(request, crate::settings()?)
-    }
-
-    #[doc(hidden)]
-    #[allow(missing_docs)] // Generated glue.
-    pub mod wit {
-        wit_bindgen::generate!({
-            path: "../../../wit/plugin@0.2.0",
-            world: "wasmgate:plugin/validator",
-            with: {
-                "wasmgate:plugin/host@0.2.0": crate::host,
-                "wasmgate:plugin/types@0.2.0": crate::types,
-                "wasmgate:plugin/cluster@0.2.0": crate::cluster,
-            },
-            pub_export_macro: true,
-            export_macro_name: "export",
-            default_bindings_module: "wasmgate_sdk::validator::wit",
-        });
+    world_glue! {
+        trait Validator, world "wasmgate:plugin/validator", module "wasmgate_sdk::validator::wit",
+        fn __validate(request: AdmissionRequest) -> Verdict => validate,
+        with { "wasmgate:plugin/cluster@0.2.0": crate::cluster, }
     }
 }
 
@@ -172,24 +223,10 @@ pub mod validator {
 #[macro_export]
 macro_rules! export_validator {
     ($plugin:ty) => {
-        #[doc(hidden)]
-        pub struct __WasmgateValidatorExport;
-
-        impl $crate::validator::wit::Guest for __WasmgateValidatorExport {
-            fn validate(
-                request: $crate::types::AdmissionRequest,
-            ) -> ::core::result::Result<$crate::types::Verdict, ::std::string::String> {
-                $crate::validator::__validate::<$plugin>(request)
-            }
-
-            fn validate_settings(
-                settings: ::std::string::String,
-            ) -> ::core::result::Result<(), ::std::string::String> {
-                $crate::validator::validate_settings::<$plugin>(&settings)
-            }
+        $crate::__export_world! {
+            validator, __WasmgateValidatorExport, $plugin,
+            fn validate(request: $crate::types::AdmissionRequest) -> $crate::types::Verdict => __validate
         }
-
-        $crate::validator::wit::export!(__WasmgateValidatorExport with_types_in $crate::validator::wit);
     };
 }
 
@@ -224,31 +261,10 @@ pub mod initializer {
         }
     }
 
-    /// The derived `validate-settings` export of `P`.
-    pub fn validate_settings<P: Initializer>(settings: &str) -> Result<(), String> {
-        crate::validate_settings::<P::Settings>(settings, P::check_settings)
-    }
-
-    #[doc(hidden)]
-    pub fn __initialize<P: Initializer>(request: AdmissionRequest) -> Result<Mutation, String> {
-        P::initialize(request, crate::settings()?)
-    }
-
-    #[doc(hidden)]
-    #[allow(missing_docs)] // Generated glue.
-    pub mod wit {
-        wit_bindgen::generate!({
-            path: "../../../wit/plugin@0.2.0",
-            world: "wasmgate:plugin/initializer",
-            with: {
-                "wasmgate:plugin/host@0.2.0": crate::host,
-                "wasmgate:plugin/types@0.2.0": crate::types,
-                "wasmgate:plugin/cluster@0.2.0": crate::cluster,
-            },
-            pub_export_macro: true,
-            export_macro_name: "export",
-            default_bindings_module: "wasmgate_sdk::initializer::wit",
-        });
+    world_glue! {
+        trait Initializer, world "wasmgate:plugin/initializer", module "wasmgate_sdk::initializer::wit",
+        fn __initialize(request: AdmissionRequest) -> Mutation => initialize,
+        with { "wasmgate:plugin/cluster@0.2.0": crate::cluster, }
     }
 }
 
@@ -258,24 +274,10 @@ pub mod initializer {
 #[macro_export]
 macro_rules! export_initializer {
     ($plugin:ty) => {
-        #[doc(hidden)]
-        pub struct __WasmgateInitializerExport;
-
-        impl $crate::initializer::wit::Guest for __WasmgateInitializerExport {
-            fn initialize(
-                request: $crate::types::AdmissionRequest,
-            ) -> ::core::result::Result<$crate::types::Mutation, ::std::string::String> {
-                $crate::initializer::__initialize::<$plugin>(request)
-            }
-
-            fn validate_settings(
-                settings: ::std::string::String,
-            ) -> ::core::result::Result<(), ::std::string::String> {
-                $crate::initializer::validate_settings::<$plugin>(&settings)
-            }
+        $crate::__export_world! {
+            initializer, __WasmgateInitializerExport, $plugin,
+            fn initialize(request: $crate::types::AdmissionRequest) -> $crate::types::Mutation => __initialize
         }
-
-        $crate::initializer::wit::export!(__WasmgateInitializerExport with_types_in $crate::initializer::wit);
     };
 }
 
@@ -307,32 +309,11 @@ pub mod audit_sink {
         }
     }
 
-    /// The derived `validate-settings` export of `P`.
-    pub fn validate_settings<P: AuditSink>(settings: &str) -> Result<(), String> {
-        crate::validate_settings::<P::Settings>(settings, P::check_settings)
-    }
-
-    #[doc(hidden)]
-    pub fn __deliver<P: AuditSink>(batch: Vec<Event>) -> Result<Vec<Emission>, String> {
-        P::deliver(batch, crate::settings()?)
-    }
-
-    #[doc(hidden)]
-    #[allow(missing_docs)] // Generated glue.
-    pub mod wit {
-        wit_bindgen::generate!({
-            path: "../../../wit/plugin@0.2.0",
-            world: "wasmgate:plugin/audit-sink",
-            with: {
-                "wasmgate:plugin/host@0.2.0": crate::host,
-                "wasmgate:plugin/types@0.2.0": crate::types,
-                "wasmgate:plugin/audit-types@0.2.0": generate,
-            },
-            additional_derives: [PartialEq, Eq],
-            pub_export_macro: true,
-            export_macro_name: "export",
-            default_bindings_module: "wasmgate_sdk::audit_sink::wit",
-        });
+    world_glue! {
+        trait AuditSink, world "wasmgate:plugin/audit-sink", module "wasmgate_sdk::audit_sink::wit",
+        fn __deliver(batch: Vec<Event>) -> Vec<Emission> => deliver,
+        with { "wasmgate:plugin/audit-types@0.2.0": generate, },
+        additional_derives: [PartialEq, Eq],
     }
 
     // === impl Emission, Level, Stage ===
@@ -379,26 +360,9 @@ pub mod audit_sink {
 #[macro_export]
 macro_rules! export_audit_sink {
     ($plugin:ty) => {
-        #[doc(hidden)]
-        pub struct __WasmgateAuditSinkExport;
-
-        impl $crate::audit_sink::wit::Guest for __WasmgateAuditSinkExport {
-            fn deliver(
-                batch: ::std::vec::Vec<$crate::audit_sink::Event>,
-            ) -> ::core::result::Result<
-                ::std::vec::Vec<$crate::audit_sink::Emission>,
-                ::std::string::String,
-            > {
-                $crate::audit_sink::__deliver::<$plugin>(batch)
-            }
-
-            fn validate_settings(
-                settings: ::std::string::String,
-            ) -> ::core::result::Result<(), ::std::string::String> {
-                $crate::audit_sink::validate_settings::<$plugin>(&settings)
-            }
+        $crate::__export_world! {
+            audit_sink, __WasmgateAuditSinkExport, $plugin,
+            fn deliver(batch: ::std::vec::Vec<$crate::audit_sink::Event>) -> ::std::vec::Vec<$crate::audit_sink::Emission> => __deliver
         }
-
-        $crate::audit_sink::wit::export!(__WasmgateAuditSinkExport with_types_in $crate::audit_sink::wit);
     };
 }
