@@ -267,6 +267,17 @@ impl Gateway {
     /// returns that `/readyz`. Wait on a state, never on one step of it: a change may reach the
     /// watcher as more than one event.
     pub async fn wait_ready(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.wait_ready_within(Duration::from_secs(10), what, done)
+            .await
+    }
+
+    /// [`Gateway::wait_ready`] with another limit.
+    pub async fn wait_ready_within(
+        &self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let started = std::time::Instant::now();
         loop {
             let ready = self.readyz().await;
@@ -274,18 +285,20 @@ impl Gateway {
                 return ready;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{what}: not within 10 s: {ready}"
+                started.elapsed() < limit,
+                "{what}: not within {limit:?}: {ready}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// Waits until `/readyz` shows a rejected reload (at least `failures` counted) whose error
-    /// contains `expected`, and returns that error.
+    /// contains `expected`, and returns that error. Within 30 s: a reload of plugins in slow
+    /// languages on a loaded machine.
     pub async fn rejected(&self, failures: u64, expected: &str) -> String {
+        let what = format!("a reload rejected with {expected:?}");
         let ready = self
-            .wait_ready(&format!("a reload rejected with {expected:?}"), |ready| {
+            .wait_ready_within(Duration::from_secs(30), &what, |ready| {
                 ready["reload"]["failed"].as_u64() >= Some(failures)
                     && ready["reload"]["lastError"]
                         .as_str()
