@@ -46,6 +46,16 @@ pub fn review(name: &str) -> Value {
     .unwrap()
 }
 
+/// Replaces `to` with `text` in one step, as editors and kubelet's ConfigMap projection do:
+/// a temp file beside it, renamed over it. The watcher sees one change, never a half-file.
+pub fn write_atomic(to: &Path, text: impl AsRef<[u8]>) {
+    let mut name = to.file_name().unwrap().to_owned();
+    name.push(".tmp");
+    let tmp = to.with_file_name(name);
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
 /// A policy file with these entries (YAML list items).
 pub fn policy_file(entries: &str) -> String {
     format!("apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n{entries}")
@@ -251,6 +261,64 @@ impl Gateway {
     /// `GET /readyz`, parsed.
     pub async fn readyz(&self) -> Value {
         serde_json::from_str(&self.get_text("/readyz").await).unwrap()
+    }
+
+    /// Polls `/readyz` until `done` holds of it (within 10 s, else fails naming `what`), and
+    /// returns that `/readyz`. Wait on a state, never on one step of it: a change may reach the
+    /// watcher as more than one event.
+    pub async fn wait_ready(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.wait_ready_within(Duration::from_secs(10), what, done)
+            .await
+    }
+
+    /// [`Gateway::wait_ready`] with another limit.
+    pub async fn wait_ready_within(
+        &self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let ready = self.readyz().await;
+            if done(&ready) {
+                return ready;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{what}: not within {limit:?}: {ready}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `/readyz` shows a rejected reload (at least `failures` counted) whose error
+    /// contains `expected`, and returns that error. Within 30 s: a reload of plugins in slow
+    /// languages on a loaded machine.
+    pub async fn rejected(&self, failures: u64, expected: &str) -> String {
+        let what = format!("a reload rejected with {expected:?}");
+        let ready = self
+            .wait_ready_within(Duration::from_secs(30), &what, |ready| {
+                ready["reload"]["failed"].as_u64() >= Some(failures)
+                    && ready["reload"]["lastError"]
+                        .as_str()
+                        .is_some_and(|e| e.contains(expected))
+            })
+            .await;
+        ready["reload"]["lastError"].as_str().unwrap().to_owned()
+    }
+
+    /// Runs `wasmgate status` against this gateway: its exit code and stdout.
+    pub fn status(&self) -> (Option<i32>, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+            .args(["status", "--url", &self.url(""), "--cacert"])
+            .arg(self.path("ca.crt"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     pub fn logs(&self) -> Vec<String> {

@@ -7,19 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Options, Pki, client, module, policy_file, review};
+use crate::harness::{Gateway, Options, Pki, client, module, policy_file, review, write_atomic};
 
 /// Replaces `to` with `from`'s bytes the way deployers should: write a temp file, rename.
 fn replace(from: &Path, to: &Path) {
-    let tmp = to.with_extension("tmp");
-    std::fs::copy(from, &tmp).unwrap();
-    std::fs::rename(&tmp, to).unwrap();
-}
-
-fn write(to: &Path, text: &str) {
-    let tmp = to.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, to).unwrap();
+    write_atomic(to, std::fs::read(from).unwrap());
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +82,54 @@ async fn wait_for(gw: &Gateway, body: &[u8], want: Version) -> Duration {
     }
 }
 
+/// Clients asking the gateway over and over until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<Vec<Version>>>,
+}
+
+impl Load {
+    fn start(gw: &Arc<Gateway>, body: &[u8], clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let (gw, stop, body) = (gw.clone(), stop.clone(), body.to_vec());
+                tokio::spawn(async move {
+                    let client = gw.client();
+                    let mut seen = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        seen.push(ask(&gw, &client, &body).await);
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops the clients and returns every answer, failing if one was neither wholly the old
+    /// nor wholly the new version.
+    async fn stop(self) -> Vec<Version> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut answers = Vec::new();
+        for c in self.clients {
+            answers.extend(c.await.unwrap());
+        }
+        let bad: Vec<_> = answers
+            .iter()
+            .filter(|v| matches!(v, Version::Bad(_)))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{} of {} answers were neither wholly v1 nor wholly v2: {:?}",
+            bad.len(),
+            answers.len(),
+            &bad[..bad.len().min(5)]
+        );
+        answers
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_a_validator_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,20 +140,7 @@ async fn swapping_a_validator_under_load_fails_no_request() {
     let body = serde_json::to_vec(&review("pod-create-no-team.json")).unwrap();
     assert_eq!(ask(&gw, &gw.client(), &body).await, Version::V1);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (gw, stop, body) = (gw.clone(), stop.clone(), body.clone());
-            tokio::spawn(async move {
-                let client = gw.client();
-                let mut seen = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    seen.push(ask(&gw, &client, &body).await);
-                }
-                seen
-            })
-        })
-        .collect();
+    let load = Load::start(&gw, &body, 4);
 
     let swaps = 10;
     for i in 0..swaps {
@@ -125,22 +152,7 @@ async fn swapping_a_validator_under_load_fails_no_request() {
         replace(Path::new(from), &current);
         wait_for(&gw, &body, want).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut answers = Vec::new();
-    for c in clients {
-        answers.extend(c.await.unwrap());
-    }
-    let bad: Vec<_> = answers
-        .iter()
-        .filter(|v| matches!(v, Version::Bad(_)))
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{} of {} answers were neither wholly v1 nor wholly v2: {:?}",
-        bad.len(),
-        answers.len(),
-        &bad[..bad.len().min(5)]
-    );
+    let answers = load.stop().await;
     assert!(
         answers.contains(&Version::V1) && answers.contains(&Version::V2),
         "the load saw both versions"
@@ -155,25 +167,6 @@ async fn swapping_a_validator_under_load_fails_no_request() {
     assert_eq!(ready["generation"], swaps + 1);
 }
 
-/// Waits until `/readyz` counts `failures` rejected reloads and returns the last error.
-async fn rejected(gw: &Gateway, failures: u64, what: &str) -> String {
-    let started = Instant::now();
-    loop {
-        let ready = gw.readyz().await;
-        if ready["reload"]["failed"] == failures {
-            return ready["reload"]["lastError"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{what} was not rejected: {ready}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn broken_changes_are_rejected_and_fixes_recover() {
     let dir = tempfile::tempdir().unwrap();
@@ -185,12 +178,9 @@ async fn broken_changes_are_rejected_and_fixes_recover() {
     let client = gw.client();
 
     // A module that is not a component: rejected, the last good snapshot still answers.
-    write(&current, "garbage");
-    let error = rejected(&gw, 1, "a broken plugin").await;
-    assert!(
-        error.contains("module does not compile as a WebAssembly component"),
-        "{error}"
-    );
+    write_atomic(&current, "garbage");
+    gw.rejected(1, "module does not compile as a WebAssembly component")
+        .await;
     assert_eq!(ask(&gw, &client, &body).await, Version::V1);
     // Fixing it (with another plugin) recovers and clears the error.
     replace(Path::new(&module("chatty")), &current);
@@ -198,15 +188,12 @@ async fn broken_changes_are_rejected_and_fixes_recover() {
     assert!(gw.readyz().await["reload"]["lastError"].is_null());
 
     // ... and `wasmgate status` shows it too: exit 1 while the last reload is rejected.
-    write(&current, "garbage again");
-    let error = rejected(&gw, 2, "a broken plugin").await;
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
-        .args(["status", "--url", &gw.url(""), "--cacert"])
-        .arg(gw.path("ca.crt"))
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&status.stdout);
-    assert_eq!(status.status.code(), Some(1), "{out}");
+    write_atomic(&current, "garbage again");
+    let error = gw
+        .rejected(2, "module does not compile as a WebAssembly component")
+        .await;
+    let (code, out) = gw.status();
+    assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("reloads       3 attempted, 1 succeeded, 2 failed"),
         "{out}"
@@ -221,11 +208,11 @@ async fn broken_changes_are_rejected_and_fixes_recover() {
     wait_for(&gw, &body, Version::V2).await;
 
     // A policy file with a syntax error: the error names the file and the line.
-    write(
+    write_atomic(
         &policy,
         "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies: [\n",
     );
-    let error = rejected(&gw, 3, "a syntax error").await;
+    let error = gw.rejected(3, &format!("{}:", policy.display())).await;
     assert!(
         error.starts_with(&format!("{}:", policy.display())),
         "{error}"
@@ -233,17 +220,19 @@ async fn broken_changes_are_rejected_and_fixes_recover() {
     assert_eq!(ask(&gw, &client, &body).await, Version::V2);
 
     // A pin mismatch.
-    write(
+    write_atomic(
         &policy,
-        &current_policy(dir.path(), &format!("    sha256: {}\n", "0".repeat(64))),
+        current_policy(dir.path(), &format!("    sha256: {}\n", "0".repeat(64))),
     );
-    let error = rejected(&gw, 4, "a pin mismatch").await;
-    assert!(error.contains("but the policy pins 0000"), "{error}");
+    gw.rejected(4, "but the policy pins 0000").await;
     assert_eq!(ask(&gw, &client, &body).await, Version::V2);
 
-    // Fixing the file recovers; SIGHUP with nothing changed is harmless.
+    // Fixing the file recovers; SIGHUP with nothing changed is harmless. Two files cannot
+    // change in one step, so each step is a good state of its own: the watcher may take them as
+    // one reload or two, and neither is a rejection.
+    write_atomic(&policy, current_policy(dir.path(), ""));
+    wait_for(&gw, &body, Version::V2).await;
     replace(Path::new(&module("require-labels")), &current);
-    write(&policy, &current_policy(dir.path(), ""));
     wait_for(&gw, &body, Version::V1).await;
     let hup = std::process::Command::new("kill")
         .args(["-HUP", &gw.pid().to_string()])
@@ -284,8 +273,8 @@ async fn certificates_rotate_for_new_connections_only() {
     );
 
     let new = Pki::new(&["localhost", "127.0.0.1"]);
-    write(&gw.path("tls.key"), &new.key);
-    write(&gw.path("tls.crt"), &new.cert);
+    write_atomic(&gw.path("tls.key"), &new.key);
+    write_atomic(&gw.path("tls.crt"), &new.cert);
     let started = Instant::now();
     loop {
         if client(&new.ca, None, false)
@@ -332,9 +321,9 @@ fn start_relative(work: &Path) -> Gateway {
         Path::new(&module("require-labels")),
         &work.join("modules/current.wasm"),
     );
-    write(
+    write_atomic(
         &work.join("policies/p.yaml"),
-        &policy_file(
+        policy_file(
             "  - name: current\n    kind: validator\n    module: ../modules/current.wasm\n    settings: {labels: [team]}\n    rules:\n      - {operations: ['*'], apiGroups: ['*'], apiVersions: ['*'], resources: ['*']}\n",
         ),
     );
@@ -363,16 +352,11 @@ async fn a_relative_config_sees_a_module_renamed_into_place() {
     // And the policy file itself, through its relative path.
     let policy = work.path().join("policies/p.yaml");
     let text = std::fs::read_to_string(&policy).unwrap();
-    write(&policy, &text.replace("name: current", "name: renamed"));
-    let started = Instant::now();
-    while gw.readyz().await["policies"] != json!(["renamed"]) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{}",
-            gw.readyz().await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    write_atomic(&policy, text.replace("name: current", "name: renamed"));
+    gw.wait_ready("the renamed policy serving", |ready| {
+        ready["policies"] == json!(["renamed"])
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -381,35 +365,79 @@ async fn going_back_to_the_serving_content_clears_the_rejection() {
     let gw = start_relative(work.path());
     let policy = work.path().join("policies/p.yaml");
     let serving = std::fs::read_to_string(&policy).unwrap();
-    write(
+    write_atomic(
         &policy,
         "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies: [\n",
     );
-    rejected(&gw, 1, "a syntax error").await;
-    // Restore exactly what is serving: the rejection is gone, without a new snapshot.
-    write(&policy, &serving);
+    let broken = std::fs::read(&policy).unwrap();
+    gw.rejected(1, "p.yaml:").await;
+    // The same broken bytes again (a second event for one change) are not a second rejection.
+    write_atomic(&policy, &broken);
     let started = Instant::now();
-    let ready = loop {
-        let ready = gw.readyz().await;
-        if ready["reload"]["lastError"].is_null() {
-            break ready;
-        }
+    while !gw
+        .logs()
+        .iter()
+        .any(|l| l.contains("the same rejection again, not counted"))
+    {
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "still rejected after restoring the serving file: {ready}"
+            "the rewrite was not seen: {:?}",
+            gw.logs()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    }
+    let ready = gw.readyz().await;
+    assert_eq!(ready["reload"]["failed"], 1, "{ready}");
+    assert_eq!(ready["reload"]["attempts"], 1, "{ready}");
+    // Restore exactly what is serving: the rejection is gone, without a new snapshot.
+    write_atomic(&policy, &serving);
+    let ready = gw
+        .wait_ready(
+            "the rejection cleared by restoring the serving file",
+            |ready| ready["reload"]["lastError"].is_null(),
+        )
+        .await;
     assert_eq!(ready["reload"]["failed"], 1, "{ready}");
     assert_eq!(ready["reload"]["succeeded"], 1, "{ready}");
     assert_eq!(ready["generation"], 1, "no new snapshot was built: {ready}");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_wasmgate"))
-        .args(["status", "--url", &gw.url(""), "--cacert"])
-        .arg(gw.path("ca.crt"))
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&status.stdout);
-    assert_eq!(status.status.code(), Some(0), "{out}");
+    let (code, out) = gw.status();
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// A module written in place (truncate, write, close) with the writer stalled halfway: the
+/// half-file is a rejected reload while the old module keeps answering, the finished file
+/// serves, and the rejection is gone. No request ever sees the half-file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_written_in_place_is_rejected_half_written_then_serves_whole() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let current = dir.path().join("current.wasm");
+    replace(Path::new(&module("require-labels")), &current);
+    let gw = Arc::new(Gateway::start(&current_policy(dir.path(), "")));
+    let body = serde_json::to_vec(&review("pod-create-no-team.json")).unwrap();
+    assert_eq!(ask(&gw, &gw.client(), &body).await, Version::V1);
+    let load = Load::start(&gw, &body, 2);
+
+    let chatty = std::fs::read(module("chatty")).unwrap();
+    let (first, rest) = chatty.split_at(chatty.len() / 2);
+    let mut file = std::fs::File::create(&current).unwrap();
+    file.write_all(first).unwrap();
+    file.flush().unwrap();
+    // The writer stalls: the gateway reads the half-file and must reject it.
+    gw.rejected(1, "module does not compile as a WebAssembly component")
+        .await;
+    assert_eq!(ask(&gw, &gw.client(), &body).await, Version::V1);
+    file.write_all(rest).unwrap();
+    drop(file);
+    wait_for(&gw, &body, Version::V2).await;
+    let ready = gw
+        .wait_ready("the whole file serving, the rejection gone", |ready| {
+            ready["reload"]["lastError"].is_null()
+        })
+        .await;
+    assert_eq!(ready["generation"], 2, "{ready}");
+
+    load.stop().await;
 }
 
 /// `module:` naming something that is not a small regular file: `/dev/zero` (reading it never

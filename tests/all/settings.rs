@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, compile_cache, entry, module, patched, policy_file, repo, review};
+use crate::harness::{
+    Gateway, compile_cache, entry, module, patched, policy_file, repo, review, write_atomic,
+};
 
 /// Runs `wasmgate serve` on `policy` and expects it to refuse to start: returns the exit code,
 /// stderr and how long it took.
@@ -439,12 +441,6 @@ fn good_file(dir: &Path, override_plugin: Option<&Case>) -> String {
     )
 }
 
-fn write(to: &Path, text: &str) {
-    let tmp = to.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, to).unwrap();
-}
-
 /// What the good settings answer: require-labels denies a Pod without `team`, and
 /// default-storage-class gives a class-less claim `standard`. Anything else is a failure.
 async fn answer_is_good(
@@ -483,6 +479,73 @@ async fn answer_is_good(
     }
 }
 
+/// What a client under load asks.
+enum Ask {
+    /// [`answer_is_good`]: the validator or the initializer of [`good_file`].
+    FirstParty { validate: bool },
+    /// [`language_answer_is_good`] for this language.
+    Language(&'static str),
+}
+
+/// Four clients asking the gateway until stopped, each answer checked against the good
+/// settings; `ask(client, round)` says what.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(gw: &Arc<Gateway>, ask: fn(usize, usize) -> Ask) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..4)
+            .map(|i| {
+                let (gw, stop) = (gw.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let client = gw.client();
+                    let (mut answered, mut failed) = (0u64, Vec::new());
+                    let mut round = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let good = match ask(i, round) {
+                            Ask::FirstParty { validate } => {
+                                answer_is_good(&gw, &client, validate).await
+                            }
+                            Ask::Language(language) => {
+                                language_answer_is_good(&gw, &client, language).await
+                            }
+                        };
+                        round += 1;
+                        match good {
+                            Ok(()) => answered += 1,
+                            Err(e) => failed.push(e),
+                        }
+                    }
+                    (answered, failed)
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    /// Stops the clients; fails if any answer was not the good settings' or none came.
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut answered, mut failed) = (0, Vec::new());
+        for c in self.clients {
+            let (a, f) = c.await.unwrap();
+            answered += a;
+            failed.extend(f);
+        }
+        assert!(
+            failed.is_empty(),
+            "{} of {} requests failed or were answered by other settings: {:?}",
+            failed.len(),
+            answered + failed.len() as u64,
+            &failed[..failed.len().min(3)]
+        );
+        assert!(answered > 0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_by_hot_reload_are_rejected_under_load() {
     let dir = tempfile::tempdir().unwrap();
@@ -495,23 +558,9 @@ async fn bad_settings_by_hot_reload_are_rejected_under_load() {
     }
     assert_eq!(ready["plugins"].as_array().unwrap().len(), 6, "{ready}");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|i| {
-            let (gw, stop) = (gw.clone(), stop.clone());
-            tokio::spawn(async move {
-                let client = gw.client();
-                let (mut answered, mut failed) = (0u64, Vec::new());
-                while !stop.load(Ordering::Relaxed) {
-                    match answer_is_good(&gw, &client, i % 2 == 0).await {
-                        Ok(()) => answered += 1,
-                        Err(e) => failed.push(e),
-                    }
-                }
-                (answered, failed)
-            })
-        })
-        .collect();
+    let load = Load::start(&gw, |client, _| Ask::FirstParty {
+        validate: client % 2 == 0,
+    });
 
     // One plugin at a time (and the first case of each), each change rejected in turn.
     let mut seen = Vec::new();
@@ -525,20 +574,8 @@ async fn bad_settings_by_hot_reload_are_rejected_under_load() {
         .collect();
     assert_eq!(cases.len(), 6);
     for (i, case) in cases.iter().enumerate() {
-        write(&policy, &good_file(dir.path(), Some(case)));
-        let started = Instant::now();
-        let error = loop {
-            let ready = gw.readyz().await;
-            if ready["reload"]["failed"] == i as u64 + 1 {
-                break ready["reload"]["lastError"].as_str().unwrap().to_owned();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{} was not rejected: {ready}",
-                case.plugin
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        write_atomic(&policy, good_file(dir.path(), Some(case)));
+        let error = gw.rejected(i as u64 + 1, case.message).await;
         assert!(
             error.starts_with(&format!("{}:", policy.display()))
                 && error.contains(&format!(
@@ -562,13 +599,8 @@ async fn bad_settings_by_hot_reload_are_rejected_under_load() {
             "{error}"
         );
         // `wasmgate status` shows the rejection (exit 1) and what serves.
-        let status = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
-            .args(["status", "--url", &gw.url(""), "--cacert"])
-            .arg(gw.path("ca.crt"))
-            .output()
-            .unwrap();
-        let out = String::from_utf8_lossy(&status.stdout);
-        assert_eq!(status.status.code(), Some(1), "{out}");
+        let (code, out) = gw.status();
+        assert_eq!(code, Some(1), "{out}");
         assert!(
             out.contains(&format!(
                 "last reload   REJECTED (the previous snapshot keeps serving): {error}"
@@ -580,21 +612,7 @@ async fn bad_settings_by_hot_reload_are_rejected_under_load() {
             "{out}"
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    let (mut answered, mut failed) = (0, Vec::new());
-    for c in clients {
-        let (a, f) = c.await.unwrap();
-        answered += a;
-        failed.extend(f);
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed or were answered by other settings: {:?}",
-        failed.len(),
-        answered + failed.len() as u64,
-        &failed[..failed.len().min(3)]
-    );
-    assert!(answered > 0);
+    load.stop().await;
     let ready = gw.readyz().await;
     assert_eq!(ready["generation"], 1, "{ready}");
     let metrics = gw.get_text("/metrics").await;
@@ -603,16 +621,14 @@ async fn bad_settings_by_hot_reload_are_rejected_under_load() {
         "{metrics}"
     );
     // Fixing the file recovers.
-    write(
+    write_atomic(
         &policy,
-        &good_file(dir.path(), None).replace("[team]", "[team, app]"),
+        good_file(dir.path(), None).replace("[team]", "[team, app]"),
     );
-    let started = Instant::now();
-    while gw.readyz().await["generation"] != 2 {
-        assert!(started.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(gw.readyz().await["reload"]["lastError"].is_null());
+    gw.wait_ready("the fixed file serving", |ready| {
+        ready["generation"] == 2 && ready["reload"]["lastError"].is_null()
+    })
+    .await;
 }
 
 /// One language's require-labels, asked by name: it must deny a Pod without `team` with its
@@ -661,45 +677,21 @@ async fn every_language_s_bad_settings_by_hot_reload_are_rejected_under_load() {
     }
 
     // Clients ask every language in turn, all through the reloads.
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|i| {
-            let (gw, stop) = (gw.clone(), stop.clone());
-            tokio::spawn(async move {
-                let client = gw.client();
-                let (mut answered, mut failed) = (0u64, Vec::new());
-                let mut next = i;
-                while !stop.load(Ordering::Relaxed) {
-                    let (language, _) = LANGUAGES[next % LANGUAGES.len()];
-                    next += 1;
-                    match language_answer_is_good(&gw, &client, language).await {
-                        Ok(()) => answered += 1,
-                        Err(e) => failed.push(e),
-                    }
-                }
-                (answered, failed)
-            })
-        })
-        .collect();
+    let load = Load::start(&gw, |client, round| {
+        Ask::Language(LANGUAGES[(client + round) % LANGUAGES.len()].0)
+    });
 
     // Each language in turn gets one of the three mistakes; each reload is rejected.
     let cases = require_labels_cases();
     for (i, (language, _)) in LANGUAGES.iter().enumerate() {
         let case = cases[i % cases.len()];
-        write(&policy, &languages_file(Some((language, case.settings))));
-        let started = Instant::now();
-        let error = loop {
-            let ready = gw.readyz().await;
-            if ready["reload"]["failed"] == i as u64 + 1 {
-                break ready["reload"]["lastError"].as_str().unwrap().to_owned();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{language} {} was not rejected: {ready}",
-                case.settings
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        write_atomic(&policy, languages_file(Some((language, case.settings))));
+        let error = gw
+            .rejected(
+                i as u64 + 1,
+                &format!("policy \"{language}-require-labels\": settings refused"),
+            )
+            .await;
         assert!(
             error.starts_with(&format!("{}:", policy.display()))
                 && error.contains(&format!(
@@ -721,21 +713,7 @@ async fn every_language_s_bad_settings_by_hot_reload_are_rejected_under_load() {
             "{error}"
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    let (mut answered, mut failed) = (0, Vec::new());
-    for c in clients {
-        let (a, f) = c.await.unwrap();
-        answered += a;
-        failed.extend(f);
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed or were answered by other settings: {:?}",
-        failed.len(),
-        answered + failed.len() as u64,
-        &failed[..failed.len().min(3)]
-    );
-    assert!(answered > 0);
+    load.stop().await;
     // The first snapshot served throughout, with the old settings.
     assert_eq!(gw.readyz().await["generation"], 1);
 }
@@ -787,13 +765,8 @@ async fn a_0_1_0_plugin_serves_with_its_settings_check_skipped() {
         .await;
     assert_eq!(response["allowed"], true, "{response}");
 
-    let status = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
-        .args(["status", "--url", &gw.url(""), "--cacert"])
-        .arg(gw.path("ca.crt"))
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&status.stdout);
-    assert_eq!(status.status.code(), Some(0), "{out}");
+    let (code, out) = gw.status();
+    assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("plugin        legacy (validator, wasmgate:plugin@0.1.0): settings NOT checked (wasmgate:plugin@0.1.0 has no validate-settings"),
         "{out}"

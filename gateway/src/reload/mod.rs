@@ -45,7 +45,8 @@ pub struct ReloadStatus {
     pub attempts: u64,
     /// Attempts that swapped in a new snapshot.
     pub succeeded: u64,
-    /// Attempts rejected; the previous snapshot kept serving.
+    /// Attempts rejected; the previous snapshot kept serving. The same rejection seen again
+    /// (the re-scan, a second watcher event for one change) is not counted again.
     pub failed: u64,
     /// Why the last attempt failed, with file and line; `None` once a later attempt succeeds.
     pub last_error: Option<String>,
@@ -226,21 +227,26 @@ impl Reloader {
             Ok(snapshot) => {
                 let generation = snapshot.generation;
                 let hash = snapshot.content_hash.clone();
+                // The cluster's webhook configurations first (`--register`), so that no request
+                // meets a rule the user has not yet seen served.
                 if let Some(hook) = &self.before_swap {
                     hook(&current.config, &config);
                 }
-                self.gateway.swap(snapshot);
-                let since_change = match trigger {
-                    Trigger::FileChange(seen) => seen.elapsed(),
-                    _ => started.elapsed(),
-                };
-                metrics.reload_succeeded(since_change);
+                // Then the status: whoever sees the new snapshot answer must also see the
+                // rejection it ends gone from `/readyz` (the counters lead the swap by the time
+                // the audit sinks take their new configuration).
                 self.gateway.update_status(|s| {
                     s.attempts += 1;
                     s.succeeded += 1;
                     s.last_error = None;
                     s.last_attempt_unix = unix_now();
                 });
+                self.gateway.swap(snapshot);
+                let since_change = match trigger {
+                    Trigger::FileChange(seen) => seen.elapsed(),
+                    _ => started.elapsed(),
+                };
+                metrics.reload_succeeded(since_change);
                 tracing::info!(generation, content_hash = %hash, ms = since_change.as_millis() as u64, "reload: new snapshot serving");
             }
             Err(e) => self.rejected(trigger, e.to_string()),
@@ -248,10 +254,18 @@ impl Reloader {
     }
 
     fn rejected(&self, trigger: Trigger, reason: String) {
-        // The periodic re-scan finding the same broken files again is not a new attempt.
-        if trigger == Trigger::Rescan
+        // The same rejection again is not a new attempt: the re-scan finding the broken files
+        // again, or a second watcher event for one change (an in-place write is a truncate, some
+        // writes and a close, which may arrive in more than one debounced batch; the re-scan may
+        // read a change before its event arrives). Unchanged good files are not counted either
+        // (`nothing changed` above). Only SIGHUP, an explicit request, counts every time.
+        if trigger != Trigger::Signal
             && self.gateway.reload_status().last_error.as_deref() == Some(reason.as_str())
         {
+            tracing::info!(
+                ?trigger,
+                "reload: the same rejection again, not counted as a new attempt"
+            );
             return;
         }
         let metrics = self.gateway.metrics_registry();
