@@ -523,8 +523,8 @@ async fn a_module_that_is_a_device_a_fifo_or_too_large_is_refused_at_start_and_r
     let body = serde_json::to_vec(&review("pod-create-no-team.json")).unwrap();
     let client = gw.client();
     for (failures, (module, why)) in (1..).zip(cases) {
-        write(&policy, &named(module));
-        let error = rejected(&gw, failures, &module.display().to_string()).await;
+        write_atomic(&policy, named(module));
+        let error = gw.rejected(failures, &module.display().to_string()).await;
         assert!(
             error.contains(&format!(
                 "policies.yaml:6: policy \"current\": cannot read module {}: ",
