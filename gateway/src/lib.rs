@@ -21,5 +21,6 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod snapshot;
+pub mod suite;
 pub mod telemetry;
 pub mod wire;

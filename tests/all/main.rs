@@ -19,3 +19,4 @@ mod reload;
 mod reuse;
 mod semantics;
 mod settings;
+mod suite;
