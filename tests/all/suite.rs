@@ -261,7 +261,7 @@ fn bad_settings_exit_2_with_the_plugins_message() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("1 suites, 0 cases: 0 passed, 0 failed, 1 errors"),
+        stdout.contains("1 suite, 0 cases: 0 passed, 0 failed, 1 error"),
         "{stdout}"
     );
 }

@@ -97,7 +97,7 @@ pub fn expected_summary(expect: &Expectation) -> String {
 }
 
 /// `1 warning`, `2 warnings`.
-fn count(n: usize, what: &str) -> String {
+pub(super) fn count(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
     } else {

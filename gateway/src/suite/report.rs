@@ -8,6 +8,7 @@ use std::time::Duration;
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesText, Event};
 
+use super::judge::count;
 use super::{CaseOutcome, SuiteOutcome, Verdict};
 
 /// The widest EXPECTED or GOT cell; the whole text is in the details below the table.
@@ -98,11 +99,13 @@ pub fn table(outcomes: &[SuiteOutcome]) -> String {
             }
         }
     }
+    let cases = outcomes.iter().map(|s| s.cases.len()).sum::<usize>();
     let _ = write!(
         out,
-        "\n{} suites, {} cases: {passed} passed, {failed} failed, {errors} errors\n",
-        outcomes.len(),
-        outcomes.iter().map(|s| s.cases.len()).sum::<usize>()
+        "\n{}, {}: {passed} passed, {failed} failed, {}\n",
+        count(outcomes.len(), "suite"),
+        count(cases, "case"),
+        count(errors, "error")
     );
     out
 }
