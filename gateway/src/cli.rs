@@ -1,5 +1,5 @@
 //! Owns the `wasmgate` command line: argument parsing and wiring the modules together for
-//! `serve`, `check`, `test`, `status` and `manifests`. Bootstrap code: errors here are `anyhow`,
+//! `serve`, `check`, `test`, `status`, `manifests` and `new`. Bootstrap code: errors here are `anyhow`,
 //! reported once, with context.
 
 use std::net::SocketAddr;
@@ -48,6 +48,25 @@ enum Command {
     /// webhook configurations, the API server's audit kubeconfig and audit Policy, and the
     /// Deployment and its friends. See docs/registering.md.
     Manifests(ManifestsArgs),
+    /// Start a plugin from its language's template, with its tests: for Rust a crate added to
+    /// the plugins workspace and its lock file. Prints the commands that build and test it.
+    New(NewArgs),
+}
+
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The plugin's language (its folder under the plugins folder).
+    #[arg(value_enum)]
+    language: crate::scaffold::Language,
+    /// The plugin's name: a DNS label (lowercase letters, digits, '-'), also its folder, crate
+    /// and component name.
+    name: String,
+    /// The WIT world it implements.
+    #[arg(long, value_enum)]
+    kind: crate::scaffold::Kind,
+    /// The repository's plugins folder (templates are read and the plugin is created there).
+    #[arg(long, default_value = "plugins")]
+    plugins_dir: PathBuf,
 }
 
 /// What `wasmgate manifests` prints.
@@ -283,6 +302,10 @@ struct CheckArgs {
     /// Run the initializers (`/mutate`) instead of the validators (`/validate`).
     #[arg(long)]
     mutate: bool,
+    /// Say on stderr, per policy, whether it matched and ran or was skipped and why, and warn
+    /// about rules that can never match. Without it, one summary line.
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Debug, Args)]
@@ -317,6 +340,14 @@ pub fn main() -> ExitCode {
         Command::Test(args) => rt.block_on(test(args)),
         Command::Status(args) => rt.block_on(status(args)),
         Command::Manifests(args) => manifests(args).map(|()| ExitCode::SUCCESS),
+        Command::New(args) => {
+            crate::scaffold::create(&args.plugins_dir, args.language, &args.name, args.kind)
+                .map(|created| {
+                    print!("{created}");
+                    ExitCode::SUCCESS
+                })
+                .map_err(anyhow::Error::from)
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("wasmgate: {e:#}");
@@ -517,6 +548,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         PluginKind::Validator
     };
+    explain(&gateway, kind, &args, &body);
     let deadline = Instant::now() + server::DEFAULT_TIMEOUT;
     match gateway
         .review(kind, args.policy.as_deref(), &body, deadline)
@@ -543,6 +575,35 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             )
         }
     }
+}
+
+/// `check`'s account on stderr of which policies matched the review (with `--explain`, each
+/// policy and why it was skipped, and rules that can never match). Nothing for a body that is
+/// not a review or an unknown policy: the evaluation reports those.
+fn explain(gateway: &Gateway, kind: PluginKind, args: &CheckArgs, body: &[u8]) {
+    let Ok(review) = crate::wire::AdmissionReview::decode(body) else {
+        return;
+    };
+    let snapshot = gateway.snapshot();
+    let policy = args.policy.as_deref();
+    let Some(explanation) =
+        crate::admission::explain(&snapshot.policies, kind, policy, &review.request)
+    else {
+        return;
+    };
+    if args.explain {
+        eprint!("{explanation}");
+    }
+    let hint = !args.explain && explanation.matched() < explanation.policies.len();
+    eprintln!(
+        "wasmgate check: {}{}",
+        explanation.summary(),
+        if hint {
+            " (--explain says why the others were skipped)"
+        } else {
+            ""
+        }
+    );
 }
 
 async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {

@@ -19,6 +19,7 @@ pub mod manifests;
 pub mod policy;
 pub mod reload;
 pub mod runtime;
+pub mod scaffold;
 pub mod server;
 pub mod snapshot;
 pub mod suite;

@@ -134,3 +134,64 @@ fn start_up_refuses_bad_policy_files_with_file_line_and_reason() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_explains_which_policies_matched_and_why_others_were_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policies.yaml");
+    let module = crate::harness::module("require-labels");
+    let policy = |name: &str, resources: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    kind: validator\n    module: {module}\n    settings: {{labels: [team]}}\n    rules:\n      - {{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [{resources}]}}\n{extra}"
+        )
+    };
+    let text = policy_file(
+        &[
+            policy("require-team", "pod", ""),
+            policy("as-kind", "Pod", ""),
+            policy("elsewhere", "pods", "    namespaces: [other]\n"),
+            policy(
+                "selected",
+                "pods",
+                "    objectSelector: {matchLabels: {app: db}}\n",
+            ),
+            policy("updates", "pods", "").replace("[CREATE]", "[UPDATE]"),
+            policy("runs", "pods", ""),
+        ]
+        .concat(),
+    );
+    std::fs::write(&file, text).unwrap();
+    let request = "tests/fixtures/reviews/pod-create-no-team.json";
+    let config = file.to_str().unwrap();
+
+    // The issue's case: a singular resource never matches, and check says so.
+    let (code, out, stderr) = check(&[
+        "--config",
+        config,
+        "--request",
+        request,
+        "--policy",
+        "require-team",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(out["response"]["allowed"], true);
+    assert!(
+        stderr.contains("wasmgate check: 0 of 1 validators matched and ran (--explain says why"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = check(&["--config", config, "--request", request, "--explain"]);
+    assert_eq!(code, 1, "runs denies: {stderr}");
+    for line in [
+        r#"require-team: skipped: no rule matches: rules[0].resources ["pod"] has no "pods""#,
+        r#"require-team: warning: rules[0].resources "pod" can never match a built-in resource: the resource is "pods""#,
+        r#"as-kind: warning: rules[0].resources "Pod" can never match: resources are lowercase plurals, not kinds (did you mean "pods"?)"#,
+        r#"elsewhere: skipped: namespaces does not have "default""#,
+        "selected: skipped: objectSelector matches neither the new nor the old object's labels",
+        r#"updates: skipped: no rule matches: rules[0].operations ["UPDATE"] has no CREATE"#,
+        "runs: matched, ran",
+        "wasmgate check: 1 of 6 validators matched and ran",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+}

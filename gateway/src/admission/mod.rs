@@ -3,6 +3,7 @@
 //! or wasmtime types; plugins are called through [`runtime::Plugin`].
 
 mod convert;
+mod explain;
 mod merge;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use merge::Outcome;
 pub use merge::{valid_annotation_key, valid_warning};
 
 pub use convert::{Unrepresentable, wit_operation};
+pub use explain::{Explanation, PolicyExplanation, explain};
 
 /// The plugin-contract form of `request`, with its object as sent; `Err` when the contract
 /// cannot express it (an operation it does not know).
@@ -393,7 +395,7 @@ impl LazyLabels {
 /// `metadata.labels` of an object's JSON text; no labels is an empty set. `None` for JSON
 /// without a `metadata` object (options, unreadable text): upstream's `meta.Accessor` fails on
 /// such an object and no selector matches it.
-fn labels_of(object: &str) -> Option<Labels> {
+pub fn labels_of(object: &str) -> Option<Labels> {
     #[derive(serde::Deserialize)]
     struct Object {
         metadata: Metadata,

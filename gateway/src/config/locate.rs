@@ -87,6 +87,122 @@ pub fn entry_key_line(text: &str, entry: Option<usize>, key: &str) -> Option<usi
     None
 }
 
+/// The 1-based line an error message about one field of an entry is about. `entry` is the line
+/// of the entry's `name:`; `message` starts with the field's path as the validators write it:
+/// `timeout ...`, `memoryLimit: ...`, `instanceReuse.maxCalls ...`, `rules[1]: operations ...`,
+/// `outputs[0] "x": url ...`. Searches only inside that entry; falls back to the deepest part of
+/// the path it found, and `None` when not even the first key is in the entry (the caller then
+/// points at the entry).
+pub fn field_line(text: &str, entry: Option<usize>, message: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = entry?.checked_sub(1)?;
+    // The entry's list item column: its `- ` marker, or two left of a key under that marker.
+    let first = *lines.get(start)?;
+    let item_indent = indent_of(first).saturating_sub(if first.trim_start().starts_with("- ") {
+        0
+    } else {
+        2
+    });
+    let end = (start + 1..lines.len())
+        .find(|&i| {
+            let t = lines[i].trim_start();
+            !t.is_empty() && !t.starts_with('#') && indent_of(lines[i]) <= item_indent
+        })
+        .unwrap_or(lines.len());
+    let (mut from, mut to) = (start, end);
+    let mut found = None;
+    let mut rest = message;
+    loop {
+        let key_len = rest
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(rest.len());
+        let key = &rest[..key_len];
+        if key.is_empty() || !key.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return found;
+        }
+        // Only keys of this level: at the column of the level's first key.
+        let Some(column) = (from..to)
+            .find(|&i| {
+                let t = lines[i].trim_start();
+                !t.is_empty() && !t.starts_with('#') && (i == from || !t.starts_with("- "))
+            })
+            .map(|i| key_column(lines[i]))
+        else {
+            return found;
+        };
+        let Some(at) = (from..to)
+            .find(|&i| key_column(lines[i]) == column && value_of(lines[i], key).is_some())
+        else {
+            return found;
+        };
+        found = Some(at + 1);
+        // The key's block: the lines after it that are indented deeper than it.
+        let key_indent = key_column(lines[at]);
+        let block_end = (at + 1..to)
+            .find(|&i| {
+                let t = lines[i].trim_start();
+                !t.is_empty() && !t.starts_with('#') && indent_of(lines[i]) <= key_indent
+            })
+            .unwrap_or(to);
+        rest = &rest[key_len..];
+        (from, to) = (at + 1, block_end);
+        if let Some(index) = rest.strip_prefix('[') {
+            let Some((n, after)) = index.split_once(']') else {
+                return found;
+            };
+            let Ok(n) = n.parse::<usize>() else {
+                return found;
+            };
+            // The n-th list item of the key's block, at the first item's indentation.
+            let items: Vec<usize> = (at + 1..block_end)
+                .filter(|&i| is_item_start(lines[i]))
+                .collect();
+            let Some(item_col) = items.first().map(|&i| indent_of(lines[i])) else {
+                return found;
+            };
+            let items: Vec<usize> = items
+                .into_iter()
+                .filter(|&i| indent_of(lines[i]) == item_col)
+                .collect();
+            let Some(&item) = items.get(n) else {
+                return found;
+            };
+            found = Some(item + 1);
+            let item_end = (item + 1..block_end)
+                .find(|&i| {
+                    let t = lines[i].trim_start();
+                    !t.is_empty() && !t.starts_with('#') && indent_of(lines[i]) <= item_col
+                })
+                .unwrap_or(block_end);
+            (from, to) = (item, item_end);
+            rest = after;
+            // `outputs[0] "name": ...`: skip the quoted name.
+            rest = rest.trim_start();
+            if let Some(quoted) = rest.strip_prefix('"') {
+                rest = quoted.split_once('"').map_or("", |(_, r)| r);
+            }
+        }
+        rest = rest.trim_start_matches([':', '.', ' ']);
+    }
+}
+
+fn indent_of(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+fn is_item_start(line: &str) -> bool {
+    line.trim_start().starts_with("- ")
+}
+
+/// The column of the key on a line, after any `- ` list marker.
+fn key_column(line: &str) -> usize {
+    let trimmed = line.trim_start();
+    match trimmed.strip_prefix("- ") {
+        Some(after) => line.len() - after.trim_start().len(),
+        None => indent_of(line),
+    }
+}
+
 /// The unquoted value of `key: value` on this line, if the line holds that key.
 fn value_of<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let trimmed = line.trim_start();
@@ -122,6 +238,64 @@ mod tests {
         // An entry without the key does not find the next entry's.
         let text = "policies:\n  - name: a\n    kind: validator\n  - name: b\n    settings: {}\n";
         assert_eq!(entry_key_line(text, Some(2), "settings"), None);
+    }
+
+    #[test]
+    fn finds_the_field_an_error_is_about() {
+        let text = "\
+policies:
+  - name: a
+    timeout: 1s
+  - name: b
+    module: b.wasm
+    timeout: 1
+    instanceReuse:
+      maxIdle: 4
+      maxCalls: 1
+    rules:
+      - operations: [CREATE]
+        resources: [pods]
+      - apiGroups: [\"\"]
+        operations: []
+auditSinks:
+  - name: s
+    outputs:
+      - {name: o, type: stdout}
+      - name: f
+        type: http
+        url: nope
+";
+        let b = Some(4);
+        assert_eq!(
+            field_line(text, b, "timeout 1 must be more than 0"),
+            Some(6)
+        );
+        assert_eq!(field_line(text, Some(2), "timeout: bad"), Some(3));
+        assert_eq!(
+            field_line(text, b, "instanceReuse.maxCalls must be"),
+            Some(9)
+        );
+        assert_eq!(
+            field_line(text, b, "instanceReuse.maxIdle must be"),
+            Some(8)
+        );
+        assert_eq!(
+            field_line(text, b, "rules[1]: operations must list"),
+            Some(14)
+        );
+        assert_eq!(field_line(text, b, "rules[0]: scope is bad"), Some(11));
+        assert_eq!(field_line(text, b, "rules[5]: x"), Some(10));
+        // Not in this entry (only in the next one): the caller points at the entry.
+        assert_eq!(field_line(text, Some(2), "instanceReuse.maxIdle"), None);
+        assert_eq!(field_line(text, b, "the name is used twice"), None);
+        assert_eq!(
+            field_line(text, Some(16), "outputs[1] \"f\": url \"nope\": bad"),
+            Some(21)
+        );
+        assert_eq!(
+            field_line(text, Some(16), "outputs[0] \"o\": path"),
+            Some(18)
+        );
     }
 
     #[test]

@@ -201,7 +201,10 @@ impl Config {
         let mut entries = Vec::with_capacity(parsed.policies.len());
         for entry in parsed.policies {
             let line = locate::entry_line(text, &entry.name);
-            let at = |message: String| err(line, format!("policy {:?}: {message}", entry.name));
+            let at = |message: String| {
+                let line = locate::field_line(text, line, &message).or(line);
+                err(line, format!("policy {:?}: {message}", entry.name))
+            };
             validate_name(&entry.name).map_err(at)?;
             if !seen.insert(entry.name.clone()) {
                 return Err(at("the name is used twice".into()));
@@ -254,7 +257,10 @@ impl Config {
         for entry in parsed.audit_sinks {
             let line = locate::section_entry_line(text, "auditSinks", &entry.name);
             let what = format!("audit sink {:?}", entry.name);
-            let at = |message: String| err(line, format!("{what}: {message}"));
+            let at = |message: String| {
+                let line = locate::field_line(text, line, &message).or(line);
+                err(line, format!("{what}: {message}"))
+            };
             validate_name(&entry.name).map_err(at)?;
             if !seen.insert(entry.name.clone()) {
                 return Err(at("the name is used twice".into()));
@@ -407,7 +413,7 @@ fn read_module(
 
 /// Policy names appear in URL paths (`/validate/{name}`) and audit-annotation keys, so they
 /// are DNS labels: lowercase alphanumerics and `-`, at most 63 characters.
-fn validate_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name

@@ -101,7 +101,7 @@ fn mistakes_name_the_file_line_and_reason() {
 
     let e = error_of(&dir, &GOOD.replace("[CREATE]", "[CREATE, PATCH]"));
     assert!(
-        e.contains(":4: policy \"require-labels\": rules[0]: unknown operation \"PATCH\""),
+        e.contains(":10: policy \"require-labels\": rules[0]: unknown operation \"PATCH\""),
         "{e}"
     );
 
@@ -116,7 +116,33 @@ fn mistakes_name_the_file_line_and_reason() {
         &GOOD.replace("    settings:", "    timeout: 45s\n    settings:"),
     );
     assert!(
-        e.contains("timeout 45s must be more than 0 and at most 30s"),
+        e.starts_with(&format!(
+            "{file}:7: policy \"require-labels\": timeout 45s must be more than 0 and at most 30s"
+        )),
+        "{e}"
+    );
+
+    // A number where a Go duration belongs: at the `timeout` line, not the policy's first.
+    let e = error_of(
+        &dir,
+        &GOOD.replace("    settings:", "    timeout: 1\n    settings:"),
+    );
+    assert!(
+        e.starts_with(&format!("{file}:7: policy \"require-labels\": timeout: ")),
+        "{e}"
+    );
+
+    let e = error_of(
+        &dir,
+        &GOOD.replace(
+            "    settings:",
+            "    instanceReuse:\n      maxIdle: 2\n      maxCalls: 1\n    settings:",
+        ),
+    );
+    assert!(
+        e.starts_with(&format!(
+            "{file}:9: policy \"require-labels\": instanceReuse.maxCalls"
+        )),
         "{e}"
     );
 
@@ -125,7 +151,9 @@ fn mistakes_name_the_file_line_and_reason() {
         &GOOD.replace("    settings:", "    memoryLimit: lots\n    settings:"),
     );
     assert!(
-        e.contains("memoryLimit: \"lots\" is not a byte quantity"),
+        e.starts_with(&format!(
+            "{file}:7: policy \"require-labels\": memoryLimit: \"lots\" is not a byte quantity"
+        )),
         "{e}"
     );
 
@@ -235,7 +263,7 @@ fn audit_sink_mistakes_name_the_file_line_and_reason() {
         ),
     );
     assert!(
-        e.starts_with(&format!("{file}:4: audit sink \"redact\": outputs[0] \"audit\": url does not apply to a file output")),
+        e.starts_with(&format!("{file}:23: audit sink \"redact\": outputs[0] \"audit\": url does not apply to a file output")),
         "{e}"
     );
     let e = error_of(&dir, &SINKS.replace("        path: out/audit.jsonl\n", ""));

@@ -92,10 +92,24 @@ impl Matcher {
         }
     }
 
+    /// The policy's rules.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
     /// Whether the policy applies. `labels` yields the labels of the new and the old object
     /// (`None` for an absent object or one without metadata); it is called only when the policy
     /// has an object selector.
     pub fn matches<F>(&self, attrs: &RequestAttributes<'_>, labels: F) -> bool
+    where
+        F: FnOnce() -> (Option<Labels>, Option<Labels>),
+    {
+        self.explain(attrs, labels).is_ok()
+    }
+
+    /// As [`Matcher::matches`], and when the policy does not apply, which condition failed
+    /// (`wasmgate check --explain`; [`Matcher::describe`] words it).
+    pub fn explain<F>(&self, attrs: &RequestAttributes<'_>, labels: F) -> Result<(), Skip>
     where
         F: FnOnce() -> (Option<Labels>, Option<Labels>),
     {
@@ -104,60 +118,170 @@ impl Matcher {
         let rules_match = |resource: &ResourceRef<'_>| {
             self.rules
                 .iter()
-                .any(|rule| rule_matches(rule, attrs, resource))
+                .any(|rule| rule_mismatch(rule, attrs, resource).is_none())
         };
         if !rules_match(&attrs.resource) && !attrs.requested.as_ref().is_some_and(rules_match) {
-            return false;
+            return Err(Skip::Rules);
         }
         match attrs.selector_namespace() {
             Some(namespace) => {
                 if self.exclude_namespaces.contains(namespace) {
-                    return false;
+                    return Err(Skip::ExcludedNamespace);
                 }
                 if !self.namespaces.is_empty() && !self.namespaces.contains(namespace) {
-                    return false;
+                    return Err(Skip::NotInNamespaces);
                 }
             }
-            None if !self.namespaces.is_empty() => return false,
+            None if !self.namespaces.is_empty() => return Err(Skip::ClusterScoped),
             None => {}
         }
         match &self.object_selector {
-            None => true,
+            None => Ok(()),
             // The object of a CONNECT is its options (PodExecOptions, ...), which have no
             // labels: upstream's `meta.Accessor` fails on it and the selector does not match.
-            Some(_) if *attrs.operation == Operation::Connect => false,
+            Some(_) if *attrs.operation == Operation::Connect => Err(Skip::Connect),
             Some(selector) => {
                 // As upstream (`predicates/object/matcher.go`, `MatchObjectSelector`): the
                 // selector is tried on the new object and on the old one, and an absent object
                 // (or one without metadata) never matches.
                 let (new, old) = labels();
-                [new, old]
+                if [new, old]
                     .iter()
                     .flatten()
                     .any(|l| selector_matches(selector, l))
+                {
+                    Ok(())
+                } else {
+                    Err(Skip::ObjectSelector)
+                }
+            }
+        }
+    }
+
+    /// Says why a policy was skipped, naming the rule fields and request values that differ.
+    pub fn describe(&self, skip: Skip, attrs: &RequestAttributes<'_>) -> String {
+        let r = &attrs.resource;
+        match skip {
+            Skip::Rules => {
+                let mut why = Vec::new();
+                for (i, rule) in self.rules.iter().enumerate() {
+                    let field = rule_mismatch(rule, attrs, r).unwrap_or(RuleField::Resource);
+                    why.push(match field {
+                        RuleField::Scope => format!(
+                            "rules[{i}].scope {:?} (the object is {})",
+                            rule.scope,
+                            if attrs.is_namespaced() {
+                                "namespaced"
+                            } else {
+                                "cluster-scoped"
+                            }
+                        ),
+                        RuleField::Operation => format!(
+                            "rules[{i}].operations {:?} has no {}",
+                            rule.operations,
+                            attrs.operation.as_str()
+                        ),
+                        RuleField::Group => format!(
+                            "rules[{i}].apiGroups {:?} has no {:?}",
+                            rule.api_groups, r.group
+                        ),
+                        RuleField::Version => format!(
+                            "rules[{i}].apiVersions {:?} has no {:?}",
+                            rule.api_versions, r.version
+                        ),
+                        RuleField::Resource => {
+                            let asked = if r.sub_resource.is_empty() {
+                                r.resource.to_owned()
+                            } else {
+                                format!("{}/{}", r.resource, r.sub_resource)
+                            };
+                            format!("rules[{i}].resources {:?} has no {asked:?}", rule.resources)
+                        }
+                    });
+                }
+                format!("no rule matches: {}", why.join("; "))
+            }
+            Skip::ExcludedNamespace => format!(
+                "excludeNamespaces has {:?}",
+                attrs.selector_namespace().unwrap_or_default()
+            ),
+            Skip::NotInNamespaces => format!(
+                "namespaces does not have {:?}",
+                attrs.selector_namespace().unwrap_or_default()
+            ),
+            Skip::ClusterScoped => {
+                "namespaces is set and the object is cluster-scoped (not a Namespace)".into()
+            }
+            Skip::Connect => {
+                "objectSelector never matches CONNECT (its options object has no labels)".into()
+            }
+            Skip::ObjectSelector => {
+                "objectSelector matches neither the new nor the old object's labels".into()
             }
         }
     }
 }
 
-fn rule_matches(rule: &Rule, attrs: &RequestAttributes<'_>, resource: &ResourceRef<'_>) -> bool {
+/// Why a policy does not apply to a request: the first condition, in the API server's order,
+/// that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// No rule matches the operation and resource.
+    Rules,
+    /// The namespace is in `excludeNamespaces`.
+    ExcludedNamespace,
+    /// `namespaces` is set and does not list the namespace.
+    NotInNamespaces,
+    /// `namespaces` is set and the object is cluster-scoped.
+    ClusterScoped,
+    /// An object selector on a CONNECT.
+    Connect,
+    /// The object selector matches neither object.
+    ObjectSelector,
+}
+
+/// The first field of a rule that a request fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RuleField {
+    Scope,
+    Operation,
+    Group,
+    Version,
+    Resource,
+}
+
+fn rule_mismatch(
+    rule: &Rule,
+    attrs: &RequestAttributes<'_>,
+    resource: &ResourceRef<'_>,
+) -> Option<RuleField> {
     let any = |list: &[String], value: &str| list.iter().any(|v| v == "*" || v == value);
     let scope_ok = match rule.scope {
         Scope::All => true,
         Scope::Namespaced => attrs.is_namespaced(),
         Scope::Cluster => !attrs.is_namespaced(),
     };
-    scope_ok
-        && rule
-            .operations
-            .iter()
-            .any(|o| o == "*" || o == attrs.operation.as_str())
-        && any(&rule.api_groups, resource.group)
-        && any(&rule.api_versions, resource.version)
-        && rule
-            .resources
-            .iter()
-            .any(|r| resource_matches(r, resource.resource, resource.sub_resource))
+    if !scope_ok {
+        Some(RuleField::Scope)
+    } else if !rule
+        .operations
+        .iter()
+        .any(|o| o == "*" || o == attrs.operation.as_str())
+    {
+        Some(RuleField::Operation)
+    } else if !any(&rule.api_groups, resource.group) {
+        Some(RuleField::Group)
+    } else if !any(&rule.api_versions, resource.version) {
+        Some(RuleField::Version)
+    } else if !rule
+        .resources
+        .iter()
+        .any(|r| resource_matches(r, resource.resource, resource.sub_resource))
+    {
+        Some(RuleField::Resource)
+    } else {
+        None
+    }
 }
 
 /// `pods` matches only the main resource; `pods/status` only that sub-resource; `*` every main

@@ -4,13 +4,15 @@
 
 pub mod audit;
 mod equivalence;
+mod lint;
 mod matcher;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use equivalence::aggregation_conflict;
-pub use matcher::{Labels, Matcher, RequestAttributes, ResourceRef};
+pub use lint::rule_warnings;
+pub use matcher::{Labels, Matcher, RequestAttributes, ResourceRef, Skip};
 
 use crate::config::{FailurePolicy, Mode, PluginKind};
 

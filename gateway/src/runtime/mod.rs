@@ -120,7 +120,8 @@ pub enum LoadError {
     /// It does not export the declared world's functions. Which contract version it was
     /// checked against follows from its exports (`validate-settings`: 0.2.0; none: 0.1.0).
     #[error(
-        "module is not a {world} (it does not export the `{world}` world of {contract}): {detail}"
+        "module is not {} {world} (it does not export the `{world}` world of {contract}): {detail}",
+        if world.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
     )]
     WrongWorld {
         /// The world the policy declared.

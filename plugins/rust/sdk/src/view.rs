@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use crate::k8s::{ContainerList, pod_spec_location};
 
+pub mod pod;
+
 /// Only `metadata.labels`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
