@@ -153,6 +153,32 @@ fn new_rust_validator_builds_and_checks_as_its_template_says() {
 }
 
 #[test]
+fn new_python_plugin_gets_the_templates_suite_retargeted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    copy_dir(
+        &repo().join("plugins/python/template"),
+        &root.join("plugins/python/template"),
+    );
+    let out = wasmgate(root, &["new", "python", "my-py", "--kind", "validator"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("wasmgate test plugins/python/my-py/tests.yaml"),
+        "{stdout}"
+    );
+    let dir = root.join("plugins/python/my-py");
+    let policy = std::fs::read_to_string(dir.join("policy.yaml")).unwrap();
+    assert!(
+        policy.contains("module: ../../dist/python-my-py.wasm"),
+        "{policy}"
+    );
+    let suite = std::fs::read_to_string(dir.join("tests.yaml")).unwrap();
+    assert!(!suite.contains("template/tests.yaml"), "{suite}");
+    assert!(suite.contains("name: python-my-py"), "{suite}");
+}
+
+#[test]
 fn new_refuses_what_it_cannot_make_and_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
