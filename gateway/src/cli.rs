@@ -1,5 +1,5 @@
 //! Owns the `wasmgate` command line: argument parsing and wiring the modules together for
-//! `serve`, `check`, `status`, `manifests` and `new`. Bootstrap code: errors here are `anyhow`,
+//! `serve`, `check`, `test`, `status`, `manifests` and `new`. Bootstrap code: errors here are `anyhow`,
 //! reported once, with context.
 
 use std::net::SocketAddr;
@@ -36,6 +36,10 @@ enum Command {
     /// Evaluate one AdmissionReview offline, exactly as the server would, and print the answer.
     /// Exit status: 0 allowed, 1 denied, 2 error.
     Check(CheckArgs),
+    /// Run test suites (`kind: TestSuite` files) offline through the server's own decision
+    /// path and print a table, one row per case. Exit status: 0 when every case passes, 1 when
+    /// a case fails, 2 when a suite or its policy file cannot be used.
+    Test(TestArgs),
     /// Show a running gateway's snapshot and reload status (from its /readyz). Exit status: 0
     /// when the last reload succeeded, 1 when it was rejected (the previous snapshot serves),
     /// 2 when the gateway cannot be reached.
@@ -397,6 +401,19 @@ struct CheckArgs {
     explain: bool,
 }
 
+#[derive(Debug, Args)]
+struct TestArgs {
+    /// The suite files.
+    #[arg(required = true)]
+    suites: Vec<PathBuf>,
+    /// Also write the results as JUnit XML to this file.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Where compiled plugins are cached, so that a second run does not recompile them.
+    #[arg(long, env = "WASMGATE_COMPILE_CACHE")]
+    cache_dir: Option<PathBuf>,
+}
+
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -413,6 +430,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => rt.block_on(check(args)),
+        Command::Test(args) => rt.block_on(test(args)),
         Command::Status(args) => rt.block_on(status(args)),
         Command::Manifests(args) => manifests(args).map(|()| ExitCode::SUCCESS),
         Command::New(args) => {
@@ -440,14 +458,18 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("compiled"))
 }
 
-fn load(common: &CommonArgs, spool_dir: Option<&Path>) -> anyhow::Result<(Arc<Runtime>, Snapshot)> {
+/// The runtime, with the compile cache of --cache-dir or the default one.
+fn runtime(cache_dir: Option<&Path>) -> anyhow::Result<Runtime> {
     // wasmtime's cache wants an absolute directory.
-    let cache_dir = common
-        .cache_dir
-        .clone()
+    let cache_dir = cache_dir
+        .map(Path::to_path_buf)
         .or_else(default_cache_dir)
         .map(|d| std::path::absolute(&d).unwrap_or(d));
-    let runtime = Runtime::new(&RuntimeConfig { cache_dir })?;
+    Ok(Runtime::new(&RuntimeConfig { cache_dir })?)
+}
+
+fn load(common: &CommonArgs, spool_dir: Option<&Path>) -> anyhow::Result<(Arc<Runtime>, Snapshot)> {
+    let runtime = runtime(common.cache_dir.as_deref())?;
     let config = Config::load(&common.config)?;
     if let Some(dir) = spool_dir {
         config.check_outputs_outside(dir)?;
@@ -740,6 +762,23 @@ fn explain(gateway: &Gateway, kind: PluginKind, args: &CheckArgs, body: &[u8]) {
             ""
         }
     );
+}
+
+async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    // Warnings and errors only; RUST_LOG=info shows the plugins' own log lines too.
+    if std::env::var_os("RUST_LOG").is_none() {
+        telemetry::init_logging_filtered("warn");
+    } else {
+        telemetry::init_logging(false);
+    }
+    let runtime = tokio::task::block_in_place(|| runtime(args.cache_dir.as_deref()))?;
+    let outcomes = crate::suite::run(&args.suites, &runtime).await;
+    print!("{}", crate::suite::table(&outcomes));
+    if let Some(path) = &args.junit {
+        let xml = crate::suite::junit(&outcomes).context("cannot write JUnit XML")?;
+        std::fs::write(path, xml).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::from(crate::suite::exit_status(&outcomes)))
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -23,5 +23,6 @@ pub mod runtime;
 pub mod scaffold;
 pub mod server;
 pub mod snapshot;
+pub mod suite;
 pub mod telemetry;
 pub mod wire;

@@ -191,40 +191,75 @@ pub fn create(
             .unwrap_or_default()
             .to_owned();
         rust(&root, &template, &from, &dir, name, kind)?;
-        return Ok(Created {
-            next: vec![
-                ("build", "scripts/build-plugins".to_owned()),
-                (
-                    "test",
-                    format!(
-                        "cargo test --manifest-path {} -p {name}",
-                        workspace.display()
-                    ),
+        let mut next = vec![
+            ("build", "scripts/build-plugins".to_owned()),
+            (
+                "test",
+                format!(
+                    "cargo test --manifest-path {} -p {name}",
+                    workspace.display()
                 ),
-                ("try", try_it),
-            ],
+            ),
+            ("try", try_it),
+        ];
+        // The template's test suite came along (audit sinks have none yet).
+        let suite = dir.join("tests.yaml");
+        if suite.is_file() {
+            next.insert(1, ("suite", format!("wasmgate test {}", suite.display())));
+        }
+        return Ok(Created {
+            next,
             component,
             workspace: Some(workspace),
             template,
             dir,
         });
     }
-    copy_dir(&template, &dir).inspect_err(|_| {
+    let language = language.dir();
+    let from = template
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let suite = dir.join("tests.yaml");
+    (|| {
+        copy_dir(&template, &dir)?;
+        // The template's test suite names its component (`<language>-template.wasm`) and its
+        // own path: retargeted, it tests the new plugin.
+        for file in [suite.clone(), dir.join("policy.yaml")] {
+            if file.is_file() {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| NewError::Io(file.display().to_string(), e))?
+                    .replace(&format!("{language}-{from}"), &format!("{language}-{name}"))
+                    .replace(
+                        &format!("plugins/{language}/{from}/"),
+                        &format!("plugins/{language}/{name}/"),
+                    );
+                std::fs::write(&file, text)
+                    .map_err(|e| NewError::Io(file.display().to_string(), e))?;
+            }
+        }
+        Ok(())
+    })()
+    .inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&dir);
     })?;
-    let language = language.dir();
+    let mut next = vec![
+        (
+            "build",
+            format!("scripts/build-polyglot-plugins --no-templates {language}"),
+        ),
+        (
+            "test",
+            format!("scripts/build-polyglot-plugins --no-templates --test {language}"),
+        ),
+        ("try", try_it),
+    ];
+    if suite.is_file() {
+        next.insert(1, ("suite", format!("wasmgate test {}", suite.display())));
+    }
     Ok(Created {
-        next: vec![
-            (
-                "build",
-                format!("scripts/build-polyglot-plugins --no-templates {language}"),
-            ),
-            (
-                "test",
-                format!("scripts/build-polyglot-plugins --no-templates --test {language}"),
-            ),
-            ("try", try_it),
-        ],
+        next,
         component,
         workspace: None,
         template,
@@ -333,6 +368,14 @@ fn rust(
                 world = kind.world()
             ),
         )?;
+        // The template's test suite names its policy and module (`../../dist/<from>.wasm`), and
+        // its expected messages the policy: retargeted, it tests the new plugin.
+        for file in ["tests.yaml", "policy.yaml"] {
+            let path = dir.join(file);
+            if path.is_file() {
+                write(path.clone(), &read(&path)?.replace(from, name))?;
+            }
+        }
         write(workspace.clone(), &members)?;
         let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .args([

@@ -23,3 +23,4 @@ mod reload;
 mod reuse;
 mod semantics;
 mod settings;
+mod suite;

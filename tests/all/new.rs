@@ -129,6 +129,53 @@ fn new_rust_validator_builds_and_checks_as_its_template_says() {
     );
     let allowed = check("pod-create.json");
     assert_eq!(allowed.status.code(), Some(0), "{}", text(&allowed.stdout));
+
+    // Its test suite came along, retargeted: it runs the new plugin and passes.
+    assert!(
+        stdout.contains("wasmgate test plugins/rust/my-check/tests.yaml"),
+        "{stdout}"
+    );
+    std::os::unix::fs::symlink(repo().join("tests"), root.join("tests")).unwrap();
+    std::fs::create_dir_all(root.join("plugins/dist")).unwrap();
+    std::fs::copy(&component, root.join("plugins/dist/my-check.wasm")).unwrap();
+    let suite = wasmgate(root, &["test", "plugins/rust/my-check/tests.yaml"]);
+    let table = text(&suite.stdout);
+    assert_eq!(
+        suite.status.code(),
+        Some(0),
+        "{table}{}",
+        text(&suite.stderr)
+    );
+    assert!(
+        table.contains("denied 403: my-check: missing required labels: team"),
+        "{table}"
+    );
+}
+
+#[test]
+fn new_python_plugin_gets_the_templates_suite_retargeted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    copy_dir(
+        &repo().join("plugins/python/template"),
+        &root.join("plugins/python/template"),
+    );
+    let out = wasmgate(root, &["new", "python", "my-py", "--kind", "validator"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("wasmgate test plugins/python/my-py/tests.yaml"),
+        "{stdout}"
+    );
+    let dir = root.join("plugins/python/my-py");
+    let policy = std::fs::read_to_string(dir.join("policy.yaml")).unwrap();
+    assert!(
+        policy.contains("module: ../../dist/python-my-py.wasm"),
+        "{policy}"
+    );
+    let suite = std::fs::read_to_string(dir.join("tests.yaml")).unwrap();
+    assert!(!suite.contains("template/tests.yaml"), "{suite}");
+    assert!(suite.contains("name: python-my-py"), "{suite}");
 }
 
 #[test]

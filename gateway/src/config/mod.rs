@@ -4,7 +4,7 @@
 //! files an output names exist, is its only I/O).
 
 mod audit;
-mod locate;
+pub(crate) mod locate;
 mod quantity;
 mod schema;
 
@@ -57,6 +57,23 @@ pub struct ConfigError {
     pub line: Option<usize>,
     /// What is wrong.
     pub message: String,
+}
+
+impl ConfigError {
+    /// A YAML file of ours (a policy file, a test suite) that does not parse or breaks its
+    /// schema (an unknown key, a wrong type), with the parser's line.
+    pub fn yaml(file: &Path, e: &serde_yaml_ng::Error) -> Self {
+        // The library appends " at line L column C"; we print the line ourselves.
+        let mut message = e.to_string();
+        if let Some(at) = message.find(" at line ") {
+            message.truncate(at);
+        }
+        ConfigError {
+            file: file.to_owned(),
+            line: e.location().map(|l| l.line()),
+            message,
+        }
+    }
 }
 
 /// What policies and audit sinks both resolve to: the module read and pinned, settings as JSON
@@ -171,15 +188,8 @@ impl Config {
             line,
             message,
         };
-        let parsed: PolicyFile = serde_yaml_ng::from_str(text).map_err(|e| {
-            let line = e.location().map(|l| l.line());
-            // The library appends " at line L column C"; we print the line ourselves.
-            let mut message = e.to_string();
-            if let Some(at) = message.find(" at line ") {
-                message.truncate(at);
-            }
-            err(line, message)
-        })?;
+        let parsed: PolicyFile =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::yaml(file, &e))?;
         if parsed.api_version != API_VERSION || parsed.kind != KIND {
             return Err(err(
                 locate::key_line(text, "apiVersion"),

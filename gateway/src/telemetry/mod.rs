@@ -575,6 +575,16 @@ impl Metrics {
 pub fn init_logging(json: bool) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    init_with(filter, json);
+}
+
+/// Logs to stderr as text at `directives` (e.g. `warn`), whatever `RUST_LOG` says: for
+/// commands whose output is their own report (`wasmgate test`).
+pub fn init_logging_filtered(directives: &str) {
+    init_with(tracing_subscriber::EnvFilter::new(directives), false);
+}
+
+fn init_with(filter: tracing_subscriber::EnvFilter, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
