@@ -1,8 +1,10 @@
 //! The wasmtime engine configuration and the epoch ticker that enforces deadlines.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
@@ -15,6 +17,46 @@ use crate::config::MAX_MEMORY_LIMIT;
 /// Deadline resolution: the epoch advances this often. 1 ms makes a 2 s deadline precise to
 /// 0.05 % for the cost of a thousand wake-ups a second.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// A call that has run this long, while other calls keep starting (one within the last
+/// [`CONTENDED_WINDOW`]), gives its thread up for a whole tick at every tick after (it runs at
+/// most half the time): a plugin that burns CPU to its deadline then holds at most half a
+/// core's worth of the time other requests need. Calls shorter than this (every well-behaved
+/// admission call) and long calls on an otherwise idle gateway run as before.
+pub const THROTTLE_AFTER: Duration = Duration::from_millis(10);
+
+/// How recently another call must have started for [`THROTTLE_AFTER`] to apply.
+const CONTENDED_WINDOW: Duration = Duration::from_millis(5);
+
+/// When the runtime's latest call started, as nanoseconds since the runtime was created.
+pub(super) struct CallStarts {
+    base: Instant,
+    latest: AtomicU64,
+}
+
+impl CallStarts {
+    pub(super) fn new() -> CallStarts {
+        CallStarts {
+            base: Instant::now(),
+            latest: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that a call starts at `now`.
+    pub(super) fn mark(&self, now: Instant) {
+        let nanos =
+            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        self.latest.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// Whether a call started within [`CONTENDED_WINDOW`] before `now`.
+    pub(super) fn recent(&self, now: Instant) -> bool {
+        let latest = Duration::from_nanos(self.latest.load(Ordering::Relaxed));
+        now.saturating_duration_since(self.base)
+            .saturating_sub(latest)
+            < CONTENDED_WINDOW
+    }
+}
 
 /// Plugin calls that may be in flight at once (one pooled instance slot each). More wait for a
 /// slot, under their deadline, instead of failing with a pool-exhausted error. 256 covers
