@@ -179,6 +179,28 @@ pub(super) fn private_cache_dir(dir: &std::path::Path) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// What a running call does at an epoch tick.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Tick {
+    /// Its budget has ended: stop it.
+    Interrupt,
+    /// Give the thread up for a whole tick ([`THROTTLE_AFTER`]).
+    Sleep,
+    /// Let other tasks run, then go on.
+    Yield,
+}
+
+/// The decision at an epoch tick for a call that started at `start` and must end by `end`.
+pub(super) fn on_tick(now: Instant, start: Instant, end: Instant, starts: &CallStarts) -> Tick {
+    if now >= end {
+        Tick::Interrupt
+    } else if now.saturating_duration_since(start) >= THROTTLE_AFTER && starts.recent(now) {
+        Tick::Sleep
+    } else {
+        Tick::Yield
+    }
+}
+
 /// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread until dropped.
 pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
@@ -209,5 +231,30 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_call_sleeps_at_its_ticks_only_while_other_calls_start() {
+        let starts = CallStarts::new();
+        let start = Instant::now();
+        starts.mark(start);
+        let end = start + Duration::from_secs(2);
+        let later = |ms| start + Duration::from_millis(ms);
+        // A short call goes on at once, whatever else runs.
+        starts.mark(later(3));
+        assert_eq!(on_tick(later(4), start, end, &starts), Tick::Yield);
+        // Past THROTTLE_AFTER with a call started 2 ms ago: it gives up a tick.
+        starts.mark(later(48));
+        assert_eq!(on_tick(later(50), start, end, &starts), Tick::Sleep);
+        // The same call with no other call started for 20 ms: full speed.
+        assert_eq!(on_tick(later(70), start, end, &starts), Tick::Yield);
+        // At its end it stops, throttled or not.
+        starts.mark(later(1_999));
+        assert_eq!(on_tick(end, start, end, &starts), Tick::Interrupt);
     }
 }

@@ -490,14 +490,23 @@ impl Plugin {
         store.set_epoch_deadline(1);
         let starts = self.starts.clone();
         store.epoch_deadline_callback(move |ctx| {
-            let now = Instant::now();
-            Ok(if now >= ctx.data().call_end() {
-                UpdateDeadline::Interrupt
-            } else if now - ctx.data().call_start() >= THROTTLE_AFTER && starts.recent(now) {
-                UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(EPOCH_TICK)))
-            } else {
-                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-            })
+            let state = ctx.data();
+            Ok(
+                match engine::on_tick(
+                    Instant::now(),
+                    state.call_start(),
+                    state.call_end(),
+                    &starts,
+                ) {
+                    engine::Tick::Interrupt => UpdateDeadline::Interrupt,
+                    engine::Tick::Sleep => {
+                        UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(EPOCH_TICK)))
+                    }
+                    engine::Tick::Yield => {
+                        UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+                    }
+                },
+            )
         });
         store
     }
