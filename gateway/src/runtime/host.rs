@@ -45,6 +45,7 @@ pub struct PluginState {
     logged: [usize; 2],
     /// When the current call's budget ends; the epoch callback interrupts Wasm past it.
     call_end: Instant,
+    call_start: Instant,
 }
 
 impl PluginState {
@@ -77,6 +78,7 @@ impl PluginState {
             stderr,
             logged: [0, 0],
             call_end: Instant::now(),
+            call_start: Instant::now(),
         }
     }
 
@@ -87,6 +89,12 @@ impl PluginState {
         self.host.dropped_log_lines = 0;
         self.limiter.exceeded = None;
         self.call_end = end;
+        self.call_start = Instant::now();
+    }
+
+    /// When the current call started.
+    pub(super) fn call_start(&self) -> Instant {
+        self.call_start
     }
 
     /// When the current call's budget ends.

@@ -25,7 +25,9 @@ pub use bindings::types::{
     AdmissionRequest, Change, Decision, Denial, GroupVersionKind, GroupVersionResource, Mutation,
     Operation as WitOperation, Remarks, UserInfo, Verdict,
 };
-pub use engine::{EPOCH_TICK, MAX_WASM_STACK, POLICY_SLOTS, POOL_SLOTS, WARM_SLOTS};
+pub use engine::{
+    EPOCH_TICK, MAX_WASM_STACK, POLICY_SLOTS, POOL_SLOTS, THROTTLE_AFTER, WARM_SLOTS,
+};
 pub use host::{PluginState, STDIO_CAPACITY};
 
 use crate::config::PluginKind;
@@ -192,6 +194,7 @@ pub struct Runtime {
     engine: wasmtime::Engine,
     linker: Linker<PluginState>,
     slots: Arc<Semaphore>,
+    starts: Arc<engine::CallStarts>,
     _ticker: engine::EpochTicker,
 }
 
@@ -215,6 +218,7 @@ impl Runtime {
             engine,
             linker,
             slots: Arc::new(Semaphore::new(POOL_SLOTS as usize)),
+            starts: Arc::new(engine::CallStarts::new()),
             _ticker: ticker,
         })
     }
@@ -276,6 +280,7 @@ impl Runtime {
             engine: self.engine.clone(),
             slots: self.slots.clone(),
             own_slots: Semaphore::new(POLICY_SLOTS as usize),
+            starts: self.starts.clone(),
             reuse: spec.reuse,
             idle: IdlePool::default(),
         };
@@ -449,6 +454,8 @@ pub struct Plugin {
     slots: Arc<Semaphore>,
     /// This policy's share of `slots` (see [`POLICY_SLOTS`]).
     own_slots: Semaphore,
+    /// When the runtime's latest call started (see [`THROTTLE_AFTER`]).
+    starts: Arc<engine::CallStarts>,
     reuse: Option<Reuse>,
     idle: IdlePool,
     log: Arc<LogBudget>,
@@ -481,12 +488,25 @@ impl Plugin {
         );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            Ok(if Instant::now() >= ctx.data().call_end() {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-            })
+        let starts = self.starts.clone();
+        store.epoch_deadline_callback(move |ctx| {
+            let state = ctx.data();
+            Ok(
+                match engine::on_tick(
+                    Instant::now(),
+                    state.call_start(),
+                    state.call_end(),
+                    &starts,
+                ) {
+                    engine::Tick::Interrupt => UpdateDeadline::Interrupt,
+                    engine::Tick::Sleep => {
+                        UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(EPOCH_TICK)))
+                    }
+                    engine::Tick::Yield => {
+                        UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+                    }
+                },
+            )
         });
         store
     }
@@ -566,6 +586,7 @@ impl Plugin {
             Err(_elapsed) => return Err(PluginFailure::Deadline(timeout)),
         };
         let now = Instant::now();
+        self.starts.mark(now);
         let budget = deadline.saturating_duration_since(now).min(timeout);
         if budget.is_zero() {
             return Err(PluginFailure::Deadline(timeout));
