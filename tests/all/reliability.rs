@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Gateway, entry, policy_file, review};
+use crate::harness::{Gateway, entry, policy_file, review, write_atomic};
 
 /// Requests of the well-behaved policy per measurement.
 const SAMPLES: usize = 300;
@@ -212,11 +212,11 @@ async fn hostile_plugins_table() {
     // A start function that traps: the module is refused at reload (and at start-up), the
     // last good snapshot keeps serving.
     let path = gw.path("policies.yaml");
-    std::fs::write(
+    // Written aside and renamed into place: one change, one rejection.
+    write_atomic(
         &path,
         policy_file(&(policies() + &entry("start-trap", "validator", "start-trap", ""))),
-    )
-    .unwrap();
+    );
     let alone = fast_p99_median(&gw, &client, &body).await;
     let started = Instant::now();
     let measuring = fast_p99(&gw, &client, &body);
