@@ -72,6 +72,7 @@ fn the_first_party_suites_pass_with_a_table() {
         "always-pull-images",
         "default-storage-class",
         "deny-privileged",
+        "pod-security",
         "require-labels",
     ] {
         assert!(
