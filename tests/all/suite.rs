@@ -72,7 +72,9 @@ fn the_first_party_suites_pass_with_a_table() {
         "always-pull-images",
         "default-storage-class",
         "deny-privileged",
+        "exec-alert",
         "pod-security",
+        "redact-secrets",
         "require-labels",
     ] {
         assert!(
@@ -190,6 +192,89 @@ fn a_patch_that_differs_fails() {
     assert!(stdout.contains("  patchedObject: expected "), "{stdout}");
     assert!(stdout.contains(r#""imagePullPolicy":"Always""#), "{stdout}");
     assert!(stdout.contains("2 cases: 0 passed, 2 failed"), "{stdout}");
+}
+
+/// A suite of audit-sink cases against exec-alert (granted the output `alerts`).
+fn sink_suite_dir(cases: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        format!(
+            "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\nauditSinks:\n  - name: exec-alert\n    module: {}\n    settings: {{output: alerts}}\n    rules:\n      - level: Request\n        resources: [{{group: '', resources: [pods/exec]}}]\n    outputs:\n      - {{name: alerts, type: file, path: alerts.jsonl}}\n",
+            module("exec-alert")
+        ),
+    )
+    .unwrap();
+    let suite = dir.path().join("tests.yaml");
+    std::fs::write(
+        &suite,
+        format!("apiVersion: wasmgate.io/v1alpha1\nkind: TestSuite\nmetadata:\n  name: sinks\npolicy: policy.yaml\ncases:\n{cases}"),
+    )
+    .unwrap();
+    (dir, suite)
+}
+
+const EXEC_EVENTS: &str = "    sink: exec-alert\n    events:\n      - {apiVersion: audit.k8s.io/v1, kind: Event, level: Request, auditID: a-1, stage: ResponseStarted, verb: create, requestURI: /api/v1/namespaces/default/pods/web/exec, user: {username: alice}, objectRef: {resource: pods, subresource: exec, namespace: default, name: web, apiVersion: v1}, responseStatus: {code: 101}}\n      - {apiVersion: audit.k8s.io/v1, kind: Event, level: Request, auditID: a-2, stage: ResponseComplete, verb: get, requestURI: /api/v1/namespaces/default/pods/web, user: {username: alice}, objectRef: {resource: pods, namespace: default, name: web, apiVersion: v1}, responseStatus: {code: 200}}\n";
+
+#[test]
+fn audit_sink_cases_check_the_lines_per_output() {
+    let (_dir, suite) = sink_suite_dir(&format!(
+        "  - name: the exec alerts, the get does not\n{EXEC_EVENTS}    expect:\n      lines:\n        alerts:\n          - contains: 'alice exec into pod default/web'\n  - name: expects nothing\n{EXEC_EVENTS}    expect:\n      lines: {{}}\n  - name: expects another line\n{EXEC_EVENTS}    expect:\n      lines:\n        alerts:\n          - matches: '^bob'\n"
+    ));
+    let (code, stdout, stderr) = wasmgate_test(&[suite.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"))
+            .to_owned()
+    };
+    let passed = row("the exec alerts, the get does not");
+    assert!(passed.starts_with("ok "), "{passed}");
+    assert!(
+        passed.contains("1 line to alerts  1 line to alerts"),
+        "{passed}"
+    );
+    let nothing = row("expects nothing");
+    assert!(nothing.starts_with("FAIL"), "{nothing}");
+    assert!(nothing.contains("no lines"), "{nothing}");
+    assert!(
+        stdout.contains("output alerts: expected 0 line(s), got 1"),
+        "{stdout}"
+    );
+    assert!(row("expects another line").starts_with("FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("output alerts, line 1: expected a line matching /^bob/, got {"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#""alert":"pod-exec""#), "{stdout}");
+}
+
+#[test]
+fn a_bad_audit_sink_case_exits_2() {
+    // An admission answer in a sink case: refused with the line of the key.
+    let (_dir, suite) = sink_suite_dir(&format!(
+        "  - name: mixed\n{EXEC_EVENTS}    expect:\n      allowed: true\n      lines: {{}}\n"
+    ));
+    let (code, stdout, stderr) = wasmgate_test(&[suite.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        all.contains("tests.yaml:13: case \"mixed\": allowed is an admission answer"),
+        "{all}"
+    );
+    // A sink the policy file does not have: the case cannot run.
+    let (_dir, suite) = sink_suite_dir(&format!(
+        "  - name: unknown\n{}    expect:\n      lines: {{}}\n",
+        EXEC_EVENTS.replace("sink: exec-alert", "sink: nosuch")
+    ));
+    let (code, stdout, stderr) = wasmgate_test(&[suite.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("has no audit sink named \"nosuch\""),
+        "{stdout}\n{stderr}"
+    );
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub use intake::{
     BodySource, DEFAULT_MAX_EVENT, IntakeError, IntakeLimits, IntakeReport, MAX_BATCH_ITEMS,
     MAX_MALFORMED_LOGGED, MAX_RECORD_EVENTS,
 };
-pub use sink::{BACKOFF_INITIAL, BACKOFF_MAX, backoff};
+pub use sink::{BACKOFF_INITIAL, BACKOFF_MAX, Emitted, backoff, offline};
 pub use spool::{
     FsyncPolicy, Position, Recovery, Spool, SpoolConfig, SpoolError, default_dead_letter_max_bytes,
 };

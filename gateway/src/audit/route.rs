@@ -53,16 +53,21 @@ pub fn route(rules: &AuditRules, record: &Record, range: Range<usize>) -> Routed
             .and_then(Event::decode);
         match decoded {
             Err(e) => routed.undecodable.push((i, e)),
-            Ok(mut event) => match rules.route(&event) {
+            Ok(event) => match route_event(rules, event) {
                 None => routed.filtered += 1,
-                Some(routing) => {
-                    strip(&mut event, routing);
-                    routed.events.push(event);
-                }
+                Some(event) => routed.events.push(event),
             },
         }
     }
     routed
+}
+
+/// One decoded event as a sink with `rules` sees it (stripped to its level), or `None` when
+/// its rules filter it out.
+pub fn route_event(rules: &AuditRules, mut event: Event) -> Option<Event> {
+    let routing = rules.route(&event)?;
+    strip(&mut event, routing);
+    Some(event)
 }
 
 /// Annotation key prefixes the API server records at a level above Metadata, with that level.

@@ -275,14 +275,7 @@ async fn deliver(
     let lines = loop {
         attempt += 1;
         let started = Instant::now();
-        let batch: Vec<_> = events.iter().map(route::to_wit).collect();
-        // Waiting for a pool slot (under busy admission traffic) may take up to another
-        // timeout before the call's own budget starts.
-        let result = policy
-            .plugin
-            .deliver(&batch, started + policy.timeout * 2, policy.timeout)
-            .await
-            .and_then(|emissions| by_output(policy, outputs, emissions));
+        let result = emit(policy, &events).await;
         shared.metrics.plugin_call(
             name,
             result.as_ref().map_or_else(PluginFailure::label, |_| "ok"),
@@ -346,17 +339,79 @@ async fn deliver(
     }
 }
 
+/// One call of a sink's plugin on routed `events`: its lines grouped by output (the index of
+/// the output in the sink's grants, in that order), checked. The delivery path's own call,
+/// without the outputs; `wasmgate test` runs a sink offline with it (see [`offline`]).
+pub async fn emit(
+    policy: &SinkPolicy<Plugin>,
+    events: &[Event],
+) -> Result<Vec<(usize, Vec<String>)>, PluginFailure> {
+    let started = Instant::now();
+    let batch: Vec<_> = events.iter().map(route::to_wit).collect();
+    // Waiting for a pool slot (under busy admission traffic) may take up to another
+    // timeout before the call's own budget starts.
+    policy
+        .plugin
+        .deliver(&batch, started + policy.timeout * 2, policy.timeout)
+        .await
+        .and_then(|emissions| by_output(policy, emissions))
+}
+
+/// What a sink makes of a batch of audit events, offline.
+#[derive(Debug, Default)]
+pub struct Emitted {
+    /// How many of the events its rules filtered out (the plugin never saw them).
+    pub filtered: usize,
+    /// The lines it wrote, per output it wrote to (in the order of its grants).
+    pub lines: Vec<(String, Vec<String>)>,
+}
+
+/// Runs one sink on `events` (audit.k8s.io/v1 Event JSON) as delivery does, routed by its rules
+/// and stripped to their level, and returns its lines instead of writing them: no spool,
+/// outputs, retries or dead letters. An event that does not decode, or a failed plugin call,
+/// is an error.
+pub async fn offline(policy: &SinkPolicy<Plugin>, events: &[String]) -> Result<Emitted, String> {
+    let mut routed = Vec::with_capacity(events.len());
+    let mut filtered = 0;
+    for (i, json) in events.iter().enumerate() {
+        let event = Event::decode(json).map_err(|e| format!("event {}: {e}", i + 1))?;
+        match route::route_event(&policy.rules, event) {
+            Some(event) => routed.push(event),
+            None => filtered += 1,
+        }
+    }
+    let mut emitted = Emitted {
+        filtered,
+        lines: Vec::new(),
+    };
+    if routed.is_empty() {
+        return Ok(emitted);
+    }
+    let lines = emit(policy, &routed)
+        .await
+        .map_err(|failure| format!("the sink failed: {failure}"))?;
+    emitted.lines = lines
+        .into_iter()
+        .map(|(index, lines)| (policy.outputs[index].name.clone(), lines))
+        .collect();
+    Ok(emitted)
+}
+
 /// Groups a plugin's emissions by output (in the order of the grants), refusing any line to an
 /// output the sink was not granted, or that is not one line.
 fn by_output(
     policy: &SinkPolicy<Plugin>,
-    outputs: &Outputs,
     emissions: Vec<Emission>,
 ) -> Result<Vec<(usize, Vec<String>)>, PluginFailure> {
     let mut grouped: Vec<(usize, Vec<String>)> = Vec::new();
     for emission in emissions {
-        let index = match outputs.index_of(&emission.output) {
-            Some(index) if policy.grants(&emission.output) => index,
+        // `Outputs` are opened from the grants, in their order: an index here is one there.
+        let index = match policy
+            .outputs
+            .iter()
+            .position(|o| o.name == emission.output)
+        {
+            Some(index) => index,
             _ => {
                 return Err(PluginFailure::InvalidOutput(format!(
                     "a line for output {:?}, which is not granted to this sink (granted: {})",

@@ -35,7 +35,14 @@ struct CaseSpec {
     endpoint: Option<Endpoint>,
     #[serde(default)]
     policy: Option<String>,
-    request: RequestSpec,
+    #[serde(default)]
+    request: Option<RequestSpec>,
+    /// An audit-sink case: the sink (by name) the events are delivered to.
+    #[serde(default)]
+    sink: Option<String>,
+    /// The audit events (audit.k8s.io/v1 Event) of a sink case, one batch.
+    #[serde(default)]
+    events: Option<Vec<Value>>,
     expect: ExpectSpec,
 }
 
@@ -100,7 +107,11 @@ struct Gvr {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ExpectSpec {
-    allowed: bool,
+    #[serde(default)]
+    allowed: Option<bool>,
+    /// A sink case's lines, per output.
+    #[serde(default)]
+    lines: Option<BTreeMap<String, Vec<MessageSpec>>>,
     #[serde(default)]
     message: Option<MessageSpec>,
     #[serde(default)]
@@ -152,8 +163,22 @@ pub struct Case {
     pub body: Vec<u8>,
     /// The request's object, which an expected `patchedObject` is the patch applied to.
     pub object: Option<Value>,
-    /// What is expected.
+    /// What is expected (of an admission case; unused by a sink case).
     pub expect: Expectation,
+    /// An audit-sink case: no admission request (`body` is empty), its events and lines.
+    pub sink: Option<SinkCase>,
+}
+
+/// An audit-sink case: a batch of audit events delivered to one sink, and its expected lines.
+#[derive(Debug)]
+pub struct SinkCase {
+    /// The sink's name in the policy file.
+    pub sink: String,
+    /// The events, as JSON (the API server's audit.k8s.io/v1 Events).
+    pub events: Vec<String>,
+    /// Per output, the lines expected there, one check each, in order. An output not named
+    /// expects no line.
+    pub lines: BTreeMap<String, Vec<MessageCheck>>,
 }
 
 /// What a case expects of the answer. `None`: not checked.
@@ -182,6 +207,21 @@ pub enum MessageCheck {
     Contains(String),
     /// Matches this regular expression (anywhere in the message, unless anchored).
     Matches(regex::Regex),
+}
+
+impl Expectation {
+    /// Nothing expected: the placeholder of a sink case, which expects lines instead.
+    fn none() -> Expectation {
+        Expectation {
+            allowed: false,
+            message: None,
+            code: None,
+            warnings: None,
+            audit_annotations: None,
+            patch: None,
+            patched_object: None,
+        }
+    }
 }
 
 impl MessageCheck {
@@ -255,6 +295,43 @@ impl Suite {
             if !seen.insert(spec.name.clone()) {
                 return Err(at(None, "the name is used twice".into()));
             }
+            if let Some(sink) = spec.sink {
+                cases.push(Case {
+                    name: spec.name.clone(),
+                    line,
+                    endpoint: None,
+                    policy: None,
+                    body: Vec::new(),
+                    object: None,
+                    expect: Expectation::none(),
+                    sink: Some(sink_case(
+                        sink,
+                        spec.events,
+                        spec.request.is_some() || spec.endpoint.is_some() || spec.policy.is_some(),
+                        spec.expect,
+                        &at,
+                    )?),
+                });
+                continue;
+            }
+            if spec.events.is_some() || spec.expect.lines.is_some() {
+                let key = if spec.events.is_some() {
+                    "events"
+                } else {
+                    "lines"
+                };
+                return Err(at(
+                    Some(key),
+                    format!("{key} belongs to an audit-sink case: name its sink with sink: <name>"),
+                ));
+            }
+            let Some(request_spec) = spec.request else {
+                return Err(at(
+                    None,
+                    "missing field `request` (or `sink` and `events` for an audit-sink case)"
+                        .into(),
+                ));
+            };
             let expect = expectation(spec.expect, &at)?;
             if spec.endpoint == Some(Endpoint::Validate)
                 && (expect.patch.is_some() || expect.patched_object.is_some())
@@ -265,7 +342,7 @@ impl Suite {
                 ));
             }
             let uid = format!("wasmgate-test-{:04}", index + 1);
-            let (body, object) = request(base, spec.request, &uid, &at)?;
+            let (body, object) = request(base, request_spec, &uid, &at)?;
             cases.push(Case {
                 name: spec.name.clone(),
                 line,
@@ -274,6 +351,7 @@ impl Suite {
                 body,
                 object,
                 expect,
+                sink: None,
             });
         }
         Ok(Suite {
@@ -292,8 +370,97 @@ impl Suite {
 
 type At<'a> = dyn Fn(Option<&str>, String) -> ConfigError + 'a;
 
+/// A sink case from its parts, refusing what belongs to admission cases.
+fn sink_case(
+    sink: String,
+    events: Option<Vec<Value>>,
+    has_request: bool,
+    expect: ExpectSpec,
+    at: &At<'_>,
+) -> Result<SinkCase, ConfigError> {
+    if has_request {
+        return Err(at(
+            Some("sink"),
+            "an audit-sink case has events, not request, endpoint or policy".into(),
+        ));
+    }
+    let admission = [
+        ("allowed", expect.allowed.is_some()),
+        ("message", expect.message.is_some()),
+        ("code", expect.code.is_some()),
+        ("warnings", expect.warnings.is_some()),
+        ("auditAnnotations", expect.audit_annotations.is_some()),
+        ("patch", expect.patch.is_some()),
+        ("patchedObject", expect.patched_object.is_some()),
+    ];
+    if let Some((key, _)) = admission.iter().find(|(_, set)| *set) {
+        return Err(at(
+            Some(key),
+            format!("{key} is an admission answer: an audit-sink case expects lines"),
+        ));
+    }
+    let Some(events) = events.filter(|e| !e.is_empty()) else {
+        return Err(at(
+            Some("sink"),
+            "an audit-sink case needs events (at least one audit.k8s.io/v1 Event)".into(),
+        ));
+    };
+    let Some(lines) = expect.lines else {
+        return Err(at(
+            Some("expect"),
+            "an audit-sink case expects lines: {<output>: [checks]} ({} for none)".into(),
+        ));
+    };
+    let lines = lines
+        .into_iter()
+        .map(|(output, checks)| {
+            let checks = checks
+                .into_iter()
+                .map(|c| message_check(c, "lines", at))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((output, checks))
+        })
+        .collect::<Result<_, ConfigError>>()?;
+    Ok(SinkCase {
+        sink,
+        events: events.iter().map(Value::to_string).collect(),
+        lines,
+    })
+}
+
+/// A `{contains: ...}` or `{matches: ...}` check.
+fn message_check(spec: MessageSpec, key: &str, at: &At<'_>) -> Result<MessageCheck, ConfigError> {
+    match spec {
+        MessageSpec {
+            contains: Some(text),
+            matches: None,
+        } => Ok(MessageCheck::Contains(text)),
+        MessageSpec {
+            contains: None,
+            matches: Some(pattern),
+        } => Ok(MessageCheck::Matches(regex::Regex::new(&pattern).map_err(
+            |e| {
+                at(
+                    Some("matches"),
+                    format!("{key}.matches is not a regular expression: {e}"),
+                )
+            },
+        )?)),
+        _ => Err(at(
+            Some(key),
+            format!("{key} takes exactly one of contains or matches"),
+        )),
+    }
+}
+
 fn expectation(spec: ExpectSpec, at: &At<'_>) -> Result<Expectation, ConfigError> {
-    if spec.allowed && (spec.message.is_some() || spec.code.is_some()) {
+    let Some(allowed) = spec.allowed else {
+        return Err(at(
+            Some("expect"),
+            "missing field `allowed` in expect".into(),
+        ));
+    };
+    if allowed && (spec.message.is_some() || spec.code.is_some()) {
         let key = if spec.message.is_some() {
             "message"
         } else {
@@ -316,30 +483,10 @@ fn expectation(spec: ExpectSpec, at: &At<'_>) -> Result<Expectation, ConfigError
     }
     let message = match spec.message {
         None => None,
-        Some(MessageSpec {
-            contains: Some(text),
-            matches: None,
-        }) => Some(MessageCheck::Contains(text)),
-        Some(MessageSpec {
-            contains: None,
-            matches: Some(pattern),
-        }) => Some(MessageCheck::Matches(regex::Regex::new(&pattern).map_err(
-            |e| {
-                at(
-                    Some("matches"),
-                    format!("message.matches is not a regular expression: {e}"),
-                )
-            },
-        )?)),
-        Some(_) => {
-            return Err(at(
-                Some("message"),
-                "message takes exactly one of contains or matches".into(),
-            ));
-        }
+        Some(spec) => Some(message_check(spec, "message", at)?),
     };
     Ok(Expectation {
-        allowed: spec.allowed,
+        allowed,
         message,
         code: spec.code,
         warnings: spec.warnings,

@@ -1,11 +1,11 @@
-//! Compares an admission answer with what a case expects, and says both in a few words for the
-//! table. Pure: no I/O, no plugin calls.
+//! Compares an admission answer (or an audit sink's lines) with what a case expects, and says
+//! both in a few words for the table. Pure: no I/O, no plugin calls.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::file::Expectation;
+use super::file::{Expectation, MessageCheck};
 use crate::wire::AdmissionResponse;
 
 /// What the gateway answered, in the terms a case checks.
@@ -184,6 +184,76 @@ fn patched(object: Option<&Value>, patch: &[Value]) -> Result<Value, String> {
     json_patch::patch(&mut object, &patch)
         .map_err(|e| format!("the answer's patch does not apply to the object: {e}"))?;
     Ok(object)
+}
+
+/// A sink case's expected lines in a few words: `2 lines to alerts`, `no lines`.
+pub fn expected_lines_summary(lines: &BTreeMap<String, Vec<MessageCheck>>) -> String {
+    lines_summary(
+        lines
+            .iter()
+            .map(|(output, checks)| (output.as_str(), checks.len())),
+    )
+}
+
+/// The lines a sink wrote, in a few words.
+pub fn got_lines_summary(got: &[(String, Vec<String>)]) -> String {
+    lines_summary(
+        got.iter()
+            .map(|(output, lines)| (output.as_str(), lines.len())),
+    )
+}
+
+fn lines_summary<'a>(counts: impl Iterator<Item = (&'a str, usize)>) -> String {
+    let parts: Vec<String> = counts
+        .filter(|(_, n)| *n > 0)
+        .map(|(output, n)| format!("{n} line{} to {output}", if n == 1 { "" } else { "s" }))
+        .collect();
+    if parts.is_empty() {
+        "no lines".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// What differs between the lines a sink was expected to write and those it wrote (`got`, per
+/// output): one line per difference, empty when they agree. Every output the sink wrote to
+/// must be named, with one check per line, in order.
+pub fn judge_lines(
+    expected: &BTreeMap<String, Vec<MessageCheck>>,
+    got: &[(String, Vec<String>)],
+) -> Vec<String> {
+    let mut misses = Vec::new();
+    let no_lines = Vec::new();
+    let outputs = expected
+        .keys()
+        .map(String::as_str)
+        .chain(got.iter().map(|(o, _)| o.as_str()))
+        .collect::<std::collections::BTreeSet<_>>();
+    for output in outputs {
+        let checks = expected.get(output).map_or(&[][..], Vec::as_slice);
+        let lines = got
+            .iter()
+            .find(|(o, _)| o == output)
+            .map_or(&no_lines, |(_, l)| l);
+        if checks.len() != lines.len() {
+            misses.push(format!(
+                "output {output}: expected {} line(s), got {}{}",
+                checks.len(),
+                lines.len(),
+                lines.iter().map(|l| format!("\n  {l}")).collect::<String>()
+            ));
+            continue;
+        }
+        for (i, (check, line)) in checks.iter().zip(lines).enumerate() {
+            if !check.check(line) {
+                misses.push(format!(
+                    "output {output}, line {}: expected a line {check}, got {line}",
+                    i + 1
+                ));
+            }
+        }
+    }
+    misses
 }
 
 #[cfg(test)]

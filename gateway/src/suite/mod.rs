@@ -1,8 +1,9 @@
 //! Owns `wasmgate test`: test suites for policy authors. A suite (`kind: TestSuite`) names a
 //! policy file and cases; each case's AdmissionReview is decided by [`Gateway::review`], the
 //! code path behind the webhook endpoints and `wasmgate check`, and the answer is compared with
-//! what the case expects. Must not open sockets or decide anything itself: no copy of the
-//! admission logic lives here.
+//! what the case expects. An audit-sink case's events go through [`audit::offline`], the
+//! delivery path's routing and plugin call without the outputs. Must not open sockets or decide
+//! anything itself: no copy of the admission or audit logic lives here.
 
 mod file;
 mod judge;
@@ -14,12 +15,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use file::{Case, Endpoint, Expectation, KIND, MessageCheck, Suite};
-pub use judge::{Got, judge};
+pub use file::{Case, Endpoint, Expectation, KIND, MessageCheck, SinkCase, Suite};
+pub use judge::{Got, judge, judge_lines};
 pub use report::{junit, table};
 
+use crate::audit;
 use crate::config::{Config, ConfigError, PluginKind};
 use crate::gateway::Gateway;
+use crate::policy::audit::SinkPolicy;
+use crate::runtime::Plugin;
 use crate::runtime::Runtime;
 use crate::server::DEFAULT_TIMEOUT;
 use crate::snapshot::Snapshot;
@@ -99,9 +103,14 @@ pub async fn run(files: &[PathBuf], runtime: &Runtime) -> Vec<SuiteOutcome> {
         match load(file, runtime) {
             Ok((suite, config, snapshot)) => {
                 outcome.name = suite.name.clone();
+                let sinks = snapshot.audit_sinks.clone();
                 let gateway = Gateway::new(snapshot, Arc::new(Metrics::new()));
                 for case in &suite.cases {
-                    outcome.cases.push(run_case(&gateway, &config, case).await);
+                    let case_outcome = match &case.sink {
+                        Some(sink) => run_sink_case(&sinks, &config, case, sink).await,
+                        None => run_case(&gateway, &config, case).await,
+                    };
+                    outcome.cases.push(case_outcome);
                 }
             }
             Err(e) => outcome.error = Some(e),
@@ -169,6 +178,47 @@ async fn run_case(gateway: &Gateway, config: &Config, case: &Case) -> CaseOutcom
         Ok(got) => {
             outcome.got = got.summary();
             let misses = judge(&case.expect, &got, case.object.as_ref());
+            if !misses.is_empty() {
+                outcome.verdict = Verdict::Fail(misses);
+            }
+        }
+        Err(e) => {
+            outcome.got = "error".into();
+            outcome.verdict = Verdict::Error(e);
+        }
+    }
+    outcome
+}
+
+async fn run_sink_case(
+    sinks: &[Arc<SinkPolicy<Plugin>>],
+    config: &Config,
+    case: &Case,
+    sink: &SinkCase,
+) -> CaseOutcome {
+    let mut outcome = CaseOutcome {
+        name: case.name.clone(),
+        line: case.line,
+        expected: judge::expected_lines_summary(&sink.lines),
+        got: "not run".into(),
+        elapsed: Duration::ZERO,
+        verdict: Verdict::Pass,
+    };
+    let Some(policy) = sinks.iter().find(|s| s.name == sink.sink) else {
+        outcome.verdict = Verdict::Error(format!(
+            "{} has no audit sink named {:?}",
+            config.file.display(),
+            sink.sink
+        ));
+        return outcome;
+    };
+    let started = Instant::now();
+    let emitted = audit::offline(policy, &sink.events).await;
+    outcome.elapsed = started.elapsed();
+    match emitted {
+        Ok(emitted) => {
+            outcome.got = judge::got_lines_summary(&emitted.lines);
+            let misses = judge_lines(&sink.lines, &emitted.lines);
             if !misses.is_empty() {
                 outcome.verdict = Verdict::Fail(misses);
             }
