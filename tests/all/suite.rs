@@ -67,7 +67,7 @@ const POD_WITHOUT_TEAM: &str = "    request:\n      object: {apiVersion: v1, kin
 #[test]
 fn the_first_party_suites_pass_with_a_table() {
     let suites = first_party();
-    // Every first-party admission plugin has one (the audit sinks cannot be expressed yet).
+    // Every first-party plugin has one, the audit sinks included.
     for plugin in [
         "always-pull-images",
         "default-storage-class",
@@ -158,6 +158,11 @@ fn a_failing_case_exits_1_naming_expected_and_got() {
     );
     assert!(
         stdout.contains(r#"  message: expected a message matching /^owner/, got "require-labels: missing required labels: team""#),
+        "{stdout}"
+    );
+    // Beside each failure, which policies ran, as `wasmgate check --explain` says it.
+    assert!(
+        stdout.contains("  1 of 1 validators matched and ran:\n    require-labels: matched, ran\n"),
         "{stdout}"
     );
     assert!(

@@ -177,8 +177,9 @@ async fn run_case(gateway: &Gateway, config: &Config, case: &Case) -> CaseOutcom
     match got {
         Ok(got) => {
             outcome.got = got.summary();
-            let misses = judge(&case.expect, &got, case.object.as_ref());
+            let mut misses = judge(&case.expect, &got, case.object.as_ref());
             if !misses.is_empty() {
+                misses.extend(explained(gateway, kind, case));
                 outcome.verdict = Verdict::Fail(misses);
             }
         }
@@ -229,6 +230,26 @@ async fn run_sink_case(
         }
     }
     outcome
+}
+
+/// Beside a failed case, which policies its request ran and why the others were skipped, as
+/// `wasmgate check --explain` says it: a case that fails because its policy never matched says so.
+fn explained(gateway: &Gateway, kind: PluginKind, case: &Case) -> Vec<String> {
+    let Ok(review) = crate::wire::AdmissionReview::decode(&case.body) else {
+        return Vec::new();
+    };
+    let snapshot = gateway.snapshot();
+    let Some(explanation) = crate::admission::explain(
+        &snapshot.policies,
+        kind,
+        case.policy.as_deref(),
+        &review.request,
+    ) else {
+        return Vec::new();
+    };
+    std::iter::once(format!("{}:", explanation.summary()))
+        .chain(explanation.to_string().lines().map(|l| format!("  {l}")))
+        .collect()
 }
 
 /// The webhook a case calls: the one it names, else its policy's, else the only kind of
