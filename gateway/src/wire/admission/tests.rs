@@ -131,3 +131,38 @@ fn an_unknown_operation_decodes_as_it_came() {
         Operation::Other("create".into())
     );
 }
+
+#[test]
+fn an_object_only_a_lenient_reader_takes_is_refused() {
+    // A lone surrogate escape: serde_json's raw reader passes it, a plugin's parser would not.
+    let review = |object: &str| {
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","operation":"CREATE","object":{object}}}}}"#
+        )
+    };
+    let err = AdmissionReview::decode(review(r#"{"a":"\ud800"}"#).as_bytes()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::InvalidObject {
+                field: "object",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("AdmissionReview request.object is not valid JSON: "),
+        "{err}"
+    );
+    // A surrogate pair, an escaped backslash before `ud800` and plain text all decode.
+    for ok in [
+        r#"{"a":"\ud83d\ude00"}"#,
+        r#"{"a":"\\ud800"}"#,
+        r#"{"a":"é"}"#,
+    ] {
+        let decoded = AdmissionReview::decode(review(ok).as_bytes()).unwrap();
+        assert_eq!(decoded.request.object.unwrap().get(), ok);
+    }
+}
