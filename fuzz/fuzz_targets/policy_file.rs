@@ -61,8 +61,12 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(&e.file, file);
             assert!(!e.message.is_empty());
             if let Some(line) = e.line {
-                // YAML breaks lines at \n, \r\n and a lone \r: count both, an upper bound.
-                let lines = text.matches(['\n', '\r']).count() + 1;
+                // YAML breaks lines at \n, \r\n, a lone \r, and (libyaml, as YAML 1.1) at NEL,
+                // LS and PS too: count them all, an upper bound.
+                let lines = text
+                    .matches(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}'])
+                    .count()
+                    + 1;
                 assert!(
                     (1..=lines + 1).contains(&line),
                     "error on line {line} of {lines}: {e}"
