@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use common::{Conn, Server, arg, ms, repo, start};
+use common::{Conn, Server, arg, ms, repo, start, start_relative};
 
 fn replace(from: &Path, to: &Path) {
     let tmp = to.with_extension("tmp");
@@ -76,16 +76,29 @@ fn main() {
     let swaps = arg("--swaps", 40.0) as usize;
     let concurrency = arg("--concurrency", 8.0) as usize;
     let seconds = arg("--seconds", 3.0);
+    // `--relative`: the README's form, a relative `--config` and a module named relative to the
+    // policy file, in a folder beside it (the watcher must normalise both to see the swaps).
+    let relative = std::env::args().any(|a| a == "--relative");
     let work = tempfile::tempdir().unwrap();
-    let current = work.path().join("current.wasm");
     let v1 = repo().join("plugins/dist/require-labels.wasm");
     let v2 = repo().join("tests/plugins/dist/chatty.wasm");
-    replace(&v1, &current);
-    let policy = format!(
-        "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n  - name: current\n    kind: validator\n    module: {}\n    settings: {{labels: [team]}}\n    rules:\n      - {{operations: ['*'], apiGroups: ['*'], apiVersions: ['*'], resources: ['*']}}\n",
-        current.display()
-    );
-    let (server, _) = start(&policy);
+    let policy = |module: &str| {
+        format!(
+            "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n  - name: current\n    kind: validator\n    module: {module}\n    settings: {{labels: [team]}}\n    rules:\n      - {{operations: ['*'], apiGroups: ['*'], apiVersions: ['*'], resources: ['*']}}\n"
+        )
+    };
+    let (server, current) = if relative {
+        let (server, _) = start_relative(
+            &policy("../modules/current.wasm"),
+            &[("current.wasm", v1.as_path())],
+        );
+        let current = server.dir.path().join("modules/current.wasm");
+        (server, current)
+    } else {
+        let current = work.path().join("current.wasm");
+        replace(&v1, &current);
+        (start(&policy(&current.display().to_string())).0, current)
+    };
     let review =
         std::fs::read(repo().join("tests/fixtures/reviews/pod-create-no-team.json")).unwrap();
     let review: serde_json::Value = serde_json::from_slice(&review).unwrap();
@@ -99,6 +112,14 @@ fn main() {
     println!("# wasmgate hot-reload benchmark");
     println!(
         "validator module swapped by rename between require-labels (v1) and chatty (v2); {concurrency} closed-loop clients on /validate"
+    );
+    println!(
+        "{}",
+        if relative {
+            "config: relative (--config policies/policies.yaml, module ../modules/current.wasm)"
+        } else {
+            "config: absolute paths"
+        }
     );
 
     let steady = rt.block_on(async {

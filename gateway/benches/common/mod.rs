@@ -45,21 +45,45 @@ pub fn start(policy: &str) -> (Server, Duration) {
 /// [`start`] with more `serve` arguments. The audit spool is in the server's own directory
 /// unless `args` names one.
 pub fn start_with(policy: &str, args: &[&str]) -> (Server, Duration) {
+    launch(policy, args, None)
+}
+
+/// [`start`] the way the README and `scripts/run` do it: a relative `--config
+/// policies/policies.yaml` (the server's directory is its working directory), with `modules`
+/// (name, source) copied into `modules/` beside `policies/`, so that the policy names them
+/// `../modules/NAME`.
+pub fn start_relative(policy: &str, modules: &[(&str, &Path)]) -> (Server, Duration) {
+    launch(policy, &[], Some(modules))
+}
+
+fn launch(policy: &str, args: &[&str], relative: Option<&[(&str, &Path)]>) -> (Server, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = wasmgate::server::tls::generate(&["127.0.0.1"]).unwrap();
-    for (name, text) in [
-        ("tls.crt", &cert),
-        ("tls.key", &key),
-        ("policies.yaml", &policy.to_owned()),
-    ] {
+    for (name, text) in [("tls.crt", &cert), ("tls.key", &key)] {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
+    let config = match relative {
+        None => {
+            std::fs::write(dir.path().join("policies.yaml"), policy).unwrap();
+            dir.path().join("policies.yaml")
+        }
+        Some(modules) => {
+            std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+            std::fs::create_dir_all(dir.path().join("modules")).unwrap();
+            for (name, source) in modules {
+                std::fs::copy(source, dir.path().join("modules").join(name)).unwrap();
+            }
+            std::fs::write(dir.path().join("policies/policies.yaml"), policy).unwrap();
+            PathBuf::from("policies/policies.yaml")
+        }
+    };
     let port = free_port();
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .current_dir(dir.path())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--config")
-        .arg(dir.path().join("policies.yaml"))
+        .arg(&config)
         .arg("--tls-cert")
         .arg(dir.path().join("tls.crt"))
         .arg("--tls-key")
