@@ -201,23 +201,7 @@ async fn a_plugin_asleep_in_a_host_call_is_stopped_at_its_deadline() {
     // call's deadline, so all are answered within a few deadlines, and a well-behaved policy
     // is served meanwhile (with slots held for 30 s, this took minutes).
     let started = Instant::now();
-    let sleepers: Vec<_> = (0..300)
-        .map(|_| {
-            let client = gw.client();
-            let url = gw.url("/validate/sleep-ignored");
-            let body = serde_json::to_vec(&pod).unwrap();
-            tokio::spawn(async move {
-                let response = client
-                    .post(url)
-                    .header("Content-Type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                (response.status().as_u16(), response.text().await.unwrap())
-            })
-        })
-        .collect();
+    let sleepers = posts_at_once(&gw, "/validate/sleep-ignored", &pod, 300);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let fast_started = Instant::now();
     assert_eq!(gw.answer("/validate/fast", &pod).await["allowed"], true);
@@ -505,23 +489,7 @@ async fn one_policy_cannot_take_every_pool_slot() {
     ));
     let pod = review("pod-create.json");
     let started = Instant::now();
-    let sleepers: Vec<_> = (0..300)
-        .map(|_| {
-            let client = gw.client();
-            let url = gw.url("/validate/sleep?timeout=12s");
-            let body = serde_json::to_vec(&pod).unwrap();
-            tokio::spawn(async move {
-                let response = client
-                    .post(url)
-                    .header("Content-Type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                (response.status().as_u16(), response.text().await.unwrap())
-            })
-        })
-        .collect();
+    let sleepers = posts_at_once(&gw, "/validate/sleep?timeout=12s", &pod, 300);
     // Let them all arrive and take what they can.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let fast_started = Instant::now();
@@ -541,4 +509,30 @@ async fn one_policy_cannot_take_every_pool_slot() {
         "a well-behaved policy waited {fast:?} for a pool slot"
     );
     assert!(all < Duration::from_secs(20), "300 sleepers took {all:?}");
+}
+
+/// `count` posts of `review` to `path` at once, each answered with its status and body.
+fn posts_at_once(
+    gw: &Gateway,
+    path: &str,
+    review: &serde_json::Value,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<(u16, String)>> {
+    (0..count)
+        .map(|_| {
+            let client = gw.client();
+            let url = gw.url(path);
+            let body = serde_json::to_vec(review).unwrap();
+            tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                (response.status().as_u16(), response.text().await.unwrap())
+            })
+        })
+        .collect()
 }
