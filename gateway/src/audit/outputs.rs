@@ -101,11 +101,6 @@ impl Outputs {
         Outputs { outputs }
     }
 
-    /// The index of the output named `name`.
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.outputs.iter().position(|o| o.name == name)
-    }
-
     /// The name of output `index`.
     pub fn name(&self, index: usize) -> &str {
         self.outputs.get(index).map_or("", |o| o.name.as_str())
