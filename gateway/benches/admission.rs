@@ -97,7 +97,7 @@ fn plugin_call_cost(review: &serde_json::Value) -> (Duration, Duration) {
     let direct = common::call_cost(&plugin, review, 20_000);
     let request =
         wasmgate::wire::AdmissionReview::decode(&serde_json::to_vec(review).unwrap()).unwrap();
-    let wit = wasmgate::admission::wit_request(&request.request);
+    let wit = std::sync::Arc::new(wasmgate::admission::wit_request(&request.request));
     // The same call as the server makes it: from a task of a multi-threaded runtime, through
     // the pool-slot semaphore.
     let rt = tokio::runtime::Builder::new_multi_thread()

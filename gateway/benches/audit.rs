@@ -408,20 +408,22 @@ fn main() {
 fn plugin_alone(batch: &Bytes, calls: usize) -> (Duration, Duration) {
     use wasmgate::runtime::{PluginSpec, Runtime, RuntimeConfig, World};
     let runtime = Runtime::new(&RuntimeConfig { cache_dir: None }).unwrap();
-    let plugin = runtime
-        .load(PluginSpec {
-            name: "redact-secrets".into(),
-            kind: World::AuditSink,
-            bytes: std::sync::Arc::new(
-                std::fs::read(repo().join("plugins/dist/redact-secrets.wasm")).unwrap(),
-            ),
-            settings: r#"{"output":"audit","keys":["password","token","secret"]}"#.into(),
-            memory_limit: 64 << 20,
-            timeout: Duration::from_secs(5),
-            reuse: None,
-        })
-        .unwrap();
-    let events: Vec<_> = wasmgate::wire::audit::decode_event_list(batch)
+    let plugin = std::sync::Arc::new(
+        runtime
+            .load(PluginSpec {
+                name: "redact-secrets".into(),
+                kind: World::AuditSink,
+                bytes: std::sync::Arc::new(
+                    std::fs::read(repo().join("plugins/dist/redact-secrets.wasm")).unwrap(),
+                ),
+                settings: r#"{"output":"audit","keys":["password","token","secret"]}"#.into(),
+                memory_limit: 64 << 20,
+                timeout: Duration::from_secs(5),
+                reuse: None,
+            })
+            .unwrap(),
+    );
+    let events: std::sync::Arc<[_]> = wasmgate::wire::audit::decode_event_list(batch)
         .unwrap()
         .into_iter()
         .map(|item| wasmgate::audit::route::to_wit(&item.event.unwrap()))
@@ -430,7 +432,7 @@ fn plugin_alone(batch: &Bytes, calls: usize) -> (Duration, Duration) {
         .enable_all()
         .build()
         .unwrap();
-    let deliver = |events: &[wasmgate::runtime::AuditEvent]| {
+    let deliver = |events: &std::sync::Arc<[wasmgate::runtime::AuditEvent]>| {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         rt.block_on(plugin.deliver(events, deadline, Duration::from_secs(10)))
             .unwrap()

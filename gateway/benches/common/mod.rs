@@ -365,7 +365,7 @@ pub fn load_plugin(
 /// p50 and p99 of `calls` calls of the validator `plugin` on `review`, in process, after a
 /// warm-up of a twentieth as many.
 pub fn call_cost(
-    plugin: &wasmgate::runtime::Plugin,
+    plugin: &Arc<wasmgate::runtime::Plugin>,
     review: &serde_json::Value,
     calls: usize,
 ) -> (Duration, Duration) {
@@ -374,7 +374,7 @@ pub fn call_cost(
 
 /// [`call_cost`], or the first call's failure.
 pub fn try_call_cost(
-    plugin: &wasmgate::runtime::Plugin,
+    plugin: &Arc<wasmgate::runtime::Plugin>,
     review: &serde_json::Value,
     calls: usize,
 ) -> Result<(Duration, Duration), wasmgate::runtime::PluginFailure> {
@@ -388,14 +388,14 @@ pub fn try_call_cost(
 
 /// [`try_call_cost`] of a plugin loaded as `kind`: its `validate` or its `initialize`.
 pub fn kind_call_cost(
-    plugin: &wasmgate::runtime::Plugin,
+    plugin: &Arc<wasmgate::runtime::Plugin>,
     kind: wasmgate::config::PluginKind,
     review: &serde_json::Value,
     calls: usize,
 ) -> Result<(Duration, Duration), wasmgate::runtime::PluginFailure> {
     let request =
         wasmgate::wire::AdmissionReview::decode(&serde_json::to_vec(review).unwrap()).unwrap();
-    let wit = wasmgate::admission::wit_request(&request.request);
+    let wit = Arc::new(wasmgate::admission::wit_request(&request.request));
     let warm_up = calls / 20;
     let mut samples = Vec::with_capacity(calls);
     // Calls are async (they yield to tokio at each epoch tick); one current-thread runtime

@@ -184,7 +184,7 @@ async fn mutate(
             continue;
         }
         let started = Instant::now();
-        let wit_request = convert::request(request, object_text.map(str::to_owned));
+        let wit_request = Arc::new(convert::request(request, object_text.map(str::to_owned)));
         let result = policy
             .plugin
             .initialize(&wit_request, deadline, policy.timeout)

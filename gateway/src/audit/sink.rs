@@ -347,7 +347,7 @@ pub async fn emit(
     events: &[Event],
 ) -> Result<Vec<(usize, Vec<String>)>, PluginFailure> {
     let started = Instant::now();
-    let batch: Vec<_> = events.iter().map(route::to_wit).collect();
+    let batch: Arc<[_]> = events.iter().map(route::to_wit).collect();
     // Waiting for a pool slot (under busy admission traffic) may take up to another
     // timeout before the call's own budget starts.
     policy

@@ -1,10 +1,8 @@
 //! The wasmtime engine configuration and the epoch ticker that enforces deadlines.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use wasmtime::{
     Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
@@ -17,46 +15,6 @@ use crate::config::MAX_MEMORY_LIMIT;
 /// Deadline resolution: the epoch advances this often. 1 ms makes a 2 s deadline precise to
 /// 0.05 % for the cost of a thousand wake-ups a second.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
-
-/// A call that has run this long, while other calls keep starting (one within the last
-/// [`CONTENDED_WINDOW`]), gives its thread up for a whole tick at every tick after (it runs at
-/// most half the time): a plugin that burns CPU to its deadline then holds at most half a
-/// core's worth of the time other requests need. Calls shorter than this (every well-behaved
-/// admission call) and long calls on an otherwise idle gateway run as before.
-pub const THROTTLE_AFTER: Duration = Duration::from_millis(10);
-
-/// How recently another call must have started for [`THROTTLE_AFTER`] to apply.
-const CONTENDED_WINDOW: Duration = Duration::from_millis(5);
-
-/// When the runtime's latest call started, as nanoseconds since the runtime was created.
-pub(super) struct CallStarts {
-    base: Instant,
-    latest: AtomicU64,
-}
-
-impl CallStarts {
-    pub(super) fn new() -> CallStarts {
-        CallStarts {
-            base: Instant::now(),
-            latest: AtomicU64::new(0),
-        }
-    }
-
-    /// Records that a call starts at `now`.
-    pub(super) fn mark(&self, now: Instant) {
-        let nanos =
-            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
-        self.latest.fetch_max(nanos, Ordering::Relaxed);
-    }
-
-    /// Whether a call started within [`CONTENDED_WINDOW`] before `now`.
-    pub(super) fn recent(&self, now: Instant) -> bool {
-        let latest = Duration::from_nanos(self.latest.load(Ordering::Relaxed));
-        now.saturating_duration_since(self.base)
-            .saturating_sub(latest)
-            < CONTENDED_WINDOW
-    }
-}
 
 /// Plugin calls that may be in flight at once (one pooled instance slot each). More wait for a
 /// slot, under their deadline, instead of failing with a pool-exhausted error. 256 covers
@@ -179,28 +137,6 @@ pub(super) fn private_cache_dir(dir: &std::path::Path) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// What a running call does at an epoch tick.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Tick {
-    /// Its budget has ended: stop it.
-    Interrupt,
-    /// Give the thread up for a whole tick ([`THROTTLE_AFTER`]).
-    Sleep,
-    /// Let other tasks run, then go on.
-    Yield,
-}
-
-/// The decision at an epoch tick for a call that started at `start` and must end by `end`.
-pub(super) fn on_tick(now: Instant, start: Instant, end: Instant, starts: &CallStarts) -> Tick {
-    if now >= end {
-        Tick::Interrupt
-    } else if now.saturating_duration_since(start) >= THROTTLE_AFTER && starts.recent(now) {
-        Tick::Sleep
-    } else {
-        Tick::Yield
-    }
-}
-
 /// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread until dropped.
 pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
@@ -231,30 +167,5 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_long_call_sleeps_at_its_ticks_only_while_other_calls_start() {
-        let starts = CallStarts::new();
-        let start = Instant::now();
-        starts.mark(start);
-        let end = start + Duration::from_secs(2);
-        let later = |ms| start + Duration::from_millis(ms);
-        // A short call goes on at once, whatever else runs.
-        starts.mark(later(3));
-        assert_eq!(on_tick(later(4), start, end, &starts), Tick::Yield);
-        // Past THROTTLE_AFTER with a call started 2 ms ago: it gives up a tick.
-        starts.mark(later(48));
-        assert_eq!(on_tick(later(50), start, end, &starts), Tick::Sleep);
-        // The same call with no other call started for 20 ms: full speed.
-        assert_eq!(on_tick(later(70), start, end, &starts), Tick::Yield);
-        // At its end it stops, throttled or not.
-        starts.mark(later(1_999));
-        assert_eq!(on_tick(end, start, end, &starts), Tick::Interrupt);
     }
 }

@@ -45,7 +45,6 @@ pub struct PluginState {
     logged: [usize; 2],
     /// When the current call's budget ends; the epoch callback interrupts Wasm past it.
     call_end: Instant,
-    call_start: Instant,
 }
 
 impl PluginState {
@@ -78,7 +77,6 @@ impl PluginState {
             stderr,
             logged: [0, 0],
             call_end: Instant::now(),
-            call_start: Instant::now(),
         }
     }
 
@@ -89,12 +87,6 @@ impl PluginState {
         self.host.dropped_log_lines = 0;
         self.limiter.exceeded = None;
         self.call_end = end;
-        self.call_start = Instant::now();
-    }
-
-    /// When the current call started.
-    pub(super) fn call_start(&self) -> Instant {
-        self.call_start
     }
 
     /// When the current call's budget ends.

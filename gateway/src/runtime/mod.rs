@@ -6,13 +6,14 @@ pub mod bindings;
 mod conversions;
 mod engine;
 mod host;
+mod lane;
 pub mod output;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -25,10 +26,9 @@ pub use bindings::types::{
     AdmissionRequest, Change, Decision, Denial, GroupVersionKind, GroupVersionResource, Mutation,
     Operation as WitOperation, Remarks, UserInfo, Verdict,
 };
-pub use engine::{
-    EPOCH_TICK, MAX_WASM_STACK, POLICY_SLOTS, POOL_SLOTS, THROTTLE_AFTER, WARM_SLOTS,
-};
+pub use engine::{EPOCH_TICK, MAX_WASM_STACK, POLICY_SLOTS, POOL_SLOTS, WARM_SLOTS};
 pub use host::{PluginState, STDIO_CAPACITY};
+pub use lane::SLOW_AFTER;
 
 use crate::config::PluginKind;
 use bindings::v1;
@@ -185,6 +185,11 @@ impl PluginFailure {
     }
 }
 
+/// How long after its end a call in the slow lane is answered for it, when it has not ended
+/// itself (its lane thread got no CPU): a little past `end`, so that a call that can end itself
+/// does (and writes what the plugin printed).
+const LANE_GRACE: Duration = Duration::from_millis(2);
+
 /// The budget for instantiating a plugin once at load (and reload) time, start functions
 /// included: a module that does not instantiate within it is refused.
 pub const LOAD_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -194,7 +199,6 @@ pub struct Runtime {
     engine: wasmtime::Engine,
     linker: Linker<PluginState>,
     slots: Arc<Semaphore>,
-    starts: Arc<engine::CallStarts>,
     _ticker: engine::EpochTicker,
 }
 
@@ -218,7 +222,6 @@ impl Runtime {
             engine,
             linker,
             slots: Arc::new(Semaphore::new(POOL_SLOTS as usize)),
-            starts: Arc::new(engine::CallStarts::new()),
             _ticker: ticker,
         })
     }
@@ -279,8 +282,7 @@ impl Runtime {
             contract,
             engine: self.engine.clone(),
             slots: self.slots.clone(),
-            own_slots: Semaphore::new(POLICY_SLOTS as usize),
-            starts: self.starts.clone(),
+            own_slots: Arc::new(Semaphore::new(POLICY_SLOTS as usize)),
             reuse: spec.reuse,
             idle: IdlePool::default(),
         };
@@ -324,11 +326,12 @@ pub struct Reuse {
 }
 
 /// What one call asks a plugin to do: one variant per exported function.
-enum Call<'a> {
-    Validate(&'a AdmissionRequest),
-    Initialize(&'a AdmissionRequest),
-    Deliver(&'a [AuditEvent]),
-    ValidateSettings(&'a str),
+/// It owns what it passes, so that a long call can move to the slow lane.
+enum Call {
+    Validate(Arc<AdmissionRequest>),
+    Initialize(Arc<AdmissionRequest>),
+    Deliver(Arc<[AuditEvent]>),
+    ValidateSettings(Arc<str>),
 }
 
 /// What a plugin answered, per exported function.
@@ -353,7 +356,7 @@ impl Instance {
     async fn invoke(
         &self,
         store: &mut Store<PluginState>,
-        call: &Call<'_>,
+        call: &Call,
     ) -> wasmtime::Result<Result<Answer, String>> {
         Ok(match (self, call) {
             (Instance::Validator(v), Call::Validate(r)) => {
@@ -453,9 +456,7 @@ pub struct Plugin {
     engine: wasmtime::Engine,
     slots: Arc<Semaphore>,
     /// This policy's share of `slots` (see [`POLICY_SLOTS`]).
-    own_slots: Semaphore,
-    /// When the runtime's latest call started (see [`THROTTLE_AFTER`]).
-    starts: Arc<engine::CallStarts>,
+    own_slots: Arc<Semaphore>,
     reuse: Option<Reuse>,
     idle: IdlePool,
     log: Arc<LogBudget>,
@@ -488,25 +489,12 @@ impl Plugin {
         );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        let starts = self.starts.clone();
-        store.epoch_deadline_callback(move |ctx| {
-            let state = ctx.data();
-            Ok(
-                match engine::on_tick(
-                    Instant::now(),
-                    state.call_start(),
-                    state.call_end(),
-                    &starts,
-                ) {
-                    engine::Tick::Interrupt => UpdateDeadline::Interrupt,
-                    engine::Tick::Sleep => {
-                        UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(EPOCH_TICK)))
-                    }
-                    engine::Tick::Yield => {
-                        UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
-                    }
-                },
-            )
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().call_end() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
         });
         store
     }
@@ -514,13 +502,13 @@ impl Plugin {
     /// Runs `validate` under the time left until `deadline`, at most `timeout`: in a fresh
     /// instance, or a warm one when the policy opted into reuse.
     pub async fn validate(
-        &self,
-        request: &AdmissionRequest,
+        self: &Arc<Self>,
+        request: &Arc<AdmissionRequest>,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Verdict, PluginFailure> {
         match self
-            .call(Call::Validate(request), deadline, timeout)
+            .call(Call::Validate(request.clone()), deadline, timeout)
             .await?
         {
             Answer::Verdict(v) => Ok(v),
@@ -530,13 +518,13 @@ impl Plugin {
 
     /// Runs `initialize`, like [`Self::validate`].
     pub async fn initialize(
-        &self,
-        request: &AdmissionRequest,
+        self: &Arc<Self>,
+        request: &Arc<AdmissionRequest>,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Mutation, PluginFailure> {
         match self
-            .call(Call::Initialize(request), deadline, timeout)
+            .call(Call::Initialize(request.clone()), deadline, timeout)
             .await?
         {
             Answer::Mutation(m) => Ok(m),
@@ -547,12 +535,15 @@ impl Plugin {
     /// Runs `deliver`, always in a fresh instance (a sink sees one batch and nothing of the
     /// previous one), like [`Self::validate`].
     pub async fn deliver(
-        &self,
-        batch: &[AuditEvent],
+        self: &Arc<Self>,
+        batch: &Arc<[AuditEvent]>,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Vec<Emission>, PluginFailure> {
-        match self.call(Call::Deliver(batch), deadline, timeout).await? {
+        match self
+            .call(Call::Deliver(batch.clone()), deadline, timeout)
+            .await?
+        {
             Answer::Emissions(e) => Ok(e),
             _ => Err(self.not_a("audit sink")),
         }
@@ -563,35 +554,56 @@ impl Plugin {
     }
 
     /// One call, start to end under one wall-clock budget: waiting for one of the policy's
-    /// [`POLICY_SLOTS`], then for a pool slot, counts against `deadline`; then instantiation (start functions included) and the call run
-    /// within the time left, at most `timeout`. At the end of the budget the call's future is
-    /// dropped wherever it is (in Wasm, or waiting in a host call), which drops its store and
-    /// gives its pool slot back. A warm instance is kept for reuse only if its call did not
-    /// fail, it has calls left and the idle pool has room.
+    /// [`POLICY_SLOTS`], then for a pool slot, counts against `deadline`; then instantiation
+    /// (start functions included) and the call run within the time left, at most `timeout`.
+    /// A call still running after [`SLOW_AFTER`] goes on in the slow lane (see `lane`), with
+    /// its slots, which it gives back when its store is dropped. At the end of the budget the
+    /// call is dropped wherever it is (in Wasm, or waiting in a host call), which drops its
+    /// store and gives its pool slot back.
     async fn call(
-        &self,
-        call: Call<'_>,
+        self: &Arc<Self>,
+        call: Call,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Answer, PluginFailure> {
         let slots = async {
-            let own = self.own_slots.acquire().await?;
-            Ok::<_, tokio::sync::AcquireError>((own, self.slots.acquire().await?))
+            let own = self.own_slots.clone().acquire_owned().await?;
+            Ok::<_, tokio::sync::AcquireError>((own, self.slots.clone().acquire_owned().await?))
         };
-        let _permits = match tokio::time::timeout_at(deadline, slots).await {
-            Ok(Ok(permit)) => permit,
+        let permits = match tokio::time::timeout_at(deadline, slots).await {
+            Ok(Ok(permits)) => permits,
             Ok(Err(_closed)) => {
                 return Err(PluginFailure::Host("the runtime is shutting down".into()));
             }
             Err(_elapsed) => return Err(PluginFailure::Deadline(timeout)),
         };
         let now = Instant::now();
-        self.starts.mark(now);
         let budget = deadline.saturating_duration_since(now).min(timeout);
         if budget.is_zero() {
             return Err(PluginFailure::Deadline(timeout));
         }
         let end = now + budget;
+        let run = lane::run(self.clone().run(call, permits, end, budget));
+        // The call ends itself at `end` (and writes what the plugin printed); this is for a
+        // call in the slow lane whose thread does not get a CPU in time: it is answered now and
+        // dropped when a lane thread gets to it.
+        match tokio::time::timeout_at(end + LANE_GRACE, run).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(dropped)) => Err(PluginFailure::Host(dropped.to_string())),
+            Err(_elapsed) => Err(PluginFailure::Deadline(budget)),
+        }
+    }
+
+    /// The call itself, holding its slots: in a fresh instance or a warm one, until `end`; its
+    /// answer checked against the output bounds. A warm instance is kept for reuse only if
+    /// its call did not fail, it has calls left and the idle pool has room.
+    async fn run(
+        self: Arc<Self>,
+        call: Call,
+        _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+        end: Instant,
+        budget: Duration,
+    ) -> Result<Answer, PluginFailure> {
         let reuse = match call {
             Call::Deliver(_) => None,
             _ => self.reuse,
@@ -668,7 +680,7 @@ impl Plugin {
                 let end = Instant::now() + timeout;
                 store.data_mut().begin_call(end);
                 store.set_epoch_deadline(1);
-                let call = Call::ValidateSettings(&self.settings);
+                let call = Call::ValidateSettings(self.settings.clone());
                 let result =
                     match tokio::time::timeout_at(end, instance.invoke(&mut store, &call)).await {
                         Ok(result) => result,

@@ -28,7 +28,7 @@ pub const MAX_EMISSIONS_PER_EVENT: usize = 8;
 pub const MAX_EMISSION_BYTES: usize = 1 << 20;
 
 /// Checks `answer` (to `call`) against the bounds above, in time linear in its size.
-pub(super) fn check(answer: &Answer, call: &Call<'_>) -> Result<(), PluginFailure> {
+pub(super) fn check(answer: &Answer, call: &Call) -> Result<(), PluginFailure> {
     match answer {
         Answer::Verdict(verdict) => {
             remarks(&verdict.remarks)?;
@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn warnings_are_bounded_in_number_and_size() {
-        let call = Call::Deliver(&[]);
+        let call = Call::Deliver(std::sync::Arc::from(Vec::new()));
         assert!(check(&verdict(MAX_WARNINGS, 10), &call).is_ok());
         assert_eq!(
             check(&verdict(200_000, 10), &call),

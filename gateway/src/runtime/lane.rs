@@ -1,0 +1,197 @@
+//! Owns the slow lane: the low-priority threads (nice 19) a plugin call is moved to once it
+//! has run [`SLOW_AFTER`], so that a long call (a plugin that spins, or host work on its huge
+//! output) leaves the threads that serve requests to the short calls. Runs futures; knows
+//! nothing of plugins, stores, HTTP or admission.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::runtime::{Handle, Runtime};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// A call still running this long after it started is moved to the slow lane at its next
+/// pause (an epoch tick, or a wait in a host call). Well-behaved admission calls take tens of
+/// microseconds to a few milliseconds and never get here: they run where they started, at no
+/// added cost (one allocation for the future).
+pub const SLOW_AFTER: Duration = Duration::from_millis(5);
+
+/// The name of the slow lane's threads.
+pub const THREAD_NAME: &str = "wasmgate-slow";
+
+/// The slow lane's runtime, started on first use and kept for the process's life (one per
+/// process, shared by every [`super::Runtime`]); `None` if it could not be started, in which
+/// case long calls stay where they are.
+fn slow_lane() -> Option<&'static Handle> {
+    static LANE: OnceLock<Option<Runtime>> = OnceLock::new();
+    LANE.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .max_blocking_threads(threads)
+            .thread_name(THREAD_NAME)
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()
+            .inspect_err(|e| {
+                tracing::error!(
+                    "cannot start the slow lane, long plugin calls share the request threads: {e}"
+                )
+            })
+            .ok()
+    })
+    .as_ref()
+    .map(Runtime::handle)
+}
+
+/// The nice value of the slow lane's threads: the lowest priority a normal thread can have. A
+/// nice-0 thread that wakes gets its CPU at once, and one that keeps running gets 68 times the
+/// lane thread's share (kernel weights 1024 and 15). Unprivileged processes may always lower
+/// their own threads' priority (and, without `CAP_SYS_NICE`, never raise it back: hence threads
+/// of their own).
+pub const NICE: i32 = 19;
+
+fn lower_priority() {
+    // On Linux the nice value is per thread: `None` is the calling thread.
+    if let Err(e) = rustix::process::setpriority_process(None, NICE) {
+        tracing::warn!("slow lane thread keeps its normal priority: setpriority({NICE}): {e}");
+    }
+}
+
+/// Why a call moved to the slow lane gave no answer (the lane's runtime dropped it).
+#[derive(Debug, thiserror::Error)]
+#[error("the slow lane dropped the call: {0}")]
+pub struct Dropped(String);
+
+/// Runs `future` where it is polled until it has run [`SLOW_AFTER`], then on the slow lane.
+/// Dropping it drops the future wherever it runs (on the slow lane: as soon as a lane thread
+/// gets to it); a panic in it is a panic here.
+pub(super) fn run<F>(future: F) -> Lane<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    Lane(State::Here {
+        future: Box::pin(future),
+        since: Instant::now(),
+    })
+}
+
+/// The future [`run`] returns.
+pub(super) struct Lane<F: Future>(State<F>);
+
+enum State<F: Future> {
+    Here { future: Pin<Box<F>>, since: Instant },
+    Moved(JoinHandle<F::Output>),
+    Gone,
+}
+
+impl<F> Future for Lane<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    type Output = Result<F::Output, Dropped>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let state = &mut self.get_mut().0;
+        loop {
+            match state {
+                State::Here { future, since } => {
+                    if let Poll::Ready(output) = future.as_mut().poll(cx) {
+                        *state = State::Gone;
+                        return Poll::Ready(Ok(output));
+                    }
+                    // Only a paused call pays for the clock read.
+                    if since.elapsed() < SLOW_AFTER {
+                        return Poll::Pending;
+                    }
+                    let Some(lane) = slow_lane() else {
+                        return Poll::Pending;
+                    };
+                    let State::Here { future, .. } = std::mem::replace(state, State::Gone) else {
+                        unreachable!()
+                    };
+                    // The lane polls it at once; wakers registered here are replaced then.
+                    *state = State::Moved(lane.spawn(future));
+                }
+                State::Moved(handle) => {
+                    return match Pin::new(handle).poll(cx) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(done) => {
+                            *state = State::Gone;
+                            match done {
+                                Ok(output) => Poll::Ready(Ok(output)),
+                                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                                Err(e) => Poll::Ready(Err(Dropped(e.to_string()))),
+                            }
+                        }
+                    };
+                }
+                State::Gone => panic!("a slow-lane future polled after it completed"),
+            }
+        }
+    }
+}
+
+impl<F: Future> Drop for Lane<F> {
+    fn drop(&mut self) {
+        if let State::Moved(handle) = &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thread a future runs on now, and its nice value.
+    fn here() -> (Option<String>, i32) {
+        let thread = std::thread::current().name().map(str::to_owned);
+        (thread, rustix::process::getpriority_process(None).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_call_that_runs_past_slow_after_moves_to_low_priority_threads_and_a_short_one_stays()
+    {
+        let caller = here();
+        assert!(caller.1 < NICE, "the test itself runs at a higher priority");
+        // A short call that pauses (a tick) finishes where it started.
+        let short = run(async {
+            tokio::task::yield_now().await;
+            here()
+        });
+        assert_eq!(short.await.unwrap(), caller);
+        // A call that keeps running (yielding at each "tick", as Wasm does) is moved, and
+        // what it does after runs on an idle-priority lane thread.
+        let long = run(async {
+            let start = std::time::Instant::now();
+            while start.elapsed() < SLOW_AFTER * 2 {
+                std::thread::sleep(Duration::from_millis(1));
+                tokio::task::yield_now().await;
+            }
+            here()
+        });
+        assert_eq!(long.await.unwrap(), (Some(THREAD_NAME.to_owned()), NICE));
+        // Dropping a moved call drops its future on the lane.
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut endless = Box::pin(run(async move {
+            let _tell = dropped_tx;
+            loop {
+                std::thread::sleep(Duration::from_millis(1));
+                tokio::task::yield_now().await;
+            }
+        }));
+        let _ = tokio::time::timeout(SLOW_AFTER * 3, &mut endless).await;
+        assert!(matches!(endless.0, State::Moved(_)));
+        drop(endless);
+        tokio::time::timeout(Duration::from_secs(5), dropped_rx)
+            .await
+            .expect("the moved call is dropped")
+            .unwrap_err();
+    }
+}
