@@ -13,10 +13,11 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// A call still running this long after it started is moved to the slow lane at its next
-/// pause (an epoch tick, or a wait in a host call). Well-behaved admission calls take tens of
-/// microseconds to a few milliseconds and never get here: they run where they started, at no
-/// added cost (one allocation for the future).
+/// A call that has run this long (time spent in its polls: in Wasm or host work, not waiting
+/// for a slot, a host call or a busy worker) is moved to the slow lane at its next pause (an
+/// epoch tick, or a wait in a host call). Well-behaved admission calls run tens of microseconds
+/// to a few milliseconds and never get here: they stay where they started, at the cost of one
+/// allocation for the future and two clock reads per poll.
 pub const SLOW_AFTER: Duration = Duration::from_millis(5);
 
 /// The name of the slow lane's threads.
@@ -66,7 +67,8 @@ fn lower_priority() {
 #[error("the slow lane dropped the call: {0}")]
 pub struct Dropped(String);
 
-/// Runs `future` where it is polled until it has run [`SLOW_AFTER`], then on the slow lane.
+/// Runs `future` where it is polled until it has run for [`SLOW_AFTER`], then on the slow
+/// lane.
 /// Dropping it drops the future wherever it runs (on the slow lane: as soon as a lane thread
 /// gets to it); a panic in it is a panic here.
 pub(super) fn run<F>(future: F) -> Lane<F>
@@ -76,7 +78,7 @@ where
 {
     Lane(State::Here {
         future: Box::pin(future),
-        since: Instant::now(),
+        ran: Duration::ZERO,
     })
 }
 
@@ -84,7 +86,11 @@ where
 pub(super) struct Lane<F: Future>(State<F>);
 
 enum State<F: Future> {
-    Here { future: Pin<Box<F>>, since: Instant },
+    Here {
+        future: Pin<Box<F>>,
+        /// Time spent in its polls so far.
+        ran: Duration,
+    },
     Moved(JoinHandle<F::Output>),
     Gone,
 }
@@ -100,13 +106,14 @@ where
         let state = &mut self.get_mut().0;
         loop {
             match state {
-                State::Here { future, since } => {
+                State::Here { future, ran } => {
+                    let started = Instant::now();
                     if let Poll::Ready(output) = future.as_mut().poll(cx) {
                         *state = State::Gone;
                         return Poll::Ready(Ok(output));
                     }
-                    // Only a paused call pays for the clock read.
-                    if since.elapsed() < SLOW_AFTER {
+                    *ran += started.elapsed();
+                    if *ran < SLOW_AFTER {
                         return Poll::Pending;
                     }
                     let Some(lane) = slow_lane() else {

@@ -556,7 +556,7 @@ impl Plugin {
     /// One call, start to end under one wall-clock budget: waiting for one of the policy's
     /// [`POLICY_SLOTS`], then for a pool slot, counts against `deadline`; then instantiation
     /// (start functions included) and the call run within the time left, at most `timeout`.
-    /// A call still running after [`SLOW_AFTER`] goes on in the slow lane (see `lane`), with
+    /// A call that has run for [`SLOW_AFTER`] goes on in the slow lane (see `lane`), with
     /// its slots, which it gives back when its store is dropped. At the end of the budget the
     /// call is dropped wherever it is (in Wasm, or waiting in a host call), which drops its
     /// store and gives its pool slot back.
