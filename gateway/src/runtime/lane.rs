@@ -68,14 +68,18 @@ fn lower_priority() {
 pub struct Dropped(String);
 
 /// Runs `future` where it is polled until it has run for [`SLOW_AFTER`], then on the slow
-/// lane.
+/// lane; or, if `slow`, on the slow lane from the start. Its output comes with whether it
+/// ended on the lane.
 /// Dropping it drops the future wherever it runs (on the slow lane: as soon as a lane thread
 /// gets to it); a panic in it is a panic here.
-pub(super) fn run<F>(future: F) -> Lane<F>
+pub(super) fn run<F>(future: F, slow: bool) -> Lane<F>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    if slow && let Some(lane) = slow_lane() {
+        return Lane(State::Moved(lane.spawn(future)));
+    }
     Lane(State::Here {
         future: Box::pin(future),
         ran: Duration::ZERO,
@@ -100,7 +104,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    type Output = Result<F::Output, Dropped>;
+    type Output = Result<(F::Output, bool), Dropped>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let state = &mut self.get_mut().0;
@@ -110,7 +114,7 @@ where
                     let started = Instant::now();
                     if let Poll::Ready(output) = future.as_mut().poll(cx) {
                         *state = State::Gone;
-                        return Poll::Ready(Ok(output));
+                        return Poll::Ready(Ok((output, false)));
                     }
                     *ran += started.elapsed();
                     if *ran < SLOW_AFTER {
@@ -131,7 +135,7 @@ where
                         Poll::Ready(done) => {
                             *state = State::Gone;
                             match done {
-                                Ok(output) => Poll::Ready(Ok(output)),
+                                Ok(output) => Poll::Ready(Ok((output, true))),
                                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                                 Err(e) => Poll::Ready(Err(Dropped(e.to_string()))),
                             }
@@ -168,31 +172,49 @@ mod tests {
         let caller = here();
         assert!(caller.1 < NICE, "the test itself runs at a higher priority");
         // A short call that pauses (a tick) finishes where it started.
-        let short = run(async {
-            tokio::task::yield_now().await;
-            here()
-        });
-        assert_eq!(short.await.unwrap(), caller);
-        // A call that keeps running (yielding at each "tick", as Wasm does) is moved, and
-        // what it does after runs on an idle-priority lane thread.
-        let long = run(async {
-            let start = std::time::Instant::now();
-            while start.elapsed() < SLOW_AFTER * 2 {
-                std::thread::sleep(Duration::from_millis(1));
+        let short = run(
+            async {
                 tokio::task::yield_now().await;
-            }
-            here()
-        });
-        assert_eq!(long.await.unwrap(), (Some(THREAD_NAME.to_owned()), NICE));
+                here()
+            },
+            false,
+        );
+        assert_eq!(short.await.unwrap(), (caller.clone(), false));
+        // Unless it is asked to start on the lane.
+        let sent = run(async { here() }, true);
+        assert_eq!(
+            sent.await.unwrap(),
+            ((Some(THREAD_NAME.to_owned()), NICE), true)
+        );
+        // A call that keeps running (yielding at each "tick", as Wasm does) is moved, and
+        // what it does after runs on a nice-19 lane thread.
+        let long = run(
+            async {
+                let start = std::time::Instant::now();
+                while start.elapsed() < SLOW_AFTER * 2 {
+                    std::thread::sleep(Duration::from_millis(1));
+                    tokio::task::yield_now().await;
+                }
+                here()
+            },
+            false,
+        );
+        assert_eq!(
+            long.await.unwrap(),
+            ((Some(THREAD_NAME.to_owned()), NICE), true)
+        );
         // Dropping a moved call drops its future on the lane.
         let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut endless = Box::pin(run(async move {
-            let _tell = dropped_tx;
-            loop {
-                std::thread::sleep(Duration::from_millis(1));
-                tokio::task::yield_now().await;
-            }
-        }));
+        let mut endless = Box::pin(run(
+            async move {
+                let _tell = dropped_tx;
+                loop {
+                    std::thread::sleep(Duration::from_millis(1));
+                    tokio::task::yield_now().await;
+                }
+            },
+            false,
+        ));
         let _ = tokio::time::timeout(SLOW_AFTER * 3, &mut endless).await;
         assert!(matches!(endless.0, State::Moved(_)));
         drop(endless);

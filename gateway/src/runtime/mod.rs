@@ -11,6 +11,7 @@ pub mod output;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -285,6 +286,7 @@ impl Runtime {
             own_slots: Arc::new(Semaphore::new(POLICY_SLOTS as usize)),
             reuse: spec.reuse,
             idle: IdlePool::default(),
+            demoted: AtomicBool::new(false),
         };
         // Instantiate once now, so a module whose initial memory exceeds its cap, or that traps
         // (or never ends) in its start function, is refused at load time rather than failing
@@ -460,6 +462,10 @@ pub struct Plugin {
     reuse: Option<Reuse>,
     idle: IdlePool,
     log: Arc<LogBudget>,
+    /// Whether this policy's latest call ran long (it was moved to the slow lane) or failed as
+    /// only a broken or hostile plugin does (a trap, the memory cap, an invalid output): its
+    /// next call then starts in the slow lane. A call that ends well on its own clears it.
+    demoted: AtomicBool,
 }
 
 impl Plugin {
@@ -556,7 +562,9 @@ impl Plugin {
     /// One call, start to end under one wall-clock budget: waiting for one of the policy's
     /// [`POLICY_SLOTS`], then for a pool slot, counts against `deadline`; then instantiation
     /// (start functions included) and the call run within the time left, at most `timeout`.
-    /// A call that has run for [`SLOW_AFTER`] goes on in the slow lane (see `lane`), with
+    /// A call that has run for [`SLOW_AFTER`] goes on in the slow lane (see `lane`), as does
+    /// every call of a policy whose latest call went there or failed as a hostile plugin's
+    /// would (see `demoted`), with
     /// its slots, which it gives back when its store is dropped. At the end of the budget the
     /// call is dropped wherever it is (in Wasm, or waiting in a host call), which drops its
     /// store and gives its pool slot back.
@@ -583,15 +591,29 @@ impl Plugin {
             return Err(PluginFailure::Deadline(timeout));
         }
         let end = now + budget;
-        let run = lane::run(self.clone().run(call, permits, end, budget));
+        let demoted = self.demoted.load(Ordering::Relaxed);
+        let run = lane::run(self.clone().run(call, permits, end, budget), demoted);
         // The call ends itself at `end` (and writes what the plugin printed); this is for a
         // call in the slow lane whose thread does not get a CPU in time: it is answered now and
         // dropped when a lane thread gets to it.
-        match tokio::time::timeout_at(end + LANE_GRACE, run).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(dropped)) => Err(PluginFailure::Host(dropped.to_string())),
-            Err(_elapsed) => Err(PluginFailure::Deadline(budget)),
+        let (outcome, demote) = match tokio::time::timeout_at(end + LANE_GRACE, run).await {
+            Ok(Ok((outcome, moved))) => {
+                let demote = moved
+                    || matches!(
+                        outcome,
+                        Err(PluginFailure::Trap(_)
+                            | PluginFailure::MemoryLimit { .. }
+                            | PluginFailure::InvalidOutput(_))
+                    );
+                (outcome, demote)
+            }
+            Ok(Err(dropped)) => (Err(PluginFailure::Host(dropped.to_string())), demoted),
+            Err(_elapsed) => (Err(PluginFailure::Deadline(budget)), true),
+        };
+        if demote != demoted {
+            self.demoted.store(demote, Ordering::Relaxed);
         }
+        outcome
     }
 
     /// The call itself, holding its slots: in a fresh instance or a warm one, until `end`; its
