@@ -68,34 +68,47 @@ fn lower_priority() {
 pub struct Dropped(String);
 
 /// Runs `future` where it is polled until it has run for [`SLOW_AFTER`], then on the slow
-/// lane; or, if `slow`, on the slow lane from the start. Its output comes with whether it
-/// ended on the lane.
-/// Dropping it drops the future wherever it runs (on the slow lane: as soon as a lane thread
-/// gets to it); a panic in it is a panic here.
+/// lane; or, if `slow`, on the slow lane from the start. Its output comes with the time it ran
+/// (in its polls, wherever they were).
 pub(super) fn run<F>(future: F, slow: bool) -> Lane<F>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    if slow && let Some(lane) = slow_lane() {
-        return Lane(State::Moved(lane.spawn(future)));
-    }
-    Lane(State::Here {
+    let timed = Timed {
         future: Box::pin(future),
         ran: Duration::ZERO,
-    })
+    };
+    if slow && let Some(lane) = slow_lane() {
+        return Lane(State::Moved(lane.spawn(timed)));
+    }
+    Lane(State::Here(timed))
+}
+
+/// A future and the time spent in its polls so far.
+struct Timed<F> {
+    future: Pin<Box<F>>,
+    ran: Duration,
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let started = Instant::now();
+        let polled = this.future.as_mut().poll(cx);
+        this.ran += started.elapsed();
+        polled.map(|output| (output, this.ran))
+    }
 }
 
 /// The future [`run`] returns.
 pub(super) struct Lane<F: Future>(State<F>);
 
 enum State<F: Future> {
-    Here {
-        future: Pin<Box<F>>,
-        /// Time spent in its polls so far.
-        ran: Duration,
-    },
-    Moved(JoinHandle<F::Output>),
+    Here(Timed<F>),
+    Moved(JoinHandle<(F::Output, Duration)>),
     Gone,
 }
 
@@ -104,30 +117,28 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    type Output = Result<(F::Output, bool), Dropped>;
+    type Output = Result<(F::Output, Duration), Dropped>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let state = &mut self.get_mut().0;
         loop {
             match state {
-                State::Here { future, ran } => {
-                    let started = Instant::now();
-                    if let Poll::Ready(output) = future.as_mut().poll(cx) {
+                State::Here(timed) => {
+                    if let Poll::Ready(done) = Pin::new(&mut *timed).poll(cx) {
                         *state = State::Gone;
-                        return Poll::Ready(Ok((output, false)));
+                        return Poll::Ready(Ok(done));
                     }
-                    *ran += started.elapsed();
-                    if *ran < SLOW_AFTER {
+                    if timed.ran < SLOW_AFTER {
                         return Poll::Pending;
                     }
                     let Some(lane) = slow_lane() else {
                         return Poll::Pending;
                     };
-                    let State::Here { future, .. } = std::mem::replace(state, State::Gone) else {
+                    let State::Here(timed) = std::mem::replace(state, State::Gone) else {
                         unreachable!()
                     };
                     // The lane polls it at once; wakers registered here are replaced then.
-                    *state = State::Moved(lane.spawn(future));
+                    *state = State::Moved(lane.spawn(timed));
                 }
                 State::Moved(handle) => {
                     return match Pin::new(handle).poll(cx) {
@@ -135,7 +146,7 @@ where
                         Poll::Ready(done) => {
                             *state = State::Gone;
                             match done {
-                                Ok(output) => Poll::Ready(Ok((output, true))),
+                                Ok(done) => Poll::Ready(Ok(done)),
                                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                                 Err(e) => Poll::Ready(Err(Dropped(e.to_string()))),
                             }
@@ -179,13 +190,12 @@ mod tests {
             },
             false,
         );
-        assert_eq!(short.await.unwrap(), (caller.clone(), false));
+        let (place, ran) = short.await.unwrap();
+        assert_eq!(place, caller);
+        assert!(ran < SLOW_AFTER, "{ran:?}");
         // Unless it is asked to start on the lane.
         let sent = run(async { here() }, true);
-        assert_eq!(
-            sent.await.unwrap(),
-            ((Some(THREAD_NAME.to_owned()), NICE), true)
-        );
+        assert_eq!(sent.await.unwrap().0, (Some(THREAD_NAME.to_owned()), NICE));
         // A call that keeps running (yielding at each "tick", as Wasm does) is moved, and
         // what it does after runs on a nice-19 lane thread.
         let long = run(
@@ -199,10 +209,9 @@ mod tests {
             },
             false,
         );
-        assert_eq!(
-            long.await.unwrap(),
-            ((Some(THREAD_NAME.to_owned()), NICE), true)
-        );
+        let (place, ran) = long.await.unwrap();
+        assert_eq!(place, (Some(THREAD_NAME.to_owned()), NICE));
+        assert!(ran >= SLOW_AFTER * 2, "{ran:?}");
         // Dropping a moved call drops its future on the lane.
         let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
         let mut endless = Box::pin(run(

@@ -462,7 +462,7 @@ pub struct Plugin {
     reuse: Option<Reuse>,
     idle: IdlePool,
     log: Arc<LogBudget>,
-    /// Whether this policy's latest call ran long (it was moved to the slow lane) or failed as
+    /// Whether this policy's latest call ran long ([`SLOW_AFTER`] in all) or failed as
     /// only a broken or hostile plugin does (a trap, the memory cap, an invalid output): its
     /// next call then starts in the slow lane. A call that ends well on its own clears it.
     demoted: AtomicBool,
@@ -597,8 +597,8 @@ impl Plugin {
         // call in the slow lane whose thread does not get a CPU in time: it is answered now and
         // dropped when a lane thread gets to it.
         let (outcome, demote) = match tokio::time::timeout_at(end + LANE_GRACE, run).await {
-            Ok(Ok((outcome, moved))) => {
-                let demote = moved
+            Ok(Ok((outcome, ran))) => {
+                let demote = ran >= SLOW_AFTER
                     || matches!(
                         outcome,
                         Err(PluginFailure::Trap(_)
