@@ -419,6 +419,7 @@ fn plugin_alone(batch: &Bytes, calls: usize) -> (Duration, Duration) {
             memory_limit: 64 << 20,
             timeout: Duration::from_secs(5),
             reuse: None,
+            cluster: None,
         })
         .unwrap();
     let events: Vec<_> = wasmgate::wire::audit::decode_event_list(batch)

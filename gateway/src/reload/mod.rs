@@ -218,11 +218,12 @@ impl Reloader {
         }
         metrics.reload_attempt();
         let started = Instant::now();
-        match Snapshot::build(
+        match Snapshot::build_with(
             &config,
             &self.runtime,
             current.generation + 1,
             Some(&current),
+            Some(self.gateway.cluster()),
         ) {
             Ok(snapshot) => {
                 let generation = snapshot.generation;
