@@ -263,6 +263,46 @@ def main() -> int:
               and any(line.startswith("wasmgate_context_cache_bytes") for line in sizes),
               "/metrics gives each cache's objects and bytes (2 Ingresses stored)",
               "; ".join(sizes))
+
+        # Hot reload: a file without namespace-labels stops the Namespace cache; a grant of a
+        # resource the API server does not serve is rejected (the old file keeps serving); the
+        # file back as it was starts the Namespace cache again.
+        def caches():
+            code, body = get("/readyz")
+            doc = json.loads(body)
+            return code, doc, sorted(x["resource"] for x in doc["contextCaches"]
+                                     if x["synced"])
+        only_validator = policy().split("  - name: namespace-labels")[0]
+        (work / "policies.yaml").write_text(only_validator)
+        try:
+            wait_until("the Namespace cache stopped", lambda: caches()[2] == [
+                "networking.k8s.io/v1 ingresses"], timeout=15)
+            check(True, "a reload that removes the last grant of a resource stops its cache")
+        except TimeoutError:
+            check(False, "a reload that removes the last grant of a resource stops its cache",
+                  json.dumps(caches()[1]))
+        (work / "policies.yaml").write_text(only_validator.replace(
+            "resource: ingresses}\n", "resource: ingresses}\n      - {apiGroup: example.com, "
+            "version: v1, resource: widgets}\n"))
+        try:
+            doc = wait_until("the reload rejected", lambda: (lambda d: d if (d["reload"] or {})
+                             .get("lastError") else None)(caches()[1]), timeout=15)
+            why = doc["reload"]["lastError"]
+            check("context[1]: example.com/v1 widgets" in why and "discovery" in why,
+                  "a reload granting a resource the API server does not serve is rejected "
+                  "with the grant's line", why)
+        except TimeoutError:
+            check(False, "a reload granting a resource the API server does not serve is "
+                  "rejected", json.dumps(caches()[1]))
+        (work / "policies.yaml").write_text(policy())
+        try:
+            wait_until("the Namespace cache back", lambda: caches()[2] == [
+                "core/v1 namespaces (metadata only)", "networking.k8s.io/v1 ingresses"],
+                timeout=15)
+            check(True, "a reload that adds a grant starts its cache (synced)")
+        except TimeoutError:
+            check(False, "a reload that adds a grant starts its cache",
+                  json.dumps(caches()[1]))
     except Exception as e:  # noqa: BLE001 - reported as a failure, cleanup below
         check(False, f"the run completes ({type(e).__name__}: {e})")
     finally:
