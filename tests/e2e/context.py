@@ -91,11 +91,11 @@ class Gateway:
     """A `wasmgate serve` process; its log goes to a file."""
 
     def __init__(self, binary: Path, work: Path, port: int, crt: Path, key: Path,
-                 kubeconfig: Path, name: str):
+                 kubeconfig: Path, name: str, extra: tuple[str, ...] = ()):
         self.argv = [str(binary), "serve", "--log-json", "--listen", f"127.0.0.1:{port}",
                      "--config", str(work / "policies.yaml"), "--tls-cert", str(crt),
                      "--tls-key", str(key), "--kubeconfig", str(kubeconfig),
-                     "--state-dir", str(work / name)]
+                     "--state-dir", str(work / name), *extra]
         self.log = work / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -303,6 +303,34 @@ def main() -> int:
         except TimeoutError:
             check(False, "a reload that adds a grant starts its cache",
                   json.dumps(caches()[1]))
+
+        # The cap: restarted with room for one Ingress while two are stored, the cache is
+        # emptied, lookups are refused with the reason (unique-ingress-host fails, and its
+        # failurePolicy Fail refuses), and the overflow is counted.
+        gw.stop()
+        capped = Gateway(binary, work, gw_port, gw_crt, gw_key, c.kubeconfig, "wasmgate-capped",
+                         ("--context-max-objects", "1"))
+        gateways.append(capped)
+        check(capped.start(), "wasmgate serves with --context-max-objects 1",
+              capped.log.read_text()[-400:])
+        status, body = wait_until("readyz 200", lambda: (lambda r: r if r[0] == 200 else None)(
+            get("/readyz")))
+        over = [x for x in json.loads(body)["contextCaches"]
+                if x["overflow"] and x["resource"] == "networking.k8s.io/v1 ingresses"]
+        check(len(over) == 1 and "over its cap of 1 objects" in over[0]["overflow"]
+              and over[0]["objects"] == 0,
+              "a cache over --context-max-objects is emptied and says why in /readyz", body)
+        refused_over = wait_until("the capped cache refuses", lambda: (
+            lambda cp: cp if cp.returncode != 0 else None)(
+                create(ingress("ctx-b", "fourth", "fourth.e2e.example"), "--dry-run=server")),
+            timeout=15)
+        check("over its cap of 1 objects" in refused_over.stderr,
+              "a lookup of a cache over its cap is refused with the cap (the policy fails)",
+              refused_over.stderr)
+        _, metrics = get("/metrics")
+        check('wasmgate_context_cache_overflows_total{resource="networking.k8s.io/v1 ingresses"} 1'
+              in metrics, "the overflow is counted in /metrics",
+              "; ".join(x for x in metrics.splitlines() if "overflow" in x))
     except Exception as e:  # noqa: BLE001 - reported as a failure, cleanup below
         check(False, f"the run completes ({type(e).__name__}: {e})")
     finally:

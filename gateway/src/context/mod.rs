@@ -438,3 +438,112 @@ impl ClusterView for PolicyView {
             .map_err(LookupError::TooLarge)?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pods(n: usize, bytes: usize) -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("p{i:05}"), "namespace": format!("ns{}", i % 3),
+                        "labels": {"app": if i % 2 == 0 { "web" } else { "db" }}},
+                    "data": "x".repeat(bytes)})
+            })
+            .collect()
+    }
+
+    fn view(objects: Vec<Value>, grant: ContextGrant) -> Arc<dyn ClusterView> {
+        let state = ClusterState::from_objects(
+            file::group(objects).unwrap(),
+            Limits::default(),
+            Arc::new(Metrics::new()),
+        );
+        let key = key_of(&grant);
+        let running = state.start(&key).unwrap();
+        state.write().insert(key, running);
+        state.view("p", &[grant]).unwrap()
+    }
+
+    fn grant(namespaces: &[&str]) -> ContextGrant {
+        ContextGrant {
+            api_group: String::new(),
+            version: "v1".into(),
+            resource: "pods".into(),
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+            metadata_only: false,
+        }
+    }
+
+    fn pods_gvr() -> GroupVersionResource {
+        GroupVersionResource {
+            group: String::new(),
+            version: "v1".into(),
+            resource: "pods".into(),
+        }
+    }
+
+    #[test]
+    fn list_is_ordered_filtered_and_bounded_by_the_grant() {
+        let v = view(pods(9, 1), grant(&["ns2", "ns0"]));
+        let names = |list: Vec<String>| -> Vec<String> {
+            list.iter()
+                .map(|t| {
+                    let o: Value = serde_json::from_str(t).unwrap();
+                    format!(
+                        "{}/{}",
+                        o["metadata"]["namespace"].as_str().unwrap(),
+                        o["metadata"]["name"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        };
+        // Every granted namespace, ordered by namespace and name; ns1 is not granted.
+        assert_eq!(
+            names(v.list(&pods_gvr(), "", "").unwrap()),
+            [
+                "ns0/p00000",
+                "ns0/p00003",
+                "ns0/p00006",
+                "ns2/p00002",
+                "ns2/p00005",
+                "ns2/p00008"
+            ]
+        );
+        assert_eq!(
+            names(v.list(&pods_gvr(), "ns0", "app=web").unwrap()),
+            ["ns0/p00000", "ns0/p00006"]
+        );
+        assert!(matches!(
+            v.list(&pods_gvr(), "ns1", ""),
+            Err(LookupError::Denied(_))
+        ));
+        assert!(matches!(
+            v.list(&pods_gvr(), "ns0", "app in web"),
+            Err(LookupError::Invalid(m)) if m.contains("expected '(' after in")
+        ));
+        assert!(v.get(&pods_gvr(), "ns0", "p00003").unwrap().is_some());
+        assert_eq!(v.get(&pods_gvr(), "ns0", "p00004").unwrap(), None);
+    }
+
+    #[test]
+    fn a_list_over_the_per_call_bound_is_too_large() {
+        // Objects: one over the bound.
+        let v = view(pods(MAX_LIST_OBJECTS + 1, 1), grant(&[]));
+        match v.list(&pods_gvr(), "", "") {
+            Err(LookupError::TooLarge(m)) => assert!(m.contains("at most 10000 objects"), "{m}"),
+            other => panic!("{:?}", other.map(|l| l.len())),
+        }
+        // The selector narrows it under the bound.
+        assert_eq!(v.list(&pods_gvr(), "", "app=web").unwrap().len(), 5001);
+        // Bytes: 20 objects of 1 MiB pass 16 MiB.
+        let v = view(pods(20, 1 << 20), grant(&[]));
+        assert!(matches!(
+            v.list(&pods_gvr(), "", ""),
+            Err(LookupError::TooLarge(_))
+        ));
+        assert_eq!(v.list(&pods_gvr(), "ns0", "").unwrap().len(), 7);
+    }
+}
