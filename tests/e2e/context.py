@@ -101,7 +101,7 @@ class Gateway:
 
     def start(self, timeout: float = 60) -> bool:
         """True once serving; False when it exited first (its log says why)."""
-        ready = threading.Event()
+        ready, serving = threading.Event(), threading.Event()
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      env={**os.environ, "RUST_LOG": "info"})
 
@@ -111,13 +111,16 @@ class Gateway:
                     f.write(line)
                     f.flush()
                     if b"wasmgate is serving" in line:
+                        serving.set()
                         ready.set()
-            ready.set()
+            ready.set()  # stderr closed: it exited
 
         threading.Thread(target=pump, args=(self.proc, self.log), daemon=True).start()
         if not ready.wait(timeout):
             raise RuntimeError(f"wasmgate did not start; see {self.log}")
-        return self.proc.poll() is None
+        if not serving.is_set():
+            self.proc.wait(10)
+        return serving.is_set()
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
