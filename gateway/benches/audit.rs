@@ -420,6 +420,7 @@ fn plugin_alone(batch: &Bytes, calls: usize) -> (Duration, Duration) {
                 memory_limit: 64 << 20,
                 timeout: Duration::from_secs(5),
                 reuse: None,
+                cluster: None,
             })
             .unwrap(),
     );

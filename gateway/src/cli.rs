@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::audit::{AuditService, FsyncPolicy, SpoolConfig, default_dead_letter_max_bytes};
 use crate::config::{Config, PluginKind, parse_quantity};
+use crate::context::ClusterState;
 use crate::gateway::Gateway;
 use crate::reload;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -309,9 +310,17 @@ struct ServeArgs {
     /// replicas, the holder of a Lease writes. See docs/registering.md.
     #[arg(long)]
     register: bool,
-    /// The kubeconfig for --register (default: the in-cluster configuration).
-    #[arg(long, requires = "register")]
+    /// The kubeconfig for --register and for the watch caches of `context:` grants (default:
+    /// the in-cluster configuration, when running in a cluster).
+    #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Objects one `context:` cache (one granted resource) may hold; past it the cache is
+    /// emptied and its lookups refused until it fits.
+    #[arg(long, default_value_t = crate::context::DEFAULT_MAX_OBJECTS)]
+    context_max_objects: usize,
+    /// Bytes (a quantity: 512Mi) one `context:` cache may hold.
+    #[arg(long, default_value = "512Mi", value_parser = parse_cache_bytes)]
+    context_max_bytes: usize,
     /// The gateway's base URL as the API server reaches it (as `manifests --url`); without it,
     /// through --register-service.
     #[arg(long, requires = "register")]
@@ -336,6 +345,14 @@ struct ServeArgs {
 }
 
 /// The Lease duration: whole seconds (`leaseDurationSeconds`), 1 s to 5 minutes.
+fn parse_cache_bytes(text: &str) -> Result<usize, String> {
+    let bytes = parse_quantity(text)?;
+    if bytes < 1 << 20 {
+        return Err("a context cache must be allowed at least 1Mi".into());
+    }
+    usize::try_from(bytes).map_err(|_| "too large".into())
+}
+
 fn parse_lease_duration(text: &str) -> Result<std::time::Duration, String> {
     let d = crate::wire::parse_go_duration(text).map_err(|e| e.to_string())?;
     if d.subsec_nanos() != 0 || d.as_secs() == 0 || d.as_secs() > 300 {
@@ -395,6 +412,10 @@ struct CheckArgs {
     /// Run the initializers (`/mutate`) instead of the validators (`/validate`).
     #[arg(long)]
     mutate: bool,
+    /// The cluster state `context:` grants read: a YAML or JSON file of objects (a list, a
+    /// `kind: List`, or YAML documents).
+    #[arg(long)]
+    cluster: Option<PathBuf>,
     /// Say on stderr, per policy, whether it matched and ran or was skipped and why, and warn
     /// about rules that can never match. Without it, one summary line.
     #[arg(long)]
@@ -468,14 +489,38 @@ fn runtime(cache_dir: Option<&Path>) -> anyhow::Result<Runtime> {
     Ok(Runtime::new(&RuntimeConfig { cache_dir })?)
 }
 
-fn load(common: &CommonArgs, spool_dir: Option<&Path>) -> anyhow::Result<(Arc<Runtime>, Snapshot)> {
+fn load(
+    common: &CommonArgs,
+    spool_dir: Option<&Path>,
+    cluster: &Arc<ClusterState>,
+) -> anyhow::Result<(Arc<Runtime>, Snapshot)> {
     let runtime = runtime(common.cache_dir.as_deref())?;
     let config = Config::load(&common.config)?;
     if let Some(dir) = spool_dir {
         config.check_outputs_outside(dir)?;
     }
-    let snapshot = Snapshot::build(&config, &runtime, 1, None)?;
+    cluster.prepare(&config)?;
+    let snapshot = Snapshot::build_with(&config, &runtime, 1, None, Some(cluster))?;
     Ok((Arc::new(runtime), snapshot))
+}
+
+/// The caches of `context:` grants for `serve`: fed from the API server of --kubeconfig, or of
+/// the in-cluster configuration when running in a cluster; without either, a policy file with
+/// `context:` is refused.
+async fn serve_cluster(
+    args: &ServeArgs,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Arc<ClusterState>> {
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    if args.kubeconfig.is_none() && !in_cluster {
+        return Ok(ClusterState::none(metrics));
+    }
+    let client = crate::register::client(args.kubeconfig.as_deref()).await?;
+    let limits = crate::context::Limits {
+        max_objects: args.context_max_objects,
+        max_bytes: args.context_max_bytes,
+    };
+    Ok(ClusterState::live(client, limits, metrics))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -521,11 +566,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .spool_dir
         .clone()
         .unwrap_or_else(|| args.state_dir.join("spool"));
-    let (runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common, Some(&spool_dir)))?;
-    let policies = snapshot.policies.len();
     let metrics = Arc::new(Metrics::new());
+    let cluster = serve_cluster(&args, metrics.clone()).await?;
+    let (runtime, snapshot) =
+        tokio::task::block_in_place(|| load(&args.common, Some(&spool_dir), &cluster))?;
+    let policies = snapshot.policies.len();
     let sinks = snapshot.audit_sinks.clone();
-    let mut gateway = Gateway::new(snapshot, metrics.clone());
+    let mut gateway = Gateway::new(snapshot, metrics.clone()).with_cluster(cluster);
     // The spool is opened only when there is a sink to feed: an admission-only gateway keeps
     // no audit state, and `/audit` answers 404 there.
     let audit = if sinks.is_empty() {
@@ -698,9 +745,19 @@ async fn shutdown_signal() {
 
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     telemetry::init_logging(args.common.log_json);
-    let (_runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common, None))?;
+    let metrics = Arc::new(Metrics::new());
+    // The file's objects, served through the same caches and lookups as `serve`'s.
+    let cluster = match &args.cluster {
+        Some(path) => ClusterState::from_objects(
+            crate::context::file::load(path).map_err(anyhow::Error::msg)?,
+            crate::context::Limits::default(),
+            metrics.clone(),
+        ),
+        None => ClusterState::none(metrics.clone()),
+    };
+    let (_runtime, snapshot) = tokio::task::block_in_place(|| load(&args.common, None, &cluster))?;
     let body = read(&args.request)?;
-    let gateway = Gateway::new(snapshot, Arc::new(Metrics::new()));
+    let gateway = Gateway::new(snapshot, metrics).with_cluster(cluster);
     let kind = if args.mutate {
         PluginKind::Initializer
     } else {

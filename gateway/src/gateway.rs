@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::admission;
 use crate::audit::{AuditService, BodySource, IntakeError, IntakeLimits, spool::AppendError};
 use crate::config::{Config, ConfigError, PluginKind};
+use crate::context::ClusterState;
 use crate::reload::ReloadStatus;
 use crate::server::{Answer, Body, BodyError, BodyTimeout, ConnEvent, Handler};
 use crate::snapshot::Snapshot;
@@ -29,6 +30,8 @@ pub struct Gateway {
     audit: Option<(Arc<AuditService>, IntakeLimits)>,
     /// Shutdown has begun: `/audit` takes nothing more.
     draining: AtomicBool,
+    /// The caches policies' `context:` grants read.
+    cluster: Arc<ClusterState>,
 }
 
 impl Gateway {
@@ -41,11 +44,23 @@ impl Gateway {
         );
         Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
-            metrics,
             reload: ArcSwap::default(),
             audit: None,
             draining: AtomicBool::new(false),
+            cluster: ClusterState::none(metrics.clone()),
+            metrics,
         }
+    }
+
+    /// Serves `context:` grants from `cluster` (the one the first snapshot was built with).
+    pub fn with_cluster(mut self, cluster: Arc<ClusterState>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The caches policies' `context:` grants read.
+    pub fn cluster(&self) -> &Arc<ClusterState> {
+        &self.cluster
     }
 
     /// Serves `/audit` with `audit`, taking batches under `limits`. Without it, `/audit`
@@ -71,16 +86,21 @@ impl Gateway {
             ),
             None => {}
         }
+        let config = snapshot.config.clone();
         self.snapshot.store(Arc::new(snapshot));
+        // Caches only the previous file granted are not read any more.
+        self.cluster.retain(&config);
     }
 
     /// Checks what a policy file may not do on this gateway, beyond the file itself: a file
-    /// output inside the audit spool directory.
+    /// output inside the audit spool directory; a `context:` grant the gateway cannot serve
+    /// (no cluster access, an unknown resource, one its identity may not list and watch). Starts
+    /// the caches of new grants. Blocking.
     pub fn check_config(&self, config: &Config) -> Result<(), ConfigError> {
-        match &self.audit {
-            Some((audit, _)) => config.check_outputs_outside(audit.spool_dir()),
-            None => Ok(()),
+        if let Some((audit, _)) = &self.audit {
+            config.check_outputs_outside(audit.spool_dir())?;
         }
+        self.cluster.prepare(config)
     }
 
     /// Shutdown begins: from now on `/audit` answers 503 and `/readyz` not ready; admission
@@ -315,6 +335,9 @@ impl Handler for Gateway {
             )
             .collect();
         let draining = self.draining.load(Ordering::Relaxed);
+        // Not ready until every granted cache has its first complete list: a lookup before
+        // it would answer `not-ready` to the plugin.
+        let synced = self.cluster.synced();
         let sink_errors = self
             .audit
             .as_ref()
@@ -322,7 +345,8 @@ impl Handler for Gateway {
             .unwrap_or_default();
         let mut answer = Answer::json(
             serde_json::json!({
-                "ready": !draining,
+                "ready": !draining && synced,
+                "contextCaches": self.cluster.status(),
                 "draining": draining,
                 "auditSinkErrors": &*sink_errors,
                 "generation": snapshot.generation,
@@ -335,7 +359,7 @@ impl Handler for Gateway {
             .to_string()
             .into_bytes(),
         );
-        if draining {
+        if draining || !synced {
             answer.status = StatusCode::SERVICE_UNAVAILABLE;
         }
         answer

@@ -14,6 +14,7 @@ pub mod admission;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod gateway;
 pub mod manifests;
 pub mod policy;

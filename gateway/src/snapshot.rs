@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError, ResolvedEntry, ResolvedModule, ResolvedSink};
+use crate::config::{
+    Config, ConfigError, ContextGrant, ResolvedEntry, ResolvedModule, ResolvedSink,
+};
+use crate::context::ClusterState;
 use crate::policy::audit::{AuditRules, SinkPolicy};
 use crate::policy::{Matcher, Policy, PolicySet};
 use crate::runtime::{LoadError, Plugin, PluginSpec, Reuse, Runtime, World};
@@ -40,6 +43,7 @@ struct PluginKey {
     settings: String,
     memory_limit: u64,
     reuse: Option<Reuse>,
+    context: Vec<ContextGrant>,
 }
 
 impl Snapshot {
@@ -55,6 +59,19 @@ impl Snapshot {
         generation: u64,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, ConfigError> {
+        Self::build_with(config, runtime, generation, previous, None)
+    }
+
+    /// [`Snapshot::build`], with the policies' `cluster` lookups answered from `cluster`
+    /// (whose caches [`ClusterState::prepare`] started for `config`). Without it, every lookup
+    /// is `denied`.
+    pub fn build_with(
+        config: &Config,
+        runtime: &Runtime,
+        generation: u64,
+        previous: Option<&Snapshot>,
+        cluster: Option<&Arc<ClusterState>>,
+    ) -> Result<Snapshot, ConfigError> {
         let mut plugins = HashMap::new();
         let mut load =
             |what: &str, world: World, spec: Spec<'_>| -> Result<Arc<Plugin>, ConfigError> {
@@ -65,6 +82,7 @@ impl Snapshot {
                     settings: spec.module.settings_json.clone(),
                     memory_limit: spec.module.memory_limit,
                     reuse: spec.reuse,
+                    context: spec.context.to_vec(),
                 };
                 let plugin = match previous.and_then(|p| p.plugins.get(&key)) {
                     Some(plugin) => {
@@ -82,6 +100,7 @@ impl Snapshot {
                                 memory_limit: spec.module.memory_limit,
                                 timeout: spec.module.timeout,
                                 reuse: spec.reuse,
+                                cluster: cluster.and_then(|c| c.view(spec.name, spec.context)),
                             })
                             .map_err(|e| {
                                 // A refusal of the settings points at them, not at the entry,
@@ -147,6 +166,8 @@ struct Spec<'a> {
     module: &'a ResolvedModule,
     /// Warm instances: admission policies may opt in; sinks always get a fresh instance.
     reuse: Option<Reuse>,
+    /// What its `cluster` lookups may read (admission policies only).
+    context: &'a [ContextGrant],
 }
 
 impl<'a> Spec<'a> {
@@ -159,6 +180,7 @@ impl<'a> Spec<'a> {
             name: &r.entry.name,
             module: &r.module,
             reuse,
+            context: &r.entry.context,
         }
     }
 
@@ -167,6 +189,7 @@ impl<'a> Spec<'a> {
             name: &r.entry.name,
             module: &r.module,
             reuse: None,
+            context: &[],
         }
     }
 }

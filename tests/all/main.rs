@@ -10,6 +10,7 @@ mod audit_intake;
 mod captured;
 mod check;
 mod containment;
+mod context;
 mod faults;
 mod hostile_clients;
 mod image;

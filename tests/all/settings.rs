@@ -898,7 +898,7 @@ async fn a_patched_initializer_yields_the_right_json_patch() {
 // === the cluster import ===
 
 #[tokio::test]
-async fn cluster_lookups_are_denied_while_nothing_can_be_granted() {
+async fn cluster_lookups_without_a_grant_are_denied() {
     let gw = Gateway::start(&policy_file(&entry(
         "probe",
         "validator",
@@ -907,7 +907,7 @@ async fn cluster_lookups_are_denied_while_nothing_can_be_granted() {
     )));
     let response = gw.answer("/validate", &review("pod-create.json")).await;
     assert_eq!(response["allowed"], true, "{response}");
-    let why = "policy \"probe\" has no `context:` grant for core/v1 pods: nothing is granted (the policy file cannot grant cluster reads yet)";
+    let why = "policy \"probe\" has no `context:` grant for core/v1 pods: it has no `context:` in the policy file, so nothing is granted";
     assert_eq!(
         response["warnings"],
         json!([

@@ -76,6 +76,8 @@ fn the_first_party_suites_pass_with_a_table() {
         "pod-security",
         "redact-secrets",
         "require-labels",
+        "unique-ingress-host",
+        "namespace-labels",
     ] {
         assert!(
             suites.contains(&format!("plugins/rust/{plugin}/tests.yaml")),

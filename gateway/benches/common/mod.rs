@@ -354,6 +354,7 @@ pub fn load_plugin(
             memory_limit: 64 << 20,
             timeout: Duration::from_secs(2),
             reuse,
+            cluster: None,
         })
         .unwrap();
     Loaded {

@@ -16,9 +16,10 @@ pub use audit::{
     MAX_SINK_TIMEOUT, OutputEntry, OutputKind, OutputSpec, OutputType,
 };
 pub use quantity::parse_quantity;
+pub(crate) use schema::names;
 pub use schema::{
-    FailurePolicy, InstanceReuse, LabelSelector, Mode, PluginKind, PolicyEntry, PolicyFile,
-    Reinvocation, Rule, Scope, SelectorOperator, SelectorRequirement,
+    ContextGrant, FailurePolicy, InstanceReuse, LabelSelector, Mode, PluginKind, PolicyEntry,
+    PolicyFile, Reinvocation, Rule, Scope, SelectorOperator, SelectorRequirement,
 };
 
 use crate::wire::parse_go_duration;

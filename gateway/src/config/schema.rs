@@ -189,6 +189,82 @@ pub struct PolicyEntry {
     /// `reinvocationPolicy`.
     #[serde(default)]
     pub reinvocation: Option<Reinvocation>,
+    /// Cluster objects the plugin may read through `wasmgate:plugin/cluster` (0.2.0); anything
+    /// else is `denied` to it. Empty: none.
+    #[serde(default)]
+    pub context: Vec<ContextGrant>,
+}
+
+/// One `context:` entry: a resource whose objects a policy may read, served from the gateway's
+/// watch cache of that resource.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ContextGrant {
+    /// The API group; `""` is core.
+    pub api_group: String,
+    /// The API version, e.g. `v1`.
+    pub version: String,
+    /// The resource (plural, lowercase), e.g. `ingresses`; no sub-resource, no `*`.
+    pub resource: String,
+    /// Only objects in these namespaces (empty: every namespace, and cluster-scoped objects).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Only `apiVersion`, `kind` and `metadata` of each object (the cache keeps nothing else).
+    #[serde(default)]
+    pub metadata_only: bool,
+}
+
+impl ContextGrant {
+    /// Checks a grant's names as the API server spells them.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.api_group.is_empty() && !names::is_dns_subdomain(&self.api_group) {
+            return Err(format!(
+                "apiGroup {:?} is not an API group (\"\" for core, else a DNS subdomain such as networking.k8s.io)",
+                self.api_group
+            ));
+        }
+        if self.version == "*" || !names::is_dns_label(&self.version) {
+            return Err(format!(
+                "version {:?} is not an API version (e.g. v1, v1beta1)",
+                self.version
+            ));
+        }
+        if self.resource.contains('/') {
+            return Err(format!(
+                "resource {:?}: sub-resources cannot be read, only objects",
+                self.resource
+            ));
+        }
+        if self.resource == "*" || !names::is_dns_label(&self.resource) {
+            return Err(format!(
+                "resource {:?} is not a resource name (plural and lowercase, e.g. ingresses; no *)",
+                self.resource
+            ));
+        }
+        if let Some(bad) = self.namespaces.iter().find(|n| !names::is_dns_label(n)) {
+            return Err(format!(
+                "namespaces: {bad:?} is not a namespace name (a DNS label: 1-63 lowercase letters, digits or '-')"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `group/version resource`, with `core` for the core group, as lookup messages name it.
+    pub fn describe(&self) -> String {
+        let group = if self.api_group.is_empty() {
+            "core"
+        } else {
+            &self.api_group
+        };
+        let mut text = format!("{group}/{} {}", self.version, self.resource);
+        if !self.namespaces.is_empty() {
+            text.push_str(&format!(" in namespaces {}", self.namespaces.join(",")));
+        }
+        if self.metadata_only {
+            text.push_str(" (metadata only)");
+        }
+        text
+    }
 }
 
 /// `instanceReuse`: keep up to `maxIdle` instances warm and retire each after `maxCalls` calls
@@ -239,6 +315,18 @@ impl PolicyEntry {
             selector
                 .validate()
                 .map_err(|m| format!("objectSelector: {m}"))?;
+        }
+        for (i, grant) in self.context.iter().enumerate() {
+            grant.validate().map_err(|m| format!("context[{i}]: {m}"))?;
+            if let Some(j) = self.context[..i].iter().position(|g| {
+                (&g.api_group, &g.version, &g.resource)
+                    == (&grant.api_group, &grant.version, &grant.resource)
+            }) {
+                return Err(format!(
+                    "context[{i}]: {} is granted twice (context[{j}] already grants it)",
+                    grant.describe()
+                ));
+            }
         }
         Ok(())
     }

@@ -190,7 +190,11 @@ impl Reloader {
             .and_then(|config| self.gateway.check_config(&config).map(|()| config))
         {
             Ok(config) => config,
-            Err(e) => return self.rejected(trigger, e.to_string()),
+            Err(e) => {
+                // A grant refused after others started their caches: stop those.
+                self.gateway.cluster().retain(&current.config);
+                return self.rejected(trigger, e.to_string());
+            }
         };
         if config.content_hash == current.content_hash {
             // Back to exactly what is serving after a rejected change: that is a successful
@@ -218,11 +222,12 @@ impl Reloader {
         }
         metrics.reload_attempt();
         let started = Instant::now();
-        match Snapshot::build(
+        match Snapshot::build_with(
             &config,
             &self.runtime,
             current.generation + 1,
             Some(&current),
+            Some(self.gateway.cluster()),
         ) {
             Ok(snapshot) => {
                 let generation = snapshot.generation;
@@ -249,7 +254,11 @@ impl Reloader {
                 metrics.reload_succeeded(since_change);
                 tracing::info!(generation, content_hash = %hash, ms = since_change.as_millis() as u64, "reload: new snapshot serving");
             }
-            Err(e) => self.rejected(trigger, e.to_string()),
+            Err(e) => {
+                // Caches the rejected file's new grants started are not needed by the serving one.
+                self.gateway.cluster().retain(&current.config);
+                self.rejected(trigger, e.to_string())
+            }
         }
     }
 

@@ -53,6 +53,7 @@ impl PluginState {
         settings: Arc<str>,
         limiter: Limiter,
         log: Arc<LogBudget>,
+        cluster: Option<Arc<dyn super::ClusterView>>,
     ) -> Self {
         let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
@@ -72,6 +73,7 @@ impl PluginState {
                 log_lines: 0,
                 dropped_log_lines: 0,
                 log,
+                cluster,
             },
             stdout,
             stderr,
@@ -153,6 +155,7 @@ pub struct HostCtx {
     log_lines: u32,
     dropped_log_lines: u32,
     log: Arc<LogBudget>,
+    cluster: Option<Arc<dyn super::ClusterView>>,
 }
 
 /// A policy's log rate limit, shared by all its calls: at most [`LOG_LINES_PER_SECOND`] lines
@@ -277,26 +280,32 @@ impl v1::host::Host for HostCtx {
     }
 }
 
-/// The `cluster` interface (0.2.0). Lookups are served only from what the policy's `context:`
-/// entry grants, and the policy file cannot grant anything yet (the watch caches do not exist):
-/// so every lookup is `denied`, with a message naming the policy and the resource asked for.
+/// The `cluster` interface (0.2.0): served by the policy's [`super::ClusterView`], which
+/// answers only what the policy's `context:` grants; a policy without grants has none, and
+/// every lookup is `denied` with a message naming the policy and the resource asked for.
 impl cluster::Host for HostCtx {
     fn get(
         &mut self,
         resource: GroupVersionResource,
-        _namespace: String,
-        _name: String,
+        namespace: String,
+        name: String,
     ) -> Result<Option<String>, LookupError> {
-        Err(self.not_granted(&resource))
+        match &self.cluster {
+            Some(view) => view.get(&resource, &namespace, &name),
+            None => Err(self.not_granted(&resource)),
+        }
     }
 
     fn list(
         &mut self,
         resource: GroupVersionResource,
-        _namespace: String,
-        _label_selector: String,
+        namespace: String,
+        label_selector: String,
     ) -> Result<Vec<String>, LookupError> {
-        Err(self.not_granted(&resource))
+        match &self.cluster {
+            Some(view) => view.list(&resource, &namespace, &label_selector),
+            None => Err(self.not_granted(&resource)),
+        }
     }
 }
 
@@ -308,7 +317,7 @@ impl HostCtx {
             resource.group.as_str()
         };
         LookupError::Denied(format!(
-            "policy {:?} has no `context:` grant for {}/{} {}: nothing is granted (the policy file cannot grant cluster reads yet)",
+            "policy {:?} has no `context:` grant for {}/{} {}: it has no `context:` in the policy file, so nothing is granted",
             &*self.plugin, group, resource.version, resource.resource
         ))
     }

@@ -23,6 +23,7 @@ pub use bindings::audit_types::{
     Emission, Event as AuditEvent, Level as AuditLevel, ObjectReference as AuditObjectReference,
     Stage as AuditStage,
 };
+pub use bindings::cluster::LookupError;
 pub use bindings::types::{
     AdmissionRequest, Change, Decision, Denial, GroupVersionKind, GroupVersionResource, Mutation,
     Operation as WitOperation, Remarks, UserInfo, Verdict,
@@ -287,6 +288,7 @@ impl Runtime {
             reuse: spec.reuse,
             idle: IdlePool::default(),
             demoted: AtomicBool::new(false),
+            cluster: spec.cluster,
         };
         // Instantiate once now, so a module whose initial memory exceeds its cap, or that traps
         // (or never ends) in its start function, is refused at load time rather than failing
@@ -295,6 +297,29 @@ impl Runtime {
         plugin.check_at_load(spec.timeout)?;
         Ok(plugin)
     }
+}
+
+/// What a plugin's `cluster` lookups are answered from: the cluster state granted to its policy.
+/// The runtime forwards each `get` and `list` here as it came and knows nothing of where the
+/// objects come from; an implementation must answer from memory (a lookup runs inside the
+/// plugin's call, on its deadline) and say `denied` for what the policy is not granted.
+pub trait ClusterView: Send + Sync {
+    /// One object as JSON text, `None` when there is no such object.
+    fn get(
+        &self,
+        resource: &GroupVersionResource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<String>, LookupError>;
+
+    /// The objects matching `label_selector` (the API server's string form), as JSON text,
+    /// ordered by namespace and name.
+    fn list(
+        &self,
+        resource: &GroupVersionResource,
+        namespace: &str,
+        label_selector: &str,
+    ) -> Result<Vec<String>, LookupError>;
 }
 
 /// What to load.
@@ -313,6 +338,9 @@ pub struct PluginSpec {
     pub timeout: Duration,
     /// Opt-in reuse of warm instances; `None` (the default) is a fresh instance per call.
     pub reuse: Option<Reuse>,
+    /// What the plugin's `cluster` lookups read; `None`: every lookup is `denied` (the policy
+    /// has no `context:` grant).
+    pub cluster: Option<Arc<dyn ClusterView>>,
 }
 
 /// Reusing warm instances, opted into per policy (`instanceReuse`). It gives up isolation
@@ -466,6 +494,7 @@ pub struct Plugin {
     /// only a broken or hostile plugin does (a trap, the memory cap, an invalid output): its
     /// next call then starts in the slow lane. A call that ends well on its own clears it.
     demoted: AtomicBool,
+    cluster: Option<Arc<dyn ClusterView>>,
 }
 
 impl Plugin {
@@ -491,6 +520,7 @@ impl Plugin {
                 self.settings.clone(),
                 limiter,
                 self.log.clone(),
+                self.cluster.clone(),
             ),
         );
         store.limiter(|s| &mut s.limiter);

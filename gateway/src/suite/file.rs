@@ -24,6 +24,10 @@ struct SuiteFile {
     metadata: Option<Value>,
     /// The policy file, relative to the suite.
     policy: String,
+    /// The cluster state `context:` grants read: a file of objects (relative to the suite), or
+    /// the objects themselves.
+    #[serde(default)]
+    cluster: Option<Value>,
     cases: Vec<CaseSpec>,
 }
 
@@ -146,6 +150,8 @@ pub struct Suite {
     pub policy_file: PathBuf,
     /// The cases, in file order.
     pub cases: Vec<Case>,
+    /// The cluster state the policies' `context:` grants read; `None`: no cluster access.
+    pub cluster: Option<crate::context::file::Objects>,
 }
 
 /// One case: the request it sends and what it expects.
@@ -279,6 +285,16 @@ impl Suite {
             ));
         }
         let base = file.parent().unwrap_or(Path::new("."));
+        let cluster = match parsed.cluster {
+            None => None,
+            Some(Value::String(path)) => Some(crate::context::file::load(&base.join(path))),
+            Some(Value::Array(objects)) => Some(crate::context::file::group(objects)),
+            Some(_) => Some(Err(
+                "expected a file of objects (relative to the suite) or a list of objects".into(),
+            )),
+        }
+        .transpose()
+        .map_err(|e| err(locate::key_line(text, "cluster"), format!("cluster: {e}")))?;
         let mut seen = HashSet::new();
         let mut cases = Vec::with_capacity(parsed.cases.len());
         for (index, spec) in parsed.cases.into_iter().enumerate() {
@@ -355,6 +371,7 @@ impl Suite {
             });
         }
         Ok(Suite {
+            cluster,
             file: file.to_owned(),
             name: parsed
                 .metadata
@@ -674,18 +691,9 @@ fn object_kind(object: &Value) -> Option<Gvk> {
 }
 
 /// The resource of a kind as Kubernetes guesses it without discovery
-/// (`meta.UnsafeGuessKindToResource`): lowercased, then `s` → `ses`, `y` → `ies`, else `+s`.
+/// (`meta.UnsafeGuessKindToResource`), the same guess a suite's `cluster:` objects get.
 /// Right for the built-in kinds a policy meets; a suite gives `request.resource` otherwise.
-fn guess_resource(kind: &str) -> String {
-    let lower = kind.to_lowercase();
-    if lower.ends_with('s') {
-        format!("{lower}es")
-    } else if let Some(stem) = lower.strip_suffix('y') {
-        format!("{stem}ies")
-    } else {
-        format!("{lower}s")
-    }
-}
+use crate::context::file::guess_resource;
 
 #[cfg(test)]
 mod tests {

@@ -21,6 +21,7 @@ pub use report::{junit, table};
 
 use crate::audit;
 use crate::config::{Config, ConfigError, PluginKind};
+use crate::context::{ClusterState, Limits};
 use crate::gateway::Gateway;
 use crate::policy::audit::SinkPolicy;
 use crate::runtime::Plugin;
@@ -101,10 +102,10 @@ pub async fn run(files: &[PathBuf], runtime: &Runtime) -> Vec<SuiteOutcome> {
             elapsed: Duration::ZERO,
         };
         match load(file, runtime) {
-            Ok((suite, config, snapshot)) => {
+            Ok((suite, config, snapshot, cluster)) => {
                 outcome.name = suite.name.clone();
                 let sinks = snapshot.audit_sinks.clone();
-                let gateway = Gateway::new(snapshot, Arc::new(Metrics::new()));
+                let gateway = Gateway::new(snapshot, cluster.metrics()).with_cluster(cluster);
                 for case in &suite.cases {
                     let case_outcome = match &case.sink {
                         Some(sink) => run_sink_case(&sinks, &config, case, sink).await,
@@ -126,11 +127,20 @@ pub async fn run(files: &[PathBuf], runtime: &Runtime) -> Vec<SuiteOutcome> {
 fn load(
     file: &std::path::Path,
     runtime: &Runtime,
-) -> Result<(Suite, Config, Snapshot), ConfigError> {
-    let suite = Suite::load(file)?;
+) -> Result<(Suite, Config, Snapshot, Arc<ClusterState>), ConfigError> {
+    let mut suite = Suite::load(file)?;
     let config = Config::load(&suite.policy_file)?;
-    let snapshot = tokio::task::block_in_place(|| Snapshot::build(&config, runtime, 1, None))?;
-    Ok((suite, config, snapshot))
+    let metrics = Arc::new(Metrics::new());
+    // The suite's cluster state, served through the same caches and lookups as `serve`'s.
+    let cluster = match suite.cluster.take() {
+        Some(objects) => ClusterState::from_objects(objects, Limits::default(), metrics),
+        None => ClusterState::none(metrics),
+    };
+    cluster.prepare(&config)?;
+    let snapshot = tokio::task::block_in_place(|| {
+        Snapshot::build_with(&config, runtime, 1, None, Some(&cluster))
+    })?;
+    Ok((suite, config, snapshot, cluster))
 }
 
 async fn run_case(gateway: &Gateway, config: &Config, case: &Case) -> CaseOutcome {

@@ -82,6 +82,73 @@ pub struct Metrics {
     pub connections: ConnMetrics,
     /// The audit metrics.
     pub audit: AuditMetrics,
+    /// The context caches' metrics.
+    pub context: ContextMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: String,
+}
+
+/// The context caches: objects and bytes each holds, and how often one went over its cap.
+pub struct ContextMetrics {
+    objects: Family<ResourceLabels, Gauge>,
+    bytes: Family<ResourceLabels, Gauge>,
+    overflows: Family<ResourceLabels, Counter>,
+}
+
+impl ContextMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = ContextMetrics {
+            objects: Family::default(),
+            bytes: Family::default(),
+            overflows: Family::default(),
+        };
+        registry.register(
+            "context_cache_objects",
+            "Objects held by the context cache of a resource",
+            m.objects.clone(),
+        );
+        registry.register(
+            "context_cache_bytes",
+            "Bytes of projected JSON (and labels) held by the context cache of a resource",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "context_cache_overflows",
+            "Times the context cache of a resource went over its cap (--context-max-objects, --context-max-bytes) and was emptied",
+            m.overflows.clone(),
+        );
+        m
+    }
+
+    /// A cache's size now.
+    pub fn size(&self, resource: &str, objects: usize, bytes: usize) {
+        let labels = ResourceLabels {
+            resource: resource.to_owned(),
+        };
+        self.objects.get_or_create(&labels).set(objects as i64);
+        self.bytes.get_or_create(&labels).set(bytes as i64);
+    }
+
+    /// A cache went over its cap.
+    pub fn overflowed(&self, resource: &str) {
+        self.overflows
+            .get_or_create(&ResourceLabels {
+                resource: resource.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A cache was stopped.
+    pub fn remove(&self, resource: &str) {
+        let labels = ResourceLabels {
+            resource: resource.to_owned(),
+        };
+        self.objects.remove(&labels);
+        self.bytes.remove(&labels);
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -477,7 +544,9 @@ impl Metrics {
         );
         let audit = AuditMetrics::register(&mut registry);
         let connections = ConnMetrics::register(&mut registry);
+        let context = ContextMetrics::register(&mut registry);
         Metrics {
+            context,
             audit,
             connections,
             registry,

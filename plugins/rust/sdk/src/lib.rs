@@ -82,8 +82,8 @@ pub use bindings::wasmgate::plugin::{host, types};
 /// Reading cluster objects the policy is granted (`wasmgate:plugin/cluster`, validators and
 /// initializers): `cluster::get(resource, namespace, name)` and `cluster::list(resource,
 /// namespace, label_selector)`, objects as JSON text. A plugin that never calls them does not
-/// import the interface (the toolchain drops unused imports) and needs no grant. Until the
-/// policy file can grant `context:`, every lookup answers `LookupError::Denied`.
+/// import the interface (the toolchain drops unused imports) and needs no grant. Only what the
+/// policy's `context:` grants can be read; anything else answers `LookupError::Denied`.
 #[cfg(any(feature = "validator", feature = "initializer"))]
 #[allow(missing_docs)] // Generated.
 pub mod cluster {
