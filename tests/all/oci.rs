@@ -728,3 +728,159 @@ async fn reloading_to_a_new_digest_fails_no_request_and_a_missing_one_keeps_serv
         .await;
     assert_eq!(answer["warnings"][0], "chatty was here", "{answer}");
 }
+
+/// The documents of a YAML stream, as JSON.
+fn documents(stream: &str) -> Vec<Value> {
+    stream
+        .split("\n---\n")
+        .filter(|doc| {
+            doc.lines()
+                .any(|l| !l.starts_with('#') && !l.trim().is_empty())
+        })
+        .map(|doc| serde_yaml_ng::from_str(doc).unwrap())
+        .collect()
+}
+
+/// `wasmgate manifests` with `oci://` modules: no plugin bytes in the ConfigMap, the reference
+/// pinned to its digest, the cosign key and registry CA carried, the credentials Secret mounted;
+/// and the rendered policy file, with the mounted files, serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_pull_oci_modules_instead_of_embedding_them() {
+    let registry = Registry::start();
+    let password = [("COSIGN_PASSWORD", "pw")];
+    registry.tool("cosign", &["generate-key-pair"], &password);
+    let digest = registry.push(&module("require-labels"), "m/labels:v1");
+    registry.tool(
+        "cosign",
+        &[
+            "sign",
+            "--yes",
+            "--tlog-upload=false",
+            "--key",
+            "cosign.key",
+            &format!("{}/m/labels@{digest}", registry.host),
+        ],
+        &password,
+    );
+    let tagged = format!("{}:v1", registry.oci("m/labels"));
+    let policy = registry.path("policies.yaml");
+    std::fs::write(
+        &policy,
+        oci_policy(
+            "labels",
+            &tagged,
+            "verification:\n  cosignKeys: [cosign.pub]",
+        ),
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "manifests",
+        "--config",
+        policy.to_str().unwrap(),
+        "--kind",
+        "config,deploy",
+        "--generate-tls",
+        "--registry-secret",
+        "regcred",
+        "--module-cache",
+        cache.path().to_str().unwrap(),
+    ];
+    args.extend(registry.access_refs());
+    let out = wasmgate(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = documents(&String::from_utf8(out.stdout).unwrap());
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "wasmgate-policies")
+        .unwrap();
+    assert!(
+        cm["binaryData"].as_object().is_none_or(|b| b.is_empty()),
+        "no plugin bytes: {}",
+        cm["binaryData"]
+    );
+    let rendered = cm["data"]["policies.yaml"].as_str().unwrap();
+    assert!(
+        rendered.contains(&format!("module: {tagged}@{digest}")),
+        "{rendered}"
+    );
+    assert!(rendered.contains("cosign-1.pub"), "{rendered}");
+    assert_eq!(
+        cm["data"]["cosign-1.pub"].as_str().unwrap(),
+        std::fs::read_to_string(registry.path("cosign.pub")).unwrap()
+    );
+    let sts = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    let pod = &sts["spec"]["template"]["spec"];
+    let container_args: Vec<&str> = pod["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for want in [
+        "--registry-auth=/etc/wasmgate/registry/.dockerconfigjson",
+        "--registry-ca=/etc/wasmgate/policies/registry-ca.crt",
+        "--module-cache=/var/cache/wasmgate/modules",
+    ] {
+        assert!(container_args.contains(&want), "{want}: {container_args:?}");
+    }
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "regcred"),
+        "{}",
+        pod["volumes"]
+    );
+    // The Pod's view: the ConfigMap's keys as files, the Secret's .dockerconfigjson.
+    let mounted = tempfile::tempdir().unwrap();
+    for (key, value) in cm["data"].as_object().unwrap() {
+        std::fs::write(mounted.path().join(key), value.as_str().unwrap()).unwrap();
+    }
+    std::fs::copy(
+        registry.path("docker/config.json"),
+        mounted.path().join(".dockerconfigjson"),
+    )
+    .unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(
+        "",
+        Options {
+            extra_args: vec![
+                "--registry-auth".into(),
+                mounted
+                    .path()
+                    .join(".dockerconfigjson")
+                    .display()
+                    .to_string(),
+                "--registry-ca".into(),
+                mounted.path().join("registry-ca.crt").display().to_string(),
+                "--module-cache".into(),
+                fresh.path().display().to_string(),
+            ],
+            config_in: Some((mounted.path().to_owned(), "policies.yaml".into())),
+            ..Options::default()
+        },
+    );
+    assert!(denies_without_team(
+        &gw.answer("/validate", &review("pod-create-no-team.json"))
+            .await
+    ));
+    let ready = gw.readyz().await;
+    assert_eq!(
+        ready["plugins"][0]["oci"]["digest"],
+        digest.as_str(),
+        "{ready}"
+    );
+    assert!(
+        ready["plugins"][0]["oci"]["signedBy"]
+            .as_str()
+            .unwrap()
+            .ends_with("cosign-1.pub")
+    );
+}
