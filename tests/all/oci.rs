@@ -884,3 +884,132 @@ async fn manifests_pull_oci_modules_instead_of_embedding_them() {
             .ends_with("cosign-1.pub")
     );
 }
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The 18 MB Python component (scripts/build-polyglot-plugins) deployed by digest; prints the
+/// cold pull and the warm start figures BENCHMARKS.md quotes (printed, never asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_plugin_is_deployed_by_digest() {
+    let mut registry = Registry::start();
+    let file = module("python-require-labels");
+    let size = std::fs::metadata(&file).unwrap().len();
+    let digest = registry.push(&file, "polyglot/python-require-labels:v1");
+    let reference = format!(
+        "{}@{digest}",
+        registry.oci("polyglot/python-require-labels")
+    );
+
+    // Cold pulls: an empty cache each time, through TLS and basic auth.
+    let mut cold = Vec::new();
+    for _ in 0..3 {
+        let empty = tempfile::tempdir().unwrap();
+        let out = empty.path().join("p.wasm");
+        let started = Instant::now();
+        let pulled = wasmgate(
+            &[
+                &[
+                    "pull",
+                    &reference,
+                    "-o",
+                    out.to_str().unwrap(),
+                    "--module-cache",
+                    empty.path().to_str().unwrap(),
+                ][..],
+                &registry.access_refs(),
+            ]
+            .concat(),
+        );
+        cold.push(started.elapsed());
+        assert!(
+            pulled.status.success(),
+            "{}",
+            String::from_utf8_lossy(&pulled.stderr)
+        );
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), size);
+    }
+    let pod = review("pod-create-no-team.json");
+    let cache = tempfile::tempdir().unwrap();
+    {
+        let gw = start(
+            &registry,
+            &oci_policy("python", &reference, ""),
+            cache.path(),
+            &[],
+        );
+        assert!(denies_without_team(&gw.answer("/validate", &pod).await));
+        assert_eq!(
+            gw.readyz().await["plugins"][0]["oci"]["digest"],
+            digest.as_str()
+        );
+    }
+    // Start to first answer with the module cached (registry stopped) vs the same file on disk,
+    // compiled plugins cached in both.
+    registry.stop();
+    let mut warm_oci = Vec::new();
+    let mut from_file = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let gw = start(
+            &registry,
+            &oci_policy("python", &reference, ""),
+            cache.path(),
+            &[],
+        );
+        assert!(denies_without_team(&gw.answer("/validate", &pod).await));
+        warm_oci.push(started.elapsed());
+        drop(gw);
+        let started = Instant::now();
+        let gw = start(
+            &registry,
+            &oci_policy("python", &file, ""),
+            cache.path(),
+            &[],
+        );
+        assert!(denies_without_team(&gw.answer("/validate", &pod).await));
+        from_file.push(started.elapsed());
+    }
+    // The same with the Rust require-labels (the start-up target's plugin size).
+    let rust_file = module("require-labels");
+    let mut registry = Registry::start();
+    let rust_digest = registry.push(&rust_file, "rust/require-labels:v1");
+    let rust_ref = format!("{}@{rust_digest}", registry.oci("rust/require-labels"));
+    drop(start(
+        &registry,
+        &oci_policy("rust", &rust_ref, ""),
+        cache.path(),
+        &[],
+    ));
+    registry.stop();
+    let (mut rust_oci, mut rust_file_times) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        for (module, times) in [
+            (&rust_ref, &mut rust_oci),
+            (&rust_file, &mut rust_file_times),
+        ] {
+            let started = Instant::now();
+            let gw = start(
+                &registry,
+                &oci_policy("rust", module, ""),
+                cache.path(),
+                &[],
+            );
+            assert!(denies_without_team(&gw.answer("/validate", &pod).await));
+            times.push(started.elapsed());
+        }
+    }
+    println!(
+        "OCI figures (Rust require-labels): start to first answer, cached oci:// median {:?} of {rust_oci:?}, file median {:?} of {rust_file_times:?}",
+        median(rust_oci.clone()),
+        median(rust_file_times.clone())
+    );
+    println!(
+        "OCI figures: {size}-byte component; cold pull (wasmgate pull, empty cache, TLS + basic auth, loopback) median {:?} of {cold:?}; start to first answer: cached oci:// module median {:?} of {warm_oci:?}, same module as a file median {:?} of {from_file:?}",
+        median(cold.clone()),
+        median(warm_oci.clone()),
+        median(from_file.clone())
+    );
+}
