@@ -40,6 +40,8 @@ struct Registry {
     dir: tempfile::TempDir,
     /// `127.0.0.1:PORT`.
     host: String,
+    /// Plain HTTP instead of TLS.
+    plain: bool,
 }
 
 const USER: &str = "wasmgate";
@@ -47,6 +49,15 @@ const PASSWORD: &str = "s3cret-for-tests";
 
 impl Registry {
     fn start() -> Registry {
+        Self::start_as(false)
+    }
+
+    /// Plain HTTP (basic auth still), for `--insecure-registry`.
+    fn start_plain() -> Registry {
+        Self::start_as(true)
+    }
+
+    fn start_as(plain: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(&["localhost", "127.0.0.1"]);
         let p = |n: &str| dir.path().join(n);
@@ -59,6 +70,7 @@ impl Registry {
             child: None,
             host: String::new(),
             dir,
+            plain,
         };
         let auth = base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
@@ -81,12 +93,19 @@ impl Registry {
     fn run(&mut self, port: u16) {
         self.host = format!("127.0.0.1:{port}");
         let p = |n: &str| self.path(n).display().to_string();
+        let tls = if self.plain {
+            String::new()
+        } else {
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                p("tls.crt"),
+                p("tls.key")
+            )
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {}\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: wasmgate-tests\n    path: {}\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {}\n{tls}auth:\n  htpasswd:\n    realm: wasmgate-tests\n    path: {}\n",
             p("data"),
             self.host,
-            p("tls.crt"),
-            p("tls.key"),
             p("htpasswd")
         );
         std::fs::write(self.path("config.yml"), config).unwrap();
@@ -120,14 +139,21 @@ impl Registry {
         }
     }
 
-    /// The flags that give wasmgate access: credentials and CA.
+    /// The flags that give wasmgate access: credentials and CA (or plain HTTP).
     fn access(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--registry-auth".into(),
             self.path("docker/config.json").display().to_string(),
-            "--registry-ca".into(),
-            self.path("ca.crt").display().to_string(),
-        ]
+        ];
+        if self.plain {
+            args.extend(["--insecure-registry".into(), self.host.clone()]);
+        } else {
+            args.extend([
+                "--registry-ca".into(),
+                self.path("ca.crt").display().to_string(),
+            ]);
+        }
+        args
     }
 
     fn oci(&self, repo: &str) -> String {
@@ -355,6 +381,35 @@ async fn registry_access_needs_the_credentials_and_the_ca() {
     args.extend(["--insecure-registry".to_owned(), registry.host.clone()]);
     let err = start_fails(&policy, &args);
     assert!(err.contains(&reference), "{err}");
+}
+
+/// Plain HTTP only for a registry named with --insecure-registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_only_for_a_registry_named_insecure() {
+    let registry = Registry::start_plain();
+    let digest = registry.push(&module("require-labels"), "p/labels:v1");
+    let reference = format!("{}@{digest}", registry.oci("p/labels"));
+    let policy = oci_policy("labels", &reference, "");
+    let cache = tempfile::tempdir().unwrap();
+    let gw = start(&registry, &policy, cache.path(), &[]);
+    assert!(denies_without_team(
+        &gw.answer("/validate", &review("pod-create-no-team.json"))
+            .await
+    ));
+    drop(gw);
+    // Not named insecure: HTTPS only, so the plain registry cannot be used.
+    let empty = tempfile::tempdir().unwrap();
+    let args = vec![
+        "--registry-auth".to_owned(),
+        registry.path("docker/config.json").display().to_string(),
+        "--module-cache".into(),
+        empty.path().display().to_string(),
+    ];
+    let err = start_fails(&policy, &args);
+    assert!(
+        err.contains(&reference) && err.contains("policy \"labels\""),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
