@@ -52,6 +52,80 @@ enum Command {
     /// Start a plugin from its language's template, with its tests: for Rust a crate added to
     /// the plugins workspace and its lock file. Prints the commands that build and test it.
     New(NewArgs),
+    /// Push a component to an OCI registry as a CNCF Wasm artifact (annotated with its world
+    /// and WIT package) and print its digest, for `module: oci://...@DIGEST`.
+    Push(PushArgs),
+    /// Pull a Wasm artifact from an OCI registry into a file and print its digest.
+    Pull(PullArgs),
+}
+
+/// How `oci://` modules are pulled: registry access, the module cache, limits.
+#[derive(Debug, Clone, Args)]
+struct RegistryArgs {
+    /// Where pulled `oci://` modules are cached by digest (default:
+    /// $WASMGATE_CACHE/modules, else ~/.cache/wasmgate/modules); a restart with the modules
+    /// cached needs no registry.
+    #[arg(long, env = "WASMGATE_MODULE_CACHE")]
+    module_cache: Option<PathBuf>,
+    /// Registry credentials: a Docker config.json (the .dockerconfigjson of an imagePullSecrets
+    /// Secret).
+    #[arg(long)]
+    registry_auth: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for registries, besides the system's.
+    #[arg(long)]
+    registry_ca: Option<PathBuf>,
+    /// A registry (host[:port]) reached over plain HTTP (repeatable, comma-separated); every
+    /// other registry over HTTPS.
+    #[arg(long = "insecure-registry", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
+    /// The largest Wasm layer pulled, as a quantity (`128Mi`).
+    #[arg(long, default_value = "128Mi", value_parser = parse_quantity)]
+    pull_max_bytes: u64,
+    /// The longest one pull (manifest, layer and signature) may take (Go duration).
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    pull_timeout: std::time::Duration,
+}
+
+impl RegistryArgs {
+    fn settings(&self) -> crate::supply::Settings {
+        crate::supply::Settings {
+            cache_dir: self
+                .module_cache
+                .clone()
+                .unwrap_or_else(crate::supply::default_cache_dir),
+            credentials: self.registry_auth.clone(),
+            ca_file: self.registry_ca.clone(),
+            insecure: self.insecure_registries.clone(),
+            max_bytes: self.pull_max_bytes,
+            timeout: self.pull_timeout,
+        }
+    }
+
+    /// Sets the process's registry settings.
+    fn configure(&self) -> anyhow::Result<()> {
+        crate::supply::configure(self.settings()).map_err(anyhow::Error::msg)
+    }
+}
+
+#[derive(Debug, Args)]
+struct PushArgs {
+    /// The component (.wasm).
+    file: PathBuf,
+    /// Where: oci://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST to check the digest).
+    reference: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+struct PullArgs {
+    /// What: oci://REGISTRY/REPOSITORY@sha256:DIGEST or :TAG.
+    reference: String,
+    /// Where to write the component.
+    #[arg(short, long)]
+    output: PathBuf,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +272,14 @@ struct ManifestsArgs {
     /// that needs it in the same run.
     #[arg(long, conflicts_with_all = ["tls_cert", "ca_file"])]
     generate_tls: bool,
+    /// The Secret (type kubernetes.io/dockerconfigjson, as for imagePullSecrets) with the
+    /// credentials for `oci://` modules: `deploy` mounts it and passes --registry-auth.
+    #[arg(long)]
+    registry_secret: Option<String>,
+    /// How `oci://` modules are resolved now (--registry-auth, --registry-ca, ...); a
+    /// --registry-ca also goes into the policies ConfigMap for the Pods.
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +304,8 @@ struct CommonArgs {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -454,6 +538,8 @@ pub fn main() -> ExitCode {
         Command::Test(args) => rt.block_on(test(args)),
         Command::Status(args) => rt.block_on(status(args)),
         Command::Manifests(args) => manifests(args).map(|()| ExitCode::SUCCESS),
+        Command::Push(args) => push(args).map(|()| ExitCode::SUCCESS),
+        Command::Pull(args) => pull(args).map(|()| ExitCode::SUCCESS),
         Command::New(args) => {
             crate::scaffold::create(&args.plugins_dir, args.language, &args.name, args.kind)
                 .map(|created| {
@@ -494,6 +580,7 @@ fn load(
     spool_dir: Option<&Path>,
     cluster: &Arc<ClusterState>,
 ) -> anyhow::Result<(Arc<Runtime>, Snapshot)> {
+    common.registry.configure()?;
     let runtime = runtime(common.cache_dir.as_deref())?;
     let config = Config::load(&common.config)?;
     if let Some(dir) = spool_dir {
@@ -838,6 +925,54 @@ async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(crate::suite::exit_status(&outcomes)))
 }
 
+/// `wasmgate push`: identifies the component's world and contract, pushes it, prints the digest.
+fn push(args: PushArgs) -> anyhow::Result<()> {
+    let reference = crate::supply::OciRef::parse(&args.reference).map_err(anyhow::Error::msg)?;
+    let bytes = read(&args.file)?;
+    let runtime = runtime(None)?;
+    let (world, contract) = runtime
+        .identify(&bytes)
+        .with_context(|| format!("{} is not a wasmgate plugin component", args.file.display()))?;
+    let supply =
+        crate::supply::Supply::new(args.registry.settings()).map_err(anyhow::Error::msg)?;
+    let title = args.file.file_name().map_or_else(
+        || "plugin.wasm".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let digest = supply
+        .push(&bytes, &title, &reference, world.name(), contract.package())
+        .map_err(|e| anyhow::anyhow!("cannot push to {reference}: {e}"))?;
+    eprintln!(
+        "pushed {} ({} bytes, world {}, {}) to {reference}",
+        args.file.display(),
+        bytes.len(),
+        world.name(),
+        contract.package()
+    );
+    println!("{digest}");
+    Ok(())
+}
+
+/// `wasmgate pull`: pulls (digest-verified) into a file, prints the manifest digest.
+fn pull(args: PullArgs) -> anyhow::Result<()> {
+    let reference = crate::supply::OciRef::parse(&args.reference).map_err(anyhow::Error::msg)?;
+    let supply =
+        crate::supply::Supply::new(args.registry.settings()).map_err(anyhow::Error::msg)?;
+    let fetched = supply
+        .fetch(&reference, &[])
+        .map_err(|e| anyhow::anyhow!("cannot pull {reference}: {e}"))?;
+    std::fs::write(&args.output, &fetched.bytes)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    eprintln!(
+        "pulled {reference} ({} bytes, layer {}) to {}",
+        fetched.bytes.len(),
+        fetched.layer_digest,
+        args.output.display()
+    );
+    println!("{}", fetched.manifest_digest);
+    Ok(())
+}
+
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
@@ -993,6 +1128,10 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
     options.audit_max_body = args.audit_max_body_bytes as u64;
     options.plugin_calls = args.plugin_calls;
     options.storage_class = args.storage_class;
+    options.registry_secret = args.registry_secret;
+    if let Some(ca) = &args.registry.registry_ca {
+        options.registry_ca_pem = Some(read(ca)?);
+    }
     if let Some(ca) = &args.apiserver_client_ca {
         options.client_ca_pem = Some(read(ca)?);
     }
@@ -1064,6 +1203,7 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
         )
     });
     let loaded = if needs_config {
+        args.registry.configure()?;
         let config = Config::load(&args.config)?;
         let text = std::fs::read_to_string(&args.config)
             .with_context(|| format!("cannot read {}", args.config.display()))?;

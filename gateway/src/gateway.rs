@@ -314,14 +314,42 @@ impl Handler for Gateway {
         let snapshot = self.snapshot.load();
         // Per plugin: the contract version it implements and whether its settings were checked
         // at load (0.2.0) or could not be (0.1.0 has no validate-settings).
+        // And, for an `oci://` module, the digest it was loaded at (a tag's resolution).
+        let origin = |name: &str| {
+            let config = &snapshot.config;
+            config
+                .entries
+                .iter()
+                .find(|e| e.entry.name == name)
+                .map(|e| &e.module)
+                .or_else(|| {
+                    config
+                        .sinks
+                        .iter()
+                        .find(|s| s.entry.name == name)
+                        .map(|s| &s.module)
+                })
+                .and_then(|m| m.oci.as_ref())
+                .map(|o| {
+                    serde_json::json!({
+                        "reference": o.reference,
+                        "digest": o.digest,
+                        "signedBy": o.signed_by.as_ref().map(|p| p.display().to_string()),
+                    })
+                })
+        };
         let plugin = |name: &str, kind: &str, plugin: &crate::runtime::Plugin| {
             let contract = plugin.contract();
-            serde_json::json!({
+            let mut value = serde_json::json!({
                 "name": name,
                 "kind": kind,
                 "contract": contract.package(),
                 "settings": if contract.checks_settings() { "checked" } else { "skipped" },
-            })
+            });
+            if let Some(oci) = origin(name) {
+                value["oci"] = oci;
+            }
+            value
         };
         let plugins: Vec<_> = snapshot
             .policies

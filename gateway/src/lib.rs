@@ -25,5 +25,6 @@ pub mod scaffold;
 pub mod server;
 pub mod snapshot;
 pub mod suite;
+pub mod supply;
 pub mod telemetry;
 pub mod wire;

@@ -149,11 +149,14 @@ impl Snapshot {
             content_hash: config.content_hash.clone(),
             policies: PolicySet::new(policies),
             audit_sinks,
+            // Files only: an `oci://` module's cached blob never changes (content-addressed).
             module_paths: config
                 .entries
                 .iter()
-                .map(|e| e.module.path.clone())
-                .chain(config.sinks.iter().map(|s| s.module.path.clone()))
+                .map(|e| &e.module)
+                .chain(config.sinks.iter().map(|s| &s.module))
+                .filter(|m| m.oci.is_none())
+                .map(|m| m.path.clone())
                 .collect(),
             plugins,
         })

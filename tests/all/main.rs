@@ -16,6 +16,7 @@ mod hostile_clients;
 mod image;
 mod manifests;
 mod new;
+mod oci;
 mod pod_security;
 mod protocol;
 mod readme;

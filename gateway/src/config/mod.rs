@@ -19,9 +19,10 @@ pub use quantity::parse_quantity;
 pub(crate) use schema::names;
 pub use schema::{
     ContextGrant, FailurePolicy, InstanceReuse, LabelSelector, Mode, PluginKind, PolicyEntry,
-    PolicyFile, Reinvocation, Rule, Scope, SelectorOperator, SelectorRequirement,
+    PolicyFile, Reinvocation, Rule, Scope, SelectorOperator, SelectorRequirement, Verification,
 };
 
+use crate::supply::{OciRef, TrustedKey};
 use crate::wire::parse_go_duration;
 
 /// The API version of wasmgate policy files.
@@ -98,6 +99,19 @@ pub struct ResolvedModule {
     /// The line of the entry's `settings:`, where a plugin's refusal of its settings points
     /// (the entry's line when it has none).
     pub settings_line: Option<usize>,
+    /// Where an `oci://` module came from; `None` for a file.
+    pub oci: Option<OciOrigin>,
+}
+
+/// An `oci://` module as loaded: what the file says and what it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciOrigin {
+    /// The reference as written.
+    pub reference: String,
+    /// The manifest digest it was loaded at (a tag's resolution).
+    pub digest: String,
+    /// The trusted key whose signature was verified, if the module must be signed.
+    pub signed_by: Option<PathBuf>,
 }
 
 /// A validated policy entry with everything resolved.
@@ -140,6 +154,7 @@ struct Module {
     path: PathBuf,
     bytes: Vec<u8>,
     sha256: String,
+    oci: Option<OciOrigin>,
 }
 
 impl Config {
@@ -201,6 +216,7 @@ impl Config {
             ));
         }
         let base = file.parent().unwrap_or(Path::new("."));
+        let file_keys = trusted_keys(file, text, None, parsed.verification.as_ref())?;
         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
         sha2::Digest::update(&mut hasher, text.as_bytes());
         let mut seen = std::collections::HashSet::new();
@@ -219,10 +235,24 @@ impl Config {
             let timeout = parse_timeout(entry.timeout.as_deref(), DEFAULT_TIMEOUT, MAX_TIMEOUT)
                 .map_err(at)?;
             let memory_limit = parse_memory_limit(entry.memory_limit.as_deref()).map_err(at)?;
+            let keys = match &entry.verification {
+                Some(_) if !OciRef::is_oci(&entry.module) => {
+                    return Err(err(
+                        locate::entry_key_line(text, line, "verification").or(line),
+                        format!(
+                            "policy {:?}: verification applies to oci:// modules; {:?} is a file",
+                            entry.name, entry.module
+                        ),
+                    ));
+                }
+                Some(v) => trusted_keys(file, text, line, Some(v))?,
+                None => file_keys.clone(),
+            };
             let Module {
                 path: module_path,
                 bytes: module_bytes,
                 sha256: module_sha256,
+                oci,
             } = read_module(
                 file,
                 text,
@@ -230,6 +260,7 @@ impl Config {
                 &format!("policy {:?}", entry.name),
                 &entry.module,
                 entry.sha256.as_deref(),
+                &keys,
             )?;
             sha2::Digest::update(&mut hasher, module_sha256.as_bytes());
             let settings_json = settings_json(entry.settings.as_ref()).map_err(at)?;
@@ -243,6 +274,7 @@ impl Config {
                     memory_limit,
                     line,
                     settings_line: locate::entry_key_line(text, line, "settings").or(line),
+                    oci,
                 },
                 entry,
             });
@@ -310,6 +342,7 @@ impl Config {
                 &what,
                 &entry.module,
                 entry.sha256.as_deref(),
+                &file_keys,
             )?;
             sha2::Digest::update(&mut hasher, module.sha256.as_bytes());
             let settings_json = settings_json(entry.settings.as_ref()).map_err(at)?;
@@ -323,6 +356,7 @@ impl Config {
                     memory_limit,
                     line,
                     settings_line: locate::entry_key_line(text, line, "settings").or(line),
+                    oci: module.oci,
                 },
                 max_attempts,
                 outputs,
@@ -374,8 +408,42 @@ fn parse_memory_limit(value: Option<&str>) -> Result<u64, String> {
     Ok(bytes)
 }
 
-/// Reads the module an entry names (relative to the policy file) and checks its pin. Errors
-/// point at the entry's `module:` or `sha256:` line.
+/// The trusted keys of a `verification:` section (paths relative to the policy file), read
+/// now so that a missing or malformed key stops the load. Errors point at the section.
+fn trusted_keys(
+    file: &Path,
+    text: &str,
+    entry_line: Option<usize>,
+    verification: Option<&Verification>,
+) -> Result<Vec<TrustedKey>, ConfigError> {
+    let Some(v) = verification else {
+        return Ok(Vec::new());
+    };
+    let line = match entry_line {
+        Some(_) => locate::entry_key_line(text, entry_line, "verification").or(entry_line),
+        None => locate::key_line(text, "verification"),
+    };
+    let err = |message: String| ConfigError {
+        file: file.to_owned(),
+        line,
+        message,
+    };
+    if v.cosign_keys.is_empty() {
+        return Err(err(
+            "verification: cosignKeys lists no key; name at least one trusted cosign public key"
+                .into(),
+        ));
+    }
+    let base = file.parent().unwrap_or(Path::new("."));
+    v.cosign_keys
+        .iter()
+        .map(|k| TrustedKey::load(&base.join(k)).map_err(|e| err(format!("verification: {e}"))))
+        .collect()
+}
+
+/// Reads the module an entry names (relative to the policy file, or pulled from a registry
+/// for `oci://`, verified against `keys` when there are any) and checks its pin. Errors point
+/// at the entry's `module:` or `sha256:` line.
 fn read_module(
     file: &Path,
     text: &str,
@@ -383,6 +451,7 @@ fn read_module(
     what: &str,
     module: &str,
     pin: Option<&str>,
+    keys: &[TrustedKey],
 ) -> Result<Module, ConfigError> {
     let err = |line: Option<usize>, message: String| ConfigError {
         file: file.to_owned(),
@@ -391,13 +460,34 @@ fn read_module(
     };
     let base = file.parent().unwrap_or(Path::new("."));
     let module_line = locate::key_line_after(text, line, "module").or(line);
-    let path = base.join(module);
-    let bytes = read_regular_file(&path, MAX_MODULE_BYTES).map_err(|e| {
-        err(
-            module_line,
-            format!("{what}: cannot read module {}: {e}", path.display()),
-        )
-    })?;
+    let (path, bytes, oci) = if OciRef::is_oci(module) {
+        let reference =
+            OciRef::parse(module).map_err(|e| err(module_line, format!("{what}: module {e}")))?;
+        let fetched = crate::supply::global()
+            .fetch(&reference, keys)
+            .map_err(|e| err(module_line, format!("{what}: module {module}: {e}")))?;
+        if reference.tag.is_some() {
+            tracing::info!(
+                reference = module, digest = %fetched.manifest_digest, pulled = fetched.pulled,
+                "{what}: tag resolved"
+            );
+        }
+        let origin = OciOrigin {
+            reference: module.to_owned(),
+            digest: fetched.manifest_digest,
+            signed_by: fetched.signed_by,
+        };
+        (fetched.path, fetched.bytes, Some(origin))
+    } else {
+        let path = base.join(module);
+        let bytes = read_regular_file(&path, MAX_MODULE_BYTES).map_err(|e| {
+            err(
+                module_line,
+                format!("{what}: cannot read module {}: {e}", path.display()),
+            )
+        })?;
+        (path, bytes, None)
+    };
     let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     if let Some(pin) = pin
         && !pin.eq_ignore_ascii_case(&sha256)
@@ -406,7 +496,8 @@ fn read_module(
             locate::key_line_after(text, line, "sha256").or(line),
             format!(
                 "{what}: module {} has sha256 {sha256}, but the policy pins {pin}",
-                path.display()
+                oci.as_ref()
+                    .map_or_else(|| path.display().to_string(), |o| o.reference.clone())
             ),
         ));
     }
@@ -414,6 +505,7 @@ fn read_module(
         path,
         bytes,
         sha256,
+        oci,
     })
 }
 

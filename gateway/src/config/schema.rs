@@ -21,6 +21,20 @@ pub struct PolicyFile {
     /// Audit sinks: each sees the events its rules route to it, independently of the others.
     #[serde(default)]
     pub audit_sinks: Vec<super::AuditSinkEntry>,
+    /// Signatures every `oci://` module of the file must carry (a policy's own section replaces
+    /// it for that policy).
+    #[serde(default)]
+    pub verification: Option<Verification>,
+}
+
+/// `verification:`: an `oci://` module is refused unless it has a cosign signature by one of
+/// these keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Verification {
+    /// Trusted cosign public keys (ECDSA P-256, PEM, as `cosign.pub`), relative to the policy
+    /// file; at least one.
+    pub cosign_keys: Vec<String>,
 }
 
 /// The kind of plugin an entry runs, i.e. the WIT world its module must implement.
@@ -150,11 +164,15 @@ pub struct PolicyEntry {
     pub name: String,
     /// `validator` or `initializer`.
     pub kind: PluginKind,
-    /// The component's path, relative to the policy file.
+    /// The component's path, relative to the policy file, or an OCI artifact:
+    /// `oci://REGISTRY/REPOSITORY@sha256:DIGEST` (or `:TAG`, resolved at every load).
     pub module: String,
     /// Optional pin: the module's sha256 in hex.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Signatures this policy's `oci://` module must carry, instead of the file's.
+    #[serde(default)]
+    pub verification: Option<Verification>,
     /// Free settings given to the plugin as JSON text.
     #[serde(default)]
     pub settings: Option<serde_json::Value>,

@@ -5,7 +5,8 @@ use base64::Engine as _;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{
-    CONFIGMAP_LIMIT, ManifestError, OUTPUT_DIR, Options, Service, Target, bad, is_configmap_key,
+    CONFIGMAP_LIMIT, ManifestError, OUTPUT_DIR, Options, REGISTRY_CA_KEY, Service, Target, bad,
+    is_configmap_key,
 };
 use crate::config::Config;
 
@@ -41,6 +42,7 @@ pub fn config_objects(
                     path: &e.module.path,
                     bytes: &e.module.bytes,
                     sha256: &e.module.sha256,
+                    oci: e.module.oci.as_ref(),
                 })
                 .collect(),
         ),
@@ -54,15 +56,67 @@ pub fn config_objects(
                     path: &e.module.path,
                     bytes: &e.module.bytes,
                     sha256: &e.module.sha256,
+                    oci: e.module.oci.as_ref(),
                 })
                 .collect(),
         ),
     ];
+    // Text keys: trusted cosign keys and the registry CA.
+    let mut data = Mapping::new();
+    let base_dir = config.file.parent().unwrap_or(std::path::Path::new("."));
+    let mut key_names: Vec<(String, String)> = Vec::new(); // (path as written, key)
+    let mut rename_keys = |section: &mut Value| -> Result<(), ManifestError> {
+        let Some(Value::Sequence(keys)) = section
+            .get_mut("verification")
+            .and_then(|v| v.get_mut("cosignKeys"))
+        else {
+            return Ok(());
+        };
+        for k in keys {
+            let Some(path) = k.as_str().map(str::to_owned) else {
+                continue;
+            };
+            let key = match key_names.iter().find(|(p, _)| *p == path) {
+                Some((_, key)) => key.clone(),
+                None => {
+                    let key = format!("cosign-{}.pub", key_names.len() + 1);
+                    let pem = std::fs::read_to_string(base_dir.join(&path))
+                        .map_err(|e| bad(format!("cosign key {path}: {e}")))?;
+                    data.insert(key.as_str().into(), pem.into());
+                    key_names.push((path, key.clone()));
+                    key
+                }
+            };
+            *k = key.into();
+        }
+        Ok(())
+    };
+    rename_keys(&mut doc)?;
+    if let Some(Value::Sequence(items)) = doc.get_mut("policies") {
+        for item in items {
+            rename_keys(item)?;
+        }
+    }
+    if let Some(ca) = &options.registry_ca_pem {
+        let ca = String::from_utf8(ca.clone()).map_err(|_| bad("--registry-ca is not PEM text"))?;
+        data.insert(REGISTRY_CA_KEY.into(), ca.into());
+    }
     for (section, modules) in &sections {
         let Some(items) = doc.get_mut(*section).and_then(Value::as_sequence_mut) else {
             continue;
         };
         for (item, module) in items.iter_mut().zip(modules) {
+            // An `oci://` module is pulled by each replica: no bytes in the ConfigMap, and the
+            // reference pinned to the digest it resolved to now.
+            if let (Some(oci), Value::Mapping(map)) = (module.oci, &mut *item) {
+                let reference = match oci.reference.split_once('@') {
+                    Some(_) => oci.reference.clone(),
+                    None => format!("{}@{}", oci.reference, oci.digest),
+                };
+                map.insert("module".into(), reference.into());
+                map.insert("sha256".into(), module.sha256.into());
+                continue;
+            }
             let base = module
                 .path
                 .file_name()
@@ -102,6 +156,11 @@ pub fn config_objects(
             .unwrap_or("the policy file")
     );
     size += text.len();
+    size += data
+        .values()
+        .map(|v| v.as_str().map_or(0, str::len))
+        .sum::<usize>();
+    data.insert(super::POLICY_KEY.into(), text.into());
     if size > CONFIGMAP_LIMIT {
         return Err(bad(format!(
             "the policies and plugins take {size} bytes, more than a ConfigMap holds ({CONFIGMAP_LIMIT})"
@@ -116,7 +175,7 @@ pub fn config_objects(
             "namespace": (namespace.as_str()),
             "labels": (labels.clone()),
         },
-        "data": { "policies.yaml": text },
+        "data": (Value::Mapping(data)),
         "binaryData": (Value::Mapping(binary)),
     })];
     if let Some(ca) = &options.client_ca_pem {
@@ -162,6 +221,7 @@ struct ModuleRef<'a> {
     path: &'a std::path::Path,
     bytes: &'a [u8],
     sha256: &'a str,
+    oci: Option<&'a crate::config::OciOrigin>,
 }
 
 /// A sink's `file` outputs with a relative path would resolve next to the policy file, in the

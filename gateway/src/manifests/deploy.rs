@@ -116,6 +116,34 @@ pub fn deploy(options: &Options, config: &Config) -> Result<Vec<Value>, Manifest
             "configMap": { "name": (format!("{name}-client-ca")) },
         }));
     }
+    // `oci://` modules: each replica pulls into the cache volume, with the registry credentials
+    // Secret mounted (the same Secret an `imagePullSecrets` would name).
+    let pulls = config
+        .entries
+        .iter()
+        .map(|e| &e.module)
+        .chain(config.sinks.iter().map(|s| &s.module))
+        .any(|m| m.oci.is_some());
+    if pulls {
+        args.push(format!("--module-cache={CACHE_DIR}/modules"));
+        if let Some(secret) = &options.registry_secret {
+            args.push(format!(
+                "--registry-auth={}/.dockerconfigjson",
+                super::REGISTRY_DIR
+            ));
+            mounts.push(
+                yaml!({ "name": "registry", "mountPath": (super::REGISTRY_DIR), "readOnly": true }),
+            );
+            volumes
+                .push(yaml!({ "name": "registry", "secret": { "secretName": (secret.as_str()) } }));
+        }
+        if options.registry_ca_pem.is_some() {
+            args.push(format!(
+                "--registry-ca={POLICY_DIR}/{}",
+                super::REGISTRY_CA_KEY
+            ));
+        }
+    }
     mounts.extend([
         yaml!({ "name": "cache", "mountPath": CACHE_DIR }),
         yaml!({ "name": "spool", "mountPath": SPOOL_DIR }),

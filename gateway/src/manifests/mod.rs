@@ -70,6 +70,10 @@ pub const SPOOL_DIR: &str = "/var/lib/wasmgate/spool";
 /// Where the StatefulSet mounts the API server's client CA (ConfigMap `<name>-client-ca`, key
 /// `ca.crt`), for `--audit-client-ca` and `--admission-client-ca`.
 pub const CLIENT_CA_DIR: &str = "/etc/wasmgate/client-ca";
+/// Where the registry credentials Secret is mounted (`--registry-secret`).
+pub const REGISTRY_DIR: &str = "/etc/wasmgate/registry";
+/// The policies ConfigMap's key for the registry CA (`--registry-ca`).
+pub const REGISTRY_CA_KEY: &str = "registry-ca.crt";
 
 /// A manifest that cannot be rendered, and why.
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +266,12 @@ pub struct Options {
     pub plugin_calls: u32,
     /// The spool PersistentVolumeClaims' storage class (default: the cluster's default).
     pub storage_class: Option<String>,
+    /// The Secret (`kubernetes.io/dockerconfigjson`, as for `imagePullSecrets`) with the
+    /// credentials for `oci://` modules, mounted into the Pods (`deploy`).
+    pub registry_secret: Option<String>,
+    /// CA certificates (PEM) for the registries of `oci://` modules: carried by the policies
+    /// ConfigMap (`config`) and passed as `--registry-ca` (`deploy`).
+    pub registry_ca_pem: Option<Vec<u8>>,
 }
 
 impl Options {
@@ -294,6 +304,8 @@ impl Options {
             audit_max_body: crate::server::DEFAULT_AUDIT_MAX_BODY as u64,
             plugin_calls: DEFAULT_PLUGIN_CALLS,
             storage_class: None,
+            registry_secret: None,
+            registry_ca_pem: None,
         }
     }
 

@@ -228,6 +228,51 @@ impl Runtime {
         })
     }
 
+    /// The world and contract version a component implements, without instantiating it (what
+    /// `wasmgate push` records in the artifact's annotations).
+    pub fn identify(&self, bytes: &[u8]) -> Result<(World, Contract), LoadError> {
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(one_line(&e)))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports(one_line(&e)))?;
+        let v2 = component
+            .component_type()
+            .exports(&self.engine)
+            .any(|(name, _)| name == "validate-settings");
+        let contract = if v2 {
+            Contract::V0_2_0
+        } else {
+            Contract::V0_1_0
+        };
+        let world = if v2 {
+            if ValidatorPre::new(pre.clone()).is_ok() {
+                Some(World::Validator)
+            } else if InitializerPre::new(pre.clone()).is_ok() {
+                Some(World::Initializer)
+            } else if AuditSinkPre::new(pre).is_ok() {
+                Some(World::AuditSink)
+            } else {
+                None
+            }
+        } else if v1::validator::ValidatorPre::new(pre.clone()).is_ok() {
+            Some(World::Validator)
+        } else if v1::initializer::InitializerPre::new(pre.clone()).is_ok() {
+            Some(World::Initializer)
+        } else if v1::audit_sink::AuditSinkPre::new(pre).is_ok() {
+            Some(World::AuditSink)
+        } else {
+            None
+        };
+        let world = world.ok_or(LoadError::WrongWorld {
+            world: "validator, initializer or audit-sink",
+            contract: contract.package(),
+            detail: "it implements none of them".into(),
+        })?;
+        Ok((world, contract))
+    }
+
     /// Compiles (or loads from the cache) a component and checks it against `kind`'s world.
     /// Blocking and possibly slow (seconds for Python or JS components): call it off the
     /// request path.
