@@ -6,6 +6,7 @@ mod harness;
 
 mod admission;
 mod audit;
+mod audit_delivery;
 mod audit_intake;
 mod captured;
 mod check;

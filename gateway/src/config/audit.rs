@@ -21,6 +21,17 @@ pub const MAX_SINK_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// The most `maxAttempts` may be: with the backoff capped at 10 s, about a quarter of an hour.
 pub const MAX_MAX_ATTEMPTS: u32 = 100;
+/// The most batches one sink may have in flight (`maxInFlight`): each holds a fresh instance
+/// (up to its `memoryLimit`) and one of the policy's instance slots, of which there are 64.
+pub const MAX_IN_FLIGHT: u32 = 32;
+
+/// Batches a sink has in flight when its entry names no `maxInFlight`: one per core (at least
+/// two, so that one batch's output write overlaps the next one's plugin call), at most 8.
+pub fn default_in_flight() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(2, |n| u32::try_from(n.get()).unwrap_or(8))
+        .clamp(2, 8)
+}
 /// A file output's size before rotation when its grant names none.
 pub const DEFAULT_FILE_MAX_SIZE: u64 = 100 << 20;
 /// The smallest `maxSize`: below this, rotation would churn on every batch.
@@ -69,6 +80,10 @@ pub struct AuditSinkEntry {
     /// Failed calls of one batch before it goes to the dead-letter file; default 5.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Batches delivered at once, each in its own fresh instance; default one per core (2-8),
+    /// at most 32. Outputs still receive them in spool order.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
 }
 
 /// One `audit.k8s.io/v1` PolicyRule.

@@ -117,6 +117,8 @@ pub struct ResolvedSink {
     pub module: ResolvedModule,
     /// Failed calls of one batch before it is dead-lettered.
     pub max_attempts: u32,
+    /// Batches delivered at once.
+    pub in_flight: u32,
     /// The granted outputs.
     pub outputs: Vec<OutputSpec>,
 }
@@ -302,6 +304,13 @@ impl Config {
                     audit::MAX_MAX_ATTEMPTS
                 )));
             }
+            let in_flight = entry.max_in_flight.unwrap_or_else(audit::default_in_flight);
+            if !(1..=audit::MAX_IN_FLIGHT).contains(&in_flight) {
+                return Err(at(format!(
+                    "maxInFlight {in_flight} must be between 1 and {}",
+                    audit::MAX_IN_FLIGHT
+                )));
+            }
             let module = read_module(
                 file,
                 text,
@@ -324,6 +333,7 @@ impl Config {
                     settings_line: locate::entry_key_line(text, line, "settings").or(line),
                 },
                 max_attempts,
+                in_flight,
                 outputs,
                 entry,
             });

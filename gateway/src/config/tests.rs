@@ -219,6 +219,8 @@ fn audit_sinks_load_with_defaults_and_resolved_outputs() {
     assert_eq!(sink.module.line, Some(4));
     assert_eq!(sink.module.timeout, DEFAULT_SINK_TIMEOUT);
     assert_eq!(sink.max_attempts, DEFAULT_MAX_ATTEMPTS);
+    assert_eq!(sink.in_flight, super::audit::default_in_flight());
+    assert!((2..=8).contains(&sink.in_flight));
     assert_eq!(sink.module.settings_json, r#"{"output":"audit"}"#);
     assert_eq!(sink.entry.rules.len(), 3);
     assert_eq!(
@@ -314,6 +316,19 @@ fn audit_sink_mistakes_name_the_file_line_and_reason() {
         &SINKS.replace("    omitStages:", "    maxAttempts: 0\n    omitStages:"),
     );
     assert!(e.contains("maxAttempts 0 must be between 1 and 100"), "{e}");
+    for bad in ["0", "33"] {
+        let e = error_of(
+            &dir,
+            &SINKS.replace(
+                "    omitStages:",
+                &format!("    maxInFlight: {bad}\n    omitStages:"),
+            ),
+        );
+        assert!(
+            e.contains(&format!("maxInFlight {bad} must be between 1 and 32")),
+            "{e}"
+        );
+    }
     let e = error_of(
         &dir,
         &SINKS.replace("    omitStages:", "    timeout: 2m\n    omitStages:"),
