@@ -14,6 +14,7 @@ mod containment;
 mod faults;
 mod hostile_clients;
 mod image;
+mod kafka;
 mod manifests;
 mod new;
 mod pod_security;

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 pub use audit::{
     AuditRule, AuditSinkEntry, DEFAULT_MAX_ATTEMPTS, DEFAULT_SINK_TIMEOUT, GroupResources,
-    MAX_SINK_TIMEOUT, OutputEntry, OutputKind, OutputSpec, OutputType,
+    KafkaKey, KafkaSpec, MAX_SINK_TIMEOUT, OutputEntry, OutputKind, OutputSpec, OutputType, Sasl,
+    SaslMechanism,
 };
 pub use quantity::parse_quantity;
 pub use schema::{

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::{KafkaKey, SaslMechanism};
 
 struct Dir(PathBuf);
 
@@ -570,5 +571,78 @@ fn a_module_that_is_not_a_small_regular_file_is_refused() {
             )),
             "{e}"
         );
+    }
+}
+
+#[test]
+fn kafka_outputs_resolve_and_refuse_what_cannot_work() {
+    let dir = Dir::new("kafka");
+    std::fs::write(dir.0.join("ca.crt"), "x").unwrap();
+    std::fs::write(dir.0.join("user"), "u").unwrap();
+    std::fs::write(dir.0.join("pass"), "p").unwrap();
+    let with = |output: &str| {
+        SINKS.replace(
+            "      - name: console\n        type: stdout\n",
+            &format!("      - {output}\n"),
+        )
+    };
+    let good = with(
+        "{name: console, type: kafka, bootstrapServers: [\"k1:9093\", \"10.0.0.2:9093\"], topic: audit.k8s, key: namespace, caFile: ca.crt, sasl: {mechanism: SCRAM-SHA-512, usernameFile: user, passwordFile: pass}}",
+    );
+    let config = dir.load(&good).unwrap();
+    let OutputKind::Kafka(spec) = &config.sinks[0].outputs[1].kind else {
+        panic!("{:?}", config.sinks[0].outputs[1]);
+    };
+    assert_eq!(spec.bootstrap_servers, ["k1:9093", "10.0.0.2:9093"]);
+    assert_eq!(
+        (spec.topic.as_str(), spec.key),
+        ("audit.k8s", KafkaKey::Namespace)
+    );
+    assert_eq!(
+        spec.ca_file.as_deref(),
+        Some(dir.0.join("ca.crt").as_path())
+    );
+    let sasl = spec.sasl.as_ref().unwrap();
+    assert_eq!(sasl.mechanism, SaslMechanism::ScramSha512);
+    for (output, error) in [
+        (
+            "{name: console, type: kafka, topic: a}",
+            "a kafka output needs bootstrapServers",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1\"], topic: a}",
+            "\"k1\" is not host:port",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"]}",
+            "a kafka output needs a topic",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"], topic: \"a b\"}",
+            "topic \"a b\": 1-249 of",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"], topic: a, certFile: ca.crt}",
+            "certFile and keyFile go together",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"], topic: a, key: pod}",
+            "unknown variant `pod`",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"], topic: a, url: \"https://x\"}",
+            "url does not apply to a kafka output",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"], topic: a, sasl: {mechanism: GSSAPI, usernameFile: user, passwordFile: pass}}",
+            "unknown variant `GSSAPI`",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"], topic: a, sasl: {mechanism: PLAIN, usernameFile: nope, passwordFile: pass}}",
+            "sasl.usernameFile",
+        ),
+    ] {
+        let e = error_of(&dir, &with(output));
+        assert!(e.contains(error), "{output}: {e}");
     }
 }
