@@ -11,7 +11,10 @@
 //! - the latency of one batch: under that load, and alone on an idle gateway;
 //! - the gateway's CPU per 1,000 events.
 //!
-//! `cargo bench --bench audit -- [--batches N] [--concurrency C] [--fsync batch|always|never]`
+//! `cargo bench --bench audit -- [--batches N] [--concurrency C] [--fsync batch|always|never]
+//! [--kafka HOST:PORT]`: with `--kafka`, the sink's output is the topic `audit-bench` (which must
+//! exist) on that broker instead of the file, and "delivered" counts the lines the broker
+//! acknowledged (the gateway's `wasmgate_audit_sink_output_lines_total`).
 //! The load generator runs in this process and shares the machine's cores with the server.
 
 mod common;
@@ -31,6 +34,7 @@ struct Args {
     concurrency: usize,
     fsync: String,
     idle_batches: usize,
+    kafka: Option<String>,
 }
 
 fn args() -> Args {
@@ -39,6 +43,7 @@ fn args() -> Args {
         concurrency: 4,
         fsync: "batch".into(),
         idle_batches: 40,
+        kafka: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -48,6 +53,7 @@ fn args() -> Args {
             "--concurrency" => args.concurrency = value().parse().expect("--concurrency C"),
             "--fsync" => args.fsync = value(),
             "--idle-batches" => args.idle_batches = value().parse().expect("--idle-batches N"),
+            "--kafka" => args.kafka = Some(value()),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -214,16 +220,55 @@ fn main() {
     let args = args();
     let out_dir = tempfile::tempdir().unwrap();
     let output = out_dir.path().join("audit.jsonl");
+    let destination = match &args.kafka {
+        None => format!(
+            "{{name: audit, type: file, path: {:?}, maxSize: 8Gi}}",
+            output.display()
+        ),
+        Some(bootstrap) => format!(
+            "{{name: audit, type: kafka, bootstrapServers: [{bootstrap:?}], topic: audit-bench}}"
+        ),
+    };
     let policy = format!(
-        "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\nauditSinks:\n  - name: redact-secrets\n    module: {}/plugins/dist/redact-secrets.wasm\n    settings: {{output: audit, keys: [password, token, secret]}}\n    rules:\n      - level: RequestResponse\n    outputs:\n      - {{name: audit, type: file, path: {:?}, maxSize: 8Gi}}\n",
+        "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\nauditSinks:\n  - name: redact-secrets\n    module: {}/plugins/dist/redact-secrets.wasm\n    settings: {{output: audit, keys: [password, token, secret]}}\n    rules:\n      - level: RequestResponse\n    outputs:\n      - {destination}\n",
         repo().display(),
-        output.display()
     );
     let (server, startup) = start_with(
         &policy,
         &["--fsync", &args.fsync, "--spool-max-bytes", "8Gi"],
     );
     let pid = server.child.id();
+    // Lines delivered so far: in the file, or acknowledged by the broker.
+    let kafka = args.kafka.is_some();
+    let lines_in = |path: &std::path::Path| -> usize {
+        if !kafka {
+            return lines_in(path);
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let text = rt.block_on(async {
+                        let mut conn = Conn::connect(&server).await.expect("connect");
+                        conn.request("GET", "/metrics", Bytes::new())
+                            .await
+                            .expect("metrics")
+                    });
+                    String::from_utf8_lossy(&text)
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("wasmgate_audit_sink_output_lines_total{sink=\"redact-secrets\",output=\"audit\"} ")
+                        })
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .unwrap_or(0.0) as usize
+                })
+                .join()
+                .unwrap()
+        })
+    };
 
     eprintln!(
         "generating {} batches of {BATCH} events...",
@@ -339,8 +384,10 @@ fn main() {
 
     let secs = |d: Duration| d.as_secs_f64();
     println!(
-        "audit benchmark: redact-secrets -> file output, fsync {}, {} connections",
-        args.fsync, args.concurrency
+        "audit benchmark: redact-secrets -> {} output, fsync {}, {} connections",
+        if kafka { "kafka" } else { "file" },
+        args.fsync,
+        args.concurrency
     );
     println!(
         "  machine: {} cores, {}",
@@ -370,7 +417,7 @@ fn main() {
         ms(latencies.last().copied().unwrap_or_default())
     );
     println!(
-        "  delivered through redact-secrets to the file: {:.0} events/s (all {total} {:.2} s after the first POST; {:.1} MiB written)",
+        "  delivered through redact-secrets to the output: {:.0} events/s (all {total} {:.2} s after the first POST; {:.1} MiB written)",
         total as f64 / secs(delivered_at),
         secs(delivered_at),
         file_bytes as f64 / (1 << 20) as f64

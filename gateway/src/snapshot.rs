@@ -218,6 +218,7 @@ fn sink_policy(sink: &ResolvedSink, plugin: Arc<Plugin>) -> SinkPolicy<Plugin> {
         outputs: sink.outputs.clone(),
         timeout: sink.module.timeout,
         max_attempts: sink.max_attempts,
+        in_flight: sink.in_flight as usize,
         plugin,
     }
 }

@@ -6,6 +6,7 @@ mod harness;
 
 mod admission;
 mod audit;
+mod audit_delivery;
 mod audit_intake;
 mod captured;
 mod check;
@@ -14,6 +15,7 @@ mod context;
 mod faults;
 mod hostile_clients;
 mod image;
+mod kafka;
 mod manifests;
 mod new;
 mod oci;

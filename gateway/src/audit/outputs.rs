@@ -1,6 +1,6 @@
 //! The outputs a sink writes its lines to: a JSON Lines file with size-based rotation, standard
-//! output, or POSTs of JSON lines to an HTTP endpoint (Loki, Elasticsearch, Splunk HEC's raw
-//! endpoint, Vector and the like). Each write either completes or fails with a reason and
+//! output, POSTs of JSON lines to an HTTP endpoint (Loki, Elasticsearch, Splunk HEC's raw
+//! endpoint, Vector and the like), or records of a Kafka topic (`kafka`). Each write either completes or fails with a reason and
 //! whether retrying can help; the sink task does the retrying.
 
 use std::fs::{File, OpenOptions};
@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+
+mod kafka;
+
+pub use kafka::MESSAGE_TIMEOUT as KAFKA_MESSAGE_TIMEOUT;
 
 use super::spool::FsyncPolicy;
 use crate::config::{OutputKind, OutputSpec};
@@ -34,7 +38,7 @@ pub struct OutputError {
 }
 
 impl OutputError {
-    fn transient(message: impl Into<String>) -> Self {
+    pub(crate) fn transient(message: impl Into<String>) -> Self {
         OutputError {
             permanent: false,
             message: message.into(),
@@ -58,6 +62,7 @@ enum Kind {
     File(Option<FileOutput>, FileSpec),
     Stdout,
     Http(Result<HttpOutput, String>),
+    Kafka(kafka::KafkaOutput),
 }
 
 impl Outputs {
@@ -95,6 +100,7 @@ impl Outputs {
                         bearer_token_file.clone(),
                         *batch_lines,
                     )),
+                    OutputKind::Kafka(spec) => Kind::Kafka(kafka::KafkaOutput::new(spec.clone())),
                 },
             })
             .collect();
@@ -161,6 +167,7 @@ impl Outputs {
                 Ok(())
             }
             Kind::Http(Err(reason)) => Err(OutputError::transient(reason.clone())),
+            Kind::Kafka(kafka) => kafka.write(lines, done).await,
             Kind::Http(Ok(http)) => {
                 while *done < lines.len() {
                     let end = (*done + http.batch_lines).min(lines.len());

@@ -4,6 +4,7 @@
 //! the cursor. At-least-once: a crash between an output write and the cursor save delivers that
 //! piece again. A failing sink only holds back its own cursor.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +50,37 @@ fn random_fraction() -> f64 {
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// One piece of the spool in the sink's pipeline, in spool order: its plugin call (routing,
+/// plugin, dead letters) runs on its own task, concurrently with the others; its output writes
+/// and the cursor save after it happen in spool order, one piece at a time.
+struct Pending {
+    /// The plugin call's task (`None` for a piece with nothing to deliver: a corrupt stretch
+    /// skipped, or the end of the spool reached). Aborted if the sink stops first.
+    work: Option<AbortOnDrop<Option<Prepared>>>,
+    /// The policy the piece was prepared with (its outputs are the ones its lines go to).
+    policy: Arc<SinkPolicy<Plugin>>,
+    /// Where the piece's record is, for dead letters.
+    at: Position,
+    /// The cursor once this piece is delivered.
+    after: Cursor,
+}
+
+/// A task that is aborted when dropped (a sink stopped mid-pipeline abandons its plugin calls;
+/// their pieces are delivered again after the restart).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs the sink named `name` until it is removed from the configuration or the spool closes.
+///
+/// Reads ahead of its cursor and keeps up to `in_flight` pieces (a record's events, at most
+/// [`route::MAX_EVENTS_PER_CALL`]) in its plugin at once, each in a fresh instance; the lines
+/// of the oldest piece go to the outputs first, and the cursor moves past a piece only once it
+/// and every piece before it are written. A crash re-delivers what was in flight, never skips.
 pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
     let spool = shared.spool.clone();
     let mut cursor = load_cursor(&shared, &name).await;
@@ -59,12 +90,20 @@ pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
     let mut outputs: Option<(Vec<OutputSpec>, Outputs)> = None;
     let mut read_failures = 0;
     let mut config = shared.config.subscribe();
+    // Where reading ahead has got to (at or after `cursor`), and the record being cut into
+    // pieces there.
+    let mut ahead = cursor;
+    let mut current: Option<(Arc<Record>, Position)> = None;
+    let mut pipeline: VecDeque<Pending> = VecDeque::new();
     loop {
-        // The current configuration, once per record: a reload applies from the next one.
+        // The current configuration, once per piece: a reload applies from the next one.
         let Some(policy) = shared.sink(&name) else {
             tracing::info!(sink = %name, "audit sink removed from the configuration: idle");
             shared.metrics.audit.lag(&name, 0);
             outputs = None;
+            // What was in flight is abandoned: it is delivered again if the sink comes back.
+            pipeline.clear();
+            current = None;
             // Wait until it is configured again; then the spool may have moved on without it.
             loop {
                 if config.changed().await.is_err() {
@@ -75,87 +114,175 @@ pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
                 }
             }
             cursor = load_cursor(&shared, &name).await;
+            ahead = cursor;
             tracing::info!(sink = %name, segment = cursor.at.segment, offset = cursor.at.offset, "audit sink configured again");
             continue;
-        };
-        // Outputs (open files, HTTP clients) are kept across reloads that do not change them.
-        let outputs = match &mut outputs {
-            Some((specs, o)) if *specs == policy.outputs => o,
-            slot => {
-                let fresh = Outputs::new(&policy.outputs, spool.fsync());
-                &mut slot.insert((policy.outputs.clone(), fresh)).1
-            }
         };
         let end = *committed.borrow_and_update();
         let lag = end
             .event_seq
             .saturating_sub(cursor.at.event_seq + u64::from(cursor.item));
         shared.metrics.audit.lag(&name, lag);
-        if (cursor.at.segment, cursor.at.offset) >= (end.segment, end.offset) {
-            if committed.changed().await.is_err() {
-                return; // the spool is shut down
-            }
-            continue;
-        }
-        let Some(mut r) = reader.take() else {
-            reader = Some(spool.reader());
-            continue;
-        };
-        let at = cursor.at;
-        let read = tokio::task::spawn_blocking(move || {
-            let read = r.read(at, end);
-            (read, r)
-        })
-        .await;
-        let read = match read {
-            Ok((read, r)) => {
-                reader = Some(r);
-                read
-            }
-            Err(e) => Err(std::io::Error::other(e.to_string())),
-        };
-        match read {
-            Err(e) => {
-                read_failures += 1;
-                tracing::error!(sink = %name, segment = at.segment, offset = at.offset, "cannot read the audit spool: {e}");
-                tokio::time::sleep(backoff(read_failures)).await;
-            }
-            Ok(None) => {
-                read_failures = 0;
-                cursor = Cursor { at: end, item: 0 };
-                save(&shared, &name, cursor).await;
-            }
-            Ok(Some(Read::Corrupt { at, error, resume })) => {
-                read_failures = 0;
-                shared.metrics.audit.spool_corrupt_records.inc();
-                tracing::error!(sink = %name, segment = at.segment, offset = at.offset, "skipping the unreadable rest of an audit spool segment: {error}");
-                cursor = Cursor {
-                    at: resume,
-                    item: 0,
+
+        // Fill the pipeline: the next piece of the current record, or the next record.
+        if pipeline.len() < policy.in_flight.max(1) {
+            if let Some((record, next)) = current.take() {
+                let start = ahead.item as usize;
+                let piece = start..route::chunk_end(&record, start);
+                let at = ahead.at;
+                let after = if piece.end < record.len() {
+                    current = Some((record.clone(), next));
+                    Cursor {
+                        at,
+                        item: piece.end as u32,
+                    }
+                } else {
+                    Cursor { at: next, item: 0 }
                 };
-                save(&shared, &name, cursor).await;
+                let work = tokio::spawn(prepare(
+                    shared.clone(),
+                    name.clone(),
+                    policy.clone(),
+                    record,
+                    piece,
+                    at,
+                ));
+                pipeline.push_back(Pending {
+                    work: Some(AbortOnDrop(work)),
+                    policy,
+                    at,
+                    after,
+                });
+                ahead = after;
+                continue;
             }
-            Ok(Some(Read::Record { at, record, next })) => {
-                read_failures = 0;
-                if (at.segment, at.offset) != (cursor.at.segment, cursor.at.offset) {
-                    cursor = Cursor { at, item: 0 };
-                }
-                cursor.at.event_seq = at.event_seq;
-                let record = Arc::new(record);
-                while (cursor.item as usize) < record.len() {
-                    let start = cursor.item as usize;
-                    let piece = start..route::chunk_end(&record, start);
-                    deliver(&shared, &name, &policy, outputs, &record, piece.clone(), at).await;
-                    cursor.item = piece.end as u32;
-                    if piece.end < record.len() {
-                        save(&shared, &name, cursor).await;
+            if (ahead.at.segment, ahead.at.offset) < (end.segment, end.offset) {
+                let Some(mut r) = reader.take() else {
+                    reader = Some(spool.reader());
+                    continue;
+                };
+                let from = ahead.at;
+                let read = tokio::task::spawn_blocking(move || {
+                    let read = r.read(from, end);
+                    (read, r)
+                })
+                .await;
+                let read = match read {
+                    Ok((read, r)) => {
+                        reader = Some(r);
+                        read
+                    }
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+                let skip_to = |after: Cursor| Pending {
+                    work: None,
+                    policy: policy.clone(),
+                    at: from,
+                    after,
+                };
+                match read {
+                    Err(e) => {
+                        read_failures += 1;
+                        tracing::error!(sink = %name, segment = from.segment, offset = from.offset, "cannot read the audit spool: {e}");
+                        if pipeline.is_empty() {
+                            tokio::time::sleep(backoff(read_failures)).await;
+                            continue;
+                        }
+                        // Deliver what is in flight meanwhile, then read again.
+                    }
+                    Ok(None) => {
+                        read_failures = 0;
+                        ahead = Cursor { at: end, item: 0 };
+                        pipeline.push_back(skip_to(ahead));
+                        continue;
+                    }
+                    Ok(Some(Read::Corrupt { at, error, resume })) => {
+                        read_failures = 0;
+                        shared.metrics.audit.spool_corrupt_records.inc();
+                        tracing::error!(sink = %name, segment = at.segment, offset = at.offset, "skipping the unreadable rest of an audit spool segment: {error}");
+                        ahead = Cursor {
+                            at: resume,
+                            item: 0,
+                        };
+                        pipeline.push_back(skip_to(ahead));
+                        continue;
+                    }
+                    Ok(Some(Read::Record { at, record, next })) => {
+                        read_failures = 0;
+                        if (at.segment, at.offset) != (ahead.at.segment, ahead.at.offset) {
+                            ahead = Cursor { at, item: 0 };
+                        }
+                        ahead.at.event_seq = at.event_seq;
+                        if (ahead.item as usize) < record.len() {
+                            current = Some((Arc::new(record), next));
+                        } else {
+                            ahead = Cursor { at: next, item: 0 };
+                            pipeline.push_back(skip_to(ahead));
+                        }
+                        continue;
                     }
                 }
-                cursor = Cursor { at: next, item: 0 };
-                save(&shared, &name, cursor).await;
             }
         }
+
+        // Finish the oldest piece: wait for its plugin call (or for more of the spool, while
+        // the pipeline has room), write its lines, then move the cursor past it.
+        let room = pipeline_room(&policy, pipeline.len()) && current.is_none();
+        let Some(front) = pipeline.front_mut() else {
+            tokio::select! {
+                changed = committed.changed() => if changed.is_err() { return },
+                changed = config.changed() => if changed.is_err() { return },
+            }
+            continue;
+        };
+        let prepared = match &mut front.work {
+            None => None,
+            Some(AbortOnDrop(work)) => {
+                let joined = tokio::select! {
+                    joined = work => joined,
+                    changed = committed.changed(), if room => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                match joined {
+                    Ok(prepared) => prepared,
+                    Err(e) => {
+                        // Only a panic gets here (a bug): deliver the piece again, in a fresh call.
+                        tracing::error!(sink = %name, "an audit delivery task failed, delivering its batch again: {e}");
+                        pipeline.clear();
+                        current = None;
+                        ahead = cursor;
+                        tokio::time::sleep(backoff(1)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(done) = pipeline.pop_front() else {
+            continue;
+        };
+        if let Some(prepared) = prepared {
+            // Outputs (open files, HTTP clients) are kept across reloads that do not change them.
+            let outputs = match &mut outputs {
+                Some((specs, o)) if *specs == done.policy.outputs => o,
+                slot => {
+                    let fresh = Outputs::new(&done.policy.outputs, spool.fsync());
+                    &mut slot.insert((done.policy.outputs.clone(), fresh)).1
+                }
+            };
+            write(&shared, &name, &done.policy, outputs, prepared, done.at).await;
+        }
+        cursor = done.after;
+        save(&shared, &name, cursor).await;
     }
+}
+
+/// Whether the pipeline has room for another piece.
+fn pipeline_room(policy: &SinkPolicy<Plugin>, len: usize) -> bool {
+    len < policy.in_flight.max(1)
 }
 
 /// The sink's saved cursor. One that cannot be read is never a reason to stop: the sink goes
@@ -222,17 +349,26 @@ async fn save(shared: &Arc<Shared>, name: &Arc<str>, cursor: Cursor) {
     shared.spool.progress(name, cursor.at);
 }
 
-/// Delivers items `piece` of `record` (at `at`) to one sink: returns once they are in its
-/// outputs or in its dead-letter file.
-async fn deliver(
-    shared: &Arc<Shared>,
-    name: &Arc<str>,
-    policy: &Arc<SinkPolicy<Plugin>>,
-    outputs: &mut Outputs,
-    record: &Arc<Record>,
+/// The lines of a piece, ready for the outputs.
+struct Prepared {
+    /// By output index, in the order of the grants.
+    lines: Vec<(usize, Vec<String>)>,
+    /// The events they came from.
+    events: u64,
+}
+
+/// Routes items `piece` of `record` (at `at`) for one sink and runs its plugin on them (with
+/// retries): their lines, or `None` when nothing is left to write (all filtered out, or
+/// dead-lettered).
+async fn prepare(
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    policy: Arc<SinkPolicy<Plugin>>,
+    record: Arc<Record>,
     piece: Range<usize>,
     at: Position,
-) {
+) -> Option<Prepared> {
+    let (shared, name, policy, record) = (&shared, &name, &policy, &record);
     let metrics = &shared.metrics.audit;
     let routed = {
         let (policy, record, piece) = (policy.clone(), record.clone(), piece.clone());
@@ -265,7 +401,7 @@ async fn deliver(
         }
     }
     if events.is_empty() {
-        return;
+        return None;
     }
     let events = Arc::new(events);
     let count = events.len() as u64;
@@ -292,14 +428,34 @@ async fn deliver(
                     if dead_letter(shared, name, letter, count).await {
                         metrics.dead_lettered(name, count);
                     }
-                    return;
+                    return None;
                 }
                 tracing::warn!(sink = %name, attempt, max_attempts = policy.max_attempts, events = count, "audit sink failed, retrying: {failure}");
                 tokio::time::sleep(backoff(attempt)).await;
             }
         }
     };
+    Some(Prepared {
+        lines,
+        events: count,
+    })
+}
 
+/// Writes a piece's lines to the sink's outputs: returns once they are in them or in its
+/// dead-letter file.
+async fn write(
+    shared: &Arc<Shared>,
+    name: &Arc<str>,
+    policy: &SinkPolicy<Plugin>,
+    outputs: &mut Outputs,
+    prepared: Prepared,
+    at: Position,
+) {
+    let metrics = &shared.metrics.audit;
+    let Prepared {
+        lines,
+        events: count,
+    } = prepared;
     // The outputs: each one is retried until it takes its lines; only lines a destination
     // keeps refusing (HTTP 4xx) are dead-lettered after maxAttempts.
     let (mut all_written, mut dead_lettered) = (true, true);

@@ -21,6 +21,17 @@ pub const MAX_SINK_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// The most `maxAttempts` may be: with the backoff capped at 10 s, about a quarter of an hour.
 pub const MAX_MAX_ATTEMPTS: u32 = 100;
+/// The most batches one sink may have in flight (`maxInFlight`): each holds a fresh instance
+/// (up to its `memoryLimit`) and one of the policy's instance slots, of which there are 64.
+pub const MAX_IN_FLIGHT: u32 = 32;
+
+/// Batches a sink has in flight when its entry names no `maxInFlight`: one per core (at least
+/// two, so that one batch's output write overlaps the next one's plugin call), at most 8.
+pub fn default_in_flight() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(2, |n| u32::try_from(n.get()).unwrap_or(8))
+        .clamp(2, 8)
+}
 /// A file output's size before rotation when its grant names none.
 pub const DEFAULT_FILE_MAX_SIZE: u64 = 100 << 20;
 /// The smallest `maxSize`: below this, rotation would churn on every batch.
@@ -69,6 +80,10 @@ pub struct AuditSinkEntry {
     /// Failed calls of one batch before it goes to the dead-letter file; default 5.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Batches delivered at once, each in its own fresh instance; default one per core (2-8),
+    /// at most 32. Outputs still receive them in spool order.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
 }
 
 /// One `audit.k8s.io/v1` PolicyRule.
@@ -128,6 +143,91 @@ pub enum OutputType {
     Stdout,
     /// POSTs of JSON lines to a URL.
     Http,
+    /// Records produced to a Kafka topic.
+    Kafka,
+}
+
+/// What a Kafka output keys each record with (records with one key go to one partition, in
+/// order). Read from the line the sink wrote, as an `audit.k8s.io/v1` Event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum KafkaKey {
+    /// `auditID`: a request's stages land in one partition, in order.
+    #[default]
+    #[serde(rename = "auditID")]
+    AuditId,
+    /// `objectRef.namespace` (no key for cluster-scoped requests).
+    #[serde(rename = "namespace")]
+    Namespace,
+    /// `user.username`.
+    #[serde(rename = "user")]
+    User,
+}
+
+/// A Kafka output's SASL login.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SaslEntry {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: SaslMechanism,
+    /// A file holding the user name.
+    pub username_file: String,
+    /// A file holding the password.
+    pub password_file: String,
+}
+
+/// A SASL mechanism a Kafka output can log in with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    /// User name and password in the clear (over TLS, please).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// SCRAM with SHA-256.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// SCRAM with SHA-512.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name librdkafka and brokers use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// A resolved SASL login: credentials are read from the files when the output connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sasl {
+    /// The mechanism.
+    pub mechanism: SaslMechanism,
+    /// The user name file.
+    pub username_file: PathBuf,
+    /// The password file.
+    pub password_file: PathBuf,
+}
+
+/// A resolved Kafka output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSpec {
+    /// `host:port` of the brokers to start from.
+    pub bootstrap_servers: Vec<String>,
+    /// The topic (it must exist: the output does not create it).
+    pub topic: String,
+    /// What each record is keyed with.
+    pub key: KafkaKey,
+    /// TLS: the CA bundle to trust (TLS is on when this or a client certificate is given).
+    pub ca_file: Option<PathBuf>,
+    /// TLS client certificate and its key (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's key.
+    pub key_file: Option<PathBuf>,
+    /// SASL login.
+    pub sasl: Option<Sasl>,
 }
 
 /// One output granted to a sink, as written.
@@ -136,7 +236,7 @@ pub enum OutputType {
 pub struct OutputEntry {
     /// What the sink calls it in its emissions; unique within the sink.
     pub name: String,
-    /// `file`, `stdout` or `http`.
+    /// `file`, `stdout`, `http` or `kafka`.
     #[serde(rename = "type")]
     pub kind: OutputType,
     /// file: the path, relative to the policy file or absolute.
@@ -160,6 +260,24 @@ pub struct OutputEntry {
     /// http: lines per POST; default 500.
     #[serde(default)]
     pub batch_lines: Option<u32>,
+    /// kafka: `host:port` of the brokers to start from.
+    #[serde(default)]
+    pub bootstrap_servers: Option<Vec<String>>,
+    /// kafka: the topic.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// kafka: the record key: `auditID` (default), `namespace` or `user`.
+    #[serde(default)]
+    pub key: Option<KafkaKey>,
+    /// kafka: TLS client certificate (PEM), with `keyFile`.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// kafka: the client certificate's key (PEM).
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// kafka: SASL login (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`) with credentials in files.
+    #[serde(default)]
+    pub sasl: Option<SaslEntry>,
 }
 
 /// Where an output writes, resolved.
@@ -187,6 +305,8 @@ pub enum OutputKind {
         /// Lines per POST.
         batch_lines: usize,
     },
+    /// Records produced to a Kafka topic.
+    Kafka(KafkaSpec),
 }
 
 /// One granted output, resolved.
@@ -283,6 +403,12 @@ impl OutputEntry {
                 ("caFile", self.ca_file.is_some()),
                 ("bearerTokenFile", self.bearer_token_file.is_some()),
                 ("batchLines", self.batch_lines.is_some()),
+                ("bootstrapServers", self.bootstrap_servers.is_some()),
+                ("topic", self.topic.is_some()),
+                ("key", self.key.is_some()),
+                ("certFile", self.cert_file.is_some()),
+                ("keyFile", self.key_file.is_some()),
+                ("sasl", self.sasl.is_some()),
             ];
             match set
                 .iter()
@@ -294,6 +420,7 @@ impl OutputEntry {
                         OutputType::File => "file",
                         OutputType::Stdout => "stdout",
                         OutputType::Http => "http",
+                        OutputType::Kafka => "kafka",
                     }
                 )),
                 None => Ok(()),
@@ -365,6 +492,86 @@ impl OutputEntry {
                     bearer_token_file,
                     batch_lines: batch_lines as usize,
                 })
+            }
+            OutputType::Kafka => {
+                only(&[
+                    "bootstrapServers",
+                    "topic",
+                    "key",
+                    "caFile",
+                    "certFile",
+                    "keyFile",
+                    "sasl",
+                ])?;
+                let readable = |key: &str, file: &str| -> Result<PathBuf, String> {
+                    let path = base.join(file);
+                    std::fs::metadata(&path)
+                        .map_err(|e| format!("{key} {}: {e}", path.display()))?;
+                    Ok(path)
+                };
+                let servers = self.bootstrap_servers.clone().unwrap_or_default();
+                if servers.is_empty() {
+                    return Err("a kafka output needs bootstrapServers (host:port, ...)".into());
+                }
+                for server in &servers {
+                    let port = server
+                        .rsplit_once(':')
+                        .map(|(host, port)| (host, port.parse::<u16>()));
+                    if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p > 0)
+                        || server.contains([',', ' ', '/'])
+                    {
+                        return Err(format!("bootstrapServers: {server:?} is not host:port"));
+                    }
+                }
+                let topic = self.topic.clone().ok_or("a kafka output needs a topic")?;
+                // Kafka's own rule for topic names.
+                if topic.is_empty()
+                    || topic.len() > 249
+                    || topic == "."
+                    || topic == ".."
+                    || !topic
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                {
+                    return Err(format!(
+                        "topic {topic:?}: 1-249 of [a-zA-Z0-9._-], not \".\" or \"..\""
+                    ));
+                }
+                let ca_file = self
+                    .ca_file
+                    .as_deref()
+                    .map(|f| readable("caFile", f))
+                    .transpose()?;
+                let cert_file = self
+                    .cert_file
+                    .as_deref()
+                    .map(|f| readable("certFile", f))
+                    .transpose()?;
+                let key_file = self
+                    .key_file
+                    .as_deref()
+                    .map(|f| readable("keyFile", f))
+                    .transpose()?;
+                if cert_file.is_some() != key_file.is_some() {
+                    return Err("certFile and keyFile go together".into());
+                }
+                let sasl = match &self.sasl {
+                    None => None,
+                    Some(sasl) => Some(Sasl {
+                        mechanism: sasl.mechanism,
+                        username_file: readable("sasl.usernameFile", &sasl.username_file)?,
+                        password_file: readable("sasl.passwordFile", &sasl.password_file)?,
+                    }),
+                };
+                Ok(OutputKind::Kafka(KafkaSpec {
+                    bootstrap_servers: servers,
+                    topic,
+                    key: self.key.unwrap_or_default(),
+                    ca_file,
+                    cert_file,
+                    key_file,
+                    sasl,
+                }))
             }
         }
     }

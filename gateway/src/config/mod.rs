@@ -13,7 +13,8 @@ use std::time::Duration;
 
 pub use audit::{
     AuditRule, AuditSinkEntry, DEFAULT_MAX_ATTEMPTS, DEFAULT_SINK_TIMEOUT, GroupResources,
-    MAX_SINK_TIMEOUT, OutputEntry, OutputKind, OutputSpec, OutputType,
+    KafkaKey, KafkaSpec, MAX_SINK_TIMEOUT, OutputEntry, OutputKind, OutputSpec, OutputType, Sasl,
+    SaslMechanism,
 };
 pub use quantity::parse_quantity;
 pub(crate) use schema::names;
@@ -132,6 +133,8 @@ pub struct ResolvedSink {
     pub module: ResolvedModule,
     /// Failed calls of one batch before it is dead-lettered.
     pub max_attempts: u32,
+    /// Batches delivered at once.
+    pub in_flight: u32,
     /// The granted outputs.
     pub outputs: Vec<OutputSpec>,
 }
@@ -335,6 +338,13 @@ impl Config {
                     audit::MAX_MAX_ATTEMPTS
                 )));
             }
+            let in_flight = entry.max_in_flight.unwrap_or_else(audit::default_in_flight);
+            if !(1..=audit::MAX_IN_FLIGHT).contains(&in_flight) {
+                return Err(at(format!(
+                    "maxInFlight {in_flight} must be between 1 and {}",
+                    audit::MAX_IN_FLIGHT
+                )));
+            }
             let module = read_module(
                 file,
                 text,
@@ -359,6 +369,7 @@ impl Config {
                     oci: module.oci,
                 },
                 max_attempts,
+                in_flight,
                 outputs,
                 entry,
             });

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::{KafkaKey, SaslMechanism};
 
 struct Dir(PathBuf);
 
@@ -219,6 +220,8 @@ fn audit_sinks_load_with_defaults_and_resolved_outputs() {
     assert_eq!(sink.module.line, Some(4));
     assert_eq!(sink.module.timeout, DEFAULT_SINK_TIMEOUT);
     assert_eq!(sink.max_attempts, DEFAULT_MAX_ATTEMPTS);
+    assert_eq!(sink.in_flight, super::audit::default_in_flight());
+    assert!((2..=8).contains(&sink.in_flight));
     assert_eq!(sink.module.settings_json, r#"{"output":"audit"}"#);
     assert_eq!(sink.entry.rules.len(), 3);
     assert_eq!(
@@ -314,6 +317,19 @@ fn audit_sink_mistakes_name_the_file_line_and_reason() {
         &SINKS.replace("    omitStages:", "    maxAttempts: 0\n    omitStages:"),
     );
     assert!(e.contains("maxAttempts 0 must be between 1 and 100"), "{e}");
+    for bad in ["0", "33"] {
+        let e = error_of(
+            &dir,
+            &SINKS.replace(
+                "    omitStages:",
+                &format!("    maxInFlight: {bad}\n    omitStages:"),
+            ),
+        );
+        assert!(
+            e.contains(&format!("maxInFlight {bad} must be between 1 and 32")),
+            "{e}"
+        );
+    }
     let e = error_of(
         &dir,
         &SINKS.replace("    omitStages:", "    timeout: 2m\n    omitStages:"),
@@ -555,5 +571,78 @@ fn a_module_that_is_not_a_small_regular_file_is_refused() {
             )),
             "{e}"
         );
+    }
+}
+
+#[test]
+fn kafka_outputs_resolve_and_refuse_what_cannot_work() {
+    let dir = Dir::new("kafka");
+    std::fs::write(dir.0.join("ca.crt"), "x").unwrap();
+    std::fs::write(dir.0.join("user"), "u").unwrap();
+    std::fs::write(dir.0.join("pass"), "p").unwrap();
+    let with = |output: &str| {
+        SINKS.replace(
+            "      - name: console\n        type: stdout\n",
+            &format!("      - {output}\n"),
+        )
+    };
+    let good = with(
+        "{name: console, type: kafka, bootstrapServers: [\"k1:9093\", \"10.0.0.2:9093\"], topic: audit.k8s, key: namespace, caFile: ca.crt, sasl: {mechanism: SCRAM-SHA-512, usernameFile: user, passwordFile: pass}}",
+    );
+    let config = dir.load(&good).unwrap();
+    let OutputKind::Kafka(spec) = &config.sinks[0].outputs[1].kind else {
+        panic!("{:?}", config.sinks[0].outputs[1]);
+    };
+    assert_eq!(spec.bootstrap_servers, ["k1:9093", "10.0.0.2:9093"]);
+    assert_eq!(
+        (spec.topic.as_str(), spec.key),
+        ("audit.k8s", KafkaKey::Namespace)
+    );
+    assert_eq!(
+        spec.ca_file.as_deref(),
+        Some(dir.0.join("ca.crt").as_path())
+    );
+    let sasl = spec.sasl.as_ref().unwrap();
+    assert_eq!(sasl.mechanism, SaslMechanism::ScramSha512);
+    for (output, error) in [
+        (
+            "{name: console, type: kafka, topic: a}",
+            "a kafka output needs bootstrapServers",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1\"], topic: a}",
+            "\"k1\" is not host:port",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"]}",
+            "a kafka output needs a topic",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"], topic: \"a b\"}",
+            "topic \"a b\": 1-249 of",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"], topic: a, certFile: ca.crt}",
+            "certFile and keyFile go together",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"], topic: a, key: pod}",
+            "unknown variant `pod`",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"], topic: a, url: \"https://x\"}",
+            "url does not apply to a kafka output",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"], topic: a, sasl: {mechanism: GSSAPI, usernameFile: user, passwordFile: pass}}",
+            "unknown variant `GSSAPI`",
+        ),
+        (
+            "{name: console, type: kafka, bootstrapServers: [\"k1:9092\"], topic: a, sasl: {mechanism: PLAIN, usernameFile: nope, passwordFile: pass}}",
+            "sasl.usernameFile",
+        ),
+    ] {
+        let e = error_of(&dir, &with(output));
+        assert!(e.contains(error), "{output}: {e}");
     }
 }

@@ -64,7 +64,13 @@ impl Sizing {
             .map(|e| e.module.memory_limit)
             .max()
             .unwrap_or(0);
+        // One instance per sink at rest; up to `maxInFlight` of them while it catches up.
         let sinks: u64 = config.sinks.iter().map(|s| s.module.memory_limit).sum();
+        let sinks_busy: u64 = config
+            .sinks
+            .iter()
+            .map(|s| s.module.memory_limit.saturating_mul(u64::from(s.in_flight)))
+            .sum();
         let audit = !config.sinks.is_empty();
         let audit_body = if audit { audit_max_body } else { 0 };
         let audit_in_flight = if audit {
@@ -96,7 +102,10 @@ impl Sizing {
                 BASE_MEMORY + audit_body + sinks + TYPICAL_CALLS.min(plugin_calls) * largest_policy,
             ),
             memory_limit: round_mi(
-                BASE_MEMORY + audit_in_flight + sinks + plugin_calls.saturating_mul(largest_policy),
+                BASE_MEMORY
+                    + audit_in_flight
+                    + sinks_busy
+                    + plugin_calls.saturating_mul(largest_policy),
             ),
             cache: round_mi(COMPILE_CACHE_BASE + COMPILE_CACHE_FACTOR * modules),
             outputs: round_mi(OUTPUTS_BASE + outputs),

@@ -493,7 +493,7 @@ fn deploy_resources_follow_the_policy_file() {
     let (dir, _) = policy_set(ENTRIES);
     std::fs::write(dir.path().join("s.wasm"), vec![0u8; 3 << 20]).unwrap();
     let text = format!(
-        "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n{ENTRIES}  - name: big\n    kind: validator\n    module: c.wasm\n    memoryLimit: 512Mi\n    rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}]\nauditSinks:\n  - name: s\n    module: s.wasm\n    memoryLimit: 32Mi\n    rules: [{{level: Metadata}}]\n    outputs: [{{name: f, type: file, path: out.jsonl, maxSize: 10Mi, maxFiles: 3}}]\n"
+        "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n{ENTRIES}  - name: big\n    kind: validator\n    module: c.wasm\n    memoryLimit: 512Mi\n    rules: [{{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}]\nauditSinks:\n  - name: s\n    module: s.wasm\n    memoryLimit: 32Mi\n    maxInFlight: 3\n    rules: [{{level: Metadata}}]\n    outputs: [{{name: f, type: file, path: out.jsonl, maxSize: 10Mi, maxFiles: 3}}]\n"
     );
     let file = dir.path().join("big.yaml");
     std::fs::write(&file, text).unwrap();
@@ -509,8 +509,8 @@ fn deploy_resources_follow_the_policy_file() {
         .collect();
     let pod = &docs[4]["spec"]["template"]["spec"];
     let resources = &pod["containers"][0]["resources"];
-    // limit = 128Mi base + 8 audit bodies × 16Mi + 32Mi sink + 4 calls × 512Mi
-    assert_eq!(resources["limits"]["memory"], "2336Mi");
+    // limit = 128Mi base + 8 audit bodies × 16Mi + 32Mi sink × 3 in flight + 4 calls × 512Mi
+    assert_eq!(resources["limits"]["memory"], "2400Mi");
     // request = 128Mi base + one 16Mi body + 32Mi sink + 2 calls × 512Mi
     assert_eq!(resources["requests"]["memory"], "1200Mi");
     // cache: 64Mi + 10 × the modules (3Mi sink + four tiny ones) = 94Mi; outputs: 16Mi +

@@ -179,6 +179,8 @@ pub struct SinkPolicy<P> {
     pub timeout: Duration,
     /// Failed calls of one batch before it is dead-lettered.
     pub max_attempts: u32,
+    /// Batches delivered at once (each in its own instance); outputs get them in spool order.
+    pub in_flight: usize,
     /// The plugin.
     pub plugin: Arc<P>,
 }

@@ -2,6 +2,10 @@
 //! `settings.output` (default `out`):
 //! `{"auditID":..,"stage":..,"verb":..,"level":..,"hasRequestObject":..,"hasResponseObject":..,
 //! "annotations":[keys]}`.
+//!
+//! With `settings.slowVerb`, a batch holding an event with that verb first spins for
+//! `settings.spin` iterations (default 300,000,000: a few hundred milliseconds), so that tests
+//! can make one batch finish after the ones sent behind it.
 
 use serde::{Deserialize, Serialize};
 use wasmgate_sdk::audit_sink::{AuditSink, Emission, Event};
@@ -9,14 +13,19 @@ use wasmgate_sdk::serde_json;
 
 #[derive(Deserialize)]
 #[serde(default)]
+#[serde(rename_all = "camelCase")]
 struct Settings {
     output: String,
+    slow_verb: Option<String>,
+    spin: u64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             output: "out".into(),
+            slow_verb: None,
+            spin: 300_000_000,
         }
     }
 }
@@ -42,6 +51,15 @@ impl AuditSink for EchoSink {
     type Settings = Settings;
 
     fn deliver(batch: Vec<Event>, settings: Settings) -> Result<Vec<Emission>, String> {
+        if let Some(verb) = &settings.slow_verb
+            && batch.iter().any(|e| &e.verb == verb)
+        {
+            let mut x = 0u64;
+            for i in 0..settings.spin {
+                x = std::hint::black_box(x.wrapping_add(i));
+            }
+            std::hint::black_box(x);
+        }
         batch
             .iter()
             .map(|event| echo(&settings.output, event))
