@@ -387,6 +387,10 @@ server = "http://{reg}"
                              "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
             "staticPodPath": "",
             "shutdownGracePeriod": "0s",
+            # How often the kubelet re-syncs each Pod, which is when a ConfigMap volume gets the
+            # ConfigMap's new content (upstream default 1m, plus jitter): the hot-reload check
+            # must see an edit enforced within 60 s.
+            "syncFrequency": "20s",
             "localStorageCapacityIsolation": True,
         }, indent=2) + "\n")
 
