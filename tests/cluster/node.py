@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -36,6 +37,7 @@ SERVICE_CIDR = "10.96.0.0/24"
 KUBERNETES_SVC_IP = "10.96.0.1"
 CGROUP_ROOT = "/wasmgate-cluster"
 LOCK = Path("/run/wasmgate-cluster.lock")
+SHIM_SOCKETS = Path("/run/containerd/s")
 # Kernel settings the node needs; the previous values are restored on stop.
 SYSCTLS = {
     "net/ipv4/ip_forward": "1",
@@ -181,6 +183,10 @@ class Node:
             raise RuntimeError(f"another tests/cluster/run holds {LOCK}") from None
 
     def _host_setup(self) -> None:
+        # containerd 1.6's shims put their sockets under /run/containerd/s whatever the config
+        # says; what appears there while the cluster runs is removed on stop.
+        self.run_containerd_existed = SHIM_SOCKETS.parent.exists()
+        self.shim_sockets_before = set(SHIM_SOCKETS.iterdir()) if SHIM_SOCKETS.exists() else set()
         for key, value in SYSCTLS.items():
             old = _sysctl_read(key)
             if old is None:
@@ -529,6 +535,11 @@ server = "http://{reg}"
             errors.append(f"mounts left: {left[:5]}")
         if self.bridge_made:
             subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+        if hasattr(self, "shim_sockets_before") and SHIM_SOCKETS.exists():
+            for sock in set(SHIM_SOCKETS.iterdir()) - self.shim_sockets_before:
+                sock.unlink(missing_ok=True)
+            if not self.run_containerd_existed:
+                shutil.rmtree(SHIM_SOCKETS.parent, ignore_errors=True)
         self._remove_cgroups()
         for key, value in self.saved_sysctls.items():
             try:
