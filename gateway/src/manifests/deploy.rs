@@ -12,8 +12,13 @@ use super::{
 };
 use crate::config::Config;
 
-/// Where the compile cache lives in the Pod (an `emptyDir`: a new Pod recompiles).
+/// Where the compile cache's volume is mounted in the Pod (an `emptyDir`: a new Pod recompiles).
 pub const CACHE_DIR: &str = "/var/cache/wasmgate";
+/// `serve --cache-dir`: a directory inside [`CACHE_DIR`] that the gateway creates itself. The
+/// kubelet makes an `emptyDir` owned by root with mode 0777 (setgid for `fsGroup`), which the
+/// gateway rightly refuses as a compile cache (anyone could write native code there); the
+/// subdirectory it creates is its own, mode 0700.
+pub const CACHE_ARG_DIR: &str = "/var/cache/wasmgate/compiled";
 /// The preStop sleep: the Service stops sending new requests once the endpoint is gone; wait
 /// for that before the process stops accepting, so that no webhook call is refused.
 pub const PRESTOP_SECONDS: u64 = 5;
@@ -77,7 +82,7 @@ pub fn deploy(options: &Options, config: &Config) -> Result<Vec<Value>, Manifest
         format!("--config={POLICY_DIR}/{POLICY_KEY}"),
         format!("--tls-cert={TLS_DIR}/tls.crt"),
         format!("--tls-key={TLS_DIR}/tls.key"),
-        format!("--cache-dir={CACHE_DIR}"),
+        format!("--cache-dir={CACHE_ARG_DIR}"),
         format!("--spool-dir={SPOOL_DIR}"),
         format!("--spool-max-bytes={}", quantity(options.spool_max_bytes)),
         format!("--audit-max-body-bytes={}", options.audit_max_body),

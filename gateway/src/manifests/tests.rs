@@ -418,6 +418,9 @@ fn deploy_objects_fit_together() {
     assert!(args.contains(&"--config=/etc/wasmgate/policies/policies.yaml"));
     assert!(args.contains(&"--tls-cert=/etc/wasmgate/tls/tls.crt"));
     assert!(args.contains(&"--spool-dir=/var/lib/wasmgate/spool"));
+    // The compile cache is a subdirectory of its emptyDir, which the gateway creates 0700: the
+    // kubelet's emptyDir itself is root's and world-writable, and the gateway refuses it.
+    assert!(args.contains(&"--cache-dir=/var/cache/wasmgate/compiled"));
     assert!(args.contains(&"--spool-max-bytes=1Gi"));
     // /audit asks for the API server's client certificate by default; admission does not.
     assert!(args.contains(&"--audit-client-ca=/etc/wasmgate/client-ca/ca.crt"));
