@@ -108,18 +108,20 @@ fn main() {
         let list_all = per_call(if n > 1_000 { 20 } else { 200 }, |_| {
             std::hint::black_box(view.list(&gvr, "", "").unwrap());
         });
-        let plugin = runtime
-            .load(PluginSpec {
-                name: "unique-ingress-host".into(),
-                kind: wasmgate::runtime::World::Validator,
-                bytes: Arc::new(std::fs::read(&module).unwrap()),
-                settings: "{}".into(),
-                memory_limit: 64 << 20,
-                timeout: Duration::from_secs(5),
-                reuse: None,
-                cluster: Some(view.clone() as Arc<dyn ClusterView>),
-            })
-            .unwrap();
+        let plugin = Arc::new(
+            runtime
+                .load(PluginSpec {
+                    name: "unique-ingress-host".into(),
+                    kind: wasmgate::runtime::World::Validator,
+                    bytes: Arc::new(std::fs::read(&module).unwrap()),
+                    settings: "{}".into(),
+                    memory_limit: 64 << 20,
+                    timeout: Duration::from_secs(5),
+                    reuse: None,
+                    cluster: Some(view.clone() as Arc<dyn ClusterView>),
+                })
+                .unwrap(),
+        );
         let per_n = if n >= 10_000 { calls / 10 } else { calls }.max(20);
         let (p50, p99) = kind_call_cost(&plugin, PluginKind::Validator, &review, per_n).unwrap();
         println!(
