@@ -5,8 +5,11 @@ served from wasmgate's watch caches.
 1. Starts etcd + kube-apiserver (no audit).
 2. `wasmgate serve --kubeconfig` as the ordinary user (no RBAC): refused at load, the access
    review says it may not list Ingresses.
-3. `wasmgate serve --kubeconfig` as admin with `unique-ingress-host` (grant: Ingresses) and
-   `namespace-labels` (grant: Namespaces, metadata only); /readyz lists both caches synced.
+3. Applies `wasmgate manifests --kind deploy` for the policy file (its ServiceAccount and RBAC:
+   get/list/watch on exactly the granted resources, checked with `kubectl auth can-i`), then
+   `wasmgate serve --kubeconfig` with a token of that ServiceAccount, with `unique-ingress-host`
+   (grant: Ingresses) and `namespace-labels` (grant: Namespaces, metadata only): the access
+   review passes; /readyz lists both caches synced.
 4. Registers the webhooks that `wasmgate manifests --kind webhooks` prints, then with kubectl:
    an Ingress in ctx-a claims a host; a second Ingress in ctx-b with the same host is refused
    with a message naming ctx-a/first; a Pod in a Namespace labelled team=payments is stored
@@ -40,6 +43,8 @@ sys.path.insert(0, str(HERE))
 import cluster  # noqa: E402
 
 HOST = "shop.e2e.example"
+# Where `manifests --kind deploy` puts the gateway whose ServiceAccount the gateway runs as.
+SA_NS, SA_NAME = "ctx-gw", "wasmgate"
 
 
 def wasmgate_binary(arg: str | None) -> Path:
@@ -196,10 +201,33 @@ def main() -> int:
               "a ServiceAccount that may not list+watch a granted resource: the policy file is "
               "refused at load (SelfSubjectAccessReview)", log[-400:])
 
-        gw = Gateway(binary, work, gw_port, gw_crt, gw_key, c.kubeconfig, "wasmgate")
+        # The ServiceAccount and RBAC that `manifests --kind deploy` renders for this policy
+        # file: the gateway runs as that identity (a token of it) from here on.
+        deploy = subprocess.run([str(binary), "manifests", "--kind", "deploy", "--config",
+                                 str(work / "policies.yaml"), "--service", f"{SA_NS}/{SA_NAME}"],
+                                check=True, capture_output=True, text=True).stdout
+        c.apply(deploy)
+        sa = f"system:serviceaccount:{SA_NS}:{SA_NAME}"
+        can = {what: c.kubectl("auth", "can-i", *what.split(), f"--as={sa}",
+                               check=False).stdout.strip()
+               for what in ("list ingresses.networking.k8s.io", "watch namespaces",
+                            "get ingresses.networking.k8s.io -n ctx-a", "list secrets",
+                            "list pods", "create ingresses.networking.k8s.io")}
+        check([can[w] for w in can] == ["yes", "yes", "yes", "no", "no", "no"],
+              "the rendered RBAC grants get/list/watch on exactly the granted resources", can)
+        token = c.kubectl("create", "token", SA_NAME, "-n", SA_NS, "--duration=1h").stdout.strip()
+        sa_kubeconfig = work / "sa-kubeconfig.json"
+        sa_kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+            "clusters": [{"name": "c", "cluster": {"server": c.server,
+                                                   "certificate-authority": str(c.ca_crt)}}],
+            "users": [{"name": "u", "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "u"}}]}))
+
+        gw = Gateway(binary, work, gw_port, gw_crt, gw_key, sa_kubeconfig, "wasmgate")
         gateways.append(gw)
-        check(gw.start(), "wasmgate serves with --kubeconfig of an identity that may list+watch",
-              gw.log.read_text()[-400:])
+        check(gw.start(), "wasmgate serves as the ServiceAccount of `manifests --kind deploy` "
+              "(its access review passes with the rendered RBAC)", gw.log.read_text()[-400:])
         status, body = wait_until("readyz 200", lambda: (lambda r: r if r[0] == 200 else None)(
             get("/readyz")))
         caches = {x["resource"]: x for x in json.loads(body)["contextCaches"]}
@@ -311,7 +339,7 @@ def main() -> int:
         # emptied, lookups are refused with the reason (unique-ingress-host fails, and its
         # failurePolicy Fail refuses), and the overflow is counted.
         gw.stop()
-        capped = Gateway(binary, work, gw_port, gw_crt, gw_key, c.kubeconfig, "wasmgate-capped",
+        capped = Gateway(binary, work, gw_port, gw_crt, gw_key, sa_kubeconfig, "wasmgate-capped",
                          ("--context-max-objects", "1"))
         gateways.append(capped)
         check(capped.start(), "wasmgate serves with --context-max-objects 1",

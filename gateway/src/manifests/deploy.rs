@@ -316,6 +316,6 @@ pub fn deploy(options: &Options, config: &Config) -> Result<Vec<Value>, Manifest
         }),
     ]
     .into_iter()
-    .chain(super::rbac(options))
+    .chain(super::rbac(options, config))
     .collect())
 }

@@ -1,11 +1,15 @@
-//! Owns wasmgate's identity in the cluster: its ServiceAccount and the least-privilege RBAC of
-//! `serve --register` (a ClusterRole and its binding for the gateway's own webhook
-//! configurations by name, a Role and its binding for its own Lease). Must not grant anything
-//! else, nor render workloads.
+//! Owns wasmgate's identity in the cluster: its ServiceAccount and its least-privilege RBAC: for
+//! `serve --register` a ClusterRole and its binding for the gateway's own webhook
+//! configurations by name, a Role and its binding for its own Lease; for the policy file's
+//! `context:` grants a ClusterRole and its binding with `get`, `list`, `watch` on exactly the
+//! granted resources (none without grants). Must not grant anything else, nor render workloads.
+
+use std::collections::BTreeMap;
 
 use serde_yaml_ng::Value;
 
 use super::{Options, Service};
+use crate::config::Config;
 
 /// The Lease `serve --register` elects its writer on: `<name>-register` in the Service's
 /// namespace (`crate::register` uses the same name).
@@ -32,8 +36,73 @@ pub fn service_account(options: &Options) -> Value {
 }
 
 /// ClusterRole + ClusterRoleBinding (its webhook configurations), Role + RoleBinding (its
-/// Lease), all bound to the ServiceAccount `options.service.name`.
-pub fn rbac(options: &Options) -> Vec<Value> {
+/// Lease), and, when a policy of `config` has `context:` grants, [`context_rbac`]; all bound to
+/// the ServiceAccount `options.service.name`.
+pub fn rbac(options: &Options, config: &Config) -> Vec<Value> {
+    let mut docs = register_rbac(options);
+    docs.extend(context_rbac(options, config));
+    docs
+}
+
+/// The ClusterRole `<namespace>-<service>-context` and its binding: `get`, `list`, `watch` on
+/// every resource a `context:` entry of `config` grants, one rule per API group (its resources
+/// sorted), nothing else; no objects at all when no policy has `context:`.
+///
+/// Cluster-wide even for grants limited to namespaces: `serve` feeds each granted resource's
+/// cache from one watch over all namespaces (the namespaces limit what a policy's lookups see,
+/// not what the gateway reads), and its access review at load asks for `list` and `watch` in
+/// all namespaces. Namespaced Roles would make the gateway refuse its own policy file.
+pub fn context_rbac(options: &Options, config: &Config) -> Vec<Value> {
+    let mut by_group: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for resolved in &config.entries {
+        for grant in &resolved.entry.context {
+            by_group
+                .entry(grant.api_group.as_str())
+                .or_default()
+                .insert(grant.resource.as_str());
+        }
+    }
+    if by_group.is_empty() {
+        return Vec::new();
+    }
+    let Service {
+        namespace, name, ..
+    } = &options.service;
+    let ns = namespace.as_str();
+    let labels = options.labels();
+    let cluster_name = format!("{ns}-{name}-context");
+    let rules: Vec<Value> = by_group
+        .iter()
+        .map(|(group, resources)| {
+            yaml!({
+                "apiGroups": [(*group)],
+                "resources": (resources.iter().map(|r| Value::from(*r)).collect::<Vec<_>>()),
+                "verbs": ["get", "list", "watch"],
+            })
+        })
+        .collect();
+    vec![
+        yaml!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": { "name": (cluster_name.as_str()), "labels": (labels.clone()) },
+            "rules": rules,
+        }),
+        yaml!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": { "name": (cluster_name.as_str()), "labels": labels },
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": (cluster_name.as_str()),
+            },
+            "subjects": [{ "kind": "ServiceAccount", "name": (name.as_str()), "namespace": ns }],
+        }),
+    ]
+}
+
+fn register_rbac(options: &Options) -> Vec<Value> {
     let Service {
         namespace, name, ..
     } = &options.service;
@@ -128,7 +197,7 @@ mod tests {
     fn grants_only_its_own_configurations_and_lease() {
         let mut options = Options::new(Service::parse("gw/edge:443").unwrap());
         options.name = "edge-hooks".into();
-        let docs: Vec<_> = rbac(&options).iter().map(json).collect();
+        let docs: Vec<_> = register_rbac(&options).iter().map(json).collect();
         let kinds: Vec<_> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
         assert_eq!(
             kinds,

@@ -1067,3 +1067,77 @@ fn apiserver_client_secret_carries_a_certificate_the_gateway_accepts_and_kubecon
             .is_err()
     );
 }
+
+#[test]
+fn deploy_grants_exactly_what_context_asks() {
+    // Two policies, three grants of two groups: one namespace-limited, one metadata-only, one
+    // resource granted twice (one rule names it once).
+    let (_dir, config) = policy_set(
+        r"
+  - name: unique-host
+    kind: validator
+    module: a.wasm
+    rules: [{operations: [CREATE], apiGroups: [networking.k8s.io], apiVersions: [v1], resources: [ingresses]}]
+    context:
+      - {apiGroup: networking.k8s.io, version: v1, resource: ingresses, namespaces: [prod, web]}
+      - {apiGroup: '', version: v1, resource: namespaces, metadataOnly: true}
+  - name: quota
+    kind: validator
+    module: b.wasm
+    rules: [{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}]
+    context:
+      - {apiGroup: networking.k8s.io, version: v1, resource: ingresses}
+      - {apiGroup: '', version: v1, resource: pods}
+",
+    );
+    let options = Options::new(Service::parse("gate/wg").unwrap());
+    let docs: Vec<serde_json::Value> = deploy(&options, &config)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    let named = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
+    let role = named("ClusterRole", "gate-wg-context");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["namespaces", "pods"],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"],
+             "verbs": ["get", "list", "watch"]},
+        ])
+    );
+    let binding = named("ClusterRoleBinding", "gate-wg-context");
+    assert_eq!(binding["roleRef"]["name"], "gate-wg-context");
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "wg", "namespace": "gate"}])
+    );
+    // The register RBAC is unchanged, and nothing else grants list or watch.
+    let listing: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| {
+            serde_json::to_string(&d["rules"])
+                .unwrap()
+                .contains("\"list\"")
+        })
+        .collect();
+    assert_eq!(listing, [&role]);
+
+    // Without `context:` there is no context role at all.
+    let (_dir, plain) = policy_set(ENTRIES);
+    let docs: Vec<serde_json::Value> = deploy(&options, &plain).unwrap().iter().map(json).collect();
+    assert!(docs.iter().all(|d| {
+        !d["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("-context")
+    }));
+    let text = serde_json::to_string(&docs).unwrap();
+    assert!(!text.contains("\"list\"") && !text.contains("\"watch\""));
+}
