@@ -519,8 +519,9 @@ async fn ten_thousand_connections_opened_and_closed_leave_nothing_behind() {
     }
     let churn = started.elapsed();
     let latency = served(&gw).await;
-    // What the gateway held for them is released.
-    let end = Instant::now() + Duration::from_secs(5);
+    // What the gateway held for them is released (given time: with the other tests running at
+    // once on two cores, the last closes can take seconds to be noticed; a leak never is).
+    let end = Instant::now() + Duration::from_secs(20);
     let mut fds_after = open_fds(pid);
     while fds_after > fds_before + 10 && Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(100)).await;
