@@ -103,49 +103,11 @@ impl Initializer for NamespaceLabels {
             return Err("labels: list at least one label key".into());
         }
         for (i, key) in settings.labels.iter().enumerate() {
-            label_key(key).map_err(|why| format!("labels[{i}]: {key:?} {why}"))?;
+            wasmgate_sdk::k8s::label_key(key)
+                .map_err(|why| format!("labels[{i}]: {key:?} {why}"))?;
         }
         Ok(())
     }
-}
-
-/// Whether `key` is a label key the API server accepts (`[prefix/]name`, the prefix a DNS
-/// subdomain, the name 1-63 characters of `[A-Za-z0-9._-]`, alphanumeric at both ends).
-fn label_key(key: &str) -> Result<(), &'static str> {
-    let (prefix, name) = match key.split_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    let alnum_ends = |s: &str| {
-        s.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-    };
-    if name.is_empty()
-        || name.len() > 63
-        || !alnum_ends(name)
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(
-            "is not a label key: the name must be 1-63 alphanumerics, '-', '_' or '.', alphanumeric at both ends",
-        );
-    }
-    if let Some(prefix) = prefix {
-        let dns = !prefix.is_empty()
-            && prefix.len() <= 253
-            && prefix.split('.').all(|part| {
-                !part.is_empty()
-                    && alnum_ends(part)
-                    && part
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            });
-        if !dns {
-            return Err("is not a label key: the prefix must be a lowercase DNS subdomain");
-        }
-    }
-    Ok(())
 }
 
 wasmgate_sdk::export_initializer!(NamespaceLabels);

@@ -20,6 +20,48 @@ pub fn group(object: &Value) -> &str {
     api_version.rsplit_once('/').map_or("", |(group, _)| group)
 }
 
+/// Whether `key` is a label key the API server accepts: an optional DNS subdomain prefix
+/// (at most 253 characters) and `/`, then a name of at most 63 characters of `[A-Za-z0-9._-]`
+/// that starts and ends alphanumeric. `Err` says what is wrong, for a settings message.
+pub fn label_key(key: &str) -> Result<(), &'static str> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let alnum_ends = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    if name.is_empty() || name.len() > 63 {
+        return Err("is not a label key: the name must be 1-63 characters");
+    }
+    if !alnum_ends(name)
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(
+            "is not a label key: the name must be alphanumerics, '-', '_' or '.', alphanumeric at both ends",
+        );
+    }
+    if let Some(prefix) = prefix {
+        let dns = !prefix.is_empty()
+            && prefix.len() <= 253
+            && prefix.split('.').all(|part| {
+                !part.is_empty()
+                    && part.len() <= 63
+                    && alnum_ends(part)
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            });
+        if !dns {
+            return Err("is not a label key: the prefix must be a lowercase DNS subdomain");
+        }
+    }
+    Ok(())
+}
+
 /// `metadata.labels`, when present and an object.
 pub fn labels(object: &Value) -> Option<&Map<String, Value>> {
     object.pointer("/metadata/labels")?.as_object()
