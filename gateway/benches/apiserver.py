@@ -20,7 +20,7 @@ Every gateway and floor serves the same certificate (one CA, one leaf for 127.0.
 
 Run from the repository root, after `cargo build --release --locked`, `scripts/build-plugins` and
 `tests/e2e/build-tools`:
-  python3 gateway/benches/apiserver.py [--n 600] [--rounds 4] [--out docs/bench]
+  python3 gateway/benches/apiserver.py [--n 600] [--rounds 60] [--out docs/bench]
 The floor is built (and cached) by `scripts/bench-tools floor`. WASMGATE_BIN overrides
 $CARGO_TARGET_DIR/release/wasmgate.
 """
@@ -33,7 +33,7 @@ import cluster  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 p.add_argument("--n", type=int, default=600, help="requests per mode")
-p.add_argument("--rounds", type=int, default=4)
+p.add_argument("--rounds", type=int, default=60, help="interleaved rounds (blocks of n/rounds per mode)")
 p.add_argument("--warmup", type=int, default=50)
 p.add_argument("--out", default=str(REPO / "docs" / "bench"))
 args = p.parse_args()
