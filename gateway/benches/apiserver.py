@@ -264,7 +264,8 @@ try:
             for m in MODES:
                 for _ in range(args.n // args.rounds):
                     res[m].append(once(m))
-            print(f"round {rnd + 1}/{args.rounds} done (load {loadavg()})")
+            if (rnd + 1) % max(1, args.rounds // 4) == 0:
+                print(f"round {rnd + 1}/{args.rounds} done (load {loadavg()})")
         # Every measured create went through its webhooks: rl + rl-agg = 2 reviews per pair of
         # creates for the require-labels gateway, demo (3) + demo-agg (2) = 5 for the demo one.
         done = len(res["rl"])
