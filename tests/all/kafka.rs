@@ -37,31 +37,110 @@ pub(crate) struct Broker {
     dir: tempfile::TempDir,
     port: u16,
     classpath: String,
+    /// The TLS and SASL listeners, when started with [`Broker::start_secure`].
+    secure: Option<Secure>,
 }
+
+/// A broker's TLS listeners and the files a client needs for them (all in the broker's
+/// directory, made by the test: certificates by rcgen, PEM, which Kafka reads as keystore and
+/// truststore of type PEM).
+pub(crate) struct Secure {
+    /// `SSL` listener: TLS with a client certificate required.
+    pub(crate) ssl_port: u16,
+    /// `SASL_SSL` listener: TLS (no client certificate), SASL PLAIN or SCRAM-SHA-512.
+    pub(crate) sasl_port: u16,
+    /// The CA that signed the broker's certificate.
+    pub(crate) ca: PathBuf,
+    /// A client certificate and key the broker trusts.
+    pub(crate) client_cert: PathBuf,
+    pub(crate) client_key: PathBuf,
+    /// A CA that did not sign the broker's certificate.
+    pub(crate) other_ca: PathBuf,
+}
+
+/// The SCRAM-SHA-512 user the secure broker's storage is formatted with, and the PLAIN one its
+/// JAAS configuration names.
+pub(crate) const SCRAM_USER: (&str, &str) = ("scram-user", "scram-secret-1");
+pub(crate) const PLAIN_USER: (&str, &str) = ("plain-user", "plain-secret-1");
 
 impl Broker {
     /// Formats a fresh log directory and starts the broker; returns once it answers.
     pub(crate) fn start() -> Broker {
+        Self::launch(false)
+    }
+
+    /// [`Broker::start`] with an `SSL` listener (client certificate required) and a `SASL_SSL`
+    /// one (SCRAM-SHA-512 and PLAIN) beside the plaintext one (which the tests' own admin and
+    /// consumer use).
+    pub(crate) fn start_secure() -> Broker {
+        Self::launch(true)
+    }
+
+    fn launch(secure: bool) -> Broker {
         let classpath = format!("{}/*", libs().display());
         let dir = tempfile::tempdir().unwrap();
         let (port, controller) = (free_port(), free_port());
         let config = dir.path().join("server.properties");
-        std::fs::write(
-            &config,
-            format!(
-                "process.roles=broker,controller\nnode.id=1\n\
-                 controller.quorum.voters=1@127.0.0.1:{controller}\n\
-                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+        let mut properties = format!(
+            "process.roles=broker,controller\nnode.id=1\n\
+             controller.quorum.voters=1@127.0.0.1:{controller}\n\
+             controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
+             log.dirs={}\nnum.partitions=3\nauto.create.topics.enable=false\n\
+             offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n",
+            dir.path().join("logs").display()
+        );
+        let secure = secure.then(|| {
+            let file = |name: &str, text: &str| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, text).unwrap();
+                path
+            };
+            let (ca, cert, key) = wasmgate::server::tls::generate(&["127.0.0.1"]).unwrap();
+            let (client_ca, client_cert, client_key) =
+                wasmgate::server::tls::generate_client("wasmgate").unwrap();
+            let (other_ca, _, _) = wasmgate::server::tls::generate(&["127.0.0.1"]).unwrap();
+            let secure = Secure {
+                ssl_port: free_port(),
+                sasl_port: free_port(),
+                ca: file("ca.pem", &ca),
+                client_cert: file("client.pem", &client_cert),
+                client_key: file("client-key.pem", &client_key),
+                other_ca: file("other-ca.pem", &other_ca),
+            };
+            let keystore = file("broker.pem", &format!("{key}{cert}"));
+            let truststore = file("client-ca.pem", &client_ca);
+            let (ssl, sasl) = (secure.ssl_port, secure.sasl_port);
+            let (plain_name, plain_password) = PLAIN_USER;
+            properties.push_str(&format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller},\
+                 SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port},SSL://127.0.0.1:{ssl},\
+                 SASL_SSL://127.0.0.1:{sasl}\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,\
+                 SSL:SSL,SASL_SSL:SASL_SSL\n\
+                 ssl.keystore.type=PEM\nssl.keystore.location={}\n\
+                 ssl.truststore.type=PEM\nssl.truststore.location={}\n\
+                 listener.name.ssl.ssl.client.auth=required\n\
+                 sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN\n\
+                 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+                 org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+                 listener.name.sasl_ssl.plain.sasl.jaas.config=\
+                 org.apache.kafka.common.security.plain.PlainLoginModule required \
+                 user_{plain_name}=\"{plain_password}\";\n",
+                keystore.display(),
+                truststore.display(),
+            ));
+            secure
+        });
+        if secure.is_none() {
+            properties.push_str(&format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
                  advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
-                 controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
-                 log.dirs={}\nnum.partitions=3\nauto.create.topics.enable=false\n\
-                 offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
-                 transaction.state.log.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n",
-                dir.path().join("logs").display()
-            ),
-        )
-        .unwrap();
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+            ));
+        }
+        std::fs::write(&config, properties).unwrap();
         // A cluster id: 16 random bytes, base64url without padding (what `random-uuid` prints).
         let id = {
             use base64::Engine;
@@ -86,6 +165,13 @@ impl Broker {
             ])
             .args(["-t", &id, "-c"])
             .arg(&config)
+            .args(secure.iter().flat_map(|_| {
+                let (name, password) = SCRAM_USER;
+                [
+                    "--add-scram".to_owned(),
+                    format!("SCRAM-SHA-512=[name={name},password={password}]"),
+                ]
+            }))
             .output()
             .expect("run java");
         assert!(
@@ -99,6 +185,7 @@ impl Broker {
             dir,
             port,
             classpath,
+            secure,
         };
         broker.run();
         broker
@@ -126,14 +213,33 @@ impl Broker {
             .expect("start the kafka broker");
         self.child = Some(child);
         let end = Instant::now() + Duration::from_secs(90);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < end,
-                "the broker did not listen in 90 s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let ports = [self.port]
+            .into_iter()
+            .chain(self.secure.iter().flat_map(|s| [s.ssl_port, s.sasl_port]));
+        for port in ports {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < end,
+                    "the broker did not listen on {port} in 90 s:\n{}",
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
+    }
+
+    /// The TLS listeners of a broker started with [`Broker::start_secure`].
+    pub(crate) fn secure(&self) -> &Secure {
+        self.secure
+            .as_ref()
+            .expect("a broker started with start_secure")
+    }
+
+    /// A file in the broker's directory (credentials the tests write).
+    pub(crate) fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     /// kill -9.
@@ -454,4 +560,190 @@ async fn kill_9_of_the_gateway_redelivers_at_most_the_batches_in_flight() {
         duplicates <= (in_flight + 1) * 100,
         "{duplicates} duplicates: more than the batches in flight at the kill"
     );
+}
+
+/// A `type: kafka` output to the secure broker's `port` with extra YAML fields.
+fn secure_output(port: u16, topic: &str, extra: &str) -> String {
+    format!(
+        "  - {{name: out, type: kafka, bootstrapServers: [\"127.0.0.1:{port}\"], topic: {topic}, key: auditID, {extra}}}\n"
+    )
+}
+
+/// `caFile`, `certFile`, `keyFile` of a TLS output.
+fn tls_fields(ca: &std::path::Path, client: Option<&Secure>) -> String {
+    let mut fields = format!("caFile: {:?}", ca.display().to_string());
+    if let Some(s) = client {
+        fields.push_str(&format!(
+            ", certFile: {:?}, keyFile: {:?}",
+            s.client_cert.display().to_string(),
+            s.client_key.display().to_string()
+        ));
+    }
+    fields
+}
+
+/// The `sasl` field of an output logging in as `user` with the password in `password_file`.
+fn sasl_field(
+    broker: &Broker,
+    mechanism: &str,
+    user: &str,
+    password_file: &std::path::Path,
+) -> String {
+    let username_file = broker.file(&format!("{user}.name"), &format!("{user}\n"));
+    format!(
+        "sasl: {{mechanism: {mechanism}, usernameFile: {:?}, passwordFile: {:?}}}",
+        username_file.display().to_string(),
+        password_file.display().to_string()
+    )
+}
+
+fn output_failures(gw: &Gateway, sink: &str) -> f64 {
+    metric_now(
+        gw,
+        &format!("wasmgate_audit_sink_output_failures_total{{sink=\"{sink}\",output=\"out\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// The (auditID, stage) of every record of `topic`, waiting for `want` of them.
+fn arrived(broker: &Broker, topic: &str, want: usize) -> BTreeSet<(String, String)> {
+    broker
+        .records(topic, want, Duration::from_secs(120))
+        .iter()
+        .map(|(_, v)| id_stage(v))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_over_tls_with_a_client_certificate_and_over_sasl_scram_and_plain() {
+    let broker = Broker::start_secure();
+    for topic in ["tls", "scram", "plain"] {
+        broker.create_topic(topic, 3).await;
+    }
+    let s = broker.secure();
+    let (scram_user, scram_password) = SCRAM_USER;
+    let (plain_user, plain_password) = PLAIN_USER;
+    let scram = sasl_field(
+        &broker,
+        "SCRAM-SHA-512",
+        scram_user,
+        &broker.file("scram.password", scram_password),
+    );
+    let plain = sasl_field(
+        &broker,
+        "PLAIN",
+        plain_user,
+        &broker.file("plain.password", &format!("{plain_password}\n")),
+    );
+    let ca_only = tls_fields(&s.ca, None);
+    let policy = sinks_file(&[
+        redacting(
+            "tls",
+            &secure_output(s.ssl_port, "tls", &tls_fields(&s.ca, Some(s))),
+        ),
+        redacting(
+            "scram",
+            &secure_output(s.sasl_port, "scram", &format!("{ca_only}, {scram}")),
+        ),
+        redacting(
+            "plain",
+            &secure_output(s.sasl_port, "plain", &format!("{ca_only}, {plain}")),
+        ),
+    ]);
+    let spool = Dir::new().at("spool");
+    let gw = start(&policy, &["--spool-dir", spool.as_str()]);
+    let mut sent = BTreeSet::new();
+    for b in 0..3 {
+        let events = batch(b, 30);
+        sent.extend(events.iter().map(id_stage));
+        let (status, body) = post(&gw, &event_list(&events)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for topic in ["tls", "scram", "plain"] {
+        assert_eq!(
+            arrived(&broker, topic, sent.len()),
+            sent,
+            "topic {topic}\n{}\n{}",
+            gw.logs().join("\n"),
+            broker.log()
+        );
+        assert_eq!(output_failures(&gw, topic), 0.0, "sink {topic}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_a_wrong_ca_or_no_client_certificate_is_retried_counted_logged_and_fixed()
+{
+    let broker = Broker::start_secure();
+    for topic in ["scram", "tls", "no-cert"] {
+        broker.create_topic(topic, 3).await;
+    }
+    let s = broker.secure();
+    let (user, password) = SCRAM_USER;
+    let password_file = broker.file("scram.password", "not-the-password");
+    let scram = format!(
+        "{}, {}",
+        tls_fields(&s.ca, None),
+        sasl_field(&broker, "SCRAM-SHA-512", user, &password_file)
+    );
+    let policy = |tls_ca: &std::path::Path, client: Option<&Secure>| {
+        sinks_file(&[
+            redacting("scram", &secure_output(s.sasl_port, "scram", &scram)),
+            redacting(
+                "tls",
+                &secure_output(s.ssl_port, "tls", &tls_fields(tls_ca, Some(s))),
+            ),
+            redacting(
+                "no-cert",
+                &secure_output(s.ssl_port, "no-cert", &tls_fields(&s.ca, client)),
+            ),
+        ])
+    };
+    let spool = Dir::new().at("spool");
+    let gw = start(&policy(&s.other_ca, None), &["--spool-dir", spool.as_str()]);
+    let events = batch(0, 40);
+    let sent: BTreeSet<_> = events.iter().map(id_stage).collect();
+    let (status, body) = post(&gw, &event_list(&events)).await;
+    assert_eq!(status, 200, "{body}");
+    // Each sink fails, is counted, and says why, more than once (it is retried).
+    for sink in ["scram", "tls", "no-cert"] {
+        eventually(
+            Some(&gw),
+            &format!("sink {sink} fails twice"),
+            Duration::from_secs(90),
+            || output_failures(&gw, sink) >= 2.0,
+        )
+        .await;
+    }
+    let logs = gw.logs().join("\n");
+    let said = |sink: &str, words: &str| {
+        gw.logs().iter().any(|l| {
+            l.contains("audit output write failed, retrying")
+                && l.contains(&format!("\"sink\":\"{sink}\""))
+                && l.contains("authentication or TLS failed")
+                && l.to_lowercase().contains(words)
+        })
+    };
+    // librdkafka's reasons (OpenSSL's and the broker's words).
+    assert!(said("scram", "invalid credentials"), "{logs}");
+    assert!(said("tls", "certificate verify failed"), "{logs}");
+    assert!(said("no-cert", "alert bad certificate"), "{logs}");
+    for topic in ["scram", "tls", "no-cert"] {
+        assert!(
+            broker.records(topic, 1, Duration::from_secs(2)).is_empty(),
+            "nothing reaches {topic} yet"
+        );
+    }
+    // The password fixed in its file (read again at every retry); the CA and the client
+    // certificate fixed by a reload of the policy file.
+    std::fs::write(&password_file, password).unwrap();
+    crate::harness::write_atomic(&gw.path("policies.yaml"), policy(&s.ca, Some(s)));
+    for topic in ["scram", "tls", "no-cert"] {
+        assert_eq!(
+            arrived(&broker, topic, sent.len()),
+            sent,
+            "topic {topic}\n{}",
+            gw.logs().join("\n")
+        );
+    }
 }

@@ -267,10 +267,10 @@ pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
         if let Some(prepared) = prepared {
             // Outputs (open files, HTTP clients) are kept across reloads that do not change them.
             let outputs = match &mut outputs {
-                Some((specs, o)) if *specs == done.policy.outputs => o,
+                Some(opened) if opened.0 == done.policy.outputs => opened,
                 slot => {
                     let fresh = Outputs::new(&done.policy.outputs, spool.fsync());
-                    &mut slot.insert((done.policy.outputs.clone(), fresh)).1
+                    slot.insert((done.policy.outputs.clone(), fresh))
                 }
             };
             write(&shared, &name, &done.policy, outputs, prepared, done.at).await;
@@ -447,7 +447,7 @@ async fn write(
     shared: &Arc<Shared>,
     name: &Arc<str>,
     policy: &SinkPolicy<Plugin>,
-    outputs: &mut Outputs,
+    opened: &mut (Vec<OutputSpec>, Outputs),
     prepared: Prepared,
     at: Position,
 ) {
@@ -460,11 +460,11 @@ async fn write(
     // keeps refusing (HTTP 4xx) are dead-lettered after maxAttempts.
     let (mut all_written, mut dead_lettered) = (true, true);
     for (index, lines) in lines {
-        let output = outputs.name(index).to_owned();
+        let output = opened.1.name(index).to_owned();
         let lines = Arc::new(lines);
         let (mut done, mut attempt, mut refused) = (0, 0, 0);
         loop {
-            match outputs.write(index, &lines, &mut done).await {
+            match opened.1.write(index, &lines, &mut done).await {
                 Ok(()) => {
                     metrics.output_lines(name, &output, lines.len() as u64);
                     break;
@@ -484,6 +484,7 @@ async fn write(
                     }
                     tracing::warn!(sink = %name, output, attempt, "audit output write failed, retrying: {message}");
                     tokio::time::sleep(backoff(attempt)).await;
+                    reopen_if_reloaded(shared, name, opened);
                 }
             }
         }
@@ -492,6 +493,28 @@ async fn write(
         metrics.delivered(name, count);
     } else if dead_lettered {
         metrics.dead_lettered(name, count);
+    }
+}
+
+/// A reload that changed the settings of the sink's outputs (a CA file, credentials, a URL) but
+/// not their names and order applies to the lines being retried: the outputs are opened again
+/// from the new settings. (A reload that renames or regroups them applies from the next piece.)
+fn reopen_if_reloaded(shared: &Shared, name: &str, opened: &mut (Vec<OutputSpec>, Outputs)) {
+    let Some(now) = shared.sink(name) else {
+        return;
+    };
+    let same_names = now.outputs.len() == opened.0.len()
+        && now
+            .outputs
+            .iter()
+            .zip(&opened.0)
+            .all(|(a, b)| a.name == b.name);
+    if now.outputs != opened.0 && same_names {
+        tracing::info!(sink = %name, "audit outputs reconfigured: retrying with the new settings");
+        *opened = (
+            now.outputs.clone(),
+            Outputs::new(&now.outputs, shared.spool.fsync()),
+        );
     }
 }
 

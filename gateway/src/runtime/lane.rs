@@ -1,6 +1,7 @@
 //! Owns the slow lane: the low-priority threads (nice 19) a plugin call is moved to once it
-//! has run [`SLOW_AFTER`], so that a long call (a plugin that spins, or host work on its huge
-//! output) leaves the threads that serve requests to the short calls. Runs futures; knows
+//! has run past its allowance ([`SLOW_AFTER`], more for a batch: [`allowance`]), so that a long
+//! call (a plugin that spins, or host work on its huge output) leaves the threads that serve
+//! requests to the short calls. Runs futures; knows
 //! nothing of plugins, stores, HTTP or admission.
 
 use std::future::Future;
@@ -19,6 +20,22 @@ use tokio::time::Instant;
 /// to a few milliseconds and never get here: they stay where they started, at the cost of one
 /// allocation for the future and two clock reads per poll.
 pub const SLOW_AFTER: Duration = Duration::from_millis(5);
+
+/// What an audit sink's call may run, per event of its batch, on top of [`SLOW_AFTER`] before
+/// it moves to the slow lane. A sink's call is as long as its batch (hundreds of events at tens
+/// of microseconds each: a few to tens of milliseconds for a well-behaved sink), so a budget
+/// per call would send every batch to nice 19, where it starves behind intake and delivery
+/// falls ever further behind. 250 µs is about ten times what `redact-secrets` takes per event
+/// on a loaded core; a sink that spins still moves within `5 ms + 250 µs × events` (at most
+/// 130 ms for the largest batch), and its next calls start there.
+pub const SLOW_PER_EVENT: Duration = Duration::from_micros(250);
+
+/// How long a call over `events` items (0 for an admission call) runs before it moves to the
+/// slow lane.
+pub fn allowance(events: usize) -> Duration {
+    SLOW_AFTER
+        .saturating_add(SLOW_PER_EVENT.saturating_mul(u32::try_from(events).unwrap_or(u32::MAX)))
+}
 
 /// The name of the slow lane's threads.
 pub const THREAD_NAME: &str = "wasmgate-slow";
@@ -67,10 +84,10 @@ fn lower_priority() {
 #[error("the slow lane dropped the call: {0}")]
 pub struct Dropped(String);
 
-/// Runs `future` where it is polled until it has run for [`SLOW_AFTER`], then on the slow
+/// Runs `future` where it is polled until it has run for `slow_after`, then on the slow
 /// lane; or, if `slow`, on the slow lane from the start. Its output comes with the time it ran
 /// (in its polls, wherever they were).
-pub(super) fn run<F>(future: F, slow: bool) -> Lane<F>
+pub(super) fn run<F>(future: F, slow: bool, slow_after: Duration) -> Lane<F>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -80,9 +97,9 @@ where
         ran: Duration::ZERO,
     };
     if slow && let Some(lane) = slow_lane() {
-        return Lane(State::Moved(lane.spawn(timed)));
+        return Lane(State::Moved(lane.spawn(timed)), slow_after);
     }
-    Lane(State::Here(timed))
+    Lane(State::Here(timed), slow_after)
 }
 
 /// A future and the time spent in its polls so far.
@@ -104,7 +121,7 @@ impl<F: Future> Future for Timed<F> {
 }
 
 /// The future [`run`] returns.
-pub(super) struct Lane<F: Future>(State<F>);
+pub(super) struct Lane<F: Future>(State<F>, Duration);
 
 enum State<F: Future> {
     Here(Timed<F>),
@@ -120,7 +137,8 @@ where
     type Output = Result<(F::Output, Duration), Dropped>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let state = &mut self.get_mut().0;
+        let this = self.get_mut();
+        let (state, slow_after) = (&mut this.0, this.1);
         loop {
             match state {
                 State::Here(timed) => {
@@ -128,7 +146,7 @@ where
                         *state = State::Gone;
                         return Poll::Ready(Ok(done));
                     }
-                    if timed.ran < SLOW_AFTER {
+                    if timed.ran < slow_after {
                         return Poll::Pending;
                     }
                     let Some(lane) = slow_lane() else {
@@ -189,12 +207,13 @@ mod tests {
                 here()
             },
             false,
+            SLOW_AFTER,
         );
         let (place, ran) = short.await.unwrap();
         assert_eq!(place, caller);
         assert!(ran < SLOW_AFTER, "{ran:?}");
         // Unless it is asked to start on the lane.
-        let sent = run(async { here() }, true);
+        let sent = run(async { here() }, true, SLOW_AFTER);
         assert_eq!(sent.await.unwrap().0, (Some(THREAD_NAME.to_owned()), NICE));
         // A call that keeps running (yielding at each "tick", as Wasm does) is moved, and
         // what it does after runs on a nice-19 lane thread.
@@ -208,10 +227,26 @@ mod tests {
                 here()
             },
             false,
+            SLOW_AFTER,
         );
         let (place, ran) = long.await.unwrap();
         assert_eq!(place, (Some(THREAD_NAME.to_owned()), NICE));
         assert!(ran >= SLOW_AFTER * 2, "{ran:?}");
+        // The same work as a sink's call over 100 events stays: its allowance is per event.
+        let batch = run(
+            async {
+                let start = std::time::Instant::now();
+                while start.elapsed() < SLOW_AFTER * 2 {
+                    std::thread::sleep(Duration::from_millis(1));
+                    tokio::task::yield_now().await;
+                }
+                here()
+            },
+            false,
+            allowance(100),
+        );
+        let (place, ran) = batch.await.unwrap();
+        assert_eq!(place, caller, "ran {ran:?} of {:?}", allowance(100));
         // Dropping a moved call drops its future on the lane.
         let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
         let mut endless = Box::pin(run(
@@ -223,6 +258,7 @@ mod tests {
                 }
             },
             false,
+            SLOW_AFTER,
         ));
         let _ = tokio::time::timeout(SLOW_AFTER * 3, &mut endless).await;
         assert!(matches!(endless.0, State::Moved(_)));

@@ -535,7 +535,7 @@ pub struct Plugin {
     reuse: Option<Reuse>,
     idle: IdlePool,
     log: Arc<LogBudget>,
-    /// Whether this policy's latest call ran long ([`SLOW_AFTER`] in all) or failed as
+    /// Whether this policy's latest call ran past its allowance (`lane::allowance`) or failed as
     /// only a broken or hostile plugin does (a trap, the memory cap, an invalid output): its
     /// next call then starts in the slow lane. A call that ends well on its own clears it.
     demoted: AtomicBool,
@@ -637,7 +637,8 @@ impl Plugin {
     /// One call, start to end under one wall-clock budget: waiting for one of the policy's
     /// [`POLICY_SLOTS`], then for a pool slot, counts against `deadline`; then instantiation
     /// (start functions included) and the call run within the time left, at most `timeout`.
-    /// A call that has run for [`SLOW_AFTER`] goes on in the slow lane (see `lane`), as does
+    /// A call that has run for [`SLOW_AFTER`] (a sink's: plus [`lane::SLOW_PER_EVENT`] per
+    /// event of its batch) goes on in the slow lane (see `lane`), as does
     /// every call of a policy whose latest call went there or failed as a hostile plugin's
     /// would (see `demoted`), with
     /// its slots, which it gives back when its store is dropped. At the end of the budget the
@@ -667,13 +668,22 @@ impl Plugin {
         }
         let end = now + budget;
         let demoted = self.demoted.load(Ordering::Relaxed);
-        let run = lane::run(self.clone().run(call, permits, end, budget), demoted);
+        // A sink's call is allowed time per event of its batch (see `lane::SLOW_PER_EVENT`).
+        let slow_after = lane::allowance(match &call {
+            Call::Deliver(batch) => batch.len(),
+            _ => 0,
+        });
+        let run = lane::run(
+            self.clone().run(call, permits, end, budget),
+            demoted,
+            slow_after,
+        );
         // The call ends itself at `end` (and writes what the plugin printed); this is for a
         // call in the slow lane whose thread does not get a CPU in time: it is answered now and
         // dropped when a lane thread gets to it.
         let (outcome, demote) = match tokio::time::timeout_at(end + LANE_GRACE, run).await {
             Ok(Ok((outcome, ran))) => {
-                let demote = ran >= SLOW_AFTER
+                let demote = ran >= slow_after
                     || matches!(
                         outcome,
                         Err(PluginFailure::Trap(_)

@@ -5,12 +5,17 @@
 //! and its settings; knows nothing of sinks, the spool or cursors.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
+use tokio::sync::Notify;
 
 use super::OutputError;
 use crate::config::{KafkaKey, KafkaSpec};
@@ -21,10 +26,67 @@ pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a write waits for room in the producer's queue before it gives up for now.
 const QUEUE_WAIT: Duration = Duration::from_millis(5);
 
-/// A Kafka output: the producer is made on first write (and made again after it could not be).
+/// A Kafka output: the producer is made on first write, and made again (credentials, CA and
+/// client certificate read from their files again) after a write that failed.
 pub struct KafkaOutput {
     spec: KafkaSpec,
-    producer: Option<FutureProducer>,
+    producer: Option<(FutureProducer<Context>, Arc<Errors>)>,
+}
+
+/// What librdkafka reported outside any one record (a refused login, a failed TLS handshake, a
+/// broker down): logged, kept for the error of the write it fails, and, for an authentication
+/// or TLS failure, which no retry of librdkafka's own can fix, ending that write at once.
+#[derive(Default)]
+struct Errors {
+    last: ArcSwapOption<String>,
+    fatal: Notify,
+}
+
+/// The producer's context: it reports librdkafka's errors with the output's topic.
+struct Context {
+    topic: String,
+    errors: Arc<Errors>,
+}
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        // A TLS alert after the handshake (TLS 1.3: the broker refusing the client certificate)
+        // comes as a transport error with OpenSSL's text.
+        let fatal = matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::SSL
+            )
+        ) || reason.contains("SSL routines");
+        let what = if fatal {
+            "authentication or TLS failed"
+        } else {
+            "broker error"
+        };
+        let message = format!("{what}: {reason}");
+        tracing::warn!(topic = %self.topic, "kafka output: {message}");
+        // "1/1 brokers are down" follows every failed connection: it must not hide why.
+        let vague = code == Some(RDKafkaErrorCode::AllBrokersDown);
+        if !(vague && self.errors.last.load().is_some()) {
+            self.errors.last.store(Some(Arc::new(message)));
+        }
+        if fatal {
+            self.errors.fatal.notify_one();
+        }
+    }
+}
+
+impl Errors {
+    /// The last error reported, for the message of a failed write.
+    fn last(&self) -> String {
+        match &*self.last.load() {
+            Some(e) => format!(" ({e})"),
+            None => String::new(),
+        }
+    }
 }
 
 impl KafkaOutput {
@@ -38,12 +100,23 @@ impl KafkaOutput {
     /// Produces `lines[*done..]`, advancing `done` past the lines the broker acknowledged, in
     /// order: on failure, `done` is the first line not known to be acknowledged.
     pub async fn write(&mut self, lines: &[String], done: &mut usize) -> Result<(), OutputError> {
-        let producer = match &self.producer {
+        let written = self.produce(lines, done).await;
+        if written.is_err() {
+            // Made again for the retry, with the credential and certificate files as they are
+            // then: fixing a file is enough.
+            self.producer = None;
+        }
+        written
+    }
+
+    async fn produce(&mut self, lines: &[String], done: &mut usize) -> Result<(), OutputError> {
+        let (producer, errors) = match &self.producer {
             Some(p) => p,
             None => self
                 .producer
                 .insert(producer(&self.spec).map_err(OutputError::transient)?),
         };
+        let errors = errors.clone();
         let topic = self.spec.topic.as_str();
         let mut deliveries = Vec::with_capacity(lines.len() - *done);
         for line in &lines[*done..] {
@@ -64,22 +137,44 @@ impl KafkaOutput {
                     }
                     Err((e, _)) => {
                         // Wait for what was queued, so `done` counts what the broker took.
-                        wait(deliveries, done).await?;
-                        return Err(OutputError::transient(format!("kafka {topic}: {e}")));
+                        wait(deliveries, done, &errors, topic).await?;
+                        return Err(OutputError::transient(format!(
+                            "kafka {topic}: {e}{}",
+                            errors.last()
+                        )));
                     }
                 }
             }
         }
-        wait(deliveries, done).await
+        wait(deliveries, done, &errors, topic).await
     }
 }
 
 /// Waits for the deliveries (in order), advancing `done` past each acknowledged one until the
-/// first failure.
+/// first failure; or until librdkafka reports an authentication or TLS failure (see
+/// [`Errors`]): records it has not acknowledged by then are written again.
 async fn wait(
     deliveries: Vec<rdkafka::producer::DeliveryFuture>,
     done: &mut usize,
+    errors: &Errors,
+    topic: &str,
 ) -> Result<(), OutputError> {
+    tokio::select! {
+        biased;
+        waited = wait_all(deliveries, done) => waited.map_err(|e| {
+            OutputError::transient(format!("kafka {topic}: {e}{}", errors.last()))
+        }),
+        () = errors.fatal.notified() => Err(OutputError::transient(format!(
+            "kafka {topic}: not delivered{}",
+            errors.last()
+        ))),
+    }
+}
+
+async fn wait_all(
+    deliveries: Vec<rdkafka::producer::DeliveryFuture>,
+    done: &mut usize,
+) -> Result<(), String> {
     let mut failure = None;
     for delivery in deliveries {
         let result = match delivery.await {
@@ -95,7 +190,7 @@ async fn wait(
     }
     match failure {
         None => Ok(()),
-        Some(e) => Err(OutputError::transient(format!("kafka: {e}"))),
+        Some(e) => Err(e),
     }
 }
 
@@ -147,7 +242,7 @@ fn secret(path: &Path, what: &str) -> Result<String, String> {
 
 /// The producer for `spec`: idempotent, `acks=all`, TLS and SASL as configured (credentials read
 /// from their files now).
-fn producer(spec: &KafkaSpec) -> Result<FutureProducer, String> {
+fn producer(spec: &KafkaSpec) -> Result<(FutureProducer<Context>, Arc<Errors>), String> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", spec.bootstrap_servers.join(","))
@@ -192,9 +287,15 @@ fn producer(spec: &KafkaSpec) -> Result<FutureProducer, String> {
                 secret(&sasl.password_file, "sasl.passwordFile")?,
             );
     }
-    config
-        .create()
-        .map_err(|e| format!("kafka producer for {}: {e}", spec.topic))
+    let errors = Arc::<Errors>::default();
+    let context = Context {
+        topic: spec.topic.clone(),
+        errors: errors.clone(),
+    };
+    let producer = config
+        .create_with_context(context)
+        .map_err(|e| format!("kafka producer for {}: {e}", spec.topic))?;
+    Ok((producer, errors))
 }
 
 #[cfg(test)]
