@@ -181,8 +181,9 @@ pub async fn scan(
                         })
                         .collect::<Vec<_>>()
                 })
+                // The watcher logs the overflow; the scan waits for a list that fits.
                 .inspect_err(
-                    |e| tracing::warn!(policy = %b.policy.name, "background scan waits: {e}"),
+                    |e| tracing::debug!(policy = %b.policy.name, "background scan waits: {e}"),
                 )
                 .ok()?;
             objects.push((grant.clone(), list));
@@ -346,6 +347,8 @@ pub fn start(
                 continue;
             }
             let Some(findings) = scan(&snap, &cluster, &mut memo, &metrics).await else {
+                // A cache not synced yet (or over its cap): looked at again after DEBOUNCE.
+                pending = Some(Instant::now());
                 continue;
             };
             let reports: BTreeMap<String, serde_json::Value> = build::reports(&findings);
