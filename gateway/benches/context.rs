@@ -6,7 +6,12 @@
 //! - a whole `unique-ingress-host` call (fresh instance, `list` of every Ingress, JSON parsed
 //!   in the plugin), median and p99.
 //!
-//! `cargo bench --bench context -- [--calls N]` (needs `scripts/build-plugins`)
+//! With `BENCH_KUBECONFIG` (a cluster holding the Ingresses: `tests/e2e/validate_context.py`
+//! starts one and runs this), instead: `/validate` req/s of the real binary (`serve --kubeconfig`)
+//! with an Ingress CREATE review at concurrency 16, on the demo policies (nothing matches an
+//! Ingress: the floor) and on the demo policies plus `unique-ingress-host`, side by side.
+//!
+//! `cargo bench --bench context -- [--calls N] [--seconds S]` (needs `scripts/build-plugins`)
 
 mod common;
 
@@ -19,7 +24,7 @@ use wasmgate::context::{ClusterState, Limits, file};
 use wasmgate::runtime::{ClusterView, GroupVersionResource, PluginSpec, Runtime, RuntimeConfig};
 use wasmgate::telemetry::Metrics;
 
-use common::{arg, kind_call_cost, repo};
+use common::{arg, kind_call_cost, load, ms, repo, start_with};
 
 const NAMESPACES: usize = 100;
 
@@ -52,6 +57,59 @@ fn micros(ns: f64) -> String {
     format!("{:.2} µs", ns / 1000.0)
 }
 
+/// `/validate` req/s of `serve --kubeconfig KUBECONFIG` on the demo policies, without and with
+/// `unique-ingress-host`, driven with `review` (an Ingress CREATE with a free host).
+fn validate_rps(kubeconfig: &str, review: &Value) {
+    let seconds = arg("seconds", 4.0);
+    let demo = std::fs::read_to_string(repo().join("policies/demo.yaml"))
+        .unwrap()
+        .replace(
+            "../plugins/dist/",
+            &format!("{}/plugins/dist/", repo().display()),
+        );
+    // The policy goes first in `policies:` (the demo file goes on with `auditSinks:`).
+    let with_unique = demo.replacen(
+        "\npolicies:\n",
+        &format!(
+            "\npolicies:\n  - name: unique-ingress-host\n    kind: validator\n    module: {}\n    rules: [{{operations: [CREATE, UPDATE], apiGroups: [networking.k8s.io], apiVersions: [v1], resources: [ingresses]}}]\n    context: [{{apiGroup: networking.k8s.io, version: v1, resource: ingresses}}]\n",
+            repo().join("plugins/dist/unique-ingress-host.wasm").display()
+        ),
+        1,
+    );
+    assert_ne!(
+        with_unique, demo,
+        "policies/demo.yaml has no `policies:` line"
+    );
+    let body = bytes::Bytes::from(review.to_string());
+    println!(
+        "\n| policies (serve --kubeconfig) | /validate conc | req/s | p50 ms | p99 ms | server CPU ms/req | errors |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut rps = Vec::new();
+    for (label, policy) in [
+        ("demo (no Ingress policy: floor)", demo.clone()),
+        ("demo + unique-ingress-host", with_unique),
+    ] {
+        let (server, _) = start_with(&policy, &["--kubeconfig", kubeconfig]);
+        // Until the Ingress cache has synced a lookup is `not-ready` (the policy fails).
+        std::thread::sleep(Duration::from_secs(3));
+        let run = load(&server, "/validate", &body, 16, seconds, "\"allowed\":true");
+        println!(
+            "| {label} | 16 | {:.0} | {} | {} | {:.3} | {} |",
+            run.rps,
+            ms(run.p50),
+            ms(run.p99),
+            run.cpu_ms_per_request,
+            run.errors
+        );
+        rps.push(run.rps);
+    }
+    println!(
+        "\nunique-ingress-host: {:.0} % of the floor's req/s",
+        rps[1] / rps[0] * 100.0
+    );
+}
+
 fn main() {
     let calls = arg("calls", 200.0) as usize;
     let dir = tempfile::tempdir().unwrap();
@@ -80,6 +138,10 @@ fn main() {
             "object": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                 "metadata": {"name": "new", "namespace": "ns-new"},
                 "spec": {"rules": [{"host": "free.example.com"}]}}}});
+    if let Ok(kubeconfig) = std::env::var("BENCH_KUBECONFIG") {
+        validate_rps(&kubeconfig, &review);
+        return;
+    }
     println!(
         "| Ingresses cached | get | list one namespace | list one namespace, selector | list all | unique-ingress-host call p50 | p99 |"
     );

@@ -405,6 +405,11 @@ struct ServeArgs {
     /// Bytes (a quantity: 512Mi) one `context:` cache may hold.
     #[arg(long, default_value = "512Mi", value_parser = parse_cache_bytes)]
     context_max_bytes: usize,
+    /// How often policies with `background: true` are evaluated against every object in the
+    /// cluster (and the reports read back), besides 2 s after each change: a Go duration from
+    /// 10s to 24h.
+    #[arg(long, default_value = "10m", value_parser = parse_reports_interval)]
+    reports_interval: std::time::Duration,
     /// The gateway's base URL as the API server reaches it (as `manifests --url`); without it,
     /// through --register-service.
     #[arg(long, requires = "register")]
@@ -435,6 +440,14 @@ fn parse_cache_bytes(text: &str) -> Result<usize, String> {
         return Err("a context cache must be allowed at least 1Mi".into());
     }
     usize::try_from(bytes).map_err(|_| "too large".into())
+}
+
+fn parse_reports_interval(text: &str) -> Result<std::time::Duration, String> {
+    let d = crate::wire::parse_go_duration(text).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(10) || d > std::time::Duration::from_secs(86_400) {
+        return Err("must be from 10s to 24h".into());
+    }
+    Ok(d)
 }
 
 fn parse_lease_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -655,10 +668,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| args.state_dir.join("spool"));
     let metrics = Arc::new(Metrics::new());
     let cluster = serve_cluster(&args, metrics.clone()).await?;
+    let gateway_metrics = metrics.clone();
     let (runtime, snapshot) =
         tokio::task::block_in_place(|| load(&args.common, Some(&spool_dir), &cluster))?;
     let policies = snapshot.policies.len();
     let sinks = snapshot.audit_sinks.clone();
+    let reports_client = cluster.client();
+    let reports_cluster = cluster.clone();
     let mut gateway = Gateway::new(snapshot, metrics.clone()).with_cluster(cluster);
     // The spool is opened only when there is a sink to feed: an admission-only gateway keeps
     // no audit state, and `/audit` answers 404 there.
@@ -747,6 +763,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reloader = reloader.before_swap(Arc::new(move |old, new| r.before_swap(old, new)));
     }
     let reloading = reloader.start(stopped(stop_rx.clone()));
+    // Background reports: written by the registration Lease's holder; without --register,
+    // by every replica (run one, or give --register: see docs/reports.md).
+    let reporting = reports_client.map(|client| {
+        let leader = registration.clone();
+        let gateway = gateway.clone();
+        crate::reports::start(
+            move || gateway.snapshot(),
+            reports_cluster,
+            client,
+            move || leader.as_ref().is_none_or(|r| r.is_leading()),
+            args.reports_interval,
+            gateway_metrics.clone(),
+            stopped(stop_rx.clone()),
+        )
+    });
     let registering = registration.map(|r| {
         let gateway = gateway.clone();
         r.start(
@@ -763,6 +794,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = reloading.await;
     if let Some(registering) = registering {
         let _ = registering.await;
+    }
+    if let Some(reporting) = reporting {
+        let _ = reporting.await;
     }
     drop(audit);
     drop(runtime);

@@ -20,6 +20,7 @@ pub mod manifests;
 pub mod policy;
 pub mod register;
 pub mod reload;
+pub mod reports;
 pub mod runtime;
 pub mod scaffold;
 pub mod server;

@@ -24,6 +24,7 @@ mod protocol;
 mod readme;
 mod reliability;
 mod reload;
+mod reports;
 mod reuse;
 mod semantics;
 mod settings;

@@ -211,6 +211,11 @@ pub struct PolicyEntry {
     /// else is `denied` to it. Empty: none.
     #[serde(default)]
     pub context: Vec<ContextGrant>,
+    /// Validators only: also evaluate the policy against the objects already in the cluster
+    /// (the resources its rules name, from the same watch caches as `context:`), on a schedule
+    /// and on change, and report the results as OpenReports (see docs/reports.md).
+    #[serde(default)]
+    pub background: bool,
 }
 
 /// One `context:` entry: a resource whose objects a policy may read, served from the gateway's
@@ -334,6 +339,12 @@ impl PolicyEntry {
                 .validate()
                 .map_err(|m| format!("objectSelector: {m}"))?;
         }
+        if self.background {
+            if self.kind != PluginKind::Validator {
+                return Err("background applies to validators only".into());
+            }
+            self.background_grants()?;
+        }
         for (i, grant) in self.context.iter().enumerate() {
             grant.validate().map_err(|m| format!("context[{i}]: {m}"))?;
             if let Some(j) = self.context[..i].iter().position(|g| {
@@ -347,6 +358,66 @@ impl PolicyEntry {
             }
         }
         Ok(())
+    }
+}
+
+impl PolicyEntry {
+    /// The resources a `background` policy scans: every (group, version, resource) its rules
+    /// name, once each, as grants on whole objects in every namespace (a background scan reads
+    /// them from the same watch caches as `context:`, and `manifests --kind deploy` grants
+    /// `get`, `list`, `watch` on them). Empty without `background`. Refused when a rule uses `*`
+    /// or a sub-resource: a scan needs named resources to watch.
+    pub fn background_grants(&self) -> Result<Vec<ContextGrant>, String> {
+        let mut grants: Vec<ContextGrant> = Vec::new();
+        if !self.background {
+            return Ok(grants);
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            for group in &rule.api_groups {
+                for version in &rule.api_versions {
+                    for resource in &rule.resources {
+                        let grant = ContextGrant {
+                            api_group: group.clone(),
+                            version: version.clone(),
+                            resource: resource.clone(),
+                            namespaces: Vec::new(),
+                            metadata_only: false,
+                        };
+                        if [group, version, resource].iter().any(|s| s.contains('*')) {
+                            return Err(format!(
+                                "rules[{i}]: background scans need named API groups, versions and resources, not `*` ({})",
+                                grant.describe()
+                            ));
+                        }
+                        grant.validate().map_err(|m| {
+                            format!("rules[{i}]: background scans read whole objects: {m}")
+                        })?;
+                        if !grants.contains(&grant) {
+                            grants.push(grant);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(grants)
+    }
+
+    /// Every resource the gateway must watch for this policy: its `context:` grants, then the
+    /// resources its background scan reads (whole objects) that no grant already covers.
+    pub fn watched(&self) -> Vec<ContextGrant> {
+        let mut all = self.context.clone();
+        for grant in self.background_grants().unwrap_or_default() {
+            let covered = all.iter().any(|g| {
+                (&g.api_group, &g.version, &g.resource)
+                    == (&grant.api_group, &grant.version, &grant.resource)
+                    && !g.metadata_only
+                    && g.namespaces.is_empty()
+            });
+            if !covered {
+                all.push(grant);
+            }
+        }
+        all
     }
 }
 

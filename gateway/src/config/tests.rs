@@ -646,3 +646,62 @@ fn kafka_outputs_resolve_and_refuse_what_cannot_work() {
         assert!(e.contains(error), "{output}: {e}");
     }
 }
+
+/// `background: true` scans the resources the rules name: validators only, named resources
+/// only; they join the policy's `context:` grants as resources to watch (whole objects).
+#[test]
+fn background_scans_the_named_resources_of_a_validator() {
+    let dir = Dir::new("background");
+    let text = GOOD.replace(
+        "resources: [pods]",
+        "resources: [pods]\n      - operations: [CREATE]\n        apiGroups: [apps]\n        apiVersions: [v1]\n        resources: [deployments, pods]\n    background: true\n    context:\n      - {apiGroup: \"\", version: v1, resource: pods, metadataOnly: true}",
+    );
+    let config = dir.load(&text).unwrap();
+    let entry = &config.entries[0].entry;
+    assert!(entry.background);
+    let scans: Vec<String> = entry
+        .background_grants()
+        .unwrap()
+        .iter()
+        .map(ContextGrant::describe)
+        .collect();
+    assert_eq!(
+        scans,
+        ["core/v1 pods", "apps/v1 deployments", "apps/v1 pods"]
+    );
+    // The metadata-only grant does not cover the scan's whole objects: both are watched.
+    let watched: Vec<String> = entry.watched().iter().map(ContextGrant::describe).collect();
+    assert_eq!(
+        watched,
+        [
+            "core/v1 pods (metadata only)",
+            "core/v1 pods",
+            "apps/v1 deployments",
+            "apps/v1 pods"
+        ]
+    );
+    let e = error_of(
+        &dir,
+        &text.replace("resources: [deployments, pods]", "resources: [\"*\"]"),
+    );
+    assert!(
+        e.contains("background scans need named API groups, versions and resources, not `*`"),
+        "{e}"
+    );
+    let e = error_of(
+        &dir,
+        &text.replace("resources: [deployments, pods]", "resources: [pods/status]"),
+    );
+    assert!(e.contains("sub-resources cannot be read"), "{e}");
+    let e = error_of(&dir, &text.replace("kind: validator", "kind: initializer"));
+    assert!(e.contains("background applies to validators only"), "{e}");
+    // Without background nothing is scanned.
+    let config = dir.load(GOOD).unwrap();
+    assert!(
+        config.entries[0]
+            .entry
+            .background_grants()
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -137,6 +137,9 @@ pub struct Cache {
     state: std::sync::RwLock<State>,
     synced: AtomicBool,
     synced_tx: tokio::sync::watch::Sender<bool>,
+    /// Counts changes (a list swapped in, an object applied or deleted): background scans
+    /// compare it to see whether to scan again.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 /// A Kubernetes object projected as the cache keeps it: managedFields stripped, and only
@@ -198,6 +201,7 @@ impl Cache {
             state: Default::default(),
             synced: AtomicBool::new(false),
             synced_tx: tokio::sync::watch::Sender::new(false),
+            changes: Default::default(),
         }
     }
 
@@ -243,7 +247,17 @@ impl Cache {
         state.bytes = bytes;
         state.overflow = None;
         drop(state);
+        self.changed();
         self.mark_synced();
+    }
+
+    /// How many changes the cache has seen: equal counts mean equal objects.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
     }
 
     fn mark_synced(&self) {
@@ -271,6 +285,8 @@ impl Cache {
         }
         state.bytes = bytes;
         state.objects.insert(id, entry);
+        drop(state);
+        self.changed();
         Ok(())
     }
 
@@ -282,6 +298,8 @@ impl Cache {
             .remove(&(namespace.to_owned(), name.to_owned()))
         {
             state.bytes -= old.bytes();
+            drop(state);
+            self.changed();
         }
     }
 
@@ -292,6 +310,7 @@ impl Cache {
         state.bytes = 0;
         state.overflow = Some(error.to_string());
         drop(state);
+        self.changed();
         // Synced, in the sense that readiness does not wait for it: it will not fit by waiting.
         self.mark_synced();
     }

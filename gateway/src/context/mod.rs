@@ -106,6 +106,14 @@ impl ClusterState {
         self.metrics.clone()
     }
 
+    /// The API server client, when caches come from a live API server.
+    pub fn client(&self) -> Option<kube::Client> {
+        match &self.source {
+            Source::Live { client, .. } => Some(client.clone()),
+            _ => None,
+        }
+    }
+
     /// Whether caches come from a live API server.
     pub fn is_live(&self) -> bool {
         matches!(self.source, Source::Live { .. })
@@ -118,13 +126,19 @@ impl ClusterState {
     pub fn prepare(&self, config: &Config) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(&config.file).unwrap_or_default();
         for resolved in &config.entries {
-            for (i, grant) in resolved.entry.context.iter().enumerate() {
+            let context = resolved.entry.context.len();
+            for (i, grant) in resolved.entry.watched().iter().enumerate() {
                 let key = key_of(grant);
                 if self.read().contains_key(&key) {
                     continue;
                 }
                 let refuse = |why: String| {
-                    let path = format!("context[{i}]");
+                    // Past the grants: a resource a background scan reads (from the rules).
+                    let path = if i < context {
+                        format!("context[{i}]")
+                    } else {
+                        "rules".to_owned()
+                    };
                     ConfigError {
                         file: config.file.clone(),
                         line: crate::config::locate::field_line(&text, resolved.module.line, &path)
@@ -201,7 +215,7 @@ impl ClusterState {
         let wanted: std::collections::BTreeSet<CacheKey> = config
             .entries
             .iter()
-            .flat_map(|e| e.entry.context.iter().map(key_of))
+            .flat_map(|e| e.entry.watched().iter().map(key_of).collect::<Vec<_>>())
             .collect();
         let mut caches = self.write();
         let gone: Vec<CacheKey> = caches
@@ -278,7 +292,8 @@ impl ClusterState {
     }
 }
 
-fn key_of(grant: &ContextGrant) -> CacheKey {
+/// The cache that serves `grant`.
+pub fn key_of(grant: &ContextGrant) -> CacheKey {
     CacheKey {
         group: grant.api_group.clone(),
         version: grant.version.clone(),

@@ -41,7 +41,46 @@ pub fn service_account(options: &Options) -> Value {
 pub fn rbac(options: &Options, config: &Config) -> Vec<Value> {
     let mut docs = register_rbac(options);
     docs.extend(context_rbac(options, config));
+    docs.extend(reports_rbac(options, config));
     docs
+}
+
+/// The ClusterRole `<namespace>-<service>-reports` and its binding when a policy of `config`
+/// has `background: true`: the OpenReports objects the leader writes (`openreports.io`
+/// `reports` in every namespace, `clusterreports`); nothing without background policies.
+pub fn reports_rbac(options: &Options, config: &Config) -> Vec<Value> {
+    if !config.entries.iter().any(|e| e.entry.background) {
+        return Vec::new();
+    }
+    let Service {
+        namespace, name, ..
+    } = &options.service;
+    let ns = namespace.as_str();
+    let labels = options.labels();
+    let cluster_name = format!("{ns}-{name}-reports");
+    vec![
+        yaml!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": { "name": (cluster_name.as_str()), "labels": (labels.clone()) },
+            "rules": [{
+                "apiGroups": ["openreports.io"],
+                "resources": ["reports", "clusterreports"],
+                "verbs": ["get", "list", "create", "patch", "delete"],
+            }],
+        }),
+        yaml!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": { "name": (cluster_name.as_str()), "labels": labels },
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": (cluster_name.as_str()),
+            },
+            "subjects": [{ "kind": "ServiceAccount", "name": (name.as_str()), "namespace": ns }],
+        }),
+    ]
 }
 
 /// The ClusterRole `<namespace>-<service>-context` and its binding: `get`, `list`, `watch` on
@@ -53,13 +92,13 @@ pub fn rbac(options: &Options, config: &Config) -> Vec<Value> {
 /// not what the gateway reads), and its access review at load asks for `list` and `watch` in
 /// all namespaces. Namespaced Roles would make the gateway refuse its own policy file.
 pub fn context_rbac(options: &Options, config: &Config) -> Vec<Value> {
-    let mut by_group: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    let mut by_group: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
     for resolved in &config.entries {
-        for grant in &resolved.entry.context {
+        for grant in resolved.entry.watched() {
             by_group
-                .entry(grant.api_group.as_str())
+                .entry(grant.api_group)
                 .or_default()
-                .insert(grant.resource.as_str());
+                .insert(grant.resource);
         }
     }
     if by_group.is_empty() {
@@ -75,8 +114,8 @@ pub fn context_rbac(options: &Options, config: &Config) -> Vec<Value> {
         .iter()
         .map(|(group, resources)| {
             yaml!({
-                "apiGroups": [(*group)],
-                "resources": (resources.iter().map(|r| Value::from(*r)).collect::<Vec<_>>()),
+                "apiGroups": [(group.as_str())],
+                "resources": (resources.iter().map(|r| Value::from(r.as_str())).collect::<Vec<_>>()),
                 "verbs": ["get", "list", "watch"],
             })
         })

@@ -1141,3 +1141,59 @@ fn deploy_grants_exactly_what_context_asks() {
     let text = serde_json::to_string(&docs).unwrap();
     assert!(!text.contains("\"list\"") && !text.contains("\"watch\""));
 }
+
+#[test]
+fn deploy_grants_what_background_scans_read_and_the_reports() {
+    // A background policy on Deployments with a metadata-only grant on Namespaces: the scan
+    // watches Deployments (whole objects), and the reports role writes OpenReports.
+    let (_dir, config) = policy_set(
+        r"
+  - name: replicas
+    kind: validator
+    module: a.wasm
+    background: true
+    rules: [{operations: [CREATE, UPDATE], apiGroups: [apps], apiVersions: [v1], resources: [deployments]}]
+    context:
+      - {apiGroup: '', version: v1, resource: namespaces, metadataOnly: true}
+",
+    );
+    let options = Options::new(Service::parse("gate/wg").unwrap());
+    let docs: Vec<serde_json::Value> = deploy(&options, &config)
+        .unwrap()
+        .iter()
+        .map(json)
+        .collect();
+    let named = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+            .clone()
+    };
+    assert_eq!(
+        named("ClusterRole", "gate-wg-context")["rules"],
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]},
+        ])
+    );
+    assert_eq!(
+        named("ClusterRole", "gate-wg-reports")["rules"],
+        serde_json::json!([{"apiGroups": ["openreports.io"], "resources": ["reports", "clusterreports"],
+            "verbs": ["get", "list", "create", "patch", "delete"]}])
+    );
+    assert_eq!(
+        named("ClusterRoleBinding", "gate-wg-reports")["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "wg", "namespace": "gate"}])
+    );
+    // Without background, no reports role.
+    let (_dir, plain) = policy_set(ENTRIES);
+    let text = serde_json::to_string(
+        &deploy(&options, &plain)
+            .unwrap()
+            .iter()
+            .map(json)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(!text.contains("openreports.io"));
+}

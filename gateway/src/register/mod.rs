@@ -117,6 +117,11 @@ impl Registration {
         }
     }
 
+    /// Whether this replica holds the Lease now (background reports are written by it only).
+    pub fn is_leading(&self) -> bool {
+        self.shared.leading.load(Ordering::SeqCst)
+    }
+
     /// Keeps the cluster's webhook configurations equal to what `config()` renders until
     /// `shutdown` resolves, while this replica holds the Lease; then gives the Lease up.
     pub fn start(

@@ -589,7 +589,25 @@ impl Plugin {
         timeout: Duration,
     ) -> Result<Verdict, PluginFailure> {
         match self
-            .call(Call::Validate(request.clone()), deadline, timeout)
+            .call(Call::Validate(request.clone()), deadline, timeout, false)
+            .await?
+        {
+            Answer::Verdict(v) => Ok(v),
+            _ => Err(self.not_a("validator")),
+        }
+    }
+
+    /// [`Self::validate`] for a background scan: the same limits, but on the slow lane's
+    /// low-priority threads from the start, so that scans never take a CPU from admission, and
+    /// without moving the policy's admission calls there.
+    pub async fn validate_background(
+        self: &Arc<Self>,
+        request: &Arc<AdmissionRequest>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Verdict, PluginFailure> {
+        match self
+            .call(Call::Validate(request.clone()), deadline, timeout, true)
             .await?
         {
             Answer::Verdict(v) => Ok(v),
@@ -605,7 +623,7 @@ impl Plugin {
         timeout: Duration,
     ) -> Result<Mutation, PluginFailure> {
         match self
-            .call(Call::Initialize(request.clone()), deadline, timeout)
+            .call(Call::Initialize(request.clone()), deadline, timeout, false)
             .await?
         {
             Answer::Mutation(m) => Ok(m),
@@ -622,7 +640,7 @@ impl Plugin {
         timeout: Duration,
     ) -> Result<Vec<Emission>, PluginFailure> {
         match self
-            .call(Call::Deliver(batch.clone()), deadline, timeout)
+            .call(Call::Deliver(batch.clone()), deadline, timeout, false)
             .await?
         {
             Answer::Emissions(e) => Ok(e),
@@ -649,6 +667,7 @@ impl Plugin {
         call: Call,
         deadline: Instant,
         timeout: Duration,
+        background: bool,
     ) -> Result<Answer, PluginFailure> {
         let slots = async {
             let own = self.own_slots.clone().acquire_owned().await?;
@@ -675,7 +694,7 @@ impl Plugin {
         });
         let run = lane::run(
             self.clone().run(call, permits, end, budget),
-            demoted,
+            demoted || background,
             slow_after,
         );
         // The call ends itself at `end` (and writes what the plugin printed); this is for a
@@ -695,7 +714,7 @@ impl Plugin {
             Ok(Err(dropped)) => (Err(PluginFailure::Host(dropped.to_string())), demoted),
             Err(_elapsed) => (Err(PluginFailure::Deadline(budget)), true),
         };
-        if demote != demoted {
+        if demote != demoted && !background {
             self.demoted.store(demote, Ordering::Relaxed);
         }
         outcome

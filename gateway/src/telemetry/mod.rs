@@ -84,6 +84,86 @@ pub struct Metrics {
     pub audit: AuditMetrics,
     /// The context caches' metrics.
     pub context: ContextMetrics,
+    /// The background scans' metrics.
+    pub reports: ReportMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScanLabels {
+    policy: String,
+}
+
+/// The background scans (policies with `background: true`): per policy, the objects the last
+/// scan evaluated, the violations it found, how long it took; and report writes.
+pub struct ReportMetrics {
+    objects: Family<ScanLabels, Gauge>,
+    violations: Family<ScanLabels, Gauge>,
+    seconds: Family<ScanLabels, Histogram, fn() -> Histogram>,
+    writes: Family<ReasonLabels, Counter>,
+}
+
+impl ReportMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = ReportMetrics {
+            objects: Family::default(),
+            violations: Family::default(),
+            seconds: Family::new_with_constructor(|| {
+                // 1 ms to ~4.6 min: a scan calls the plugin once per object.
+                Histogram::new(exponential_buckets(0.001, 4.0, 10))
+            }),
+            writes: Family::default(),
+        };
+        registry.register(
+            "background_scan_objects",
+            "Objects the latest background scan of a policy evaluated",
+            m.objects.clone(),
+        );
+        registry.register(
+            "background_scan_violations",
+            "Objects the latest background scan of a policy found failing (fail, warn or error)",
+            m.violations.clone(),
+        );
+        registry.register(
+            "background_scan_seconds",
+            "Duration of a policy's background scans",
+            m.seconds.clone(),
+        );
+        registry.register(
+            "report_writes",
+            "OpenReports objects written (applied, deleted), left unchanged, or failed",
+            m.writes.clone(),
+        );
+        m
+    }
+
+    /// A policy's scan ended.
+    pub fn scanned(&self, policy: &str, objects: usize, violations: usize, elapsed: Duration) {
+        let labels = ScanLabels {
+            policy: policy.to_owned(),
+        };
+        self.objects.get_or_create(&labels).set(objects as i64);
+        self.violations
+            .get_or_create(&labels)
+            .set(violations as i64);
+        self.seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A policy no longer scans.
+    pub fn remove(&self, policy: &str) {
+        let labels = ScanLabels {
+            policy: policy.to_owned(),
+        };
+        self.objects.remove(&labels);
+        self.violations.remove(&labels);
+        self.seconds.remove(&labels);
+    }
+
+    /// A report was `applied`, `deleted`, `unchanged` or `failed`.
+    pub fn write(&self, reason: &'static str) {
+        self.writes.get_or_create(&ReasonLabels { reason }).inc();
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -545,8 +625,10 @@ impl Metrics {
         let audit = AuditMetrics::register(&mut registry);
         let connections = ConnMetrics::register(&mut registry);
         let context = ContextMetrics::register(&mut registry);
+        let reports = ReportMetrics::register(&mut registry);
         Metrics {
             context,
+            reports,
             audit,
             connections,
             registry,
