@@ -657,6 +657,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cluster = serve_cluster(&args, metrics.clone()).await?;
     let (runtime, snapshot) =
         tokio::task::block_in_place(|| load(&args.common, Some(&spool_dir), &cluster))?;
+    metrics.observe_runtime(runtime.counters());
     let policies = snapshot.policies.len();
     let sinks = snapshot.audit_sinks.clone();
     let mut gateway = Gateway::new(snapshot, metrics.clone()).with_cluster(cluster);

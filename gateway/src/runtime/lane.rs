@@ -55,7 +55,10 @@ fn slow_lane() -> Option<&'static Handle> {
 /// of their own).
 pub const NICE: i32 = 19;
 
-fn lower_priority() {
+/// Lowers the calling thread to [`NICE`], for good: for the slow lane's threads, and for
+/// background work of the runtime's users (a reload's compile and load-time checks) on a thread
+/// of its own.
+pub fn lower_priority() {
     // On Linux the nice value is per thread: `None` is the calling thread.
     if let Err(e) = rustix::process::setpriority_process(None, NICE) {
         tracing::warn!("slow lane thread keeps its normal priority: setpriority({NICE}): {e}");
@@ -83,6 +86,13 @@ where
         return Lane(State::Moved(lane.spawn(timed)));
     }
     Lane(State::Here(timed))
+}
+
+impl<F: Future> Lane<F> {
+    /// Whether the call is on the slow lane now.
+    pub(super) fn on_lane(&self) -> bool {
+        matches!(self.0, State::Moved(_))
+    }
 }
 
 /// A future and the time spent in its polls so far.
