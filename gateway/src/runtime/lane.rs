@@ -221,7 +221,9 @@ mod tests {
         );
         let (place, ran) = long.await.unwrap();
         assert_eq!(place, (Some(THREAD_NAME.to_owned()), NICE));
-        assert!(ran >= SLOW_AFTER * 2, "{ran:?}");
+        // Run time counts its polls only: not the wait for a lane thread between two of them,
+        // so a call that took 10 ms of wall clock may have run a little less.
+        assert!(ran >= SLOW_AFTER, "{ran:?}");
         // Dropping a moved call drops its future on the lane.
         let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
         let mut endless = Box::pin(run(
