@@ -671,6 +671,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let gateway_metrics = metrics.clone();
     let (runtime, snapshot) =
         tokio::task::block_in_place(|| load(&args.common, Some(&spool_dir), &cluster))?;
+    metrics.observe_runtime(runtime.counters());
     let policies = snapshot.policies.len();
     let sinks = snapshot.audit_sinks.clone();
     let reports_client = cluster.client();

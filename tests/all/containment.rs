@@ -536,3 +536,67 @@ fn posts_at_once(
         })
         .collect()
 }
+
+/// A policy's counter in the `/metrics` text, by metric and policy (0 when absent).
+fn policy_counter(metrics: &str, name: &str, policy: &str) -> u64 {
+    let prefix = format!("{name}{{policy=\"{policy}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Demotion: a policy whose call misbehaves (a trap, the memory cap across memories, an invalid
+/// output, more log lines than a call may write) starts its next call on the slow lane, the
+/// nice-19 threads, whatever that call does; the first call of each starts where requests are
+/// served. Seen through `wasmgate_plugin_slow_lane_starts_total`, which counts calls that start
+/// on the lane: without demotion it stays 0 for all of them.
+#[tokio::test]
+async fn a_misbehaving_policy_starts_its_next_calls_on_the_slow_lane() {
+    let act = |name: &str, settings: &str, extra: &str| {
+        entry(
+            name,
+            "validator",
+            "hostile",
+            &format!("settings: {settings}\n{extra}"),
+        )
+    };
+    let gw = Gateway::start(&policy_file(
+        &[
+            act("partial", "{act: partial}", "failurePolicy: Ignore"),
+            act("huge", "{act: huge}", ""),
+            act("flood", "{act: flood, count: 1000}", ""),
+            entry(
+                "hog-memories",
+                "validator",
+                "hog-memories",
+                "memoryLimit: 16Mi",
+            ),
+            entry("fast", "validator", "burn", "settings: {millis: 0}"),
+        ]
+        .concat(),
+    ));
+    let pod = review("pod-create.json");
+    for policy in ["partial", "huge", "flood", "hog-memories", "fast"] {
+        for _ in 0..3 {
+            gw.answer(&format!("/validate/{policy}"), &pod).await;
+        }
+    }
+    let metrics = gw.get_text("/metrics").await;
+    let starts =
+        |policy| policy_counter(&metrics, "wasmgate_plugin_slow_lane_starts_total", policy);
+    for policy in ["partial", "huge", "flood", "hog-memories"] {
+        assert_eq!(starts(policy), 2, "{policy}:\n{metrics}");
+    }
+    // A well-behaved call runs far under the lane's 5 ms; one preempted for that long on a
+    // loaded machine would send the next one to the lane, not more.
+    assert!(starts("fast") <= 1, "{metrics}");
+    // Each flood call writes 1,000 `log` lines and 100 stdout lines, of which at most 64 are
+    // logged; every other one is counted.
+    let dropped = policy_counter(&metrics, "wasmgate_plugin_log_lines_dropped_total", "flood");
+    assert!(dropped >= 3 * (1100 - 64), "{dropped}\n{metrics}");
+    assert_eq!(
+        policy_counter(&metrics, "wasmgate_plugin_log_lines_dropped_total", "fast"),
+        0
+    );
+}

@@ -151,10 +151,24 @@ impl Reloader {
                     trigger = next;
                 }
             }
+            // On a thread of its own at the lowest priority (nice 19): compiling and checking
+            // modules must not take the CPU from the requests the serving snapshot answers.
             let worker = this.clone();
-            let result = tokio::task::spawn_blocking(move || worker.reload(trigger)).await;
-            if let Err(e) = result {
-                tracing::error!("reload task failed: {e}");
+            let (done, result) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name("wasmgate-reload".into())
+                .spawn(move || {
+                    crate::runtime::lower_priority();
+                    worker.reload(trigger);
+                    let _ = done.send(());
+                });
+            match spawned {
+                Ok(_) => {
+                    if result.await.is_err() {
+                        tracing::error!("reload task failed: it panicked");
+                    }
+                }
+                Err(e) => tracing::error!("cannot start the reload thread: {e}"),
             }
             if let Some(w) = watcher.as_mut() {
                 // Modules may have moved to other directories with the new policy file.

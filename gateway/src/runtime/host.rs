@@ -2,10 +2,12 @@
 //! `settings`, in both contract versions) and `cluster` (0.2.0). The WASI context is empty: no
 //! files, environment, arguments or sockets; stdout and stderr go to bounded memory pipes that
 //! are written to the log, with the plugin's name, after the call. Everything a plugin writes reaches the log escaped (one plugin line is one log
-//! line) and under a per-policy rate limit.
+//! line) and under a per-call and a per-policy limit, checked before any work on the line.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::counters::PolicyCounters;
 
 use tokio::time::Instant;
 
@@ -22,8 +24,9 @@ use super::bindings::v1;
 /// closed stream (Rust's `println!` then panics, which is a plugin failure): a plugin cannot
 /// flood the gateway's memory or log through stdio.
 pub const STDIO_CAPACITY: usize = 16 * 1024;
-/// `log` calls honoured per plugin call; further ones are counted and dropped, so a plugin
-/// in a logging loop costs the log at most this many lines.
+/// Lines (host `log` calls, then stdout and stderr lines) honoured per plugin call; further
+/// ones are counted and dropped, so a plugin in a logging loop costs the log at most this many
+/// lines. A call that goes over it marks its policy as misbehaving (see `Plugin::demoted`).
 pub const MAX_LOG_LINES_PER_CALL: u32 = 64;
 /// Longest message a `log` call may write; the rest is cut.
 pub const MAX_LOG_MESSAGE: usize = 4096;
@@ -72,6 +75,7 @@ impl PluginState {
                 settings,
                 log_lines: 0,
                 dropped_log_lines: 0,
+                limited: false,
                 log,
                 cluster,
             },
@@ -87,6 +91,7 @@ impl PluginState {
     pub(super) fn begin_call(&mut self, end: Instant) {
         self.host.log_lines = 0;
         self.host.dropped_log_lines = 0;
+        self.host.limited = false;
         self.limiter.exceeded = None;
         self.call_end = end;
     }
@@ -102,21 +107,26 @@ impl PluginState {
         self.logged.iter().all(|&n| n < STDIO_CAPACITY / 2)
     }
 
-    /// Writes what the plugin printed since the last flush to the log, one event per line.
+    /// Whether the current call went over [`MAX_LOG_LINES_PER_CALL`].
+    pub(super) fn log_limited(&self) -> bool {
+        self.host.limited
+    }
+
+    /// Writes what the plugin printed since the last flush to the log, one event per line,
+    /// under the same limits as `log` (a dropped line is only counted: not decoded or escaped).
     pub(super) fn flush_stdio(&mut self) {
-        for (i, (stream, pipe)) in [("stdout", &self.stdout), ("stderr", &self.stderr)]
-            .into_iter()
-            .enumerate()
-        {
-            let bytes = pipe.contents();
+        for (i, stream) in ["stdout", "stderr"].into_iter().enumerate() {
+            let bytes = if i == 0 {
+                self.stdout.contents()
+            } else {
+                self.stderr.contents()
+            };
             let new = bytes.get(self.logged[i]..).unwrap_or_default();
             self.logged[i] = bytes.len();
-            for line in String::from_utf8_lossy(new)
-                .split('\n')
-                .filter(|l| !l.is_empty())
-            {
-                if self.host.log.admit(&self.host.plugin) {
-                    tracing::info!(plugin = %self.host.plugin, stream, "{}", escaped(line));
+            for line in new.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                if self.host.take_line() {
+                    let line = String::from_utf8_lossy(line);
+                    tracing::info!(plugin = %self.host.plugin, stream, "{}", escaped(&line));
                 }
             }
         }
@@ -154,14 +164,16 @@ pub struct HostCtx {
     settings: Arc<str>,
     log_lines: u32,
     dropped_log_lines: u32,
+    /// Whether this call went over [`MAX_LOG_LINES_PER_CALL`].
+    limited: bool,
     log: Arc<LogBudget>,
     cluster: Option<Arc<dyn super::ClusterView>>,
 }
 
 /// A policy's log rate limit, shared by all its calls: at most [`LOG_LINES_PER_SECOND`] lines
 /// in each one-second window; the lines dropped in a window (by this limit or the per-call
-/// one) are reported in one line when the policy next logs in a later window.
-#[derive(Default)]
+/// one) are reported in one line when the policy next logs in a later window, and counted in
+/// the policy's counters.
 pub struct LogBudget {
     /// The current window: seconds since the budget was created.
     window: AtomicU64,
@@ -170,9 +182,20 @@ pub struct LogBudget {
     /// Lines refused in the current window.
     dropped: AtomicU32,
     origin: std::sync::OnceLock<Instant>,
+    counters: Arc<PolicyCounters>,
 }
 
 impl LogBudget {
+    pub(super) fn new(counters: Arc<PolicyCounters>) -> Self {
+        LogBudget {
+            window: AtomicU64::new(0),
+            lines: AtomicU32::new(0),
+            dropped: AtomicU32::new(0),
+            origin: std::sync::OnceLock::new(),
+            counters,
+        }
+    }
+
     /// Whether another line may be logged now.
     pub(super) fn admit(&self, plugin: &str) -> bool {
         let origin = *self.origin.get_or_init(Instant::now);
@@ -205,6 +228,9 @@ impl LogBudget {
     /// Counts lines dropped, to be reported when the next window opens.
     pub(super) fn dropped(&self, lines: u32) {
         self.dropped.fetch_add(lines, Ordering::Relaxed);
+        self.counters
+            .log_lines_dropped
+            .fetch_add(u64::from(lines), Ordering::Relaxed);
     }
 }
 
@@ -237,12 +263,7 @@ impl HasData for HostData {
 
 impl host::Host for HostCtx {
     fn log(&mut self, level: Level, mut message: String) {
-        if self.log_lines >= MAX_LOG_LINES_PER_CALL {
-            self.dropped_log_lines += 1;
-            return;
-        }
-        self.log_lines += 1;
-        if !self.log.admit(&self.plugin) {
+        if !self.take_line() {
             return;
         }
         if message.len() > MAX_LOG_MESSAGE {
@@ -310,6 +331,19 @@ impl cluster::Host for HostCtx {
 }
 
 impl HostCtx {
+    /// Whether one more line of this call may be logged: under the per-call limit (a line over
+    /// it is counted, and marks the call) and the policy's per-second budget. Nothing is done
+    /// on a refused line but counting it.
+    fn take_line(&mut self) -> bool {
+        if self.log_lines >= MAX_LOG_LINES_PER_CALL {
+            self.dropped_log_lines += 1;
+            self.limited = true;
+            return false;
+        }
+        self.log_lines += 1;
+        self.log.admit(&self.plugin)
+    }
+
     fn not_granted(&self, resource: &GroupVersionResource) -> LookupError {
         let group = if resource.group.is_empty() {
             "core"

@@ -4,6 +4,7 @@
 
 pub mod bindings;
 mod conversions;
+mod counters;
 mod engine;
 mod host;
 mod lane;
@@ -30,7 +31,7 @@ pub use bindings::types::{
 };
 pub use engine::{EPOCH_TICK, MAX_WASM_STACK, POLICY_SLOTS, POOL_SLOTS, WARM_SLOTS};
 pub use host::{PluginState, STDIO_CAPACITY};
-pub use lane::SLOW_AFTER;
+pub use lane::{SLOW_AFTER, lower_priority};
 
 use crate::config::PluginKind;
 use bindings::v1;
@@ -38,6 +39,8 @@ use bindings::v2::audit_sink::{AuditSink, AuditSinkPre};
 use bindings::v2::initializer::{Initializer, InitializerPre};
 use bindings::v2::validator::{Validator, ValidatorPre};
 pub use conversions::UnknownOperation;
+use counters::PolicyCounters;
+pub use counters::{Counters, PolicyCount};
 use host::{HostData, Limiter, LogBudget};
 
 /// The WIT world a plugin implements.
@@ -201,6 +204,7 @@ pub struct Runtime {
     engine: wasmtime::Engine,
     linker: Linker<PluginState>,
     slots: Arc<Semaphore>,
+    counters: Arc<Counters>,
     _ticker: engine::EpochTicker,
 }
 
@@ -224,8 +228,15 @@ impl Runtime {
             engine,
             linker,
             slots: Arc::new(Semaphore::new(POOL_SLOTS as usize)),
+            counters: Arc::default(),
             _ticker: ticker,
         })
+    }
+
+    /// What the runtime did to contain each policy's plugin (slow-lane starts, dropped log
+    /// lines), for the metrics.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
     }
 
     /// The world and contract version a component implements, without instantiating it (what
@@ -320,9 +331,12 @@ impl Runtime {
                 PluginPre::V1AuditSink(v1::audit_sink::AuditSinkPre::new(pre).map_err(wrong_world)?)
             }
         };
+        let name: Arc<str> = spec.name.into();
+        let counters = self.counters.policy(&name);
         let plugin = Plugin {
-            log: Arc::new(LogBudget::default()),
-            name: spec.name.into(),
+            log: Arc::new(LogBudget::new(counters.clone())),
+            counters,
+            name,
             settings: spec.settings.into(),
             memory_limit: usize::try_from(spec.memory_limit).unwrap_or(usize::MAX),
             pre,
@@ -535,9 +549,11 @@ pub struct Plugin {
     reuse: Option<Reuse>,
     idle: IdlePool,
     log: Arc<LogBudget>,
-    /// Whether this policy's latest call ran past its allowance (`lane::allowance`) or failed as
-    /// only a broken or hostile plugin does (a trap, the memory cap, an invalid output): its
-    /// next call then starts in the slow lane. A call that ends well on its own clears it.
+    counters: Arc<PolicyCounters>,
+    /// Whether this policy's latest call ran past its allowance (`lane::allowance`), went over
+    /// the per-call log limit, or failed as only a broken or hostile plugin does (a trap, the
+    /// memory cap, an invalid output): its next call then starts in the slow lane (counted in
+    /// `counters`). A call that ends well on its own clears it.
     demoted: AtomicBool,
     cluster: Option<Arc<dyn ClusterView>>,
 }
@@ -697,12 +713,16 @@ impl Plugin {
             demoted || background,
             slow_after,
         );
+        if run.on_lane() && !background {
+            self.counters.slow_starts.fetch_add(1, Ordering::Relaxed);
+        }
         // The call ends itself at `end` (and writes what the plugin printed); this is for a
         // call in the slow lane whose thread does not get a CPU in time: it is answered now and
         // dropped when a lane thread gets to it.
         let (outcome, demote) = match tokio::time::timeout_at(end + LANE_GRACE, run).await {
-            Ok(Ok((outcome, ran))) => {
+            Ok(Ok(((outcome, log_limited), ran))) => {
                 let demote = ran >= slow_after
+                    || log_limited
                     || matches!(
                         outcome,
                         Err(PluginFailure::Trap(_)
@@ -721,15 +741,16 @@ impl Plugin {
     }
 
     /// The call itself, holding its slots: in a fresh instance or a warm one, until `end`; its
-    /// answer checked against the output bounds. A warm instance is kept for reuse only if
-    /// its call did not fail, it has calls left and the idle pool has room.
+    /// answer checked against the output bounds, and whether it went over the per-call log
+    /// limit. A warm instance is kept for reuse only if its call did not fail, it has calls
+    /// left and the idle pool has room.
     async fn run(
         self: Arc<Self>,
         call: Call,
         _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
         end: Instant,
         budget: Duration,
-    ) -> Result<Answer, PluginFailure> {
+    ) -> (Result<Answer, PluginFailure>, bool) {
         let reuse = match call {
             Call::Deliver(_) => None,
             _ => self.reuse,
@@ -762,6 +783,7 @@ impl Plugin {
         let failed = !matches!(result, Ok(Ok(_)));
         let outcome = finish(store.data_mut(), result, budget)
             .and_then(|answer| output::check(&answer, &call).map(|()| answer));
+        let log_limited = store.data().log_limited();
         if let (Some(reuse), Some(instance)) = (reuse, instance)
             && !failed
             && calls + 1 < reuse.max_calls
@@ -775,7 +797,7 @@ impl Plugin {
                 calls: calls + 1,
             });
         }
-        outcome
+        (outcome, log_limited)
     }
 
     /// Instantiates once, under [`LOAD_CHECK_TIMEOUT`] and the memory cap, then (0.2.0) calls

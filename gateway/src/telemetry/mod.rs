@@ -1,7 +1,12 @@
 //! Owns observability: the Prometheus registry and the metrics every module records into, and
 //! log setup. Records; never decides.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -78,6 +83,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     reload_seconds: Histogram,
     tls_reload_failures: Counter,
+    runtime: Arc<RuntimeCollector>,
     /// The connection metrics.
     pub connections: ConnMetrics,
     /// The audit metrics.
@@ -622,6 +628,8 @@ impl Metrics {
             "Policies in the serving snapshot",
             policies.clone(),
         );
+        let runtime = Arc::new(RuntimeCollector::default());
+        registry.register_collector(Box::new(runtime.clone()));
         let audit = AuditMetrics::register(&mut registry);
         let connections = ConnMetrics::register(&mut registry);
         let context = ContextMetrics::register(&mut registry);
@@ -643,7 +651,13 @@ impl Metrics {
             reloads,
             reload_seconds,
             tls_reload_failures,
+            runtime,
         }
+    }
+
+    /// Reports `counters` (the runtime's containment counts) on every scrape from now on.
+    pub fn observe_runtime(&self, counters: Arc<crate::runtime::Counters>) {
+        let _ = self.runtime.0.set(counters);
     }
 
     /// A snapshot started serving.
@@ -744,4 +758,42 @@ fn init_with(filter: tracing_subscriber::EnvFilter, json: bool) {
     } else {
         builder.try_init()
     };
+}
+
+/// The runtime's per-policy containment counts, read on each scrape:
+/// `wasmgate_plugin_slow_lane_starts_total` and `wasmgate_plugin_log_lines_dropped_total`.
+#[derive(Debug, Default)]
+struct RuntimeCollector(OnceLock<Arc<crate::runtime::Counters>>);
+
+impl Collector for RuntimeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(counters) = self.0.get() else {
+            return Ok(());
+        };
+        let counts = counters.read();
+        type Value = fn(&crate::runtime::PolicyCount) -> u64;
+        let families: [(&str, &str, Value); 2] = [
+            (
+                "plugin_slow_lane_starts",
+                "Plugin calls started on the slow lane (low-priority threads) because the policy's previous call misbehaved (a trap, the memory cap, an invalid output, the per-call log limit) or ran long",
+                |c| c.slow_lane_starts,
+            ),
+            (
+                "plugin_log_lines_dropped",
+                "Plugin log lines (host log, stdout, stderr) dropped by the per-call or per-policy-per-second limit",
+                |c| c.log_lines_dropped,
+            ),
+        ];
+        for (name, help, value) in families {
+            let metric = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+            for count in &counts {
+                let labels = PolicyLabels {
+                    policy: count.policy.clone(),
+                };
+                ConstCounter::new(value(count)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
