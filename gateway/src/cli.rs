@@ -167,9 +167,11 @@ enum ManifestKind {
     /// The kubeconfig that AdmissionConfiguration names: the client certificate the API server
     /// presents to the webhooks (a file on the control plane).
     WebhookKubeconfig,
-    /// Secret <svc>-apiserver-client: a client certificate for the API server and its own CA,
-    /// generated now, with the audit and webhook kubeconfigs that embed it; in the same run,
-    /// `config`'s <svc>-client-ca ConfigMap carries that CA.
+    /// Secret <svc>-apiserver-client: a client certificate for the API server and the CA that
+    /// signed it, with the audit and webhook kubeconfigs that embed it; in the same run,
+    /// `config`'s <svc>-client-ca ConfigMap carries that CA. Generated now with a CA of its own,
+    /// or signed by yours (--apiserver-client-ca, --apiserver-client-ca-key), or yours as is
+    /// (--apiserver-client-ca, --client-cert, --client-key).
     ApiserverClient,
 }
 
@@ -216,7 +218,9 @@ struct ManifestsArgs {
     #[arg(long = "exempt-group", value_delimiter = ',', default_values = crate::manifests::DEFAULT_EXEMPT_GROUPS)]
     exempt_groups: Vec<String>,
     /// Client certificate (PEM) the API server presents to /audit (audit-kubeconfig): a path on
-    /// the API server's host, which it reads (or see --embed-client-cert).
+    /// the API server's host, which it reads (or see --embed-client-cert). With
+    /// `apiserver-client`: read here and put in the Secret (it must be signed by
+    /// --apiserver-client-ca).
     #[arg(long, requires = "client_key")]
     client_cert: Option<String>,
     /// Its key (PEM): a path on the API server's host.
@@ -234,9 +238,15 @@ struct ManifestsArgs {
     #[arg(long, default_value_t = 3)]
     replicas: u32,
     /// The CA (PEM) that signed the API server's client certificates: the ConfigMap
-    /// <name>-client-ca (`config`) that the Pods' --audit-client-ca reads.
+    /// <name>-client-ca (`config`) that the Pods' --audit-client-ca reads. With
+    /// `apiserver-client`: your CA, which signs the certificate (--apiserver-client-ca-key) or
+    /// signed --client-cert.
     #[arg(long)]
     apiserver_client_ca: Option<PathBuf>,
+    /// The key (PEM, PKCS#8) of --apiserver-client-ca: `apiserver-client` signs the API
+    /// server's client certificate with your CA instead of generating a CA of its own.
+    #[arg(long, requires = "apiserver_client_ca", conflicts_with = "client_cert")]
+    apiserver_client_ca_key: Option<PathBuf>,
     /// Render the StatefulSet without a client certificate check on /audit (any Pod could
     /// write audit events).
     #[arg(long)]
@@ -1147,7 +1157,7 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
         .into_iter()
         .filter(|s| !s.is_empty())
         .collect();
-    options.audit_client = match (args.client_cert, args.client_key) {
+    options.audit_client = match (args.client_cert.clone(), args.client_key.clone()) {
         (Some(cert), Some(key)) if args.embed_client_cert => Some(ClientCredentials::Embedded {
             cert_pem: read(Path::new(&cert))?,
             key_pem: read(Path::new(&key))?,
@@ -1211,19 +1221,71 @@ fn manifests(args: ManifestsArgs) -> anyhow::Result<()> {
     }
     // The API server's client certificate, generated once for every kind of this run.
     let apiserver_client = if kinds.contains(&ManifestKind::ApiserverClient) {
-        if args.apiserver_client_ca.is_some() {
-            anyhow::bail!(
-                "apiserver-client generates the client CA with the certificate: leave out --apiserver-client-ca (to use your own CA, sign the certificate with it and pass --client-cert, --client-key and --embed-client-cert to audit-kubeconfig and webhook-kubeconfig)"
-            );
-        }
-        let (ca, cert, key) = tls::generate_client("kube-apiserver")
-            .context("cannot generate the API server's client certificate")?;
-        options.client_ca_pem = Some(ca.into_bytes());
-        header.push(format!(
-            "Client certificate for the API server generated (CN kube-apiserver) with its own CA, the Secret's ca.crt; copy its kubeconfigs to the control-plane hosts: `kubectl -n {} get secret {} -o jsonpath='{{.data.audit-webhook\\.kubeconfig}}' | base64 -d`.",
+        let copy = format!(
+            "copy its kubeconfigs to the control-plane hosts: `kubectl -n {} get secret {} -o jsonpath='{{.data.audit-webhook\\.kubeconfig}}' | base64 -d`.",
             options.service.namespace,
             manifests::apiserver_client_secret_name(&options)
-        ));
+        );
+        let given = match (&args.client_cert, &args.client_key) {
+            (Some(cert), Some(key)) => Some((cert.as_str(), key.as_str())),
+            _ => None,
+        };
+        let (cert, key) = match (
+            &args.apiserver_client_ca,
+            &args.apiserver_client_ca_key,
+            given,
+        ) {
+            (None, _, None) => {
+                let (ca, cert, key) = tls::generate_client("kube-apiserver")
+                    .context("cannot generate the API server's client certificate")?;
+                options.client_ca_pem = Some(ca.into_bytes());
+                header.push(format!(
+                    "Client certificate for the API server generated (CN kube-apiserver) with its own CA, the Secret's ca.crt; {copy}"
+                ));
+                (cert, key)
+            }
+            (None, _, Some(_)) => anyhow::bail!(
+                "apiserver-client with --client-cert needs --apiserver-client-ca: the CA that signed it, which the Pods' --audit-client-ca trusts"
+            ),
+            (Some(ca_path), Some(ca_key), _) => {
+                let ca = options.client_ca_pem.as_deref().unwrap_or_default();
+                let (cert, key) =
+                    tls::sign_client("kube-apiserver", ca, &read(ca_key)?).map_err(|e| {
+                        anyhow::anyhow!(
+                            "--apiserver-client-ca {} with --apiserver-client-ca-key {}: {e}",
+                            ca_path.display(),
+                            ca_key.display()
+                        )
+                    })?;
+                header.push(format!(
+                    "Client certificate for the API server signed by {} (CN kube-apiserver); {copy}",
+                    ca_path.display()
+                ));
+                (cert, key)
+            }
+            (Some(ca_path), None, Some((cert_path, key_path))) => {
+                let ca = options.client_ca_pem.as_deref().unwrap_or_default();
+                let cert = read(Path::new(cert_path))?;
+                let key = read(Path::new(key_path))?;
+                tls::check_client(ca, &cert, &key).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--client-cert {cert_path} with --client-key {key_path} and --apiserver-client-ca {}: {e}",
+                        ca_path.display()
+                    )
+                })?;
+                header.push(format!(
+                    "The API server's client certificate {cert_path}, signed by {}; {copy}",
+                    ca_path.display()
+                ));
+                (
+                    String::from_utf8(cert).context("--client-cert is not PEM text")?,
+                    String::from_utf8(key).context("--client-key is not PEM text")?,
+                )
+            }
+            (Some(_), None, None) => anyhow::bail!(
+                "apiserver-client with --apiserver-client-ca: pass its key (--apiserver-client-ca-key) to sign a new client certificate, or --client-cert and --client-key for one it signed"
+            ),
+        };
         Some((cert, key))
     } else {
         None

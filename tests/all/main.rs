@@ -5,6 +5,7 @@
 mod harness;
 
 mod admission;
+mod apiserver_client;
 mod audit;
 mod audit_delivery;
 mod audit_intake;

@@ -1,6 +1,7 @@
 //! Owns TLS: loading the serving certificate, key and optional client CAs into a rustls config
 //! (TLS 1.2 and 1.3, ALPN h2 and http/1.1), verifying a connection's client certificate against
-//! each route's CA ([`ClientAuth`], [`Peer`]), and generating a development CA and certificates.
+//! each route's CA ([`ClientAuth`], [`Peer`]), generating a development CA and certificates, and
+//! signing or checking the API server's client certificate against an operator's CA.
 //! Must not read policy configuration or know what a route does.
 
 use std::path::{Path, PathBuf};
@@ -321,17 +322,106 @@ pub fn generate(names: &[&str]) -> Result<(String, String, String), rcgen::Error
 /// paths, and the CA the gateway's `--audit-client-ca` then trusts. Returns (CA PEM, certificate
 /// PEM, key PEM); the CA's key is dropped, so nothing else can be signed with it.
 pub fn generate_client(common_name: &str) -> Result<(String, String, String), rcgen::Error> {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
     let ca = generate_ca("wasmgate API server client CA")?;
-    let key = KeyPair::generate()?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = client_params(common_name)?.signed_by(&key, &ca)?;
+    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+}
+
+/// A client certificate's parameters (client authentication only) for `common_name`.
+fn client_params(common_name: &str) -> Result<rcgen::CertificateParams, rcgen::Error> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose};
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, &ca)?;
-    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+    Ok(params)
+}
+
+/// Signs a new client certificate (client authentication only) for `common_name` with an
+/// operator's CA: `ca_pem` (its first certificate is the issuer) and its key `ca_key_pem`
+/// (PKCS#8, or what rustls reads: PKCS#1, SEC1). Refuses a key that is not the CA
+/// certificate's, and checks the result as the gateway's per-route check will
+/// ([`check_client`]). Returns (certificate PEM, key PEM); the CA's key is used for this
+/// signature only.
+pub fn sign_client(
+    common_name: &str,
+    ca_pem: &[u8],
+    ca_key_pem: &[u8],
+) -> Result<(String, String), String> {
+    let provider = rustls::crypto::ring::default_provider();
+    let ca_certs = pem_certs(ca_pem).map_err(|e| format!("the CA certificate: {e}"))?;
+    let ca_key = PrivateKeyDer::from_pem_slice(ca_key_pem)
+        .map_err(|e| format!("the CA key: not a PEM private key ({e})"))?;
+    let signer = provider
+        .key_provider
+        .load_private_key(ca_key.clone_key())
+        .map_err(|e| format!("the CA key: {e}"))?;
+    rustls::sign::CertifiedKey::new(vec![ca_certs[0].clone()], signer)
+        .keys_match()
+        .map_err(|e| format!("the CA key does not belong to the CA certificate ({e})"))?;
+    let ca_key_pkcs8 = match &ca_key {
+        PrivateKeyDer::Pkcs8(der) => der.secret_pkcs8_der().to_vec(),
+        _ => {
+            return Err(
+                "the CA key: wasmgate signs with a PKCS#8 key (-----BEGIN PRIVATE KEY-----); convert it with `openssl pkcs8 -topk8 -nocrypt -in CA.key -out CA-pkcs8.key`".into(),
+            );
+        }
+    };
+    let key_pair = rcgen::KeyPair::try_from(ca_key_pkcs8.as_slice())
+        .map_err(|e| format!("the CA key: {e}"))?;
+    let issuer = rcgen::Issuer::from_ca_cert_der(&ca_certs[0], key_pair)
+        .map_err(|e| format!("the CA certificate: {e}"))?;
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let cert = client_params(common_name)
+        .and_then(|params| params.signed_by(&key, &issuer))
+        .map_err(|e| format!("cannot sign the client certificate: {e}"))?;
+    let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+    check_client(ca_pem, cert_pem.as_bytes(), key_pem.as_bytes())?;
+    Ok((cert_pem, key_pem))
+}
+
+/// Checks that `cert_pem` (a chain, end entity first) with its key `key_pem` is a client
+/// certificate the CA bundle `ca_pem` accepts, with the verifier `--audit-client-ca` and
+/// `--admission-client-ca` use: signed by one of the CAs, valid now, extended key usage
+/// `clientAuth`, and the key the certificate's.
+pub fn check_client(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut store = RootCertStore::empty();
+    for cert in pem_certs(ca_pem).map_err(|e| format!("the CA certificate: {e}"))? {
+        store
+            .add(cert)
+            .map_err(|e| format!("the CA certificate: unusable: {e}"))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        .build()
+        .map_err(|e| format!("the CA certificate: {e}"))?;
+    let chain = pem_certs(cert_pem).map_err(|e| format!("the client certificate: {e}"))?;
+    verifier
+        .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+        .map_err(|e| format!("the client certificate is not one the CA accepts: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("the client key: not a PEM private key ({e})"))?;
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("the client key: {e}"))?;
+    rustls::sign::CertifiedKey::new(chain, signer)
+        .keys_match()
+        .map_err(|e| format!("the client key does not belong to the client certificate ({e})"))
+}
+
+/// The CERTIFICATE blocks of a PEM text; at least one.
+fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no CERTIFICATE block found".into());
+    }
+    Ok(certs)
 }
 
 fn generate_ca(
