@@ -122,24 +122,12 @@ async fn validate(
             (policy, result, started.elapsed())
         }
     };
-    // One validator runs on this task; several run each on a task of its own, so that they
-    // use every core. join_all keeps file order.
-    let results = if let [only] = matching.as_slice() {
-        vec![call(only.clone()).await]
-    } else {
-        let tasks = matching.iter().map(|p| tokio::spawn(call(p.clone())));
-        let joined = futures_util::future::join_all(tasks).await;
-        joined
-            .into_iter()
-            .zip(&matching)
-            .map(|(joined, policy)| {
-                joined.unwrap_or_else(|e| {
-                    let failure = PluginFailure::Host(format!("the plugin call panicked: {e}"));
-                    (policy.clone(), Err(failure), std::time::Duration::ZERO)
-                })
-            })
-            .collect()
-    };
+    // The validators run together on this task, without a hand-off to other threads: a
+    // well-behaved call takes tens of microseconds, less than waking another worker costs. A
+    // call waiting in a host call lets the others run meanwhile, and one that runs long (past
+    // `runtime::SLOW_AFTER`) moves to the slow lane's threads and goes on there in parallel.
+    // join_all keeps file order.
+    let results = futures_util::future::join_all(matching.iter().map(|p| call(p.clone()))).await;
     // Results are merged in file order, whatever order they finished in, so that combined
     // messages are stable.
     for (policy, result, elapsed) in results {
