@@ -496,3 +496,60 @@ pub fn labels_of(object: &str) -> Option<Labels> {
         .ok()
         .map(|o| o.metadata.labels.unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_of_a_parsed_object_are_read_as_from_its_text() {
+        for text in [
+            r#"{"metadata":{"labels":{"a":"1","b":"2"}}}"#,
+            r#"{"metadata":{}}"#,
+            r#"{"metadata":{"labels":null}}"#,
+            r#"{"metadata":{"labels":{}}}"#,
+            r#"{"metadata":{"labels":{"a":1}}}"#,
+            r#"{"metadata":{"labels":["a"]}}"#,
+            r#"{"metadata":null}"#,
+            r#"{"metadata":"x"}"#,
+            r#"{"kind":"Pod"}"#,
+            r#"[1,2]"#,
+        ] {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(labels_of_value(&value), labels_of(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_patch_that_changes_identity_is_undone_and_one_that_changes_nothing_is_no_patch() {
+        let original =
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"x":"1"}}}"#;
+        let mut changed = None;
+        let current = Changed::of(&mut changed, Some(original)).unwrap();
+        let rename =
+            parse_patch(r#"[{"op":"replace","path":"/metadata/name","value":"b"}]"#).unwrap();
+        assert!(current.patch(rename, Some(original)).is_err());
+        let same =
+            parse_patch(r#"[{"op":"add","path":"/metadata/labels/x","value":"1"}]"#).unwrap();
+        current.patch(same, Some(original)).unwrap();
+        assert_eq!(changed.unwrap().json_patch().unwrap(), None);
+        let mut changed = None;
+        let current = Changed::of(&mut changed, Some(original)).unwrap();
+        let label =
+            parse_patch(r#"[{"op":"add","path":"/metadata/labels/y","value":"2"}]"#).unwrap();
+        current.patch(label, Some(original)).unwrap();
+        let expected: serde_json::Value = serde_json::from_str(
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"x":"1","y":"2"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(current.text()).unwrap(),
+            expected
+        );
+        let patch = changed.unwrap().json_patch().unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(patch).unwrap(),
+            r#"[{"op":"add","path":"/metadata/labels/y","value":"2"}]"#
+        );
+    }
+}
