@@ -122,24 +122,12 @@ async fn validate(
             (policy, result, started.elapsed())
         }
     };
-    // One validator runs on this task; several run each on a task of its own, so that they
-    // use every core. join_all keeps file order.
-    let results = if let [only] = matching.as_slice() {
-        vec![call(only.clone()).await]
-    } else {
-        let tasks = matching.iter().map(|p| tokio::spawn(call(p.clone())));
-        let joined = futures_util::future::join_all(tasks).await;
-        joined
-            .into_iter()
-            .zip(&matching)
-            .map(|(joined, policy)| {
-                joined.unwrap_or_else(|e| {
-                    let failure = PluginFailure::Host(format!("the plugin call panicked: {e}"));
-                    (policy.clone(), Err(failure), std::time::Duration::ZERO)
-                })
-            })
-            .collect()
-    };
+    // The validators run together on this task, without a hand-off to other threads: a
+    // well-behaved call takes tens of microseconds, less than waking another worker costs. A
+    // call waiting in a host call lets the others run meanwhile, and one that runs long (past
+    // `runtime::SLOW_AFTER`) moves to the slow lane's threads and goes on there in parallel.
+    // join_all keeps file order.
+    let results = futures_util::future::join_all(matching.iter().map(|p| call(p.clone()))).await;
     // Results are merged in file order, whatever order they finished in, so that combined
     // messages are stable.
     for (policy, result, elapsed) in results {
@@ -169,63 +157,79 @@ async fn mutate(
     let mut outcome = Outcome::new();
     let original = request.object.as_deref().map(|o| o.get());
     let old_object = request.old_object.as_deref().map(|o| o.get());
-    // The current object, as JSON text and as a value once an initializer has changed it.
-    let mut current: Option<(String, serde_json::Value)> = None;
+    // The object as the initializers so far left it, once one has answered with a change.
+    let mut changed: Option<Changed> = None;
     let mutable =
         matches!(request.operation, Operation::Create | Operation::Update) && original.is_some();
     let mutable_operation = request.operation.as_str();
+    let labels = LazyLabels::default();
     for policy in candidates {
-        let object_text = current.as_ref().map(|(t, _)| t.as_str()).or(original);
-        let labels = LazyLabels::default();
-        if !policy
-            .matcher
-            .matches(attrs, || labels.get(object_text, old_object))
-        {
+        let matches = policy.matcher.matches(attrs, || match &changed {
+            Some(changed) => (
+                labels_of_value(&changed.value),
+                old_object.and_then(labels_of),
+            ),
+            None => labels.get(original, old_object),
+        });
+        if !matches {
             continue;
         }
         let started = Instant::now();
-        let wit_request = Arc::new(convert::request(request, object_text.map(str::to_owned)));
+        let object_text = match &mut changed {
+            Some(changed) => Some(changed.text().to_owned()),
+            None => original.map(str::to_owned),
+        };
+        let wit_request = Arc::new(convert::request(request, object_text));
         let result = policy
             .plugin
             .initialize(&wit_request, deadline, policy.timeout)
             .await;
+        let enforce = policy.mode == Mode::Enforce;
         // A replaced object must be a JSON object of the same apiVersion and kind, a patch must
         // apply and give such an object, and only objects being created or updated can be
-        // changed at all.
+        // changed at all. Monitor mode checks a change the same way and does not apply it.
         let result = result.and_then(|mutation| {
-            let change = match mutation.change {
+            let applied = match mutation.change {
                 Change::Replaced(_) | Change::Patched(_) if !mutable => {
                     return Err(PluginFailure::InvalidOutput(format!(
                         "the object of a {mutable_operation} request cannot be changed"
                     )));
                 }
                 Change::Replaced(text) => {
-                    let value = checked_replacement(&text, object_text)?;
-                    Some((text, value))
+                    let current = Changed::of(&mut changed, original)?;
+                    let value = checked_replacement(&text, &current.value)?;
+                    if enforce {
+                        current.replace(text, value);
+                    }
+                    true
                 }
-                Change::Patched(patch) => Some(checked_patch(
-                    &patch,
-                    object_text,
-                    current.as_ref().map(|(_, v)| v),
-                )?),
-                Change::Unchanged => None,
+                Change::Patched(patch) => {
+                    let operations = parse_patch(&patch)?;
+                    let current = Changed::of(&mut changed, original)?;
+                    if enforce {
+                        current.patch(operations, wit_request.object.as_deref())?;
+                    } else {
+                        checked_patch(&mut current.value.clone(), &operations.0)?;
+                    }
+                    true
+                }
+                Change::Unchanged => false,
                 Change::Denied(denial) => return Ok((mutation.remarks, Err(denial))),
             };
-            Ok((mutation.remarks, Ok(change)))
+            Ok((mutation.remarks, Ok(applied)))
         });
         metrics.plugin_call(&policy.name, outcome_label(&result), started.elapsed());
         match result {
             Ok((remarks, decision)) => {
                 outcome.remarks(&policy.name, remarks);
                 match decision {
-                    Ok(Some(replaced)) if policy.mode == Mode::Enforce => current = Some(replaced),
-                    Ok(Some(_)) => {
+                    Ok(true) if !enforce => {
                         tracing::info!(policy = %policy.name, uid = %request.uid, "monitor mode: the initializer's changes were not applied")
                     }
-                    Ok(None) => {}
+                    Ok(_) => {}
                     Err(denial) => {
                         outcome.denied(policy.mode, &policy.name, denial);
-                        if policy.mode == Mode::Enforce {
+                        if enforce {
                             break;
                         }
                     }
@@ -240,25 +244,12 @@ async fn mutate(
         }
     }
     let mut response = outcome.into_response(&request.uid);
-    if let (true, Some((_, last)), Some(original)) = (response.allowed, &current, original) {
-        match serde_json::from_str::<serde_json::Value>(original) {
-            Ok(original) => {
-                let patch = json_patch::diff(&original, last);
-                match serde_json::to_vec(&patch) {
-                    Ok(bytes) => response.set_json_patch(&bytes),
-                    Err(e) => {
-                        return internal_error(
-                            &request.uid,
-                            format!("cannot encode the JSON patch: {e}"),
-                        );
-                    }
-                }
-            }
+    if let (true, Some(changed)) = (response.allowed, changed) {
+        match changed.json_patch() {
+            Ok(Some(bytes)) => response.set_json_patch(&bytes),
+            Ok(None) => {}
             Err(e) => {
-                return internal_error(
-                    &request.uid,
-                    format!("the request's object is not valid JSON: {e}"),
-                );
+                return internal_error(&request.uid, format!("cannot encode the JSON patch: {e}"));
             }
         }
     }
@@ -269,33 +260,117 @@ fn internal_error(uid: &str, message: String) -> AdmissionResponse {
     AdmissionResponse::deny(uid, 500, "InternalError", message)
 }
 
-/// Applies an initializer's RFC 6902 patch to a copy of the object it was given (`before_value`
-/// when the host already holds it parsed, else `before`), and checks the result as it checks a
-/// replacement. Returns the new object as text and value.
-fn checked_patch(
-    patch: &str,
-    before: Option<&str>,
-    before_value: Option<&serde_json::Value>,
-) -> Result<(String, serde_json::Value), PluginFailure> {
-    let operations: json_patch::Patch = serde_json::from_str(patch).map_err(|e| {
-        PluginFailure::InvalidOutput(format!("the patch is not an RFC 6902 JSON Patch: {e}"))
-    })?;
-    let mut object = match (before_value, before) {
-        (Some(value), _) => value.clone(),
-        (None, Some(text)) => serde_json::from_str(text).map_err(|e| {
-            PluginFailure::InvalidOutput(format!("the patched object is not JSON: {e}"))
-        })?,
-        (None, None) => {
-            return Err(PluginFailure::InvalidOutput(
-                "a patch, but the request has no object".into(),
-            ));
+/// The object as the initializers of one review have left it so far: parsed once from the
+/// request, then changed in place by each patch (nothing is re-serialized unless a later
+/// initializer needs the text), and the answer's JSONPatch made from the plugins' own
+/// operations; two whole objects are diffed only when an initializer replaced the object.
+struct Changed {
+    /// The request's object, as sent.
+    original: serde_json::Value,
+    /// The object now.
+    value: serde_json::Value,
+    /// `value` as JSON text, while it is known (after a patch it is written when needed).
+    text: Option<String>,
+    /// The operations of every patch applied, in order, as long as no initializer replaced
+    /// the object: applied in order to the original they give `value`.
+    operations: Option<Vec<json_patch::PatchOperation>>,
+}
+
+impl Changed {
+    /// The current object, parsed from the request's `original` at the first change.
+    fn of<'a>(
+        changed: &'a mut Option<Changed>,
+        original: Option<&str>,
+    ) -> Result<&'a mut Changed, PluginFailure> {
+        if let Some(changed) = changed {
+            return Ok(changed);
         }
-    };
-    json_patch::patch(&mut object, &operations)
-        .map_err(|e| PluginFailure::InvalidOutput(format!("the patch does not apply: {e}")))?;
-    let text = object.to_string();
-    let value = checked_replacement(&text, before)?;
-    Ok((text, value))
+        let Some(text) = original else {
+            return Err(PluginFailure::InvalidOutput(
+                "a change, but the request has no object".into(),
+            ));
+        };
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            PluginFailure::Host(format!("the request's object is not valid JSON: {e}"))
+        })?;
+        Ok(changed.insert(Changed {
+            original: value.clone(),
+            value,
+            text: Some(text.to_owned()),
+            operations: Some(Vec::new()),
+        }))
+    }
+
+    /// The object now, as JSON text.
+    fn text(&mut self) -> &str {
+        self.text.get_or_insert_with(|| self.value.to_string())
+    }
+
+    fn replace(&mut self, text: String, value: serde_json::Value) {
+        self.value = value;
+        self.text = Some(text);
+        self.operations = None;
+    }
+
+    /// Applies `operations` in place and checks the result as a replacement is checked. On a
+    /// failure the object is as before: `json_patch` undoes a patch that does not apply, and
+    /// an object whose type or identity a patch changed is read again from `given` (the text
+    /// the plugin was given).
+    fn patch(
+        &mut self,
+        operations: json_patch::Patch,
+        given: Option<&str>,
+    ) -> Result<(), PluginFailure> {
+        let before = identity(&self.value);
+        json_patch::patch(&mut self.value, &operations.0).map_err(does_not_apply)?;
+        if let Err(failure) = check_same_object(&before, &self.value) {
+            self.value = match given.map(serde_json::from_str) {
+                Some(Ok(value)) => value,
+                _ => self.original.clone(),
+            };
+            return Err(failure);
+        }
+        self.text = None;
+        if let Some(all) = &mut self.operations {
+            all.extend(operations.0);
+        }
+        Ok(())
+    }
+
+    /// The answer's JSONPatch from the request's object to this one; `None` when they are
+    /// equal (an initializer's patch that changed nothing is no change).
+    fn json_patch(self) -> Result<Option<Vec<u8>>, serde_json::Error> {
+        if self.value == self.original {
+            return Ok(None);
+        }
+        match self.operations {
+            Some(operations) => serde_json::to_vec(&operations).map(Some),
+            None => serde_json::to_vec(&json_patch::diff(&self.original, &self.value)).map(Some),
+        }
+    }
+}
+
+fn does_not_apply(e: json_patch::PatchError) -> PluginFailure {
+    PluginFailure::InvalidOutput(format!("the patch does not apply: {e}"))
+}
+
+/// An initializer's answer as RFC 6902 operations.
+fn parse_patch(patch: &str) -> Result<json_patch::Patch, PluginFailure> {
+    serde_json::from_str(patch).map_err(|e| {
+        PluginFailure::InvalidOutput(format!("the patch is not an RFC 6902 JSON Patch: {e}"))
+    })
+}
+
+/// Applies an initializer's RFC 6902 patch to `object` in place, and checks the result as a
+/// replacement is checked (a JSON object of the same type and identity). A patch that does not
+/// apply leaves `object` as it was; one that fails the checks leaves it patched.
+fn checked_patch(
+    object: &mut serde_json::Value,
+    operations: &[json_patch::PatchOperation],
+) -> Result<(), PluginFailure> {
+    let before = identity(object);
+    json_patch::patch(object, operations).map_err(does_not_apply)?;
+    check_same_object(&before, object)
 }
 
 /// What identifies an object: an initializer that changes one of these would make the API
@@ -308,40 +383,58 @@ const IDENTITY_FIELDS: [&str; 5] = [
     "generateName",
 ];
 
-/// Parses an initializer's replacement and checks that it is still the same kind of object.
+/// Parses an initializer's replacement and checks that it is still the same kind of object
+/// as `before`.
 fn checked_replacement(
     text: &str,
-    before: Option<&str>,
+    before: &serde_json::Value,
 ) -> Result<serde_json::Value, PluginFailure> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         PluginFailure::InvalidOutput(format!("the replaced object is not JSON: {e}"))
     })?;
-    if !value.is_object() {
+    check_same_object(&identity(before), &value)?;
+    Ok(value)
+}
+
+/// What must not change of an object: its apiVersion and kind, and [`IDENTITY_FIELDS`].
+type Identity = [Option<serde_json::Value>; 7];
+
+fn identity(object: &serde_json::Value) -> Identity {
+    let meta = |field: &str| object.get("metadata").and_then(|m| m.get(field)).cloned();
+    [
+        object.get("apiVersion").cloned(),
+        object.get("kind").cloned(),
+        meta(IDENTITY_FIELDS[0]),
+        meta(IDENTITY_FIELDS[1]),
+        meta(IDENTITY_FIELDS[2]),
+        meta(IDENTITY_FIELDS[3]),
+        meta(IDENTITY_FIELDS[4]),
+    ]
+}
+
+/// Checks that an initializer's result is a JSON object of the type and identity `before`.
+fn check_same_object(before: &Identity, after: &serde_json::Value) -> Result<(), PluginFailure> {
+    if !after.is_object() {
         return Err(PluginFailure::InvalidOutput(
             "the replaced object is not a JSON object".into(),
         ));
     }
-    let type_of = |v: &serde_json::Value| (v.get("apiVersion").cloned(), v.get("kind").cloned());
-    let before = before.and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok());
-    let Some(before) = before else {
-        return Ok(value);
-    };
-    if type_of(&before) != type_of(&value) {
+    let after = identity(after);
+    if before[..2] != after[..2] {
         return Err(PluginFailure::InvalidOutput(
             "an initializer may not change the object's apiVersion or kind".into(),
         ));
     }
     // The API server refuses a patch that renames the object or changes its identity, and
     // would blame the user's request; it is the plugin's fault, so it is a plugin failure.
-    for field in IDENTITY_FIELDS {
-        let of = |v: &serde_json::Value| v.get("metadata").and_then(|m| m.get(field)).cloned();
-        if of(&before) != of(&value) {
+    for (i, field) in IDENTITY_FIELDS.iter().enumerate() {
+        if before[i + 2] != after[i + 2] {
             return Err(PluginFailure::InvalidOutput(format!(
                 "an initializer may not change metadata.{field}"
             )));
         }
     }
-    Ok(value)
+    Ok(())
 }
 
 fn outcome_label<T>(result: &Result<T, PluginFailure>) -> &'static str {
@@ -373,6 +466,19 @@ impl LazyLabels {
     }
 }
 
+/// `metadata.labels` of a parsed object, as [`labels_of`] reads them from its text.
+fn labels_of_value(object: &serde_json::Value) -> Option<Labels> {
+    let metadata = object.get("metadata")?.as_object()?;
+    match metadata.get("labels") {
+        None | Some(serde_json::Value::Null) => Some(Labels::default()),
+        Some(labels) => labels
+            .as_object()?
+            .iter()
+            .map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect(),
+    }
+}
+
 /// `metadata.labels` of an object's JSON text; no labels is an empty set. `None` for JSON
 /// without a `metadata` object (options, unreadable text): upstream's `meta.Accessor` fails on
 /// such an object and no selector matches it.
@@ -389,4 +495,61 @@ pub fn labels_of(object: &str) -> Option<Labels> {
     serde_json::from_str::<Object>(object)
         .ok()
         .map(|o| o.metadata.labels.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_of_a_parsed_object_are_read_as_from_its_text() {
+        for text in [
+            r#"{"metadata":{"labels":{"a":"1","b":"2"}}}"#,
+            r#"{"metadata":{}}"#,
+            r#"{"metadata":{"labels":null}}"#,
+            r#"{"metadata":{"labels":{}}}"#,
+            r#"{"metadata":{"labels":{"a":1}}}"#,
+            r#"{"metadata":{"labels":["a"]}}"#,
+            r#"{"metadata":null}"#,
+            r#"{"metadata":"x"}"#,
+            r#"{"kind":"Pod"}"#,
+            r#"[1,2]"#,
+        ] {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(labels_of_value(&value), labels_of(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_patch_that_changes_identity_is_undone_and_one_that_changes_nothing_is_no_patch() {
+        let original =
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"x":"1"}}}"#;
+        let mut changed = None;
+        let current = Changed::of(&mut changed, Some(original)).unwrap();
+        let rename =
+            parse_patch(r#"[{"op":"replace","path":"/metadata/name","value":"b"}]"#).unwrap();
+        assert!(current.patch(rename, Some(original)).is_err());
+        let same =
+            parse_patch(r#"[{"op":"add","path":"/metadata/labels/x","value":"1"}]"#).unwrap();
+        current.patch(same, Some(original)).unwrap();
+        assert_eq!(changed.unwrap().json_patch().unwrap(), None);
+        let mut changed = None;
+        let current = Changed::of(&mut changed, Some(original)).unwrap();
+        let label =
+            parse_patch(r#"[{"op":"add","path":"/metadata/labels/y","value":"2"}]"#).unwrap();
+        current.patch(label, Some(original)).unwrap();
+        let expected: serde_json::Value = serde_json::from_str(
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"x":"1","y":"2"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(current.text()).unwrap(),
+            expected
+        );
+        let patch = changed.unwrap().json_patch().unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(patch).unwrap(),
+            r#"[{"op":"add","path":"/metadata/labels/y","value":"2"}]"#
+        );
+    }
 }

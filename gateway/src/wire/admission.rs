@@ -115,13 +115,19 @@ impl AdmissionReview {
 /// API server never sends one (Go writes non-ASCII as UTF-8), so a scan for a surrogate escape
 /// is all the common path pays; only text with one is parsed in full.
 fn strictly_json(raw: &str) -> Result<(), serde_json::Error> {
-    let bytes = raw.as_bytes();
-    let surrogate_escape = raw.match_indices("\\u").any(|(at, _)| {
-        matches!(bytes.get(at + 2), Some(b'd' | b'D'))
-            && matches!(
-                bytes.get(at + 3),
-                Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
-            )
+    // Splitting at `\` finds each backslash with the standard library's memchr, far faster
+    // than a substring search for `\u`; the text after each one starts `u` and `d8`-`df` for
+    // a surrogate escape (an escaped backslash before a `u` gives a false alarm: a full parse).
+    let surrogate_escape = raw.split('\\').skip(1).any(|after| {
+        matches!(
+            after.as_bytes(),
+            [
+                b'u',
+                b'd' | b'D',
+                b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F',
+                ..,
+            ]
+        )
     });
     if surrogate_escape {
         serde_json::from_str::<serde_json::Value>(raw)?;
