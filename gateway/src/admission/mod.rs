@@ -9,6 +9,7 @@ mod merge;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
+use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use crate::config::{FailurePolicy, Mode, PluginKind};
@@ -115,10 +116,15 @@ async fn validate(
         let wit_request = wit_request.clone();
         async move {
             let started = Instant::now();
-            let result = policy
+            // A panic in the host's side of one call fails that policy (its failurePolicy
+            // applies), as when each call was a task of its own, not the whole connection.
+            let call = policy
                 .plugin
-                .validate(&wit_request, deadline, policy.timeout)
-                .await;
+                .validate(&wit_request, deadline, policy.timeout);
+            let result = std::panic::AssertUnwindSafe(call)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(panicked(&*panic)));
             (policy, result, started.elapsed())
         }
     };
@@ -143,6 +149,16 @@ async fn validate(
         }
     }
     outcome.into_response(&request.uid)
+}
+
+/// The failure a call that panicked ends with, with the panic's message when it has one.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> PluginFailure {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    PluginFailure::Host(format!("the plugin call panicked: {message}"))
 }
 
 /// Matching initializers run one after another in file order, each on the object as the one
