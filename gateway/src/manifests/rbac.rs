@@ -2,7 +2,8 @@
 //! `serve --register` a ClusterRole and its binding for the gateway's own webhook
 //! configurations by name, a Role and its binding for its own Lease; for the policy file's
 //! `context:` grants a ClusterRole and its binding with `get`, `list`, `watch` on exactly the
-//! granted resources (none without grants). Must not grant anything else, nor render workloads.
+//! granted resources (none without grants); for `background: true` policies a ClusterRole and its
+//! binding for the OpenReports objects. Must not grant anything else, nor render workloads.
 
 use std::collections::BTreeMap;
 
@@ -52,35 +53,15 @@ pub fn reports_rbac(options: &Options, config: &Config) -> Vec<Value> {
     if !config.entries.iter().any(|e| e.entry.background) {
         return Vec::new();
     }
-    let Service {
-        namespace, name, ..
-    } = &options.service;
-    let ns = namespace.as_str();
-    let labels = options.labels();
-    let cluster_name = format!("{ns}-{name}-reports");
-    vec![
-        yaml!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": { "name": (cluster_name.as_str()), "labels": (labels.clone()) },
-            "rules": [{
-                "apiGroups": ["openreports.io"],
-                "resources": ["reports", "clusterreports"],
-                "verbs": ["get", "list", "create", "patch", "delete"],
-            }],
-        }),
-        yaml!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": { "name": (cluster_name.as_str()), "labels": labels },
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": (cluster_name.as_str()),
-            },
-            "subjects": [{ "kind": "ServiceAccount", "name": (name.as_str()), "namespace": ns }],
-        }),
-    ]
+    cluster_role(
+        options,
+        "reports",
+        yaml!([{
+            "apiGroups": ["openreports.io"],
+            "resources": ["reports", "clusterreports"],
+            "verbs": ["get", "list", "create", "patch", "delete"],
+        }]),
+    )
 }
 
 /// The ClusterRole `<namespace>-<service>-context` and its binding: `get`, `list`, `watch` on
@@ -104,12 +85,6 @@ pub fn context_rbac(options: &Options, config: &Config) -> Vec<Value> {
     if by_group.is_empty() {
         return Vec::new();
     }
-    let Service {
-        namespace, name, ..
-    } = &options.service;
-    let ns = namespace.as_str();
-    let labels = options.labels();
-    let cluster_name = format!("{ns}-{name}-context");
     let rules: Vec<Value> = by_group
         .iter()
         .map(|(group, resources)| {
@@ -120,25 +95,7 @@ pub fn context_rbac(options: &Options, config: &Config) -> Vec<Value> {
             })
         })
         .collect();
-    vec![
-        yaml!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": { "name": (cluster_name.as_str()), "labels": (labels.clone()) },
-            "rules": rules,
-        }),
-        yaml!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": { "name": (cluster_name.as_str()), "labels": labels },
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": (cluster_name.as_str()),
-            },
-            "subjects": [{ "kind": "ServiceAccount", "name": (name.as_str()), "namespace": ns }],
-        }),
-    ]
+    cluster_role(options, "context", Value::Sequence(rules))
 }
 
 fn register_rbac(options: &Options) -> Vec<Value> {
@@ -147,43 +104,29 @@ fn register_rbac(options: &Options) -> Vec<Value> {
     } = &options.service;
     let ns = namespace.as_str();
     let labels = options.labels();
-    // Cluster-scoped names are per installation: namespace-name.
-    let cluster_name = format!("{ns}-{name}-register");
     let configs = options.name.as_str();
     let lease = lease_name(&options.service);
     let subject = yaml!([{ "kind": "ServiceAccount", "name": (name.as_str()), "namespace": ns }]);
-    vec![
-        yaml!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": { "name": (cluster_name.as_str()), "labels": (labels.clone()) },
-            "rules": [
-                {
-                    "apiGroups": ["admissionregistration.k8s.io"],
-                    "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
-                    "resourceNames": [configs],
-                    "verbs": ["get", "patch", "delete"],
-                },
-                // The first server-side apply creates the object: RBAC cannot restrict a
-                // create by name (the name is in the body), so this rule has no resourceNames.
-                {
-                    "apiGroups": ["admissionregistration.k8s.io"],
-                    "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
-                    "verbs": ["create"],
-                },
-            ],
-        }),
-        yaml!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": { "name": (cluster_name.as_str()), "labels": (labels.clone()) },
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": (cluster_name.as_str()),
+    let mut docs = cluster_role(
+        options,
+        "register",
+        yaml!([
+            {
+                "apiGroups": ["admissionregistration.k8s.io"],
+                "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+                "resourceNames": [configs],
+                "verbs": ["get", "patch", "delete"],
             },
-            "subjects": (subject.clone()),
-        }),
+            // The first server-side apply creates the object: RBAC cannot restrict a
+            // create by name (the name is in the body), so this rule has no resourceNames.
+            {
+                "apiGroups": ["admissionregistration.k8s.io"],
+                "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+                "verbs": ["create"],
+            },
+        ]),
+    );
+    docs.extend([
         yaml!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
@@ -220,6 +163,37 @@ fn register_rbac(options: &Options) -> Vec<Value> {
                 "name": (format!("{name}-register")),
             },
             "subjects": subject,
+        }),
+    ]);
+    docs
+}
+
+/// A ClusterRole `<namespace>-<service>-<suffix>` (cluster-scoped names are per installation)
+/// with `rules`, and its ClusterRoleBinding to the ServiceAccount `options.service.name`.
+fn cluster_role(options: &Options, suffix: &str, rules: Value) -> Vec<Value> {
+    let Service {
+        namespace, name, ..
+    } = &options.service;
+    let ns = namespace.as_str();
+    let labels = options.labels();
+    let cluster_name = format!("{ns}-{name}-{suffix}");
+    vec![
+        yaml!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": { "name": (cluster_name.as_str()), "labels": (labels.clone()) },
+            "rules": rules,
+        }),
+        yaml!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": { "name": (cluster_name.as_str()), "labels": labels },
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": (cluster_name.as_str()),
+            },
+            "subjects": [{ "kind": "ServiceAccount", "name": (name.as_str()), "namespace": ns }],
         }),
     ]
 }

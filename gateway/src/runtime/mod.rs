@@ -604,13 +604,7 @@ impl Plugin {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Verdict, PluginFailure> {
-        match self
-            .call(Call::Validate(request.clone()), deadline, timeout, false)
-            .await?
-        {
-            Answer::Verdict(v) => Ok(v),
-            _ => Err(self.not_a("validator")),
-        }
+        self.validate_on(request, deadline, timeout, false).await
     }
 
     /// [`Self::validate`] for a background scan: the same limits, but on the slow lane's
@@ -622,8 +616,23 @@ impl Plugin {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Verdict, PluginFailure> {
+        self.validate_on(request, deadline, timeout, true).await
+    }
+
+    async fn validate_on(
+        self: &Arc<Self>,
+        request: &Arc<AdmissionRequest>,
+        deadline: Instant,
+        timeout: Duration,
+        background: bool,
+    ) -> Result<Verdict, PluginFailure> {
         match self
-            .call(Call::Validate(request.clone()), deadline, timeout, true)
+            .call(
+                Call::Validate(request.clone()),
+                deadline,
+                timeout,
+                background,
+            )
             .await?
         {
             Answer::Verdict(v) => Ok(v),
