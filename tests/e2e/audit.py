@@ -39,16 +39,10 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 import cluster  # noqa: E402
+from harness import wasmgate_binary  # noqa: E402
 
 SECRET_VALUE = "hunter2-e2e-value"
 CONFIGMAP_VALUE = "cm-e2e-credential"
-
-
-def wasmgate_binary(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    target = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))
-    return Path(target) / "release" / "wasmgate"
 
 
 # wasmgate's --audit-max-event-bytes in this test.

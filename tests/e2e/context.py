@@ -23,17 +23,12 @@ Prints `ok   <check>` or `FAIL <check>`; exit status 0 = all checks passed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import ssl
 import subprocess
 import sys
-import tempfile
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -41,17 +36,11 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 import cluster  # noqa: E402
+import harness  # noqa: E402
 
 HOST = "shop.e2e.example"
 # Where `manifests --kind deploy` puts the gateway whose ServiceAccount the gateway runs as.
 SA_NS, SA_NAME = "ctx-gw", "wasmgate"
-
-
-def wasmgate_binary(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    target = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))
-    return Path(target) / "release" / "wasmgate"
 
 
 def policy() -> str:
@@ -138,50 +127,21 @@ class Gateway:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work-dir")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir")
-    ap.add_argument("--wasmgate", help="the wasmgate binary (default: the release build)")
-    a = ap.parse_args()
-    binary = wasmgate_binary(a.wasmgate)
-    work = Path(a.work_dir or tempfile.mkdtemp(prefix="wasmgate-e2e-context-")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"work dir: {work}")
-    failures: list[str] = []
+    a, binary, work = harness.script(__doc__, "context")
+    check = harness.Checks()
+    failures = check.failures
 
-    def check(cond, what, detail=""):
-        print(("ok   " if cond else "FAIL ") + what + (f": {detail}" if detail and not cond else ""),
-              flush=True)
-        if not cond:
-            failures.append(what)
-        return cond
-
-    gw_ca = cluster.make_ca(work / "gw-pki", "ca", "e2e-context-gateway-ca")
-    gw_crt, gw_key = cluster.make_cert(work / "gw-pki", "server", gw_ca, cn="wasmgate",
-                                       ips=["127.0.0.1"], dns=["localhost"])
+    gw_ca, gw_crt, gw_key, ctx = harness.gateway_pki(work, "context")
     gw_port, *ports = cluster.free_ports(4)
     (work / "policies.yaml").write_text(policy())
     c = cluster.Cluster(work / "cluster", ports=ports)
     gateways: list[Gateway] = []
-    ctx = ssl.create_default_context(cafile=str(gw_ca[0]))
 
     def get(path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{gw_port}{path}", context=ctx,
-                                        timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
+        return harness.https_get(gw_port, ctx, path)
 
     def wait_until(what: str, pred, timeout: float = 20, every: float = 0.2):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            last = pred()
-            if last:
-                return last
-            time.sleep(every)
-        raise TimeoutError(f"{what}: not after {timeout}s")
+        return harness.wait_until(what, pred, timeout, every)
 
     def create(obj: dict, *extra: str) -> subprocess.CompletedProcess:
         return c.kubectl("create", "-f", "-", "-o", "json", *extra, input=json.dumps(obj),

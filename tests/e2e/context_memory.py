@@ -25,8 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,7 +32,9 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 import cluster  # noqa: E402
-from context import Gateway, wasmgate_binary  # noqa: E402
+import harness  # noqa: E402
+from context import Gateway  # noqa: E402
+from harness import wasmgate_binary  # noqa: E402
 
 NAMESPACES = 100
 
@@ -129,14 +129,7 @@ def main() -> int:
                         extra_apiserver_args=["--max-requests-inflight=800"])
 
     def get(path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{gw_port}{path}", context=ctx,
-                                        timeout=10) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError as e:
-            return 0, str(e)
+        return harness.https_get(gw_port, ctx, path, timeout=10)
 
     try:
         c.start()

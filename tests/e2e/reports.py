@@ -23,16 +23,11 @@ Prints `ok   <check>` or `FAIL <check>`; exit status 0 = all checks passed.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
-import ssl
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,7 +35,8 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 import cluster  # noqa: E402
-from context import Gateway, wasmgate_binary  # noqa: E402
+import harness  # noqa: E402
+from context import Gateway  # noqa: E402
 
 SA_NS, SA_NAME = "rep-gw", "wasmgate"
 CRDS = ("openreports.io_reports.yaml", "openreports.io_clusterreports.yaml")
@@ -86,50 +82,21 @@ def configmap(namespace: str, name: str, labels: dict | None = None) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work-dir")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir")
-    ap.add_argument("--wasmgate", help="the wasmgate binary (default: the release build)")
-    a = ap.parse_args()
-    binary = wasmgate_binary(a.wasmgate)
-    work = Path(a.work_dir or tempfile.mkdtemp(prefix="wasmgate-e2e-reports-")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    print(f"work dir: {work}")
-    failures: list[str] = []
+    a, binary, work = harness.script(__doc__, "reports")
+    check = harness.Checks()
+    failures = check.failures
 
-    def check(cond, what, detail=""):
-        print(("ok   " if cond else "FAIL ") + what + (f": {detail}" if detail and not cond else ""),
-              flush=True)
-        if not cond:
-            failures.append(what)
-        return cond
-
-    gw_ca = cluster.make_ca(work / "gw-pki", "ca", "e2e-reports-gateway-ca")
-    gw_crt, gw_key = cluster.make_cert(work / "gw-pki", "server", gw_ca, cn="wasmgate",
-                                       ips=["127.0.0.1"], dns=["localhost"])
+    gw_ca, gw_crt, gw_key, ctx = harness.gateway_pki(work, "reports")
     gw_port, *ports = cluster.free_ports(4)
     (work / "policies.yaml").write_text(policy())
     c = cluster.Cluster(work / "cluster", ports=ports)
     gateways: list[Gateway] = []
-    ctx = ssl.create_default_context(cafile=str(gw_ca[0]))
 
     def get(path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{gw_port}{path}", context=ctx,
-                                        timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
+        return harness.https_get(gw_port, ctx, path)
 
     def wait_until(what: str, pred, timeout: float = 30, every: float = 0.5):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            last = pred()
-            if last:
-                return last
-            time.sleep(every)
-        raise TimeoutError(f"{what}: not after {timeout}s")
+        return harness.wait_until(what, pred, timeout, every)
 
     def report(namespace: str | None) -> dict | None:
         args = (["-n", namespace, "get", "reports.openreports.io"] if namespace

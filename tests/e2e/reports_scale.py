@@ -26,8 +26,6 @@ import ssl
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -35,7 +33,9 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 import cluster  # noqa: E402
-from context import Gateway, wasmgate_binary  # noqa: E402
+import harness  # noqa: E402
+from context import Gateway  # noqa: E402
+from harness import wasmgate_binary  # noqa: E402
 from context_memory import NAMESPACES, create_all  # noqa: E402
 from reports import CRDS, crd_dir  # noqa: E402
 
@@ -91,14 +91,7 @@ def main() -> int:
                 "data": {"k": "v" * 64}}
 
     def get(path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{gw_port}{path}", context=ctx,
-                                        timeout=10) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError as e:
-            return 0, str(e)
+        return harness.https_get(gw_port, ctx, path, timeout=10)
 
     def reports() -> list[dict]:
         cp = c.kubectl("get", "reports.openreports.io", "-A", "-o", "json", check=False,
