@@ -1042,6 +1042,7 @@ async fn poison_batches_are_dead_lettered_and_hold_back_no_one() {
             poison("trap", ""),
             poison("error", ""),
             poison("spin", "timeout: 100ms\n"),
+            poison("sleep", "timeout: 100ms\n"),
             poison("undeclared", ""),
             sink(
                 "echo",
@@ -1061,7 +1062,9 @@ async fn poison_batches_are_dead_lettered_and_hold_back_no_one() {
     let good = event_list(&[event("good", "get", "pods", "Metadata")]);
     assert_eq!(post(&gw, &bad).await.0, 200);
     assert_eq!(post(&gw, &good).await.0, 200);
-    let modes = ["trap", "error", "spin", "undeclared"];
+    // `sleep` sleeps 30 s in a host call on each of its 2 attempts: only a deadline that holds
+    // inside host calls lets the good batch through within the 30 s below.
+    let modes = ["trap", "error", "spin", "sleep", "undeclared"];
     eventually(
         Some(&gw),
         "the good batch past every poisoned sink",
@@ -1095,7 +1098,7 @@ async fn poison_batches_are_dead_lettered_and_hold_back_no_one() {
         let expected = match mode {
             "trap" => "trapped",
             "error" => "returned an error: poisoned by bad",
-            "spin" => "deadline of 100ms exceeded",
+            "spin" | "sleep" => "deadline of 100ms exceeded",
             _ => {
                 "invalid output: a line for output \"not-granted\", which is not granted to this sink (granted: out)"
             }

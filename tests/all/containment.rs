@@ -220,6 +220,54 @@ async fn a_plugin_asleep_in_a_host_call_is_stopped_at_its_deadline() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// The deadline holds inside host calls on the other paths too: an initializer, and a warm
+/// instance of `instanceReuse` (a sleeping warm instance is dropped, not given back). The
+/// deliver path is `audit::poison_batches_are_dead_lettered_and_hold_back_no_one` (`sleep`), the
+/// settings check at load `settings::the_settings_check_runs_under_the_policy_deadline_and_memory_cap`.
+#[tokio::test]
+async fn a_plugin_asleep_in_a_host_call_is_stopped_on_every_path() {
+    let gw = Gateway::start(&policy_file(
+        &[
+            entry(
+                "sleep-init",
+                "initializer",
+                "patch-label",
+                "timeout: 100ms\nsettings: {key: a, value: b, mode: sleep}",
+            ),
+            entry(
+                "sleep-warm",
+                "validator",
+                "hostile",
+                "timeout: 100ms\nsettings: {act: sleep}\ninstanceReuse: {maxCalls: 3, maxIdle: 1}",
+            ),
+        ]
+        .concat(),
+    ));
+    let pod = review("pod-create.json");
+    let started = Instant::now();
+    let response = gw.answer("/mutate/sleep-init", &pod).await;
+    let took = started.elapsed();
+    assert_eq!(
+        failed(&response),
+        "policy \"sleep-init\" failed: plugin deadline of 100ms exceeded"
+    );
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    for call in 1..=3 {
+        let started = Instant::now();
+        let response = gw.answer("/validate/sleep-warm", &pod).await;
+        let took = started.elapsed();
+        assert_eq!(
+            failed(&response),
+            "policy \"sleep-warm\" failed: plugin deadline of 100ms exceeded",
+            "call {call}"
+        );
+        assert!(
+            took < Duration::from_secs(3),
+            "call {call} answered after {took:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn deep_recursion_is_a_contained_stack_overflow() {
     let gw = hostile_acts();

@@ -355,6 +355,24 @@ fn the_settings_check_runs_under_the_policy_deadline_and_memory_cap() {
         "{stderr}"
     );
     assert!(took < Duration::from_secs(10), "{took:?}");
+    // ... as is one that sleeps 30 s in a host call (WASI), where no epoch tick reaches it ...
+    let (code, stderr, took) = serve_refuses(
+        dir.path(),
+        &policy_file(&entry(
+            "sleep",
+            "validator",
+            "hostile",
+            "timeout: 200ms\nsettings: {act: sleep-at-load}",
+        )),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "policy \"sleep\": the plugin's settings check failed: deadline of 200ms exceeded"
+        ),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
     // ... and one that allocates without end by its memory limit.
     let (code, stderr, _) = serve_refuses(
         dir.path(),

@@ -11,6 +11,7 @@
 //!   forged second line and a terminal escape, then allows;
 //! - `partial`: prints a line, builds a verdict with warnings, then panics before returning it;
 //! - `code`: denies with HTTP code `code` (e.g. 200 or 999);
+//! - `sleep-at-load`: its settings check (run at load) sleeps 30 s in WASI, then allows;
 //! - anything else: allows.
 
 use serde::Deserialize;
@@ -107,6 +108,13 @@ impl Validator for Hostile {
             }),
             _ => Verdict::allow(),
         })
+    }
+
+    fn check_settings(settings: &Settings) -> Result<(), String> {
+        if settings.act == "sleep-at-load" {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+        }
+        Ok(())
     }
 }
 

@@ -2,7 +2,8 @@
 //! answering `patched` (RFC 6902 operations) instead of the whole object. `settings.mode` makes
 //! it answer a patch the host must refuse as an invalid output: `missing-path` (removes a path
 //! that does not exist), `kind` (changes `kind`), `not-json`, `not-a-list` (a JSON object
-//! instead of an array of operations), `huge` (a 5 MiB value). With `refuse` its settings check
+//! instead of an array of operations), `huge` (a 5 MiB value); `sleep` sleeps 30 s in WASI (a
+//! host call) before it answers. With `refuse` its settings check
 //! refuses them with a message of that many `x`.
 
 use serde::Deserialize;
@@ -32,6 +33,7 @@ enum Mode {
     NotJson,
     NotAList,
     Huge,
+    Sleep,
 }
 
 struct PatchLabel;
@@ -40,6 +42,9 @@ impl Initializer for PatchLabel {
     type Settings = Settings;
 
     fn initialize(request: AdmissionRequest, settings: Settings) -> Result<Mutation, String> {
+        if let Mode::Sleep = settings.mode {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+        }
         let Some(object) = request.object_json()? else {
             return Ok(Mutation::unchanged());
         };
@@ -67,6 +72,7 @@ impl Initializer for PatchLabel {
             ])),
             Mode::NotJson => raw("this is not a patch"),
             Mode::NotAList => raw(r#"{"op": "add", "path": "/a", "value": 1}"#),
+            Mode::Sleep => Mutation::unchanged(),
             Mode::Huge => Mutation::patched(&json!([
                 {"op": "add", "path": label, "value": "x".repeat(5 << 20)},
             ])),

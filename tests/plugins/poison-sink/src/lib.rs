@@ -1,6 +1,7 @@
 //! `poison-sink` (audit-sink, test-only): a batch holding an event whose `auditID` is
 //! `settings.poison` fails as `settings.mode` says (`trap`: panics; `error`: returns `Err`;
-//! `spin`: loops until the deadline; `undeclared`: emits to output `not-granted`). Any other
+//! `spin`: loops until the deadline; `sleep`: sleeps 30 s in WASI, a host call; `undeclared`:
+//! emits to output `not-granted`). Any other
 //! batch is echoed, one `{"auditID":..,"stage":..}` line per event, to output `out`.
 
 use serde::Deserialize;
@@ -28,6 +29,7 @@ impl AuditSink for PoisonSink {
                         turns = std::hint::black_box(turns.wrapping_add(1));
                     }
                 }
+                "sleep" => std::thread::sleep(std::time::Duration::from_secs(30)),
                 "undeclared" => return Ok(vec![Emission::new("not-granted", "{}")]),
                 _ => return Err(format!("poisoned by {}", settings.poison)),
             }
