@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use common::{load, ms, repo, rss_kib, start};
+use common::{demo_policy, load, ms, repo, rss_kib, start};
 
 struct Args {
     plugin_only: bool,
@@ -50,24 +50,6 @@ fn args() -> Args {
         }
     }
     args
-}
-
-fn policy_text(floor: bool) -> String {
-    let text = std::fs::read_to_string(repo().join("policies/demo.yaml")).unwrap();
-    let text = text.replace(
-        "../plugins/dist/",
-        &format!("{}/plugins/dist/", repo().display()),
-    );
-    if floor {
-        // Same plugins, loaded and compiled, but no rule can match a Pod: parse + answer only.
-        text.replace(
-            "apiGroups: [\"\", apps, batch]",
-            "apiGroups: [nothing.example]",
-        )
-        .replace("apiGroups: [\"\"]", "apiGroups: [nothing.example]")
-    } else {
-        text
-    }
 }
 
 /// Fresh instance + call of one plugin, in process, without HTTP: the runtime's own cost.
@@ -169,7 +151,7 @@ fn main() {
         } else {
             "demo policies"
         };
-        let (server, ready) = start(&policy_text(floor));
+        let (server, ready) = start(&demo_policy(floor));
         std::thread::sleep(Duration::from_millis(500));
         startup.push((label, ready, rss_kib(server.child.id())));
         for (path, check) in [

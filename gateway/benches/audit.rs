@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use common::{Conn, cpu_seconds, ms, repo, rss_kib, start_with};
+use common::{Conn, cpu_seconds, ms, percentile, repo, rss_kib, start_with};
 
 /// Events per batch: the API server's default `--audit-webhook-batch-max-size`.
 const BATCH: usize = 400;
@@ -207,13 +207,6 @@ fn lines_in(path: &std::path::Path) -> usize {
     std::fs::read(path)
         .map(|b| b.iter().filter(|&&c| c == b'\n').count())
         .unwrap_or(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted
-        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default()
 }
 
 fn main() {

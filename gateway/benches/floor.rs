@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use common::{Conn, Server, cpu_seconds, memchr, repo, rss_kib, start};
+use common::{Conn, Server, cpu_seconds, demo_policy, memchr, percentile, repo, rss_kib, start};
 
 struct Opts {
     rounds: usize,
@@ -86,25 +86,6 @@ fn uptime() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-/// The demo policies with absolute module paths; `nothing` keeps them loaded but makes no rule
-/// match a Pod (parse + match + answer only).
-fn demo_policy(nothing: bool) -> String {
-    let text = std::fs::read_to_string(repo().join("policies/demo.yaml")).unwrap();
-    let text = text.replace(
-        "../plugins/dist/",
-        &format!("{}/plugins/dist/", repo().display()),
-    );
-    if nothing {
-        text.replace(
-            "apiGroups: [\"\", apps, batch]",
-            "apiGroups: [nothing.example]",
-        )
-        .replace("apiGroups: [\"\"]", "apiGroups: [nothing.example]")
-    } else {
-        text
-    }
 }
 
 /// Starts the floor on a free port with `certs`' certificate and key; ready once it answers.
@@ -320,12 +301,7 @@ fn open_loop(
         dispatcher.join().unwrap();
         let elapsed = start.elapsed().as_secs_f64();
         latencies.sort();
-        let pct = |p: f64| {
-            latencies
-                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
+        let pct = |p: f64| percentile(&latencies, p);
         Open {
             offered: rate,
             achieved: latencies.len() as f64 / elapsed,

@@ -287,12 +287,7 @@ pub fn load(
         let elapsed = started.elapsed().as_secs_f64();
         let cpu = cpu_seconds(server.child.id()) - cpu_before;
         latencies.sort();
-        let pct = |p: f64| {
-            latencies
-                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
+        let pct = |p: f64| percentile(&latencies, p);
         Run {
             rps: latencies.len() as f64 / elapsed,
             p50: pct(0.50),
@@ -441,4 +436,31 @@ pub fn arg(name: &str, default: f64) -> f64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The `p` quantile (0..=1) of `sorted` latencies; zero when there are none.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// `policies/demo.yaml` with absolute module paths; with `nothing_matches` the same plugins are
+/// loaded and compiled but no rule matches a Pod (parse + match + answer only: our floor).
+pub fn demo_policy(nothing_matches: bool) -> String {
+    let text = std::fs::read_to_string(repo().join("policies/demo.yaml")).unwrap();
+    let text = text.replace(
+        "../plugins/dist/",
+        &format!("{}/plugins/dist/", repo().display()),
+    );
+    if nothing_matches {
+        text.replace(
+            "apiGroups: [\"\", apps, batch]",
+            "apiGroups: [nothing.example]",
+        )
+        .replace("apiGroups: [\"\"]", "apiGroups: [nothing.example]")
+    } else {
+        text
+    }
 }
