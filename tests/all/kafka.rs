@@ -47,7 +47,7 @@ pub(crate) struct Broker {
 pub(crate) struct Secure {
     /// `SSL` listener: TLS with a client certificate required.
     pub(crate) ssl_port: u16,
-    /// `SASL_SSL` listener: TLS (no client certificate), SASL PLAIN or SCRAM-SHA-512.
+    /// `SASL_SSL` listener: TLS (no client certificate), SASL PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
     pub(crate) sasl_port: u16,
     /// The CA that signed the broker's certificate.
     pub(crate) ca: PathBuf,
@@ -58,8 +58,8 @@ pub(crate) struct Secure {
     pub(crate) other_ca: PathBuf,
 }
 
-/// The SCRAM-SHA-512 user the secure broker's storage is formatted with, and the PLAIN one its
-/// JAAS configuration names.
+/// The SCRAM user the secure broker's storage is formatted with (credentials for SCRAM-SHA-256
+/// and SCRAM-SHA-512), and the PLAIN one its JAAS configuration names.
 pub(crate) const SCRAM_USER: (&str, &str) = ("scram-user", "scram-secret-1");
 pub(crate) const PLAIN_USER: (&str, &str) = ("plain-user", "plain-secret-1");
 
@@ -70,7 +70,7 @@ impl Broker {
     }
 
     /// [`Broker::start`] with an `SSL` listener (client certificate required) and a `SASL_SSL`
-    /// one (SCRAM-SHA-512 and PLAIN) beside the plaintext one (which the tests' own admin and
+    /// one (SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN) beside the plaintext one (which the tests' own admin and
     /// consumer use).
     pub(crate) fn start_secure() -> Broker {
         Self::launch(true)
@@ -122,7 +122,9 @@ impl Broker {
                  ssl.keystore.type=PEM\nssl.keystore.location={}\n\
                  ssl.truststore.type=PEM\nssl.truststore.location={}\n\
                  listener.name.ssl.ssl.client.auth=required\n\
-                 sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN\n\
+                 sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN\n\
+                 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=\
+                 org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
                  listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
                  org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
                  listener.name.sasl_ssl.plain.sasl.jaas.config=\
@@ -167,10 +169,14 @@ impl Broker {
             .arg(&config)
             .args(secure.iter().flat_map(|_| {
                 let (name, password) = SCRAM_USER;
-                [
-                    "--add-scram".to_owned(),
-                    format!("SCRAM-SHA-512=[name={name},password={password}]"),
-                ]
+                ["SCRAM-SHA-256", "SCRAM-SHA-512"]
+                    .into_iter()
+                    .flat_map(move |mechanism| {
+                        [
+                            "--add-scram".to_owned(),
+                            format!("{mechanism}=[name={name},password={password}]"),
+                        ]
+                    })
             }))
             .output()
             .expect("run java");
@@ -617,18 +623,16 @@ fn arrived(broker: &Broker, topic: &str, want: usize) -> BTreeSet<(String, Strin
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_over_tls_with_a_client_certificate_and_over_sasl_scram_and_plain() {
     let broker = Broker::start_secure();
-    for topic in ["tls", "scram", "plain"] {
+    let topics = ["tls", "scram", "scram256", "plain"];
+    for topic in topics {
         broker.create_topic(topic, 3).await;
     }
     let s = broker.secure();
     let (scram_user, scram_password) = SCRAM_USER;
     let (plain_user, plain_password) = PLAIN_USER;
-    let scram = sasl_field(
-        &broker,
-        "SCRAM-SHA-512",
-        scram_user,
-        &broker.file("scram.password", scram_password),
-    );
+    let scram_password = broker.file("scram.password", scram_password);
+    let scram = sasl_field(&broker, "SCRAM-SHA-512", scram_user, &scram_password);
+    let scram256 = sasl_field(&broker, "SCRAM-SHA-256", scram_user, &scram_password);
     let plain = sasl_field(
         &broker,
         "PLAIN",
@@ -646,6 +650,10 @@ async fn kafka_over_tls_with_a_client_certificate_and_over_sasl_scram_and_plain(
             &secure_output(s.sasl_port, "scram", &format!("{ca_only}, {scram}")),
         ),
         redacting(
+            "scram256",
+            &secure_output(s.sasl_port, "scram256", &format!("{ca_only}, {scram256}")),
+        ),
+        redacting(
             "plain",
             &secure_output(s.sasl_port, "plain", &format!("{ca_only}, {plain}")),
         ),
@@ -659,7 +667,7 @@ async fn kafka_over_tls_with_a_client_certificate_and_over_sasl_scram_and_plain(
         let (status, body) = post(&gw, &event_list(&events)).await;
         assert_eq!(status, 200, "{body}");
     }
-    for topic in ["tls", "scram", "plain"] {
+    for topic in topics {
         assert_eq!(
             arrived(&broker, topic, sent.len()),
             sent,
