@@ -1,6 +1,15 @@
-use wasmgate_sdk::serde_json::json;
+use wasmgate_sdk::serde_json::{Value, json};
 
 use super::*;
+
+/// `always_pull` on `object` written as text, its operations as JSON values.
+fn pull(object: &Value, group: &str, kind: &str) -> Result<Vec<Value>, String> {
+    let operations = always_pull(&object.to_string(), group, kind)?;
+    Ok(operations
+        .iter()
+        .map(|op| wasmgate_sdk::serde_json::to_value(op).unwrap())
+        .collect())
+}
 
 /// Applies `add` operations as the host would (the only operation this plugin answers).
 fn apply(object: &mut Value, operations: &[Value]) {
@@ -19,7 +28,7 @@ fn sets_always_on_every_container_once() {
         "initContainers": [{"name": "c", "imagePullPolicy": "Always"}],
         "ephemeralContainers": [{"name": "d"}],
     }}}});
-    let operations = always_pull(&job, "batch", "Job").unwrap();
+    let operations = pull(&job, "batch", "Job").unwrap();
     assert_eq!(
         operations,
         [
@@ -43,7 +52,18 @@ fn sets_always_on_every_container_once() {
             "{pointer}"
         );
     }
-    assert_eq!(always_pull(&job, "batch", "Job"), Ok(vec![]), "idempotent");
+    assert_eq!(pull(&job, "batch", "Job"), Ok(vec![]), "idempotent");
+}
+
+#[test]
+fn the_answer_is_the_operations_as_json_text() {
+    let pod = json!({"spec": {"containers": [{"name": "a"}]}});
+    let text =
+        wasmgate_sdk::serde_json::to_string(&always_pull(&pod.to_string(), "", "Pod").unwrap());
+    assert_eq!(
+        text.unwrap(),
+        r#"[{"op":"add","path":"/spec/containers/0/imagePullPolicy","value":"Always"}]"#
+    );
 }
 
 #[test]
@@ -52,7 +72,7 @@ fn cronjob_paths_are_pointers() {
         "containers": [{"name": "a"}],
     }}}}}});
     assert_eq!(
-        always_pull(&cronjob, "batch", "CronJob").unwrap()[0]["path"],
+        pull(&cronjob, "batch", "CronJob").unwrap()[0]["path"],
         "/spec/jobTemplate/spec/template/spec/containers/0/imagePullPolicy"
     );
 }
@@ -60,15 +80,32 @@ fn cronjob_paths_are_pointers() {
 #[test]
 fn leaves_other_kinds_alone() {
     let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "spec": {"containers": [{}]}});
-    assert_eq!(always_pull(&config_map, "", "ConfigMap"), Ok(vec![]));
+    assert_eq!(pull(&config_map, "", "ConfigMap"), Ok(vec![]));
 }
 
 #[test]
 fn a_container_that_is_not_an_object_is_an_error() {
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": ["x"]}});
     assert_eq!(
-        always_pull(&pod, "", "Pod"),
+        pull(&pod, "", "Pod"),
         Err("spec.containers[0] is not a JSON object".into())
+    );
+    // The first such container in visiting order, after containers that would be changed.
+    let job = json!({"spec": {"template": {"spec": {
+        "containers": [{"name": "a"}], "initContainers": [{}, null],
+    }}}});
+    assert_eq!(
+        pull(&job, "batch", "Job"),
+        Err("spec.template.spec.initContainers[1] is not a JSON object".into())
+    );
+}
+
+#[test]
+fn an_object_that_is_not_json_is_an_error() {
+    let err = always_pull(r#"{"spec": {"containers": [}"#, "", "Pod").unwrap_err();
+    assert!(
+        err.starts_with("the request's object is not JSON: expected value at line 1"),
+        "{err}"
     );
 }
 
@@ -77,7 +114,7 @@ fn the_kind_comes_from_the_request() {
     // No apiVersion/kind in the object: the request's kind decides where the containers are.
     let bare = json!({"spec": {"containers": [{"name": "a"}]}});
     assert_eq!(
-        always_pull(&bare, "", "Pod").unwrap(),
+        pull(&bare, "", "Pod").unwrap(),
         [json!({"op": "add", "path": "/spec/containers/0/imagePullPolicy", "value": "Always"})]
     );
 }

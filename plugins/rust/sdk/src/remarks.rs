@@ -115,6 +115,15 @@ impl Mutation {
         }
     }
 
+    /// [`Mutation::patched`] with the operations already written as JSON text (e.g. by
+    /// `serde_json::to_string` of typed operations), so no `Value` is built for them.
+    pub fn patched_text(operations: String) -> Self {
+        Self {
+            change: Change::Patched(operations),
+            remarks: Remarks::none(),
+        }
+    }
+
     /// Refuse the request with `403 Forbidden` and `message`; the rest of the chain does not run.
     pub fn deny(message: impl Into<String>) -> Self {
         Self::denied(Denial::forbidden(message))

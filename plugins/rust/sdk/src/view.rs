@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::k8s::{ContainerList, pod_spec_location};
 
+pub mod containers;
 pub mod pod;
 
 /// Only `metadata.labels`.
