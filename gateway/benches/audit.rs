@@ -374,6 +374,7 @@ fn main() {
     let calls = series("wasmgate_plugin_call_duration_seconds_count{policy=\"redact-secrets\"}");
     let call_seconds =
         series("wasmgate_plugin_call_duration_seconds_sum{policy=\"redact-secrets\"}");
+    let slow_starts = series("wasmgate_plugin_slow_lane_starts_total{policy=\"redact-secrets\"}");
 
     let secs = |d: Duration| d.as_secs_f64();
     println!(
@@ -420,6 +421,9 @@ fn main() {
         calls,
         call_seconds * 1000.0 / calls.max(1.0),
         call_seconds * 1e6 / (total + idle.len() * BATCH) as f64
+    );
+    println!(
+        "  slow lane: {slow_starts:.0} of {calls:.0} sink calls started there (nice 19) because the call before ran past its allowance (wasmgate_plugin_slow_lane_starts_total)"
     );
     println!(
         "  redact-secrets alone (in process, fresh instance + deliver of {BATCH} events): {} ms wall, {} ms CPU per batch, {:.1} µs CPU per event",

@@ -3,9 +3,14 @@
 //! `last-applied-configuration` annotation, the values of a JSON patch) and every value under a
 //! key its settings name. See README.md.
 
+mod stream;
+
+use std::borrow::Cow;
+
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use wasmgate_sdk::audit_sink::{AuditSink, Emission, Event};
-use wasmgate_sdk::{Value, serde_json};
+use wasmgate_sdk::serde_json;
 
 /// What replaces a redacted value.
 pub const REDACTED: &str = "[REDACTED]";
@@ -110,109 +115,33 @@ impl Redactor {
         event.to_json_with(request.as_deref(), response.as_deref())
     }
 
-    /// An object's JSON, redacted; unchanged text when there was nothing to redact.
-    fn object(&self, text: &str, secret: bool) -> Result<String, String> {
-        if !secret && !self.might_match(text) {
-            return Ok(text.to_owned()); // the common case: no parse, no re-encode
-        }
-        let mut value: Value =
-            serde_json::from_str(text).map_err(|e| format!("object is not JSON: {e}"))?;
-        if self.redact(&mut value, secret) {
-            serde_json::to_string(&value).map_err(|e| e.to_string())
-        } else {
-            Ok(text.to_owned())
-        }
+    /// An object's JSON, redacted; the same text when there was nothing to redact.
+    fn object<'t>(&self, text: &'t str, secret: bool) -> Result<Cow<'t, str>, String> {
+        stream::redact(self, text, secret).map_err(|stream::Malformed| {
+            match serde_json::from_str::<IgnoredAny>(text) {
+                Err(e) => format!("object is not JSON: {e}"),
+                Ok(_) => {
+                    "object is JSON redact-secrets cannot read (a bug: please report it)".into()
+                }
+            }
+        })
     }
 
-    /// A cheap over-approximation: could any key of `text` be sensitive, or is there a
-    /// Secret or a last-applied copy inside?
-    fn might_match(&self, text: &str) -> bool {
-        let lower = text.to_ascii_lowercase().replace(['-', '_'], "");
-        lower.contains("\"secret\"")
-            || lower.contains("lastappliedconfiguration")
-            || self.keys.iter().any(|k| lower.contains(k.as_str()))
-    }
-
+    /// Whether `key`, lower-cased and without `-` and `_`, ends with one of the keys.
     fn sensitive(&self, key: &str) -> bool {
-        let key = normalize(key);
-        self.keys.iter().any(|k| key.ends_with(k.as_str()))
-    }
-
-    /// Redacts `value` in place; `secret` when it belongs to a Secret (or a list or patch of
-    /// Secrets). Returns whether anything changed.
-    fn redact(&self, value: &mut Value, secret: bool) -> bool {
-        let mut changed = false;
-        match value {
-            Value::Object(map) => {
-                let secret = secret || map.get("kind").and_then(Value::as_str) == Some("Secret");
-                // An env-style pair `{"name": "DB_PASSWORD", "value": "..."}`.
-                let named_sensitive = map
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .is_some_and(|name| self.sensitive(name));
-                for (key, child) in map.iter_mut() {
-                    let whole = (secret && (key == "data" || key == "stringData"))
-                        || self.sensitive(key)
-                        || (named_sensitive && (key == "value" || key == "valueFrom"))
-                        // The values of a JSON patch of a Secret.
-                        || (secret && key == "value");
-                    if whole {
-                        changed |= redact_all(child);
-                    } else if key == LAST_APPLIED {
-                        changed |= self.last_applied(child, secret);
-                    } else {
-                        changed |= self.redact(child, secret);
-                    }
-                }
-            }
-            Value::Array(items) => {
-                for item in items {
-                    changed |= self.redact(item, secret);
-                }
-            }
-            _ => {}
+        if !key.is_ascii() {
+            let key = normalize(key);
+            return self.keys.iter().any(|k| key.ends_with(k.as_str()));
         }
-        changed
-    }
-
-    /// The last-applied annotation holds the object as JSON text: a Secret's is dropped whole,
-    /// another object's is redacted like the object itself.
-    fn last_applied(&self, value: &mut Value, secret: bool) -> bool {
-        let Value::String(text) = value else {
-            return redact_all(value);
-        };
-        if secret {
-            return redact_all(value);
-        }
-        match serde_json::from_str::<Value>(text) {
-            Ok(mut inner) => {
-                if self.redact(&mut inner, false) {
-                    *value = Value::String(inner.to_string());
-                    true
-                } else {
-                    false
-                }
-            }
-            Err(_) => false,
-        }
-    }
-}
-
-/// Replaces every value under `value`: a map keeps its keys (which key changed is worth
-/// knowing; its value is not), anything else becomes [`REDACTED`].
-fn redact_all(value: &mut Value) -> bool {
-    match value {
-        Value::Object(map) => {
-            for child in map.values_mut() {
-                *child = Value::String(REDACTED.into());
-            }
-            true
-        }
-        Value::Null => false,
-        other => {
-            *other = Value::String(REDACTED.into());
-            true
-        }
+        // Without allocating: compare from the end, skipping `-` and `_`.
+        self.keys.iter().any(|k| {
+            let mut chars = key
+                .bytes()
+                .rev()
+                .filter(|b| *b != b'-' && *b != b'_')
+                .map(|b| b.to_ascii_lowercase());
+            k.bytes().rev().all(|want| chars.next() == Some(want))
+        })
     }
 }
 
