@@ -20,7 +20,9 @@ Every gateway and floor serves the same certificate (one CA, one leaf for 127.0.
 
 Run from the repository root, after `cargo build --release --locked`, `scripts/build-plugins` and
 `tests/e2e/build-tools`:
-  python3 gateway/benches/apiserver.py [--n 600] [--rounds 60] [--out docs/bench]
+  python3 gateway/benches/apiserver.py [--n 600] [--rounds 60] [--out docs/bench] [--against BIN]
+With --against, a second build is served beside this one (modes rl-b, demo-b) and the two
+builds' added latencies are compared in the same run (A/B of a change on a busy machine).
 The floor is built (and cached) by `scripts/bench-tools floor`. WASMGATE_BIN overrides
 $CARGO_TARGET_DIR/release/wasmgate.
 """
@@ -36,6 +38,9 @@ p.add_argument("--n", type=int, default=600, help="requests per mode")
 p.add_argument("--rounds", type=int, default=60, help="interleaved rounds (blocks of n/rounds per mode)")
 p.add_argument("--warmup", type=int, default=50)
 p.add_argument("--out", default=str(REPO / "docs" / "bench"))
+p.add_argument("--against", metavar="BIN",
+               help="a second wasmgate binary (another build) served side by side: modes rl-b and "
+                    "demo-b, interleaved with the rest, and its added latency against this build's")
 args = p.parse_args()
 
 target_dir = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/wasmgate/target"))
@@ -77,6 +82,9 @@ RL_POLICY = {"apiVersion": "wasmgate.io/v1alpha1", "kind": "PolicySet", "metadat
                            "excludeNamespaces": ["kube-system"], "failurePolicy": "Fail",
                            "timeout": "1s"}]}
 MODES = ["none", "vap", "floor-1", "rl", "rl-agg", "floor-3", "demo", "floor-2", "demo-agg"]
+if args.against:
+    MODES[MODES.index("rl") + 1:MODES.index("rl") + 1] = ["rl-b"]
+    MODES[MODES.index("demo") + 1:MODES.index("demo") + 1] = ["demo-b"]
 # wasmgate mode -> the floor mode of the same webhook shape
 PAIRS = [("rl", "floor-1"), ("rl-agg", "floor-1"), ("demo", "floor-3"), ("demo-agg", "floor-2")]
 
@@ -196,13 +204,16 @@ try:
     pki = work / "pki"
     ca = cluster.make_ca(pki, "bench-ca", "wasmgate-bench-ca")
     crt, key = cluster.make_cert(pki, "serving", ca, cn="127.0.0.1", ips=["127.0.0.1"])
-    ports = cluster.free_ports(3)
+    ports = cluster.free_ports(5)
     rl_cfg = work / "rl.yaml"
     rl_cfg.write_text(json.dumps(RL_POLICY))
     demo_cfg = REPO / "policies" / "demo.yaml"
     gw, pids = {}, {}
-    for (name, cfg), port in zip((("rl", rl_cfg), ("demo", demo_cfg)), ports[:2]):
-        serve(name, [BIN, "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{port}",
+    gateways = [("rl", rl_cfg, BIN), ("demo", demo_cfg, BIN)]
+    if args.against:
+        gateways += [("rlB", rl_cfg, args.against), ("demoB", demo_cfg, args.against)]
+    for (name, cfg, binary), port in zip(gateways, ports[:2] + ports[3:]):
+        serve(name, [binary, "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{port}",
                      "--tls-cert", str(crt), "--tls-key", str(key),
                      "--state-dir", str(work / f"{name}-state"), "--spool-dir", str(work / f"{name}-spool")])
         gw[name] = (cfg, port)
@@ -220,8 +231,11 @@ try:
         docs += floor_hooks("floor-1", ports[2], ca[0], 0, 1)
         docs += floor_hooks("floor-3", ports[2], ca[0], 1, 2)
         docs += floor_hooks("floor-2", ports[2], ca[0], 1, 1)
-        for mode, (name, agg) in {"rl": ("rl", False), "rl-agg": ("rl", True),
-                                  "demo": ("demo", False), "demo-agg": ("demo", True)}.items():
+        registered = {"rl": ("rl", False), "rl-agg": ("rl", True),
+                      "demo": ("demo", False), "demo-agg": ("demo", True)}
+        if args.against:
+            registered.update({"rl-b": ("rlB", False), "demo-b": ("demoB", False)})
+        for mode, (name, agg) in registered.items():
             cfg, port = gw[name]
             docs += gateway_hooks(c, mode, cfg, port, ca[0], agg)
         c.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
@@ -284,7 +298,8 @@ try:
                   f"in the handler (body in hand to verdict), {(after[name][2] - before[name][2]) / reviews * 1e6:.0f} µs "
                   "of process CPU (everything: TLS, HTTP/2, handler, idle work)")
         print(f"reviews answered by the gateways while measuring: {seen} ({done} creates per mode)")
-        if seen["rl"] < 2 * done or seen["demo"] < 5 * done:
+        if seen["rl"] < 2 * done or seen["demo"] < 5 * done or (
+                args.against and (seen["rlB"] < done or seen["demoB"] < 3 * done)):
             raise RuntimeError(f"the gateways answered fewer reviews than expected: {seen}")
 finally:
     for proc in procs:
@@ -316,6 +331,15 @@ for w, f in PAIRS:
         met = "yes" if r[0.5] <= 1.2 and r[0.99] <= 1.2 else "no"
     cells = " | ".join("n/a" if r[q] is None else f"{r[q]:.2f}x" for q in (0.5, 0.9, 0.99))
     print(f"| {w} | {f} | {cells} | {met} |")
+if args.against:
+    print(f"\nthis build ({BIN}) against {args.against}, added latency over none, same run:\n")
+    print("| this build | the other | added p50 | other's added p50 | ratio p50 | ratio p90 | ratio p99 |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for a, b in (("rl", "rl-b"), ("demo", "demo-b")):
+        add = {m: {q: pct(res[m], q) - base[q] for q in (0.5, 0.9, 0.99)} for m in (a, b)}
+        ratio = " | ".join(f"{add[a][q] / add[b][q]:.2f}x" if add[b][q] > 0.01 else "n/a"
+                           for q in (0.5, 0.9, 0.99))
+        print(f"| {a} | {b} | {add[a][0.5]:+.2f} | {add[b][0.5]:+.2f} | {ratio} |")
 os.makedirs(args.out, exist_ok=True)
 svg = os.path.join(args.out, "apiserver-latency.svg")
 svg_boxes(svg, res, "Pod create through kube-apiserver: what each webhook set adds")

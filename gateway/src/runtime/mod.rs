@@ -205,7 +205,7 @@ pub struct Runtime {
     linker: Linker<PluginState>,
     slots: Arc<Semaphore>,
     counters: Arc<Counters>,
-    _ticker: engine::EpochTicker,
+    ticker: engine::EpochTicker,
 }
 
 impl Runtime {
@@ -229,7 +229,7 @@ impl Runtime {
             linker,
             slots: Arc::new(Semaphore::new(POOL_SLOTS as usize)),
             counters: Arc::default(),
-            _ticker: ticker,
+            ticker,
         })
     }
 
@@ -342,6 +342,7 @@ impl Runtime {
             pre,
             contract,
             engine: self.engine.clone(),
+            ticker: self.ticker.handle(),
             slots: self.slots.clone(),
             own_slots: Arc::new(Semaphore::new(POLICY_SLOTS as usize)),
             reuse: spec.reuse,
@@ -543,6 +544,8 @@ pub struct Plugin {
     pre: PluginPre,
     contract: Contract,
     engine: wasmtime::Engine,
+    /// Keeps the epoch advancing while this plugin's Wasm may run.
+    ticker: engine::TickerHandle,
     slots: Arc<Semaphore>,
     /// This policy's share of `slots` (see [`POLICY_SLOTS`]).
     own_slots: Arc<Semaphore>,
@@ -764,6 +767,9 @@ impl Plugin {
             Call::Deliver(_) => None,
             _ => self.reuse,
         };
+        // Deadlines in Wasm need the epoch to advance: from before the store's deadline is set
+        // until the call is done with it.
+        let _ticking = self.ticker.ticking();
         let warm = reuse.and_then(|_| self.idle.lock().ok()?.pop());
         let (mut store, warm_instance, calls) = match warm {
             Some(warm) => (warm.store, Some(warm.instance), warm.calls),
@@ -819,6 +825,7 @@ impl Plugin {
                 .enable_time()
                 .build()
                 .map_err(|e| LoadError::Instantiate(format!("cannot start the check: {e}")))?;
+            let _ticking = self.ticker.ticking();
             runtime.block_on(async {
                 let end = Instant::now() + LOAD_CHECK_TIMEOUT;
                 let mut store = self.store();
