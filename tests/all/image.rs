@@ -389,9 +389,10 @@ fn connects_by_name(rootfs: &Path, root: bool, host: &str, listener: &TcpListene
 #[test]
 fn the_static_binary_resolves_names_from_the_pods_hosts_file_and_dns() {
     // In a Pod the kubelet mounts /etc/hosts and /etc/resolv.conf (the cluster's DNS) into the
-    // image; the image itself has no nsswitch.conf and no libnss_*. The gateway resolves the
-    // names of its outputs (Kafka bootstrap, HTTP), registries and a kubeconfig's server with
-    // getaddrinfo: here a kubeconfig's server, once from the hosts file and once from DNS.
+    // image; the image has no libnss_*, and its nsswitch.conf names the static glibc's built-in
+    // `files dns`. The gateway resolves the names of its outputs (Kafka bootstrap, HTTP),
+    // registries and a kubeconfig's server with getaddrinfo: here a kubeconfig's server, once
+    // from the hosts file and once from DNS.
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("wasmgate.tar");
     build(&static_binary(), &archive);
