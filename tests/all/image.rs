@@ -90,17 +90,7 @@ fn the_image_is_a_non_root_oci_archive_whose_binary_runs_alone() {
     assert_eq!(build(&binary, &dir.path().join("again.tar")), reference);
 
     // The archive is an OCI layout whose index names the manifest by that digest.
-    let layout = dir.path().join("layout");
-    std::fs::create_dir(&layout).unwrap();
-    run(
-        "tar",
-        &[
-            "-C",
-            layout.to_str().unwrap(),
-            "-xf",
-            archive.to_str().unwrap(),
-        ],
-    );
+    let layout = oci_layout(&archive, dir.path());
     let index: Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let entry = &index["manifests"][0];
@@ -211,9 +201,8 @@ fn a_dynamically_linked_binary_is_refused() {
     assert!(!out.exists(), "an archive was written for a dynamic binary");
 }
 
-/// Unpacks the OCI archive at `archive` with umoci into `dir`/bundle; the bundle's root
-/// filesystem.
-fn unpack(archive: &Path, dir: &Path) -> std::path::PathBuf {
+/// The OCI archive at `archive` extracted as a layout directory `dir`/layout.
+fn oci_layout(archive: &Path, dir: &Path) -> std::path::PathBuf {
     let layout = dir.join("layout");
     std::fs::create_dir(&layout).unwrap();
     run(
@@ -225,6 +214,13 @@ fn unpack(archive: &Path, dir: &Path) -> std::path::PathBuf {
             archive.to_str().unwrap(),
         ],
     );
+    layout
+}
+
+/// Unpacks the OCI archive at `archive` with umoci into `dir`/bundle; the bundle's root
+/// filesystem.
+fn unpack(archive: &Path, dir: &Path) -> std::path::PathBuf {
+    let layout = oci_layout(archive, dir);
     let umoci = run(repo().join("scripts/build-image"), &["--umoci"]);
     let image = format!("{}:{}", layout.display(), env!("CARGO_PKG_VERSION"));
     let bundle = dir.join("bundle");
