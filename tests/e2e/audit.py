@@ -21,7 +21,6 @@ Exit status 0 = all checks passed.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
@@ -29,7 +28,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,7 +37,7 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 import cluster  # noqa: E402
-from harness import wasmgate_binary  # noqa: E402
+from harness import script  # noqa: E402
 
 SECRET_VALUE = "hunter2-e2e-value"
 CONFIGMAP_VALUE = "cm-e2e-credential"
@@ -143,17 +141,8 @@ def find(events, *, verb, resource, name=None, stage="ResponseComplete", user=No
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work-dir")
-    ap.add_argument("--keep", action="store_true", help="keep the work dir")
-    ap.add_argument("--wasmgate", help="the wasmgate binary (default: the release build)")
-    a = ap.parse_args()
-    binary = wasmgate_binary(a.wasmgate)
-    work = Path(a.work_dir or tempfile.mkdtemp(prefix="wasmgate-e2e-audit-")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    a, binary, work = script(__doc__, "audit")
     out = work / "out"
-    print(f"work dir: {work}")
     failures: list[str] = []
 
     def check(cond, what):
