@@ -113,7 +113,9 @@ impl AdmissionReview {
 /// The objects are kept as raw text for the plugins, and serde_json's raw reader accepts a lone
 /// surrogate escape (`"\ud800"`) that every strict parser, the plugins' included, refuses. The
 /// API server never sends one (Go writes non-ASCII as UTF-8), so a scan for a surrogate escape
-/// is all the common path pays; only text with one is parsed in full.
+/// is all the common path pays; only text with one is parsed in full. Nesting deeper than
+/// serde_json's 128 levels and numbers beyond f64 are JSON all the same (RFC 8259 leaves their
+/// limits to each parser, and the API server nests to 10,000): they are passed on as sent.
 fn strictly_json(raw: &str) -> Result<(), serde_json::Error> {
     // Splitting at `\` finds each backslash with the standard library's memchr, far faster
     // than a substring search for `\u`; the text after each one starts `u` and `d8`-`df` for

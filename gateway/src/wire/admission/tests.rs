@@ -166,3 +166,19 @@ fn an_object_only_a_lenient_reader_takes_is_refused() {
         assert_eq!(decoded.request.object.unwrap().get(), ok);
     }
 }
+
+#[test]
+fn deep_nesting_and_huge_numbers_are_passed_on_as_sent() {
+    // RFC 8259 lets a parser limit nesting and number range; they are the plugin's parser's
+    // limits, not the protocol's. The API server's decoder nests to 10,000 levels, so an
+    // object deeper than serde_json's 128 can come from it: refusing the review would fail
+    // every policy on the resource, not only one whose parser cannot read it.
+    let deep = format!(r#"{{"spec":{}{}}}"#, "[".repeat(300), "]".repeat(300));
+    for object in [deep.as_str(), r#"{"spec":{"replicas":1e400}}"#] {
+        let body = format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","operation":"CREATE","object":{object}}}}}"#
+        );
+        let decoded = AdmissionReview::decode(body.as_bytes()).unwrap();
+        assert_eq!(decoded.request.object.unwrap().get(), object);
+    }
+}
