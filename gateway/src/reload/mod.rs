@@ -151,7 +151,7 @@ impl Reloader {
                     trigger = next;
                 }
             }
-            // On a thread of its own at the lowest priority (nice 19): compiling and checking
+            // On a thread of its own at the lowest priority (`SCHED_IDLE`): compiling and checking
             // modules must not take the CPU from the requests the serving snapshot answers.
             let worker = this.clone();
             let (done, result) = tokio::sync::oneshot::channel();

@@ -1,4 +1,4 @@
-//! Owns the slow lane: the low-priority threads (nice 19) a plugin call is moved to once it
+//! Owns the slow lane: the low-priority threads (`SCHED_IDLE`) a plugin call is moved to once it
 //! has run past its allowance ([`SLOW_AFTER`], more for a batch: [`allowance`]), so that a long
 //! call (a plugin that spins, or host work on its huge output) leaves the threads that serve
 //! requests to the short calls. Runs futures; knows
@@ -24,7 +24,7 @@ pub const SLOW_AFTER: Duration = Duration::from_millis(5);
 /// What an audit sink's call may run, per event of its batch, on top of [`SLOW_AFTER`] before
 /// it moves to the slow lane. A sink's call is as long as its batch (hundreds of events at tens
 /// of microseconds each: a few to tens of milliseconds for a well-behaved sink), so a budget
-/// per call would send every batch to nice 19, where it starves behind intake and delivery
+/// per call would send every batch to the slow lane, where it starves behind intake and delivery
 /// falls ever further behind. 250 µs is about ten times what `redact-secrets` takes per event
 /// on a loaded core; a sink that spins still moves within `5 ms + 250 µs × events` (at most
 /// 130 ms for the largest batch), and its next calls start there.
@@ -65,20 +65,30 @@ fn slow_lane() -> Option<&'static Handle> {
     .map(Runtime::handle)
 }
 
-/// The nice value of the slow lane's threads: the lowest priority a normal thread can have. A
-/// nice-0 thread that wakes gets its CPU at once, and one that keeps running gets 68 times the
-/// lane thread's share (kernel weights 1024 and 15). Unprivileged processes may always lower
-/// their own threads' priority (and, without `CAP_SYS_NICE`, never raise it back: hence threads
-/// of their own).
+/// The nice value of the slow lane's threads: the lowest priority a `SCHED_OTHER` thread can
+/// have, what they run at should [`SCHED_IDLE`](lower_priority) be refused (and what `ps` shows).
 pub const NICE: i32 = 19;
 
-/// Lowers the calling thread to [`NICE`], for good: for the slow lane's threads, and for
-/// background work of the runtime's users (a reload's compile and load-time checks) on a thread
-/// of its own.
+/// Puts the calling thread under `SCHED_IDLE` at nice [`NICE`], for good: for the slow lane's
+/// threads, and for background work of the runtime's users (a reload's compile and load-time
+/// checks) on a thread of its own. A `SCHED_OTHER` thread that wakes preempts a `SCHED_IDLE` one
+/// at once, always; nice 19 alone was not enough on the EEVDF scheduler (Linux 6.6 and later),
+/// where a running thread may keep its CPU to the end of its slice (milliseconds) whatever its
+/// weight, and a short request waited behind a demoted plugin's call (RELIABILITY.md, the log
+/// flood). Unprivileged threads may always lower their own priority (and, without
+/// `CAP_SYS_NICE`, never raise it back: hence threads of their own).
 pub fn lower_priority() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+        tracing::warn!("slow lane thread is not under SCHED_IDLE: {e:?}");
+    }
     // On Linux the nice value is per thread: `None` is the calling thread.
     if let Err(e) = rustix::process::setpriority_process(None, NICE) {
-        tracing::warn!("slow lane thread keeps its normal priority: setpriority({NICE}): {e}");
+        tracing::warn!("slow lane thread keeps its nice value: setpriority({NICE}): {e}");
     }
 }
 
@@ -199,17 +209,33 @@ impl<F: Future> Drop for Lane<F> {
 mod tests {
     use super::*;
 
-    /// The thread a future runs on now, and its nice value.
-    fn here() -> (Option<String>, i32) {
+    /// The thread a future runs on now, its nice value and whether it is under `SCHED_IDLE`.
+    fn here() -> (Option<String>, i32, bool) {
         let thread = std::thread::current().name().map(str::to_owned);
-        (thread, rustix::process::getpriority_process(None).unwrap())
+        let idle = thread_priority::thread_schedule_policy().unwrap()
+            == thread_priority::ThreadSchedulePolicy::Normal(
+                thread_priority::NormalThreadSchedulePolicy::Idle,
+            );
+        (
+            thread,
+            rustix::process::getpriority_process(None).unwrap(),
+            idle,
+        )
+    }
+
+    /// Where a call on the slow lane runs.
+    fn lane() -> (Option<String>, i32, bool) {
+        (Some(THREAD_NAME.to_owned()), NICE, true)
     }
 
     #[tokio::test]
     async fn a_call_that_runs_past_slow_after_moves_to_low_priority_threads_and_a_short_one_stays()
     {
         let caller = here();
-        assert!(caller.1 < NICE, "the test itself runs at a higher priority");
+        assert!(
+            caller.1 < NICE && !caller.2,
+            "the test itself runs at a higher priority"
+        );
         // A short call that pauses (a tick) finishes where it started.
         let short = run(
             async {
@@ -224,9 +250,9 @@ mod tests {
         assert!(ran < SLOW_AFTER, "{ran:?}");
         // Unless it is asked to start on the lane.
         let sent = run(async { here() }, true, SLOW_AFTER);
-        assert_eq!(sent.await.unwrap().0, (Some(THREAD_NAME.to_owned()), NICE));
+        assert_eq!(sent.await.unwrap().0, lane());
         // A call that keeps running (yielding at each "tick", as Wasm does) is moved, and
-        // what it does after runs on a nice-19 lane thread.
+        // what it does after runs on a `SCHED_IDLE` lane thread.
         let long = run(
             async {
                 let start = std::time::Instant::now();
@@ -240,7 +266,7 @@ mod tests {
             SLOW_AFTER,
         );
         let (place, ran) = long.await.unwrap();
-        assert_eq!(place, (Some(THREAD_NAME.to_owned()), NICE));
+        assert_eq!(place, lane());
         // Run time counts its polls only: not the wait for a lane thread between two of them,
         // so a call that took 10 ms of wall clock may have run a little less.
         assert!(ran >= SLOW_AFTER, "{ran:?}");
