@@ -307,7 +307,9 @@ impl Changed {
             ));
         };
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            PluginFailure::Host(format!("the request's object is not valid JSON: {e}"))
+            PluginFailure::Host(format!(
+                "the gateway cannot read the request's object to apply the change: {e}"
+            ))
         })?;
         Ok(changed.insert(Changed {
             original: value.clone(),
