@@ -304,11 +304,21 @@ impl Drop for Dns {
     }
 }
 
-/// A child process killed (and reaped) on drop, also when the test fails.
+/// A child process killed (and reaped) on drop, also when the test fails, with its own
+/// children first: `unshare --fork`'s child is the first process of its PID namespace, and
+/// killing it ends the namespace. `--kill-child` alone does not reach it once `chroot
+/// --userspec` has changed its credentials (which clears the parent-death signal): each such
+/// gateway outlived its test.
 struct Killed(std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
+        let pid = self.0.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for child in children.split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", child]).status();
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
