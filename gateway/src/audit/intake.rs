@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use super::spool::{AppendError, Spool, SpoolItem, key_of};
 use crate::telemetry::AuditMetrics;
 use crate::wire::audit::{
-    Event, ItemSink, ListError, StreamError, decode_event_list_streaming, truncate_event,
+    Event, ItemSink, ListError, StreamError, decode_event_list_slice, decode_event_list_streaming,
+    truncate_event,
 };
 
 /// Malformed items logged one by one per batch; the rest are summed up in one line, so that a
@@ -127,25 +128,65 @@ pub async fn take(
     }
     let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
     let (part_tx, mut part_rx) = mpsc::channel::<Vec<SpoolItem>>(1);
+    // A body of at most `part_bytes` (the most of a batch held at once; every batch the API
+    // server sends under the default limits) is read whole, then decoded from memory: serde_json
+    // reads an `io::Read` one call per byte. A larger body is decoded as it arrives, starting
+    // with the chunks already read, so that what is held stays bounded whatever its size.
+    let mut head = Vec::new();
+    let mut held = 0;
+    let whole = loop {
+        match body.next_chunk().await {
+            Ok(Some(chunk)) => {
+                held += chunk.len();
+                head.push(chunk);
+                if held > limits.part_bytes {
+                    break false;
+                }
+            }
+            Ok(None) => break true,
+            Err(e) => return Err(IntakeError::Body(e)),
+        }
+    };
+    let (whole_body, streamed_head) = if whole {
+        (head, Vec::new())
+    } else {
+        (Vec::new(), head)
+    };
     // Decoding is CPU work (milliseconds per MiB): not on an async worker.
     let decoder = tokio::task::spawn_blocking(move || {
         let since_item = Rc::new(Cell::new(0));
         let mut sink = Parts::new(limits, part_tx, since_item.clone());
-        let reader = ChunkReader {
-            chunks: chunk_rx,
-            current: Bytes::new(),
-            since_item,
-            max_item: limits.part_bytes,
+        let decoded = if whole {
+            let body = match whole_body.as_slice() {
+                [one] => std::borrow::Cow::Borrowed(&one[..]),
+                chunks => std::borrow::Cow::Owned(chunks.concat()),
+            };
+            decode_event_list_slice(&body, &mut sink)
+        } else {
+            let reader = ChunkReader {
+                chunks: chunk_rx,
+                current: Bytes::new(),
+                since_item,
+                max_item: limits.part_bytes,
+            };
+            // Buffered: one `read` call per byte was a fifth of the gateway's CPU under load.
+            // The buffer reads ahead at most READ_AHEAD bytes, so an item is caught at most
+            // that far past `part_bytes`.
+            let reader = std::io::BufReader::with_capacity(READ_AHEAD, reader);
+            decode_event_list_streaming(reader, &mut sink)
         };
-        // serde_json reads an `io::Read` a byte at a time unless it is buffered: one call per
-        // byte was a fifth of the gateway's CPU under load. The buffer reads ahead at most
-        // READ_AHEAD bytes, so an item is caught at most that far past `part_bytes`.
-        let reader = std::io::BufReader::with_capacity(READ_AHEAD, reader);
-        let decoded = decode_event_list_streaming(reader, &mut sink)
-            .and_then(|n| sink.flush().map(|()| n).map_err(StreamError::Stopped));
+        let decoded = decoded.and_then(|n| sink.flush().map(|()| n).map_err(StreamError::Stopped));
         (decoded, sink.report)
     });
     let pump = async move {
+        for chunk in streamed_head {
+            if chunk_tx.send(chunk).await.is_err() {
+                return Ok(()); // the decoder stopped early; its error says why
+            }
+        }
+        if whole {
+            return Ok(());
+        }
         loop {
             match body.next_chunk().await {
                 Ok(Some(chunk)) => {
