@@ -2,18 +2,24 @@
 //! each event: route it with the Kubernetes documentation's example audit Policy (the demo
 //! `redact-secrets` rules), strip it to its level, write it as an `audit.k8s.io/v1` line.
 //!
-//! What must hold: no panic; an item's raw text is valid JSON; a decoded event's line decodes
-//! again, to the level it was stripped to and without the objects that level leaves out.
+//! What must hold: no panic; the decoder of a body held whole hands over the same items, in the
+//! same order, as the streaming decoder and ends the same way; an item's raw text is valid JSON;
+//! a decoded event's line decodes again, to the level it was stripped to and without the objects
+//! that level leaves out.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use serde_json::value::RawValue;
 use wasmgate::audit::route::strip;
 use wasmgate::audit::spool::key_of;
 use wasmgate::config::AuditRule;
 use wasmgate::policy::audit::AuditRules;
-use wasmgate::wire::audit::{Event, Level, Stage, decode_event_list};
+use wasmgate::wire::audit::{
+    Event, ItemSink, Level, Stage, decode_event_list, decode_event_list_slice,
+    decode_event_list_streaming,
+};
 
 /// `policies/demo.yaml`'s redact-secrets rules, as JSON.
 const RULES: &str = r#"[
@@ -37,7 +43,35 @@ fn rules() -> &'static AuditRules {
     })
 }
 
+/// What a streamed decoder hands over, in order.
+#[derive(Default)]
+struct Handed(Vec<String>);
+
+impl ItemSink for Handed {
+    fn verified(&mut self) -> Result<(), String> {
+        self.0.push("verified".into());
+        Ok(())
+    }
+
+    fn item(&mut self, _index: usize, raw: Box<RawValue>) -> Result<(), String> {
+        self.0.push(raw.get().to_owned());
+        Ok(())
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    let (mut streamed, mut whole) = (Handed::default(), Handed::default());
+    let by_stream = decode_event_list_streaming(data, &mut streamed);
+    let by_slice = decode_event_list_slice(data, &mut whole);
+    assert_eq!(
+        streamed.0, whole.0,
+        "the two decoders handed over different items"
+    );
+    match (&by_stream, &by_slice) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(_), Err(_)) => {}
+        _ => panic!("one decoder took the body, the other did not: {by_stream:?} {by_slice:?}"),
+    }
     let Ok(items) = decode_event_list(data) else {
         return;
     };
