@@ -11,8 +11,8 @@ use crate::audit_sink::{Event, ObjectReference, UserInfo};
 
 impl Event {
     /// The event as one line of `audit.k8s.io/v1` Event JSON (with `kind` and `apiVersion`),
-    /// the format `kubectl`, `jq` and log shippers read. `Err` if an object the host gave is
-    /// not JSON (it always is).
+    /// the format `kubectl`, `jq` and log shippers read. The objects are written as the host
+    /// gave them (it read each one as JSON before handing it over).
     pub fn to_json(&self) -> Result<String, String> {
         self.to_json_with(
             self.request_object.as_deref(),
@@ -21,19 +21,44 @@ impl Event {
     }
 
     /// As [`Event::to_json`], with `request_object` and `response_object` in place of the
-    /// event's own (e.g. redacted copies); `None` leaves the object out.
+    /// event's own (e.g. redacted copies); `None` leaves the object out. `Err` if a replacement
+    /// is not JSON.
     pub fn to_json_with(
         &self,
         request_object: Option<&str>,
         response_object: Option<&str>,
     ) -> Result<String, String> {
-        let raw = |what: &str, text: Option<&str>| -> Result<Option<Box<RawValue>>, String> {
-            text.map(|t| {
-                RawValue::from_string(t.to_owned()).map_err(|e| format!("{what} is not JSON: {e}"))
-            })
-            .transpose()
-        };
-        let json = EventJson {
+        // The host's own texts are JSON (it read each one before handing it over); only a
+        // replacement is checked. Nothing is copied but into the line itself.
+        let objects = [
+            (
+                "responseStatus",
+                self.response_status.as_deref(),
+                self.response_status.as_deref(),
+            ),
+            (
+                "requestObject",
+                request_object,
+                self.request_object.as_deref(),
+            ),
+            (
+                "responseObject",
+                response_object,
+                self.response_object.as_deref(),
+            ),
+        ];
+        let mut size = 512;
+        for (what, text, host) in objects {
+            if let Some(text) = text {
+                size += text.len() + what.len() + 4;
+                let same = host.is_some_and(|h| std::ptr::eq(h, text));
+                if !same {
+                    serde_json::from_str::<&RawValue>(text)
+                        .map_err(|e| format!("{what} is not JSON: {e}"))?;
+                }
+            }
+        }
+        let head = HeadJson {
             kind: "Event",
             api_version: "audit.k8s.io/v1",
             level: self.level.as_str(),
@@ -46,9 +71,8 @@ impl Event {
             source_ips: &self.source_ips,
             user_agent: &self.user_agent,
             object_ref: self.object_ref.as_ref().map(RefJson::from),
-            response_status: raw("responseStatus", self.response_status.as_deref())?,
-            request_object: raw("requestObject", request_object)?,
-            response_object: raw("responseObject", response_object)?,
+        };
+        let tail = TailJson {
             request_received_timestamp: &self.request_received_timestamp,
             stage_timestamp: &self.stage_timestamp,
             annotations: self
@@ -57,13 +81,31 @@ impl Event {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect(),
         };
-        serde_json::to_string(&json).map_err(|e| e.to_string())
+        // `{head…}` and `{tail…}` (neither is ever `{}`) joined around the objects, which are
+        // written as they are.
+        let mut line = Vec::with_capacity(size);
+        serde_json::to_writer(&mut line, &head).map_err(|e| e.to_string())?;
+        line.pop();
+        for (what, text, _) in objects {
+            if let Some(text) = text {
+                line.extend_from_slice(b",\"");
+                line.extend_from_slice(what.as_bytes());
+                line.extend_from_slice(b"\":");
+                line.extend_from_slice(text.trim_matches([' ', '\t', '\n', '\r']).as_bytes());
+            }
+        }
+        let at = line.len();
+        serde_json::to_writer(&mut line, &tail).map_err(|e| e.to_string())?;
+        line[at] = b',';
+        // Only valid UTF-8 was written: serde_json's output and `&str`s.
+        String::from_utf8(line).map_err(|e| e.to_string())
     }
 }
 
+/// The members of an Event before its objects.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct EventJson<'a> {
+struct HeadJson<'a> {
     kind: &'static str,
     api_version: &'static str,
     level: &'static str,
@@ -82,12 +124,12 @@ struct EventJson<'a> {
     user_agent: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     object_ref: Option<RefJson<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_status: Option<Box<RawValue>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_object: Option<Box<RawValue>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_object: Option<Box<RawValue>>,
+}
+
+/// The members of an Event after its objects.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TailJson<'a> {
     request_received_timestamp: &'a str,
     stage_timestamp: &'a str,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

@@ -79,3 +79,53 @@ fn objects_can_be_replaced_or_dropped() {
             .starts_with("requestObject is not JSON")
     );
 }
+
+#[test]
+fn every_member_is_written_once_in_order_and_replacements_are_trimmed() {
+    let mut e = event();
+    e.impersonated_user = Some(UserInfo {
+        username: "bob \"the\" admin\n".into(),
+        uid: "u-2".into(),
+        groups: vec![],
+        extra: vec![("scopes".into(), vec!["a".into(), "b".into()])],
+    });
+    e.user_agent = "kubectl/v1.36".into();
+    e.response_object = Some(r#"{"kind":"Secret","data":{"k":"dg=="}}"#.into());
+    e.annotations = vec![];
+    let line = e
+        .to_json_with(Some(" \n{\"kind\":\"Secret\"}\t"), Some("[1, 2]"))
+        .unwrap();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(line.contains(r#","requestObject":{"kind":"Secret"},"responseObject":[1, 2],"#));
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json.as_object().unwrap().len(), 17, "{line}");
+    // In the order of `audit.k8s.io/v1` (each member's first appearance is its own).
+    let at = |key: &str| line.find(&format!("\"{key}\":")).unwrap();
+    let order = [
+        "kind",
+        "apiVersion",
+        "level",
+        "auditID",
+        "stage",
+        "requestURI",
+        "verb",
+        "user",
+        "impersonatedUser",
+        "sourceIPs",
+        "userAgent",
+        "objectRef",
+        "responseStatus",
+        "requestObject",
+        "responseObject",
+        "requestReceivedTimestamp",
+        "stageTimestamp",
+    ];
+    assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "{line}");
+    assert_eq!(json["impersonatedUser"]["username"], "bob \"the\" admin\n");
+    assert_eq!(json["impersonatedUser"]["extra"]["scopes"][1], "b");
+    // Without any object either.
+    let bare: serde_json::Value =
+        serde_json::from_str(&e.to_json_with(None, None).unwrap()).unwrap();
+    assert!(bare.get("requestObject").is_none());
+    assert_eq!(bare["stageTimestamp"], "2026-07-24T04:09:49.223456Z");
+}
