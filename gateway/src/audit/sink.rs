@@ -604,7 +604,7 @@ fn by_output(
                 )));
             }
         };
-        if emission.line.contains(['\n', '\r']) {
+        if memchr::memchr2(b'\n', b'\r', emission.line.as_bytes()).is_some() {
             return Err(PluginFailure::InvalidOutput(format!(
                 "a line for output {:?} contains a line break",
                 emission.output
