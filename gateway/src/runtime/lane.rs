@@ -1,8 +1,9 @@
-//! Owns the slow lane: the low-priority threads (`SCHED_IDLE`) a plugin call is moved to once it
-//! has run past its allowance ([`SLOW_AFTER`], more for a batch: [`allowance`]), so that a long
-//! call (a plugin that spins, or host work on its huge output) leaves the threads that serve
-//! requests to the short calls. Runs futures; knows
-//! nothing of plugins, stores, HTTP or admission.
+//! Owns the slow lane: the low-priority threads a plugin call is moved to once it has run past
+//! its allowance ([`SLOW_AFTER`], more for a batch: [`allowance`]), so that a long call (a plugin
+//! that spins, or host work on its huge output) leaves the threads that serve requests to the
+//! short calls. Two classes of threads ([`Class`]): `SCHED_IDLE` for calls that may wait, nice 19
+//! for calls that must always progress. Runs futures; knows nothing of plugins, stores, HTTP or
+//! admission.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,21 +38,42 @@ pub fn allowance(events: usize) -> Duration {
         .saturating_add(SLOW_PER_EVENT.saturating_mul(u32::try_from(events).unwrap_or(u32::MAX)))
 }
 
-/// The name of the slow lane's threads.
+/// The name of the slow lane's `SCHED_IDLE` threads.
 pub const THREAD_NAME: &str = "wasmgate-slow";
+/// The name of the slow lane's nice-19 threads.
+pub const NICE_THREAD_NAME: &str = "wasmgate-nice";
 
-/// The slow lane's runtime, started on first use and kept for the process's life (one per
-/// process, shared by every [`super::Runtime`]); `None` if it could not be started, in which
-/// case long calls stay where they are.
-fn slow_lane() -> Option<&'static Handle> {
-    static LANE: OnceLock<Option<Runtime>> = OnceLock::new();
-    LANE.get_or_init(|| {
+/// Which threads of the slow lane a call moves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// `SCHED_IDLE` ([`lower_priority`]): a thread that serves requests always preempts it, and
+    /// so does any other work on the machine. For admission calls and background scans, whose
+    /// answer may wait (or miss its deadline) when the machine is busy.
+    Idle,
+    /// Nice 19 under `SCHED_OTHER`: the lowest weight, yet a share of the CPU however busy the
+    /// machine is. For audit sinks: a call that is starved until its deadline fails, and a batch
+    /// that fails `maxAttempts` times is dead-lettered, so a sink that was demoted on a loaded
+    /// machine must still deliver.
+    Nice,
+}
+
+/// The slow lane's runtime for `class`, started on first use and kept for the process's life
+/// (one per process, shared by every [`super::Runtime`]); `None` if it could not be started,
+/// in which case long calls stay where they are.
+fn slow_lane(class: Class) -> Option<&'static Handle> {
+    static IDLE: OnceLock<Option<Runtime>> = OnceLock::new();
+    static NICE_LANE: OnceLock<Option<Runtime>> = OnceLock::new();
+    let (lane, name, start): (_, _, fn()) = match class {
+        Class::Idle => (&IDLE, THREAD_NAME, lower_priority),
+        Class::Nice => (&NICE_LANE, NICE_THREAD_NAME, nice),
+    };
+    lane.get_or_init(|| {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .max_blocking_threads(threads)
-            .thread_name(THREAD_NAME)
-            .on_thread_start(lower_priority)
+            .thread_name(name)
+            .on_thread_start(start)
             .enable_all()
             .build()
             .inspect_err(|e| {
@@ -86,6 +108,11 @@ pub fn lower_priority() {
     if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
         tracing::warn!("slow lane thread is not under SCHED_IDLE: {e:?}");
     }
+    nice();
+}
+
+/// Puts the calling thread at nice [`NICE`] (its scheduling class unchanged).
+fn nice() {
     // On Linux the nice value is per thread: `None` is the calling thread.
     if let Err(e) = rustix::process::setpriority_process(None, NICE) {
         tracing::warn!("slow lane thread keeps its nice value: setpriority({NICE}): {e}");
@@ -98,9 +125,9 @@ pub fn lower_priority() {
 pub struct Dropped(String);
 
 /// Runs `future` where it is polled until it has run for `slow_after`, then on the slow
-/// lane; or, if `slow`, on the slow lane from the start. Its output comes with the time it ran
-/// (in its polls, wherever they were).
-pub(super) fn run<F>(future: F, slow: bool, slow_after: Duration) -> Lane<F>
+/// lane's threads of `class`; or, if `slow`, there from the start. Its output comes with the
+/// time it ran (in its polls, wherever they were).
+pub(super) fn run<F>(future: F, slow: bool, slow_after: Duration, class: Class) -> Lane<F>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -109,10 +136,10 @@ where
         future: Box::pin(future),
         ran: Duration::ZERO,
     };
-    if slow && let Some(lane) = slow_lane() {
-        return Lane(State::Moved(lane.spawn(timed)), slow_after);
+    if slow && let Some(lane) = slow_lane(class) {
+        return Lane(State::Moved(lane.spawn(timed)), slow_after, class);
     }
-    Lane(State::Here(timed), slow_after)
+    Lane(State::Here(timed), slow_after, class)
 }
 
 impl<F: Future> Lane<F> {
@@ -141,7 +168,7 @@ impl<F: Future> Future for Timed<F> {
 }
 
 /// The future [`run`] returns.
-pub(super) struct Lane<F: Future>(State<F>, Duration);
+pub(super) struct Lane<F: Future>(State<F>, Duration, Class);
 
 enum State<F: Future> {
     Here(Timed<F>),
@@ -158,7 +185,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let (state, slow_after) = (&mut this.0, this.1);
+        let (state, slow_after, class) = (&mut this.0, this.1, this.2);
         loop {
             match state {
                 State::Here(timed) => {
@@ -169,7 +196,7 @@ where
                     if timed.ran < slow_after {
                         return Poll::Pending;
                     }
-                    let Some(lane) = slow_lane() else {
+                    let Some(lane) = slow_lane(class) else {
                         return Poll::Pending;
                     };
                     let State::Here(timed) = std::mem::replace(state, State::Gone) else {
@@ -244,13 +271,21 @@ mod tests {
             },
             false,
             SLOW_AFTER,
+            Class::Idle,
         );
         let (place, ran) = short.await.unwrap();
         assert_eq!(place, caller);
         assert!(ran < SLOW_AFTER, "{ran:?}");
         // Unless it is asked to start on the lane.
-        let sent = run(async { here() }, true, SLOW_AFTER);
+        let sent = run(async { here() }, true, SLOW_AFTER, Class::Idle);
         assert_eq!(sent.await.unwrap().0, lane());
+        // An audit sink's call goes to nice-19 threads that are not `SCHED_IDLE`, where it
+        // keeps a share of the CPU however busy the machine is.
+        let sink = run(async { here() }, true, SLOW_AFTER, Class::Nice);
+        assert_eq!(
+            sink.await.unwrap().0,
+            (Some(NICE_THREAD_NAME.to_owned()), NICE, false)
+        );
         // A call that keeps running (yielding at each "tick", as Wasm does) is moved, and
         // what it does after runs on a `SCHED_IDLE` lane thread.
         let long = run(
@@ -264,9 +299,28 @@ mod tests {
             },
             false,
             SLOW_AFTER,
+            Class::Idle,
         );
         let (place, ran) = long.await.unwrap();
         assert_eq!(place, lane());
+        // The same for the nice-19 class.
+        let long_sink = run(
+            async {
+                let start = std::time::Instant::now();
+                while start.elapsed() < SLOW_AFTER * 2 {
+                    std::thread::sleep(Duration::from_millis(1));
+                    tokio::task::yield_now().await;
+                }
+                here()
+            },
+            false,
+            SLOW_AFTER,
+            Class::Nice,
+        );
+        assert_eq!(
+            long_sink.await.unwrap().0,
+            (Some(NICE_THREAD_NAME.to_owned()), NICE, false)
+        );
         // Run time counts its polls only: not the wait for a lane thread between two of them,
         // so a call that took 10 ms of wall clock may have run a little less.
         assert!(ran >= SLOW_AFTER, "{ran:?}");
@@ -282,6 +336,7 @@ mod tests {
             },
             false,
             allowance(100),
+            Class::Idle,
         );
         let (place, ran) = batch.await.unwrap();
         assert_eq!(place, caller, "ran {ran:?} of {:?}", allowance(100));
@@ -297,6 +352,7 @@ mod tests {
             },
             false,
             SLOW_AFTER,
+            Class::Idle,
         ));
         let _ = tokio::time::timeout(SLOW_AFTER * 3, &mut endless).await;
         assert!(matches!(endless.0, State::Moved(_)));

@@ -720,10 +720,17 @@ impl Plugin {
             Call::Deliver(batch) => batch.len(),
             _ => 0,
         });
+        // An audit sink's batch must be delivered however busy the machine: its calls never
+        // go where they could be starved (`lane::Class`).
+        let class = match &call {
+            Call::Deliver(_) => lane::Class::Nice,
+            _ => lane::Class::Idle,
+        };
         let run = lane::run(
             self.clone().run(call, permits, end, budget),
             demoted || background,
             slow_after,
+            class,
         );
         if run.on_lane() && !background {
             self.counters.slow_starts.fetch_add(1, Ordering::Relaxed);
