@@ -95,11 +95,15 @@ pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
     let mut ahead = cursor;
     let mut current: Option<(Arc<Record>, Position)> = None;
     let mut pipeline: VecDeque<Pending> = VecDeque::new();
+    // The oldest delivered piece: its lines being written and then its cursor saved.
+    let mut writing: Option<AbortOnDrop<(Vec<OutputSpec>, Outputs)>> = None;
     loop {
         // The current configuration, once per piece: a reload applies from the next one.
         let Some(policy) = shared.sink(&name) else {
             tracing::info!(sink = %name, "audit sink removed from the configuration: idle");
             shared.metrics.audit.lag(&name, 0);
+            // The piece being written is finished (its cursor saved); the rest is abandoned.
+            let _ = settle(&mut writing).await;
             outputs = None;
             // What was in flight is abandoned: it is delivered again if the sink comes back.
             pipeline.clear();
@@ -264,20 +268,62 @@ pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
         let Some(done) = pipeline.pop_front() else {
             continue;
         };
-        if let Some(prepared) = prepared {
-            // Outputs (open files, HTTP clients) are kept across reloads that do not change them.
-            let outputs = match &mut outputs {
-                Some(opened) if opened.0 == done.policy.outputs => opened,
-                slot => {
-                    let fresh = Outputs::new(&done.policy.outputs, spool.fsync());
-                    slot.insert((done.policy.outputs.clone(), fresh))
-                }
-            };
-            write(&shared, &name, &done.policy, outputs, prepared, done.at).await;
+        // The piece before this one is written and its cursor saved first (spool order); that
+        // ran while this piece's call did.
+        match settle(&mut writing).await {
+            Ok(Some(opened)) => outputs = Some(opened),
+            Ok(None) => {}
+            Err(e) => {
+                // Only a panic gets here (a bug): deliver again from the last saved cursor.
+                tracing::error!(sink = %name, "an audit write task failed, delivering again from the last saved cursor: {e}");
+                outputs = None;
+                pipeline.clear();
+                current = None;
+                cursor = load_cursor(&shared, &name).await;
+                ahead = cursor;
+                tokio::time::sleep(backoff(1)).await;
+                continue;
+            }
         }
+        // Outputs (open files, HTTP clients) are kept across reloads that do not change them.
+        let mut opened = match outputs.take() {
+            Some(opened) if opened.0 == done.policy.outputs => opened,
+            _ => (
+                done.policy.outputs.clone(),
+                Outputs::new(&done.policy.outputs, spool.fsync()),
+            ),
+        };
+        // Written and saved on a task of its own, so that the pipeline refills (the next calls
+        // start) while this piece's lines go out.
         cursor = done.after;
-        save(&shared, &name, cursor).await;
+        let (shared_, name_) = (shared.clone(), name.clone());
+        writing = Some(AbortOnDrop(tokio::spawn(async move {
+            if let Some(prepared) = prepared {
+                write(
+                    &shared_,
+                    &name_,
+                    &done.policy,
+                    &mut opened,
+                    prepared,
+                    done.at,
+                )
+                .await;
+            }
+            save(&shared_, &name_, done.after).await;
+            opened
+        })));
     }
+}
+
+/// Waits for the piece being written (if any) to be written and its cursor saved: its outputs
+/// back, to write the next one with; `Err` if the task failed (a panic).
+async fn settle(
+    writing: &mut Option<AbortOnDrop<(Vec<OutputSpec>, Outputs)>>,
+) -> Result<Option<(Vec<OutputSpec>, Outputs)>, tokio::task::JoinError> {
+    let Some(mut task) = writing.take() else {
+        return Ok(None);
+    };
+    (&mut task.0).await.map(Some)
 }
 
 /// Whether the pipeline has room for another piece.
