@@ -250,6 +250,17 @@ mod tests {
         )
     }
 
+    /// Runs for `time`, yielding every millisecond (as Wasm does at each epoch tick), then
+    /// says where it ended.
+    async fn busy_then_here(time: Duration) -> (Option<String>, i32, bool) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < time {
+            std::thread::sleep(Duration::from_millis(1));
+            tokio::task::yield_now().await;
+        }
+        here()
+    }
+
     /// Where a call on the slow lane runs.
     fn lane() -> (Option<String>, i32, bool) {
         (Some(THREAD_NAME.to_owned()), NICE, true)
@@ -289,14 +300,7 @@ mod tests {
         // A call that keeps running (yielding at each "tick", as Wasm does) is moved, and
         // what it does after runs on a `SCHED_IDLE` lane thread.
         let long = run(
-            async {
-                let start = std::time::Instant::now();
-                while start.elapsed() < SLOW_AFTER * 2 {
-                    std::thread::sleep(Duration::from_millis(1));
-                    tokio::task::yield_now().await;
-                }
-                here()
-            },
+            busy_then_here(SLOW_AFTER * 2),
             false,
             SLOW_AFTER,
             Class::Idle,
@@ -305,14 +309,7 @@ mod tests {
         assert_eq!(place, lane());
         // The same for the nice-19 class.
         let long_sink = run(
-            async {
-                let start = std::time::Instant::now();
-                while start.elapsed() < SLOW_AFTER * 2 {
-                    std::thread::sleep(Duration::from_millis(1));
-                    tokio::task::yield_now().await;
-                }
-                here()
-            },
+            busy_then_here(SLOW_AFTER * 2),
             false,
             SLOW_AFTER,
             Class::Nice,
@@ -326,14 +323,7 @@ mod tests {
         assert!(ran >= SLOW_AFTER, "{ran:?}");
         // The same work as a sink's call over 100 events stays: its allowance is per event.
         let batch = run(
-            async {
-                let start = std::time::Instant::now();
-                while start.elapsed() < SLOW_AFTER * 2 {
-                    std::thread::sleep(Duration::from_millis(1));
-                    tokio::task::yield_now().await;
-                }
-                here()
-            },
+            busy_then_here(SLOW_AFTER * 2),
             false,
             allowance(100),
             Class::Idle,
