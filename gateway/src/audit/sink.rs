@@ -95,8 +95,9 @@ pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
     let mut ahead = cursor;
     let mut current: Option<(Arc<Record>, Position)> = None;
     let mut pipeline: VecDeque<Pending> = VecDeque::new();
-    // The oldest delivered piece: its lines being written and then its cursor saved.
-    let mut writing: Option<AbortOnDrop<(Vec<OutputSpec>, Outputs)>> = None;
+    // The oldest delivered piece: its lines being written and then its cursor saved. Not
+    // aborted if the sink stops: a write that is under way finishes.
+    let mut writing: Option<Writing> = None;
     loop {
         // The current configuration, once per piece: a reload applies from the next one.
         let Some(policy) = shared.sink(&name) else {
@@ -297,7 +298,7 @@ pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
         // start) while this piece's lines go out.
         cursor = done.after;
         let (shared_, name_) = (shared.clone(), name.clone());
-        writing = Some(AbortOnDrop(tokio::spawn(async move {
+        writing = Some(tokio::spawn(async move {
             if let Some(prepared) = prepared {
                 write(
                     &shared_,
@@ -311,20 +312,23 @@ pub(super) async fn run(name: Arc<str>, shared: Arc<Shared>) {
             }
             save(&shared_, &name_, done.after).await;
             opened
-        })));
+        }));
     }
 }
 
 /// Waits for the piece being written (if any) to be written and its cursor saved: its outputs
 /// back, to write the next one with; `Err` if the task failed (a panic).
 async fn settle(
-    writing: &mut Option<AbortOnDrop<(Vec<OutputSpec>, Outputs)>>,
+    writing: &mut Option<Writing>,
 ) -> Result<Option<(Vec<OutputSpec>, Outputs)>, tokio::task::JoinError> {
-    let Some(mut task) = writing.take() else {
-        return Ok(None);
-    };
-    (&mut task.0).await.map(Some)
+    match writing.take() {
+        Some(task) => task.await.map(Some),
+        None => Ok(None),
+    }
 }
+
+/// The task writing a piece and saving its cursor; it hands back the outputs it wrote with.
+type Writing = tokio::task::JoinHandle<(Vec<OutputSpec>, Outputs)>;
 
 /// Whether the pipeline has room for another piece.
 fn pipeline_room(policy: &SinkPolicy<Plugin>, len: usize) -> bool {
