@@ -155,6 +155,10 @@ impl Broker {
                 h.write_u128(Instant::now().elapsed().as_nanos() + u128::from(port));
                 chunk.copy_from_slice(&h.finish().to_le_bytes());
             }
+            // Not starting with `-` (one id in 64 did: `-t -Ab…` is then read as an option and
+            // the format fails, "argument --cluster-id/-t: expected one argument"); Kafka's own
+            // `random-uuid` redraws such ids.
+            bytes[0] &= 0x7f;
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         };
         let format = Command::new("java")
