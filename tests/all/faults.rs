@@ -215,7 +215,12 @@ async fn kill_9_during_intake_loses_no_acknowledged_event() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed once a backlog the slow destination drains in seconds is acknowledged (a fixed
+    // wait let a fast intake spool over 100,000 events, 40 s of draining at 2,500 lines/s).
+    let started = std::time::Instant::now();
+    while acknowledged.lock().await.len() < 5_000 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let pid = gw.pid();
     Command::new("kill")
         .args(["-KILL", &pid.to_string()])
