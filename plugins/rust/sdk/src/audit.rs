@@ -29,7 +29,7 @@ impl Event {
         response_object: Option<&str>,
     ) -> Result<String, String> {
         // The host's own texts are JSON (it read each one before handing it over); only a
-        // replacement is checked. Nothing is copied but into the line itself.
+        // replacement is checked. The objects are copied only into the line itself.
         let objects = [
             (
                 "responseStatus",
@@ -47,7 +47,7 @@ impl Event {
                 self.response_object.as_deref(),
             ),
         ];
-        let mut size = 512;
+        let mut size = 0;
         for (what, text, host) in objects {
             if let Some(text) = text {
                 size += text.len() + what.len() + 4;
@@ -83,22 +83,21 @@ impl Event {
         };
         // `{head…}` and `{tail…}` (neither is ever `{}`) joined around the objects, which are
         // written as they are.
-        let mut line = Vec::with_capacity(size);
-        serde_json::to_writer(&mut line, &head).map_err(|e| e.to_string())?;
-        line.pop();
+        let head = serde_json::to_string(&head).map_err(|e| e.to_string())?;
+        let tail = serde_json::to_string(&tail).map_err(|e| e.to_string())?;
+        let mut line = String::with_capacity(size + head.len() + tail.len());
+        line.push_str(&head[..head.len() - 1]);
         for (what, text, _) in objects {
             if let Some(text) = text {
-                line.extend_from_slice(b",\"");
-                line.extend_from_slice(what.as_bytes());
-                line.extend_from_slice(b"\":");
-                line.extend_from_slice(text.trim_matches([' ', '\t', '\n', '\r']).as_bytes());
+                line.push_str(",\"");
+                line.push_str(what);
+                line.push_str("\":");
+                line.push_str(text.trim_matches([' ', '\t', '\n', '\r']));
             }
         }
-        let at = line.len();
-        serde_json::to_writer(&mut line, &tail).map_err(|e| e.to_string())?;
-        line[at] = b',';
-        // Only valid UTF-8 was written: serde_json's output and `&str`s.
-        String::from_utf8(line).map_err(|e| e.to_string())
+        line.push(',');
+        line.push_str(&tail[1..]);
+        Ok(line)
     }
 }
 
