@@ -266,6 +266,11 @@ mod tests {
         (Some(THREAD_NAME.to_owned()), NICE, true)
     }
 
+    /// Where an audit sink's call on the slow lane runs: nice 19, not `SCHED_IDLE`.
+    fn nice_lane() -> (Option<String>, i32, bool) {
+        (Some(NICE_THREAD_NAME.to_owned()), NICE, false)
+    }
+
     #[tokio::test]
     async fn a_call_that_runs_past_slow_after_moves_to_low_priority_threads_and_a_short_one_stays()
     {
@@ -293,10 +298,7 @@ mod tests {
         // An audit sink's call goes to nice-19 threads that are not `SCHED_IDLE`, where it
         // keeps a share of the CPU however busy the machine is.
         let sink = run(async { here() }, true, SLOW_AFTER, Class::Nice);
-        assert_eq!(
-            sink.await.unwrap().0,
-            (Some(NICE_THREAD_NAME.to_owned()), NICE, false)
-        );
+        assert_eq!(sink.await.unwrap().0, nice_lane());
         // A call that keeps running (yielding at each "tick", as Wasm does) is moved, and
         // what it does after runs on a `SCHED_IDLE` lane thread.
         let long = run(
@@ -314,10 +316,7 @@ mod tests {
             SLOW_AFTER,
             Class::Nice,
         );
-        assert_eq!(
-            long_sink.await.unwrap().0,
-            (Some(NICE_THREAD_NAME.to_owned()), NICE, false)
-        );
+        assert_eq!(long_sink.await.unwrap().0, nice_lane());
         // Run time counts its polls only: not the wait for a lane thread between two of them,
         // so a call that took 10 ms of wall clock may have run a little less.
         assert!(ran >= SLOW_AFTER, "{ran:?}");
