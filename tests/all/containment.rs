@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{Gateway, entry, policy_file, review};
+use crate::harness::{Gateway, entry, policy_counter, policy_file, review};
 
 fn hostile() -> Gateway {
     Gateway::start(&policy_file(
@@ -579,15 +579,6 @@ fn posts_at_once(
             })
         })
         .collect()
-}
-
-/// A policy's counter in the `/metrics` text, by metric and policy (0 when absent).
-fn policy_counter(metrics: &str, name: &str, policy: &str) -> u64 {
-    let prefix = format!("{name}{{policy=\"{policy}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |v| v.trim().parse().unwrap())
 }
 
 /// Demotion: a policy whose call misbehaves (a trap, the memory cap across memories, an invalid

@@ -404,3 +404,12 @@ pub fn patched(review: &Value, response: &Value) -> Value {
         .expect("the patch applies to the object the API server sent");
     object
 }
+
+/// A policy's counter in the `/metrics` text, by metric and policy (0 when absent).
+pub fn policy_counter(metrics: &str, name: &str, policy: &str) -> u64 {
+    let prefix = format!("{name}{{policy=\"{policy}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}

@@ -1,6 +1,7 @@
-//! Owns the per-policy counts of what the runtime did to contain a plugin: calls started on the
-//! slow lane because the policy's previous call misbehaved, and log lines dropped by the log
-//! limits. Counts only; knows nothing of metric formats or HTTP.
+//! Owns the per-policy counts of what the runtime did with a plugin's calls: calls started on
+//! the slow lane because the policy's previous call misbehaved, log lines dropped by the log
+//! limits, and calls that found their fresh instance made ahead of them. Counts only; knows
+//! nothing of metric formats or HTTP.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub(super) struct PolicyCounters {
     pub(super) slow_starts: AtomicU64,
     /// Log lines (host `log`, stdout, stderr) dropped by the per-call or per-second limit.
     pub(super) log_lines_dropped: AtomicU64,
+    /// Calls that ran in a fresh instance made ahead of them.
+    pub(super) prepared_calls: AtomicU64,
 }
 
 /// One policy's counts, read.
@@ -35,6 +38,8 @@ pub struct PolicyCount {
     pub slow_lane_starts: u64,
     /// Log lines dropped by the log limits.
     pub log_lines_dropped: u64,
+    /// Calls that ran in a fresh instance made ahead of them, not on the request's path.
+    pub prepared_instance_calls: u64,
 }
 
 impl Counters {
@@ -52,6 +57,7 @@ impl Counters {
                 policy: policy.to_string(),
                 slow_lane_starts: c.slow_starts.load(Ordering::Relaxed),
                 log_lines_dropped: c.log_lines_dropped.load(Ordering::Relaxed),
+                prepared_instance_calls: c.prepared_calls.load(Ordering::Relaxed),
             })
             .collect()
     }

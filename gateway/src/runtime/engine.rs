@@ -31,6 +31,11 @@ pub const POLICY_SLOTS: u32 = POOL_SLOTS / 4;
 /// Pool slots for idle warm instances of policies with `instanceReuse`, beyond [`POOL_SLOTS`].
 pub const WARM_SLOTS: u32 = 256;
 
+/// Fresh instances made ahead of calls (at most one per policy or sink), beyond [`POOL_SLOTS`]
+/// and [`WARM_SLOTS`]: with more policies than this, the calls of the others instantiate on
+/// the request's path.
+pub const PREPARED_SLOTS: u32 = 64;
+
 /// The Wasm call stack a plugin may use. Deeper recursion is a contained trap
 /// (`Trap::StackOverflow`), reported as a stack overflow.
 pub const MAX_WASM_STACK: usize = 512 << 10;
@@ -58,8 +63,9 @@ pub(super) fn new_engine(runtime: &RuntimeConfig) -> wasmtime::Result<Engine> {
     }
     let mut pool = PoolingAllocationConfig::new();
     // Instances in flight (POOL_SLOTS) plus warm ones kept by policies that opted into reuse
-    // (at most 16 per policy; two snapshots' worth may be alive during a reload).
-    let instances = POOL_SLOTS + WARM_SLOTS;
+    // (at most 16 per policy; two snapshots' worth may be alive during a reload) plus those
+    // made ahead of calls.
+    let instances = POOL_SLOTS + WARM_SLOTS + PREPARED_SLOTS;
     pool.total_component_instances(instances)
         // Rust and C components have 1-3 core instances; componentize-py/js ones up to 14
         // (measured), 38 for componentize-py with stubbed WASI.

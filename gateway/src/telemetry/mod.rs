@@ -760,8 +760,9 @@ fn init_with(filter: tracing_subscriber::EnvFilter, json: bool) {
     };
 }
 
-/// The runtime's per-policy containment counts, read on each scrape:
-/// `wasmgate_plugin_slow_lane_starts_total` and `wasmgate_plugin_log_lines_dropped_total`.
+/// The runtime's per-policy counts, read on each scrape:
+/// `wasmgate_plugin_slow_lane_starts_total`, `wasmgate_plugin_log_lines_dropped_total` and
+/// `wasmgate_plugin_prepared_instance_calls_total`.
 #[derive(Debug, Default)]
 struct RuntimeCollector(OnceLock<Arc<crate::runtime::Counters>>);
 
@@ -772,7 +773,7 @@ impl Collector for RuntimeCollector {
         };
         let counts = counters.read();
         type Value = fn(&crate::runtime::PolicyCount) -> u64;
-        let families: [(&str, &str, Value); 2] = [
+        let families: [(&str, &str, Value); 3] = [
             (
                 "plugin_slow_lane_starts",
                 "Plugin calls started on the slow lane (low-priority threads) because the policy's previous call misbehaved (a trap, the memory cap, an invalid output, the per-call log limit) or ran long",
@@ -782,6 +783,11 @@ impl Collector for RuntimeCollector {
                 "plugin_log_lines_dropped",
                 "Plugin log lines (host log, stdout, stderr) dropped by the per-call or per-policy-per-second limit",
                 |c| c.log_lines_dropped,
+            ),
+            (
+                "plugin_prepared_instance_calls",
+                "Plugin calls that ran in a fresh instance made ahead of them, after the policy's previous call (the others instantiated on the request's path)",
+                |c| c.prepared_instance_calls,
             ),
         ];
         for (name, help, value) in families {
