@@ -34,7 +34,7 @@ pub struct Sizing {
     /// largest policy.
     pub memory_request: u64,
     /// Memory limit: base + audit bodies in flight × body limit + every sink's call + plugin
-    /// calls × the largest policy's memory limit.
+    /// calls × the largest policy's memory limit + one instance made ahead per policy and sink.
     pub memory_limit: u64,
     /// The compile cache's `emptyDir` size limit.
     pub cache: u64,
@@ -71,6 +71,19 @@ impl Sizing {
             .iter()
             .map(|s| s.module.memory_limit.saturating_mul(u64::from(s.in_flight)))
             .sum();
+        // Every policy and sink keeps one fresh instance made ahead of its next call, each at
+        // most at its memory limit, and the runtime at most `PREPARED_SLOTS` of them.
+        let mut limits: Vec<u64> = config
+            .entries
+            .iter()
+            .map(|e| e.module.memory_limit)
+            .chain(config.sinks.iter().map(|s| s.module.memory_limit))
+            .collect();
+        limits.sort_unstable_by(|a, b| b.cmp(a));
+        let prepared: u64 = limits
+            .iter()
+            .take(crate::runtime::PREPARED_SLOTS as usize)
+            .sum();
         let audit = !config.sinks.is_empty();
         let audit_body = if audit { audit_max_body } else { 0 };
         let audit_in_flight = if audit {
@@ -105,7 +118,8 @@ impl Sizing {
                 BASE_MEMORY
                     + audit_in_flight
                     + sinks_busy
-                    + plugin_calls.saturating_mul(largest_policy),
+                    + plugin_calls.saturating_mul(largest_policy)
+                    + prepared,
             ),
             cache: round_mi(COMPILE_CACHE_BASE + COMPILE_CACHE_FACTOR * modules),
             outputs: round_mi(OUTPUTS_BASE + outputs),

@@ -492,7 +492,7 @@ fn deploy_objects_fit_together() {
 
 #[test]
 fn deploy_resources_follow_the_policy_file() {
-    // One 64Mi policy (the default), a 512Mi one, and a sink writing a file output.
+    // Four 64Mi policies (the default), a 512Mi one, and a sink writing a file output.
     let (dir, _) = policy_set(ENTRIES);
     std::fs::write(dir.path().join("s.wasm"), vec![0u8; 3 << 20]).unwrap();
     let text = format!(
@@ -513,7 +513,8 @@ fn deploy_resources_follow_the_policy_file() {
     let pod = &docs[4]["spec"]["template"]["spec"];
     let resources = &pod["containers"][0]["resources"];
     // limit = 128Mi base + 8 audit bodies × 16Mi + 32Mi sink × 3 in flight + 4 calls × 512Mi
-    assert_eq!(resources["limits"]["memory"], "2400Mi");
+    // + one instance made ahead for each policy and the sink (4 × 64 + 512 + 32)
+    assert_eq!(resources["limits"]["memory"], "3200Mi");
     // request = 128Mi base + one 16Mi body + 32Mi sink + 2 calls × 512Mi
     assert_eq!(resources["requests"]["memory"], "1200Mi");
     // cache: 64Mi + 10 × the modules (3Mi sink + four tiny ones) = 94Mi; outputs: 16Mi +
@@ -547,10 +548,10 @@ fn deploy_resources_follow_the_policy_file() {
         .iter()
         .map(json)
         .collect();
-    // 128Mi + 4 × 64Mi
+    // 128Mi + 4 × 64Mi + one instance made ahead for each of the four policies
     assert_eq!(
         docs[4]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
-        "384Mi"
+        "640Mi"
     );
 }
 
