@@ -6,8 +6,9 @@
 //! call), the time from start to first answer, and idle RSS.
 //!
 //! `cargo bench --bench admission -- [--seconds N] [--concurrency 1,16,64]`
-//! `BENCH_PLUGIN=... [BENCH_SETTINGS=...] [BENCH_INITIALIZER=1] cargo bench --bench admission --
-//! --plugin-only`: only the per-call cost of that plugin.
+//! `BENCH_PLUGIN=... [BENCH_SETTINGS=...] [BENCH_INITIALIZER=1] [BENCH_REVIEW=review.json] cargo
+//! bench --bench admission -- --plugin-only [--cold]`: only the per-call cost of that plugin (with
+//! `--cold`, the server's path measured with the caches evicted before each call).
 //! The load generator runs in this process and shares the machine's cores with the server.
 
 mod common;
@@ -21,6 +22,7 @@ use common::{demo_policy, load, ms, repo, rss_kib, start};
 
 struct Args {
     plugin_only: bool,
+    cold: bool,
     seconds: f64,
     concurrency: Vec<usize>,
 }
@@ -28,6 +30,7 @@ struct Args {
 fn args() -> Args {
     let mut args = Args {
         plugin_only: false,
+        cold: false,
         seconds: 4.0,
         concurrency: vec![1, 16, 64],
     };
@@ -35,6 +38,7 @@ fn args() -> Args {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--plugin-only" => args.plugin_only = true,
+            "--cold" => args.cold = true,
             "--seconds" => {
                 args.seconds = it.next().and_then(|v| v.parse().ok()).expect("--seconds N")
             }
@@ -53,7 +57,7 @@ fn args() -> Args {
 }
 
 /// Fresh instance + call of one plugin, in process, without HTTP: the runtime's own cost.
-fn plugin_call_cost(review: &serde_json::Value) -> (Duration, Duration) {
+fn plugin_call_cost(review: &serde_json::Value, cold: bool) -> (Duration, Duration) {
     // BENCH_PLUGIN=path/to/validator.wasm measures another validator (its settings:
     // BENCH_SETTINGS); with BENCH_INITIALIZER=1 it is an initializer, and only its direct call
     // is measured.
@@ -87,10 +91,22 @@ fn plugin_call_cost(review: &serde_json::Value) -> (Duration, Duration) {
         .enable_all()
         .build()
         .unwrap();
+    // --cold: each call after 1 ms idle and 16 MiB of other memory touched, as a call at one
+    // review at a time through the API server finds the caches (the API server's own work runs
+    // between two reviews).
+    let n = if cold { 3000 } else { 20_000 };
     let mut pooled = rt.block_on(async {
         tokio::spawn(async move {
             let mut samples = Vec::new();
-            for i in 0..20_000 {
+            let mut junk = vec![0u8; 16 << 20];
+            for i in 0..n {
+                if cold {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    for (j, b) in junk.iter_mut().enumerate().step_by(64) {
+                        *b = b.wrapping_add(j as u8);
+                    }
+                    std::hint::black_box(&junk);
+                }
                 let t = Instant::now();
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
                 let verdict = plugin
@@ -109,7 +125,12 @@ fn plugin_call_cost(review: &serde_json::Value) -> (Duration, Duration) {
     });
     pooled.sort();
     println!(
-        "the same call through the server's path (a task on the multi-threaded runtime): p50 {:.1} µs, p99 {:.1} µs",
+        "the same call through the server's path (a task on the multi-threaded runtime){}: p50 {:.1} µs, p99 {:.1} µs",
+        if cold {
+            ", cold (1 ms idle and 16 MiB touched before each)"
+        } else {
+            ""
+        },
         pooled[pooled.len() / 2].as_secs_f64() * 1e6,
         pooled[pooled.len() * 99 / 100].as_secs_f64() * 1e6
     );
@@ -119,7 +140,12 @@ fn plugin_call_cost(review: &serde_json::Value) -> (Duration, Duration) {
 fn main() {
     let args = args();
     let review: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo().join("tests/fixtures/reviews/pod-create.json")).unwrap(),
+        &std::fs::read(
+            std::env::var("BENCH_REVIEW")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| repo().join("tests/fixtures/reviews/pod-create.json")),
+        )
+        .unwrap(),
     )
     .unwrap();
     let body = Bytes::from(serde_json::to_vec(&review).unwrap());
@@ -133,7 +159,7 @@ fn main() {
             .unwrap_or(1)
     );
 
-    let (median, p99) = plugin_call_cost(&review);
+    let (median, p99) = plugin_call_cost(&review, args.cold);
     println!(
         "one plugin call (fresh instance + call, in process, no HTTP): p50 {:.1} µs, p99 {:.1} µs",
         median.as_secs_f64() * 1e6,
