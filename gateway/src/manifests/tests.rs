@@ -102,18 +102,18 @@ fn one_webhook_per_policy_carries_the_policy_settings() {
             hook["clientConfig"]["caBundle"],
             "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
         );
+        // Only watch-only's rules (every group and resource) can match Leases; the others get
+        // the group condition alone.
+        let groups = serde_json::json!({"name": "exclude-exempt-groups",
+            "expression": r#"!request.userInfo.groups.exists(g, g in ["system:nodes"])"#});
         let conditions = hook["matchConditions"].as_array().unwrap();
-        assert_eq!(conditions.len(), 2);
-        assert!(
-            conditions[0]["expression"]
-                .as_str()
-                .unwrap()
-                .contains("leases")
-        );
-        assert_eq!(
-            conditions[1]["expression"],
-            r#"!request.userInfo.groups.exists(g, g in ["system:nodes"])"#
-        );
+        if hook["name"] == "watch-only.wasmgate.io" {
+            assert_eq!(conditions.len(), 2);
+            assert_eq!(conditions[0]["name"], "exclude-leases");
+            assert_eq!(conditions[1], groups);
+        } else {
+            assert_eq!(conditions, &vec![groups]);
+        }
     }
 
     let labels = &validating[0];
@@ -244,11 +244,62 @@ fn service_webhooks_exempt_the_gateways_own_namespace() {
         hooks[0]["namespaceSelector"]["matchExpressions"][0]["values"],
         serde_json::json!(["gate", "kube-system", "tools"])
     );
-    assert_eq!(
-        hooks[0]["matchConditions"].as_array().unwrap().len(),
-        1,
-        "no exempt groups, no group condition"
+    assert!(
+        hooks[0].get("matchConditions").is_none(),
+        "no exempt groups and rules that cannot match Leases: no condition for the API server to evaluate"
     );
+}
+
+#[test]
+fn only_webhooks_whose_rules_can_match_leases_exclude_them() {
+    let (dir, _) = policy_set(ENTRIES);
+    let rules = |groups: &str, resources: &str| {
+        format!(
+            "  - name: p-{}\n    kind: validator\n    module: b.wasm\n    rules: [{{operations: [UPDATE], apiGroups: [{groups}], apiVersions: ['*'], resources: [{resources}]}}]\n",
+            groups.len() + resources.len()
+        )
+    };
+    let cases = [
+        ("'*'", "'*'", true),
+        ("coordination.k8s.io", "leases", true),
+        ("'*'", "'leases/*'", true),
+        ("coordination.k8s.io", "'*/*'", true),
+        ("coordination.k8s.io", "leasecandidates", false),
+        ("''", "'*'", false),
+        ("apps", "leases", false),
+    ];
+    for (groups, resources, excluded) in cases {
+        let file = dir.path().join("leases.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n{}",
+                rules(groups, resources)
+            ),
+        )
+        .unwrap();
+        let config = Config::load(&file).unwrap();
+        for aggregate in [false, true] {
+            let mut options = Options::new(Service::parse("gate/wg").unwrap());
+            options.aggregate = aggregate;
+            let hooks = hooks_of(
+                &webhooks(&config, &options).unwrap(),
+                "ValidatingWebhookConfiguration",
+            );
+            let names: Vec<&str> = hooks[0]["matchConditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                names.contains(&"exclude-leases"),
+                excluded,
+                "apiGroups {groups}, resources {resources}, aggregate {aggregate}: {names:?}"
+            );
+            assert!(names.contains(&"exclude-exempt-groups"));
+        }
+    }
 }
 
 #[test]
