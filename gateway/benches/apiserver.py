@@ -259,7 +259,7 @@ try:
             cfg, port = gw[name]
             docs += gateway_hooks(c, mode, cfg, port, ca[0], agg)
         # The floor as wasmgate registers itself: the same matchConditions as rl's webhook.
-        conditions = next(w["matchConditions"] for d in docs for w in d.get("webhooks", [])
+        conditions = next(w.get("matchConditions", []) for d in docs for w in d.get("webhooks", [])
                           if w["namespaceSelector"]["matchLabels"]["mode"] == "rl")
         docs += floor_hooks("floor-1mc", ports[2], ca[0], 0, 1, conditions)
         c.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
