@@ -46,7 +46,7 @@ impl Initializer for NamespaceLabels {
         {
             return Ok(Mutation::unchanged());
         }
-        let Some(pod) = request.object_as::<Labeled>()? else {
+        let Some(pod) = request.object_view::<Labeled>()? else {
             return Ok(Mutation::unchanged()); // DELETE
         };
         let namespaces = GroupVersionResource {

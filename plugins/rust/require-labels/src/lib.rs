@@ -18,7 +18,7 @@ impl Validator for RequireLabels {
     type Settings = Settings;
 
     fn validate(request: AdmissionRequest, settings: Settings) -> Result<Verdict, String> {
-        match request.object_as::<Labels>()? {
+        match request.object_view::<Labels>()? {
             Some(object) => Ok(check(&settings, &object)),
             None => Ok(Verdict::allow()), // DELETE: nothing to label.
         }

@@ -176,6 +176,20 @@ impl AdmissionRequest {
             .transpose()
     }
 
+    /// The incoming object read into the view `T` (a [`crate::view`] or a struct of the same
+    /// kind) by [`crate::view::from_str`]: only the members `T` names are read, and reading
+    /// stops after the last of them, so a view of `metadata.labels` does not scan the Pod's
+    /// spec. `Ok(None)` for DELETE, `Err` when the object does not have that shape.
+    pub fn object_view<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, String> {
+        self.object
+            .as_deref()
+            .map(|text| {
+                crate::view::from_str(text)
+                    .map_err(|err| format!("the request's object is not JSON of that shape: {err}"))
+            })
+            .transpose()
+    }
+
     /// The API group and kind of what is being admitted, as the request says: `kind` (the
     /// version the object was sent in), else `requestKind`. `None` when the request names no
     /// kind (a hand-written review); then fall back to the object's own `apiVersion`/`kind`,

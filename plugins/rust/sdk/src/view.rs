@@ -2,14 +2,18 @@
 //! view does not name without building it, which inside Wasm is several times faster than
 //! parsing the whole object into a [`Value`](serde_json::Value) (measured: a 4.5 KB Pod costs
 //! require-labels ~30 µs as a `Value`, a few µs as a view). Use them with
-//! `AdmissionRequest::object_as::<view::...>()` when a plugin only reads.
+//! `AdmissionRequest::object_view::<view::...>()` when a plugin only reads: that also stops
+//! reading after the last member a view names (see [`from_str`]).
 
 use serde::Deserialize;
 
 use crate::k8s::{ContainerList, pod_spec_location};
 
 pub mod containers;
+mod partial;
 pub mod pod;
+
+pub use partial::from_str;
 
 /// Only `metadata.labels`.
 #[derive(Debug, Default, Deserialize)]
