@@ -665,6 +665,21 @@ impl Plugin {
         store
     }
 
+    /// A fresh store and its instance, made (start functions run) under the memory cap before
+    /// `end`; the store is returned either way, with what the failure left in it.
+    async fn instantiate_until(
+        &self,
+        end: Instant,
+    ) -> (Store<PluginState>, wasmtime::Result<Instance>) {
+        let mut store = self.store();
+        store.data_mut().begin_call(end);
+        let instance = match tokio::time::timeout_at(end, self.pre.instantiate(&mut store)).await {
+            Ok(instance) => instance,
+            Err(_elapsed) => Err(wasmtime::Error::new(Trap::Interrupt)),
+        };
+        (store, instance)
+    }
+
     /// Runs `validate` under the time left until `deadline`, at most `timeout`: in a fresh
     /// instance, or a warm one when the policy opted into reuse.
     pub async fn validate(
@@ -930,14 +945,16 @@ impl Plugin {
         {
             return None;
         }
-        let slot = self.prepare_slots.clone().try_acquire_owned().ok()?;
         self.preparing
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
-        Some(Preparation {
+        // From here the Preparation's drop clears `preparing`, also when no slot is free.
+        let mut preparation = Preparation {
             plugin: self.clone(),
-            slot: Some(slot),
-        })
+            slot: None,
+        };
+        preparation.slot = Some(self.prepare_slots.clone().try_acquire_owned().ok()?);
+        Some(preparation)
     }
 
     /// Makes the next call's fresh instance under the policy's deadline, the memory cap and
@@ -947,15 +964,13 @@ impl Plugin {
     async fn prepare(mut preparation: Preparation) {
         let this = preparation.plugin.clone();
         let end = Instant::now() + this.timeout;
+        // The slow lane may run the work on a thread of its own: it owns its handle.
         let plugin = this.clone();
         let work = async move {
             let _ticking = plugin.ticker.ticking();
-            let mut store = plugin.store();
-            store.data_mut().begin_call(end);
-            store.set_epoch_deadline(1);
-            match tokio::time::timeout_at(end, plugin.pre.instantiate(&mut store)).await {
-                Ok(Ok(instance)) => Some((store, instance)),
-                _ => None,
+            match plugin.instantiate_until(end).await {
+                (store, Ok(instance)) => Some((store, instance)),
+                (_, Err(_)) => None,
             }
         };
         let made = lane::run(work, false, SLOW_AFTER, lane::Class::Idle);
@@ -988,16 +1003,10 @@ impl Plugin {
                 .map_err(|e| LoadError::Instantiate(format!("cannot start the check: {e}")))?;
             let _ticking = self.ticker.ticking();
             runtime.block_on(async {
-                let end = Instant::now() + LOAD_CHECK_TIMEOUT;
-                let mut store = self.store();
-                store.data_mut().begin_call(end);
-                let instance =
-                    match tokio::time::timeout_at(end, self.pre.instantiate(&mut store)).await {
-                        Ok(Ok(instance)) => Ok(Ok(instance)),
-                        Ok(Err(e)) => Err(e),
-                        Err(_elapsed) => Err(wasmtime::Error::new(Trap::Interrupt)),
-                    };
-                let instance = finish(store.data_mut(), instance, LOAD_CHECK_TIMEOUT)
+                let (mut store, instance) = self
+                    .instantiate_until(Instant::now() + LOAD_CHECK_TIMEOUT)
+                    .await;
+                let instance = finish(store.data_mut(), instance.map(Ok), LOAD_CHECK_TIMEOUT)
                     .map_err(|failure| LoadError::Instantiate(failure.to_string()))?;
                 if !self.contract.checks_settings() {
                     return Ok(());
