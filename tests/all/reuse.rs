@@ -67,3 +67,41 @@ async fn fresh_instances_by_default_and_warm_ones_on_opt_in() {
         0
     );
 }
+
+/// However many policies there are, at most `PREPARED_SLOTS` instances are kept made ahead (each
+/// holds a pool slot and up to its policy's memory limit, which `manifests` sizes the Pod for).
+#[tokio::test]
+async fn instances_made_ahead_are_capped_across_policies() {
+    let cap = wasmgate::runtime::PREPARED_SLOTS as u64;
+    let names: Vec<String> = (0..cap + 6).map(|i| format!("p{i}")).collect();
+    let entries: Vec<String> = names
+        .iter()
+        .map(|name| entry(name, "validator", "counter", ""))
+        .collect();
+    let gw = Gateway::start(&policy_file(&entries.concat()));
+    let pod = review("pod-create.json");
+    // Each policy's first call is followed by the making of its next instance; its second
+    // call, well after, runs in that instance if one was made.
+    for _ in 0..2 {
+        for name in &names {
+            gw.answer(&format!("/validate/{name}"), &pod).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let metrics = gw.get_text("/metrics").await;
+    let prepared: u64 = names
+        .iter()
+        .map(|name| {
+            policy_counter(
+                &metrics,
+                "wasmgate_plugin_prepared_instance_calls_total",
+                name,
+            )
+        })
+        .sum();
+    assert!(
+        (1..=cap).contains(&prepared),
+        "{prepared} of {} second calls ran in an instance made ahead; at most {cap} may be kept",
+        names.len()
+    );
+}
