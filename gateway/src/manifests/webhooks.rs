@@ -294,8 +294,6 @@ fn label_selector(selector: &LabelSelector) -> Value {
     Value::Mapping(map)
 }
 
-/// CEL conditions evaluated by the API server before it calls the gateway: kubelets' requests
-/// and leases (the control plane's heartbeats) never reach it, whatever the rules say.
 /// Whether any of `rules` can match `coordination.k8s.io` Leases (its group or `*`, and
 /// `leases` or `*`, with or without a subresource).
 fn may_match_leases(rules: &[Rule]) -> bool {
@@ -310,6 +308,8 @@ fn may_match_leases(rules: &[Rule]) -> bool {
     })
 }
 
+/// CEL conditions evaluated by the API server before it calls the gateway: kubelets' requests
+/// and leases (the control plane's heartbeats) never reach it, whatever the rules say.
 /// The webhook's CEL `matchConditions`: `exclude-leases` when its rules can match Leases, and
 /// `exclude-exempt-groups` when groups are exempt. The API server builds a CEL activation for
 /// a webhook with any condition, before each call (+0.11-0.15 ms at p50, BENCHMARKS.md), so a

@@ -962,10 +962,9 @@ impl Plugin {
     /// next call instantiates itself and reports it. One that runs past [`SLOW_AFTER`] demotes
     /// the policy.
     async fn prepare(mut preparation: Preparation) {
-        let this = preparation.plugin.clone();
-        let end = Instant::now() + this.timeout;
+        let end = Instant::now() + preparation.plugin.timeout;
         // The slow lane may run the work on a thread of its own: it owns its handle.
-        let plugin = this.clone();
+        let plugin = preparation.plugin.clone();
         let work = async move {
             let _ticking = plugin.ticker.ticking();
             match plugin.instantiate_until(end).await {
@@ -977,7 +976,7 @@ impl Plugin {
         match tokio::time::timeout_at(end + LANE_GRACE, made).await {
             Ok(Ok((Some((store, instance)), ran))) if ran < SLOW_AFTER => {
                 if let (Ok(mut prepared), Some(slot)) =
-                    (this.prepared.lock(), preparation.slot.take())
+                    (preparation.plugin.prepared.lock(), preparation.slot.take())
                 {
                     *prepared = Some(Prepared {
                         store,
@@ -986,7 +985,9 @@ impl Plugin {
                     });
                 }
             }
-            Ok(Ok((_, ran))) if ran >= SLOW_AFTER => this.demoted.store(true, Ordering::Relaxed),
+            Ok(Ok((_, ran))) if ran >= SLOW_AFTER => {
+                preparation.plugin.demoted.store(true, Ordering::Relaxed)
+            }
             _ => {}
         }
     }

@@ -40,9 +40,18 @@ impl<'de> Partial<'de> {
         serde_json::Deserializer::from_str(self.json)
     }
 
+    /// Where the value starts: its first byte that is not whitespace.
+    fn start(&self) -> usize {
+        let bytes = self.json.as_bytes();
+        bytes
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(bytes.len())
+    }
+
     /// The first byte of the value.
     fn first(&self) -> Option<u8> {
-        self.json.bytes().find(|b| !b.is_ascii_whitespace())
+        self.json.as_bytes().get(self.start()).copied()
     }
 }
 
@@ -88,8 +97,8 @@ impl<'de> de::Deserializer<'de> for Partial<'de> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        let start = self.json.len() - self.json.trim_start().len();
-        if self.first() != Some(b'{') {
+        let start = self.start();
+        if self.json.as_bytes().get(start) != Some(&b'{') {
             // Not an object: serde_json says what it is instead.
             return de::Deserializer::deserialize_struct(&mut self.json(), name, fields, visitor);
         }
