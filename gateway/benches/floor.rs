@@ -1,6 +1,7 @@
 //! Against the bare floor (issue 14): the floor server of the project's shared bench folder
-//! (bare hyper + rustls, the whole review parsed into a DOM) and the real `wasmgate` binary, up
-//! side by side with the same certificate, driven by an external closed-loop load generator (wrk,
+//! (bare hyper + rustls, the whole review parsed into a DOM) and the real `wasmgate` binary (on
+//! the demo policies; on the same with rules nothing matches; on two validators that read
+//! nothing, `tests/plugins/wat/allow-all.wat`), up side by side with the same certificate, driven by an external closed-loop load generator (wrk,
 //! Debian's, fetched by `scripts/bench-tools`) in interleaved rounds; then open-loop latency at
 //! 25/50/75/90 % of each server's measured maximum (our own fixed-rate generator, latency from
 //! the intended send time: no coordinated omission); then Kyverno's published load-test shape
@@ -543,6 +544,30 @@ fn plot_open(path: &Path, title: &str, series: &[(&str, Vec<&Open>)]) {
     root.present().unwrap();
 }
 
+/// Two validators on Pods, as the demo's, each `allow-all` (tests/plugins/wat/allow-all.wat): a
+/// component of one core module that reads nothing. Beside the demo's `/validate` it splits what
+/// a call costs the host (a fresh store and instance, the request lowered in, the verdict lifted,
+/// the slot's reset) from what the plugins' own components cost.
+fn allow_all_policy() -> String {
+    let module = repo().join("tests/plugins/dist/allow-all.wasm");
+    assert!(
+        module.exists(),
+        "{} is missing: run scripts/build-plugins",
+        module.display()
+    );
+    let policy = |name: &str| {
+        format!(
+            "  - name: {name}\n    kind: validator\n    module: {}\n    rules:\n      - operations: [CREATE, UPDATE]\n        apiGroups: [\"\"]\n        apiVersions: [v1]\n        resources: [pods]\n    failurePolicy: Fail\n    timeout: 1s\n",
+            module.display()
+        )
+    };
+    format!(
+        "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\nmetadata:\n  name: allow-all\npolicies:\n{}{}",
+        policy("allow-all-a"),
+        policy("allow-all-b")
+    )
+}
+
 fn main() {
     let o = opts();
     let shared = bench_tool("shared");
@@ -587,6 +612,7 @@ fn main() {
 
     let (demo, _) = start(&demo_policy(false));
     let (nothing, _) = start(&demo_policy(true));
+    let (bare, _) = start(&allow_all_policy());
     let floor = start_floor(&floor_bin, &demo, &body);
     std::fs::create_dir_all(&o.out).unwrap();
 
@@ -612,6 +638,12 @@ fn main() {
         Case {
             name: "wasmgate, nothing matches, /validate",
             server: &nothing,
+            path: "/validate",
+            target: None,
+        },
+        Case {
+            name: "wasmgate, 2 validators that read nothing, /validate",
+            server: &bare,
             path: "/validate",
             target: None,
         },
@@ -779,12 +811,19 @@ fn main() {
             &cases,
             &body,
             o.seconds,
-            &["always-pull-images", "require-labels", "deny-privileged"],
+            &[
+                "always-pull-images",
+                "require-labels",
+                "deny-privileged",
+                "allow-all-a",
+                "allow-all-b",
+            ],
         );
     }
     drop(floor);
     drop(demo);
     drop(nothing);
+    drop(bare);
 
     // --- Kyverno's shape with the Pod Security Standards policy
     if o.stages.iter().any(|s| s == "kyverno") {
