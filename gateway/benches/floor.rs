@@ -1,8 +1,9 @@
 //! Against the bare floor (issue 14): the floor server of the project's shared bench folder
 //! (bare hyper + rustls, the whole review parsed into a DOM) and the real `wasmgate` binary (on
 //! the demo policies; on the same with rules nothing matches; on two validators that read
-//! nothing, `tests/plugins/wat/allow-all.wat`), up side by side with the same certificate, driven by an external closed-loop load generator (wrk,
-//! Debian's, fetched by `scripts/bench-tools`) in interleaved rounds; then open-loop latency at
+//! nothing, `tests/plugins/wat/allow-all.wat`), up side by side with the same certificate,
+//! driven by an external closed-loop load generator (wrk, Debian's, fetched by
+//! `scripts/bench-tools`) in interleaved rounds; then open-loop latency at
 //! 25/50/75/90 % of each server's measured maximum (our own fixed-rate generator, latency from
 //! the intended send time: no coordinated omission); then Kyverno's published load-test shape
 //! with the Pod Security Standards policy. Prints the tables of the issue with the targets beside
@@ -548,6 +549,9 @@ fn plot_open(path: &Path, title: &str, series: &[(&str, Vec<&Open>)]) {
 /// component of one core module that reads nothing. Beside the demo's `/validate` it splits what
 /// a call costs the host (a fresh store and instance, the request lowered in, the verdict lifted,
 /// the slot's reset) from what the plugins' own components cost.
+/// The policies of [`allow_all_policy`], named again in the `trace` stage's table.
+const ALLOW_ALL: [&str; 2] = ["allow-all-a", "allow-all-b"];
+
 fn allow_all_policy() -> String {
     let module = repo().join("tests/plugins/dist/allow-all.wasm");
     assert!(
@@ -563,8 +567,8 @@ fn allow_all_policy() -> String {
     };
     format!(
         "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\nmetadata:\n  name: allow-all\npolicies:\n{}{}",
-        policy("allow-all-a"),
-        policy("allow-all-b")
+        policy(ALLOW_ALL[0]),
+        policy(ALLOW_ALL[1])
     )
 }
 
@@ -815,8 +819,8 @@ fn main() {
                 "always-pull-images",
                 "require-labels",
                 "deny-privileged",
-                "allow-all-a",
-                "allow-all-b",
+                ALLOW_ALL[0],
+                ALLOW_ALL[1],
             ],
         );
     }

@@ -308,12 +308,11 @@ fn may_match_leases(rules: &[Rule]) -> bool {
     })
 }
 
-/// CEL conditions evaluated by the API server before it calls the gateway: kubelets' requests
-/// and leases (the control plane's heartbeats) never reach it, whatever the rules say.
-/// The webhook's CEL `matchConditions`: `exclude-leases` when its rules can match Leases, and
-/// `exclude-exempt-groups` when groups are exempt. The API server builds a CEL activation for
-/// a webhook with any condition, before each call (+0.11-0.15 ms at p50, BENCHMARKS.md), so a
-/// webhook that needs none gets none.
+/// The webhook's CEL `matchConditions`, evaluated by the API server before it calls the gateway:
+/// `exclude-leases` (leases are the control plane's heartbeats) when its rules can match Leases,
+/// and `exclude-exempt-groups` (kubelets' requests, by default) when groups are exempt. The API
+/// server builds a CEL activation for a webhook with any condition, before each call
+/// (+0.11-0.15 ms at p50, BENCHMARKS.md), so a webhook that needs none gets none.
 fn match_conditions(options: &Options, leases: bool) -> Vec<Value> {
     let mut conditions = Vec::new();
     if leases {
