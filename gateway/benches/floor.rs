@@ -11,7 +11,9 @@
 //!
 //! `cargo bench --bench floor -- [--rounds 3] [--seconds 8] [--threads 2] [--connections 16]
 //!  [--open-seconds 5] [--open-connections 32] [--stages closed,open,kyverno,trace] [--out DIR]`
-//! (`trace`: where one request's time goes at low load, from the gateway's own histograms.)
+//! (`trace`: where one request's time goes at low load, from the gateway's own histograms;
+//! `plugins`, not run by default: three more servers in the closed-loop rounds, each serving one
+//! component twice, `counter`, require-labels and deny-privileged, to split the demo's cost.)
 //!
 //! Needs `scripts/build-plugins` and the shared bench folder (see `scripts/bench-tools shared`).
 
@@ -553,7 +555,35 @@ fn plot_open(path: &Path, title: &str, series: &[(&str, Vec<&Open>)]) {
 const ALLOW_ALL: [&str; 2] = ["allow-all-a", "allow-all-b"];
 
 fn allow_all_policy() -> String {
-    let module = repo().join("tests/plugins/dist/allow-all.wasm");
+    twice("tests/plugins/dist/allow-all.wasm", "", ALLOW_ALL)
+}
+
+/// The `plugins` stage's servers: each serves one component as two validators on Pods, as the
+/// demo's two, so that the demo's cost splits into the host's path (`allow-all`), a Rust SDK
+/// component's own cost when it reads nothing (`counter`, tests/plugins), and each demo
+/// validator's reading of the object. (name, module under the repository, settings YAML.)
+const ONE_PLUGIN_TWICE: [(&str, &str, &str); 3] = [
+    (
+        "wasmgate, 2 x counter (Rust SDK, reads nothing), /validate",
+        "tests/plugins/dist/counter.wasm",
+        "",
+    ),
+    (
+        "wasmgate, 2 x require-labels, /validate",
+        "plugins/dist/require-labels.wasm",
+        "    settings:\n      labels: [team]\n",
+    ),
+    (
+        "wasmgate, 2 x deny-privileged, /validate",
+        "plugins/dist/deny-privileged.wasm",
+        "",
+    ),
+];
+
+/// A policy file with two validators on Pods (CREATE, UPDATE), `names`, both serving `module`
+/// (relative to the repository) with `settings` (YAML lines, or empty).
+fn twice(module: &str, settings: &str, names: [&str; 2]) -> String {
+    let module = repo().join(module);
     assert!(
         module.exists(),
         "{} is missing: run scripts/build-plugins",
@@ -561,14 +591,14 @@ fn allow_all_policy() -> String {
     );
     let policy = |name: &str| {
         format!(
-            "  - name: {name}\n    kind: validator\n    module: {}\n    rules:\n      - operations: [CREATE, UPDATE]\n        apiGroups: [\"\"]\n        apiVersions: [v1]\n        resources: [pods]\n    failurePolicy: Fail\n    timeout: 1s\n",
+            "  - name: {name}\n    kind: validator\n    module: {}\n{settings}    rules:\n      - operations: [CREATE, UPDATE]\n        apiGroups: [\"\"]\n        apiVersions: [v1]\n        resources: [pods]\n    failurePolicy: Fail\n    timeout: 1s\n",
             module.display()
         )
     };
     format!(
-        "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\nmetadata:\n  name: allow-all\npolicies:\n{}{}",
-        policy(ALLOW_ALL[0]),
-        policy(ALLOW_ALL[1])
+        "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\nmetadata:\n  name: twice\npolicies:\n{}{}",
+        policy(names[0]),
+        policy(names[1])
     )
 }
 
@@ -618,9 +648,19 @@ fn main() {
     let (nothing, _) = start(&demo_policy(true));
     let (bare, _) = start(&allow_all_policy());
     let floor = start_floor(&floor_bin, &demo, &body);
+    // The `plugins` stage: more servers, measured in the same closed-loop rounds.
+    let plugin_stage = o.stages.iter().any(|s| s == "plugins");
+    let singles: Vec<(&str, Server)> = if plugin_stage {
+        ONE_PLUGIN_TWICE
+            .iter()
+            .map(|(name, module, settings)| (*name, start(&twice(module, settings, ["a", "b"])).0))
+            .collect()
+    } else {
+        Vec::new()
+    };
     std::fs::create_dir_all(&o.out).unwrap();
 
-    let cases = [
+    let mut cases = vec![
         Case {
             name: "floor",
             server: &floor,
@@ -652,14 +692,23 @@ fn main() {
             target: None,
         },
     ];
+    cases.extend(singles.iter().map(|(name, server)| Case {
+        name,
+        server,
+        path: "/validate",
+        target: None,
+    }));
 
     // --- closed loop (wrk), interleaved rounds
     let mut maxima: Vec<f64> = vec![0.0; cases.len()];
-    if o.stages.iter().any(|s| s == "closed" || s == "open") {
+    if o.stages
+        .iter()
+        .any(|s| s == "closed" || s == "open" || s == "plugins")
+    {
         for case in &cases {
             wrk.run(case.server, case.path, &o, 1.0); // warm-up
         }
-        let rounds = if o.stages.iter().any(|s| s == "closed") {
+        let rounds = if o.stages.iter().any(|s| s == "closed" || s == "plugins") {
             o.rounds
         } else {
             1
