@@ -547,13 +547,13 @@ fn plot_open(path: &Path, title: &str, series: &[(&str, Vec<&Open>)]) {
     root.present().unwrap();
 }
 
+/// The policies of [`allow_all_policy`], named again in the `trace` stage's table.
+const ALLOW_ALL: [&str; 2] = ["allow-all-a", "allow-all-b"];
+
 /// Two validators on Pods, as the demo's, each `allow-all` (tests/plugins/wat/allow-all.wat): a
 /// component of one core module that reads nothing. Beside the demo's `/validate` it splits what
 /// a call costs the host (a fresh store and instance, the request lowered in, the verdict lifted,
 /// the slot's reset) from what the plugins' own components cost.
-/// The policies of [`allow_all_policy`], named again in the `trace` stage's table.
-const ALLOW_ALL: [&str; 2] = ["allow-all-a", "allow-all-b"];
-
 fn allow_all_policy() -> String {
     twice("tests/plugins/dist/allow-all.wasm", "", ALLOW_ALL)
 }
@@ -701,18 +701,12 @@ fn main() {
 
     // --- closed loop (wrk), interleaved rounds
     let mut maxima: Vec<f64> = vec![0.0; cases.len()];
-    if o.stages
-        .iter()
-        .any(|s| s == "closed" || s == "open" || s == "plugins")
-    {
+    let closed = o.stages.iter().any(|s| s == "closed") || plugin_stage;
+    if closed || o.stages.iter().any(|s| s == "open") {
         for case in &cases {
             wrk.run(case.server, case.path, &o, 1.0); // warm-up
         }
-        let rounds = if o.stages.iter().any(|s| s == "closed" || s == "plugins") {
-            o.rounds
-        } else {
-            1
-        };
+        let rounds = if closed { o.rounds } else { 1 };
         let mut runs: Vec<Vec<Closed>> = vec![Vec::new(); cases.len()];
         for round in 0..rounds {
             for (i, case) in cases.iter().enumerate() {
