@@ -5,11 +5,13 @@
 mod convert;
 mod explain;
 mod merge;
+mod patch;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use futures_util::FutureExt;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::config::{FailurePolicy, Mode, PluginKind};
@@ -20,6 +22,7 @@ use crate::wire::{AdmissionRequest, AdmissionResponse, Operation};
 
 use merge::Outcome;
 pub use merge::{valid_annotation_key, valid_warning};
+use patch::{Document, PatchFailure};
 
 pub use convert::wit_operation;
 pub use explain::{Explanation, PolicyExplanation, explain};
@@ -171,18 +174,19 @@ async fn mutate(
     metrics: &Metrics,
 ) -> AdmissionResponse {
     let mut outcome = Outcome::new();
-    let original = request.object.as_deref().map(|o| o.get());
+    let given = request.object.as_deref();
+    let original = given.map(|o| o.get());
     let old_object = request.old_object.as_deref().map(|o| o.get());
     // The object as the initializers so far left it, once one has answered with a change.
-    let mut changed: Option<Changed> = None;
+    let mut changed: Option<Changed<'_>> = None;
     let mutable =
         matches!(request.operation, Operation::Create | Operation::Update) && original.is_some();
     let mutable_operation = request.operation.as_str();
     let labels = LazyLabels::default();
     for policy in candidates {
-        let matches = policy.matcher.matches(attrs, || match &changed {
+        let matches = policy.matcher.matches(attrs, || match &mut changed {
             Some(changed) => (
-                labels_of_value(&changed.value),
+                labels_of_document(&mut changed.doc),
                 old_object.and_then(labels_of),
             ),
             None => labels.get(original, old_object),
@@ -192,7 +196,15 @@ async fn mutate(
         }
         let started = Instant::now();
         let object_text = match &mut changed {
-            Some(changed) => Some(changed.text().to_owned()),
+            Some(changed) => match changed.text() {
+                Ok(text) => Some(text.to_owned()),
+                Err(e) => {
+                    return internal_error(
+                        &request.uid,
+                        format!("cannot write the changed object for the next initializer: {e}"),
+                    );
+                }
+            },
             None => original.map(str::to_owned),
         };
         let wit_request = Arc::new(convert::request(request, object_text));
@@ -212,20 +224,20 @@ async fn mutate(
                     )));
                 }
                 Change::Replaced(text) => {
-                    let current = Changed::of(&mut changed, original)?;
-                    let value = checked_replacement(&text, &current.value)?;
+                    let current = Changed::of(&mut changed, given)?;
+                    let replacement = checked_replacement(&text, &mut current.doc)?;
                     if enforce {
-                        current.replace(text, value);
+                        current.replace(text, replacement);
                     }
                     true
                 }
                 Change::Patched(patch) => {
                     let operations = parse_patch(&patch)?;
-                    let current = Changed::of(&mut changed, original)?;
+                    let current = Changed::of(&mut changed, given)?;
                     if enforce {
-                        current.patch(operations, wit_request.object.as_deref())?;
+                        current.patch(operations)?;
                     } else {
-                        checked_patch(&mut current.value.clone(), &operations.0)?;
+                        checked_patch(&mut current.doc.clone(), &operations.0)?;
                     }
                     true
                 }
@@ -276,100 +288,107 @@ fn internal_error(uid: &str, message: String) -> AdmissionResponse {
     AdmissionResponse::deny(uid, 500, "InternalError", message)
 }
 
-/// The object as the initializers of one review have left it so far: parsed once from the
-/// request, then changed in place by each patch (nothing is re-serialized unless a later
-/// initializer needs the text), and the answer's JSONPatch made from the plugins' own
-/// operations; two whole objects are diffed only when an initializer replaced the object.
-struct Changed {
+/// The object as the initializers of one review have left it so far: the request's text with
+/// each patch applied where it reaches (`patch::Document`; nothing is parsed whole, and the
+/// text is written again only if a later initializer needs it), and the answer's JSONPatch made
+/// from the plugins' own operations; two whole objects are diffed only when an initializer
+/// replaced the object.
+struct Changed<'a> {
     /// The request's object, as sent.
-    original: serde_json::Value,
+    original: &'a RawValue,
     /// The object now.
-    value: serde_json::Value,
-    /// `value` as JSON text, while it is known (after a patch it is written when needed).
+    doc: Document<'a>,
+    /// `doc` as JSON text, once a later initializer needed it and until the next change.
     text: Option<String>,
     /// The operations of every patch applied, in order, as long as no initializer replaced
-    /// the object: applied in order to the original they give `value`.
+    /// the object: applied in order to the original they give `doc`.
     operations: Option<Vec<json_patch::PatchOperation>>,
+    /// Whether one of `operations` changed anything.
+    changed: bool,
 }
 
-impl Changed {
-    /// The current object, parsed from the request's `original` at the first change.
-    fn of<'a>(
-        changed: &'a mut Option<Changed>,
-        original: Option<&str>,
-    ) -> Result<&'a mut Changed, PluginFailure> {
+impl<'a> Changed<'a> {
+    /// The current object, the request's `original` at the first change.
+    fn of<'c>(
+        changed: &'c mut Option<Changed<'a>>,
+        original: Option<&'a RawValue>,
+    ) -> Result<&'c mut Changed<'a>, PluginFailure> {
         if let Some(changed) = changed {
             return Ok(changed);
         }
-        let Some(text) = original else {
+        let Some(original) = original else {
             return Err(PluginFailure::InvalidOutput(
                 "a change, but the request has no object".into(),
             ));
         };
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            PluginFailure::Host(format!(
-                "the gateway cannot read the request's object to apply the change: {e}"
-            ))
-        })?;
         Ok(changed.insert(Changed {
-            original: value.clone(),
-            value,
-            text: Some(text.to_owned()),
+            original,
+            doc: Document::new(original),
+            text: None,
             operations: Some(Vec::new()),
+            changed: false,
         }))
     }
 
     /// The object now, as JSON text.
-    fn text(&mut self) -> &str {
-        self.text.get_or_insert_with(|| self.value.to_string())
+    fn text(&mut self) -> Result<&str, serde_json::Error> {
+        if self.text.is_none() {
+            self.text = Some(self.doc.to_text()?);
+        }
+        Ok(self.text.as_deref().unwrap_or_default())
     }
 
-    fn replace(&mut self, text: String, value: serde_json::Value) {
-        self.value = value;
+    fn replace(&mut self, text: String, replacement: Document<'a>) {
+        self.doc = replacement;
         self.text = Some(text);
         self.operations = None;
     }
 
-    /// Applies `operations` in place and checks the result as a replacement is checked. On a
-    /// failure the object is as before: `json_patch` undoes a patch that does not apply, and
-    /// an object whose type or identity a patch changed is read again from `given` (the text
-    /// the plugin was given).
-    fn patch(
-        &mut self,
-        operations: json_patch::Patch,
-        given: Option<&str>,
-    ) -> Result<(), PluginFailure> {
-        let before = identity(&self.value);
-        json_patch::patch(&mut self.value, &operations.0).map_err(does_not_apply)?;
-        if let Err(failure) = check_same_object(&before, &self.value) {
-            self.value = match given.map(serde_json::from_str) {
-                Some(Ok(value)) => value,
-                _ => self.original.clone(),
-            };
-            return Err(failure);
+    /// Applies `operations` and checks the result as a replacement is checked; on a failure
+    /// the object is as before.
+    fn patch(&mut self, operations: json_patch::Patch) -> Result<(), PluginFailure> {
+        if checked_patch(&mut self.doc, &operations.0)? {
+            self.changed = true;
+            self.text = None;
         }
-        self.text = None;
         if let Some(all) = &mut self.operations {
             all.extend(operations.0);
         }
         Ok(())
     }
 
-    /// The answer's JSONPatch from the request's object to this one; `None` when they are
-    /// equal (an initializer's patch that changed nothing is no change).
+    /// The answer's JSONPatch from the request's object to this one; `None` when nothing
+    /// changed (every operation put back what was there, or a replacement equals the original).
     fn json_patch(self) -> Result<Option<Vec<u8>>, serde_json::Error> {
-        if self.value == self.original {
-            return Ok(None);
-        }
         match self.operations {
+            Some(_) if !self.changed => Ok(None),
             Some(operations) => serde_json::to_vec(&operations).map(Some),
-            None => serde_json::to_vec(&json_patch::diff(&self.original, &self.value)).map(Some),
+            None => {
+                let original: serde_json::Value = serde_json::from_str(self.original.get())?;
+                let value = self.doc.to_value()?;
+                if value == original {
+                    return Ok(None);
+                }
+                serde_json::to_vec(&json_patch::diff(&original, &value)).map(Some)
+            }
         }
     }
 }
 
-fn does_not_apply(e: json_patch::PatchError) -> PluginFailure {
-    PluginFailure::InvalidOutput(format!("the patch does not apply: {e}"))
+fn does_not_apply(failure: PatchFailure) -> PluginFailure {
+    match failure {
+        PatchFailure::DoesNotApply { .. } => {
+            PluginFailure::InvalidOutput(format!("the patch does not apply: {failure}"))
+        }
+        PatchFailure::Unreadable(e) => unreadable(e),
+    }
+}
+
+/// The request's object, where a change reaches it, is more than the gateway reads.
+fn unreadable(e: serde_json::Error) -> PluginFailure {
+    PluginFailure::Host(format!(
+        "the gateway cannot read the request's object to apply the change: {e}"
+    ))
 }
 
 /// An initializer's answer as RFC 6902 operations.
@@ -379,16 +398,47 @@ fn parse_patch(patch: &str) -> Result<json_patch::Patch, PluginFailure> {
     })
 }
 
-/// Applies an initializer's RFC 6902 patch to `object` in place, and checks the result as a
-/// replacement is checked (a JSON object of the same type and identity). A patch that does not
-/// apply leaves `object` as it was; one that fails the checks leaves it patched.
+/// Applies an initializer's RFC 6902 patch to `object`, and checks the result as a replacement
+/// is checked (a JSON object of the same type and identity; the identity only when an
+/// operation reaches it). On a failure `object` is as it was. Whether anything changed.
 fn checked_patch(
-    object: &mut serde_json::Value,
+    object: &mut Document<'_>,
     operations: &[json_patch::PatchOperation],
-) -> Result<(), PluginFailure> {
-    let before = identity(object);
-    json_patch::patch(object, operations).map_err(does_not_apply)?;
-    check_same_object(&before, object)
+) -> Result<bool, PluginFailure> {
+    if !operations.iter().any(reaches_identity) {
+        // Nor can such a patch make the object something other than an object.
+        check_object(object)?;
+        return object.apply(operations).map_err(does_not_apply);
+    }
+    let before = identity(object)?;
+    let mut next = object.clone();
+    let changed = next.apply(operations).map_err(does_not_apply)?;
+    check_same_object(&before, &mut next)?;
+    *object = next;
+    Ok(changed)
+}
+
+/// Whether an operation may change what [`identity`] reads: it writes to (or moves away) the
+/// root, `apiVersion`, `kind`, `metadata` or one of [`IDENTITY_FIELDS`].
+fn reaches_identity(operation: &json_patch::PatchOperation) -> bool {
+    let reaches = |path: &json_patch::jsonptr::Pointer| {
+        let mut tokens = path.tokens();
+        let Some(first) = tokens.next() else {
+            return true;
+        };
+        match first.decoded().as_ref() {
+            "apiVersion" | "kind" => true,
+            "metadata" => tokens
+                .next()
+                .is_none_or(|t| IDENTITY_FIELDS.contains(&t.decoded().as_ref())),
+            _ => false,
+        }
+    };
+    match operation {
+        json_patch::PatchOperation::Test(_) => false,
+        json_patch::PatchOperation::Move(op) => reaches(&op.path) || reaches(&op.from),
+        op => reaches(op.path()),
+    }
 }
 
 /// What identifies an object: an initializer that changes one of these would make the API
@@ -403,41 +453,49 @@ const IDENTITY_FIELDS: [&str; 5] = [
 
 /// Parses an initializer's replacement and checks that it is still the same kind of object
 /// as `before`.
-fn checked_replacement(
+fn checked_replacement<'a>(
     text: &str,
-    before: &serde_json::Value,
-) -> Result<serde_json::Value, PluginFailure> {
+    before: &mut Document<'_>,
+) -> Result<Document<'a>, PluginFailure> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         PluginFailure::InvalidOutput(format!("the replaced object is not JSON: {e}"))
     })?;
-    check_same_object(&identity(before), &value)?;
-    Ok(value)
+    let mut replacement = Document::of_value(value);
+    check_same_object(&identity(before)?, &mut replacement)?;
+    Ok(replacement)
 }
 
 /// What must not change of an object: its apiVersion and kind, and [`IDENTITY_FIELDS`].
 type Identity = [Option<serde_json::Value>; 7];
 
-fn identity(object: &serde_json::Value) -> Identity {
-    let meta = |field: &str| object.get("metadata").and_then(|m| m.get(field)).cloned();
-    [
-        object.get("apiVersion").cloned(),
-        object.get("kind").cloned(),
-        meta(IDENTITY_FIELDS[0]),
-        meta(IDENTITY_FIELDS[1]),
-        meta(IDENTITY_FIELDS[2]),
-        meta(IDENTITY_FIELDS[3]),
-        meta(IDENTITY_FIELDS[4]),
-    ]
+fn identity(object: &mut Document<'_>) -> Result<Identity, PluginFailure> {
+    let mut at = |path: &[&str]| object.get(path).map_err(unreadable);
+    Ok([
+        at(&["apiVersion"])?,
+        at(&["kind"])?,
+        at(&["metadata", IDENTITY_FIELDS[0]])?,
+        at(&["metadata", IDENTITY_FIELDS[1]])?,
+        at(&["metadata", IDENTITY_FIELDS[2]])?,
+        at(&["metadata", IDENTITY_FIELDS[3]])?,
+        at(&["metadata", IDENTITY_FIELDS[4]])?,
+    ])
+}
+
+/// An initializer's result must be a JSON object.
+fn check_object(after: &Document<'_>) -> Result<(), PluginFailure> {
+    if after.is_object() {
+        Ok(())
+    } else {
+        Err(PluginFailure::InvalidOutput(
+            "the replaced object is not a JSON object".into(),
+        ))
+    }
 }
 
 /// Checks that an initializer's result is a JSON object of the type and identity `before`.
-fn check_same_object(before: &Identity, after: &serde_json::Value) -> Result<(), PluginFailure> {
-    if !after.is_object() {
-        return Err(PluginFailure::InvalidOutput(
-            "the replaced object is not a JSON object".into(),
-        ));
-    }
-    let after = identity(after);
+fn check_same_object(before: &Identity, after: &mut Document<'_>) -> Result<(), PluginFailure> {
+    check_object(after)?;
+    let after = identity(after)?;
     if before[..2] != after[..2] {
         return Err(PluginFailure::InvalidOutput(
             "an initializer may not change the object's apiVersion or kind".into(),
@@ -484,10 +542,10 @@ impl LazyLabels {
     }
 }
 
-/// `metadata.labels` of a parsed object, as [`labels_of`] reads them from its text.
-fn labels_of_value(object: &serde_json::Value) -> Option<Labels> {
-    let metadata = object.get("metadata")?.as_object()?;
-    match metadata.get("labels") {
+/// `metadata.labels` of a changed object, as [`labels_of`] reads them from its text.
+fn labels_of_document(object: &mut Document<'_>) -> Option<Labels> {
+    let metadata = object.get(&["metadata"]).ok()??;
+    match metadata.as_object()?.get("labels") {
         None | Some(serde_json::Value::Null) => Some(Labels::default()),
         Some(labels) => labels
             .as_object()?
@@ -520,7 +578,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn labels_of_a_parsed_object_are_read_as_from_its_text() {
+    fn labels_of_a_changed_object_are_read_as_from_its_text() {
         for text in [
             r#"{"metadata":{"labels":{"a":"1","b":"2"}}}"#,
             r#"{"metadata":{}}"#,
@@ -533,41 +591,84 @@ mod tests {
             r#"{"kind":"Pod"}"#,
             r#"[1,2]"#,
         ] {
+            let raw = RawValue::from_string(text.to_owned()).unwrap();
+            assert_eq!(
+                labels_of_document(&mut Document::new(&raw)),
+                labels_of(text),
+                "{text}"
+            );
             let value: serde_json::Value = serde_json::from_str(text).unwrap();
-            assert_eq!(labels_of_value(&value), labels_of(text), "{text}");
+            assert_eq!(
+                labels_of_document(&mut Document::of_value(value)),
+                labels_of(text),
+                "{text}, written by a patch"
+            );
         }
     }
 
     #[test]
     fn a_patch_that_changes_identity_is_undone_and_one_that_changes_nothing_is_no_patch() {
-        let original =
-            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"x":"1"}}}"#;
-        let mut changed = None;
-        let current = Changed::of(&mut changed, Some(original)).unwrap();
-        let rename =
-            parse_patch(r#"[{"op":"replace","path":"/metadata/name","value":"b"}]"#).unwrap();
-        assert!(current.patch(rename, Some(original)).is_err());
-        let same =
-            parse_patch(r#"[{"op":"add","path":"/metadata/labels/x","value":"1"}]"#).unwrap();
-        current.patch(same, Some(original)).unwrap();
-        assert_eq!(changed.unwrap().json_patch().unwrap(), None);
-        let mut changed = None;
-        let current = Changed::of(&mut changed, Some(original)).unwrap();
-        let label =
-            parse_patch(r#"[{"op":"add","path":"/metadata/labels/y","value":"2"}]"#).unwrap();
-        current.patch(label, Some(original)).unwrap();
-        let expected: serde_json::Value = serde_json::from_str(
-            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"x":"1","y":"2"}}}"#,
+        let original = RawValue::from_string(
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"x":"1"}}}"#
+                .to_owned(),
         )
         .unwrap();
+        let mut changed = None;
+        let current = Changed::of(&mut changed, Some(&original)).unwrap();
+        let rename =
+            parse_patch(r#"[{"op":"replace","path":"/metadata/name","value":"b"}]"#).unwrap();
+        let refused = current.patch(rename).unwrap_err().to_string();
+        assert!(refused.contains("metadata.name"), "{refused}");
+        let same =
+            parse_patch(r#"[{"op":"add","path":"/metadata/labels/x","value":"1"}]"#).unwrap();
+        current.patch(same).unwrap();
+        assert_eq!(current.text().unwrap(), original.get());
+        assert_eq!(changed.unwrap().json_patch().unwrap(), None);
+        let mut changed = None;
+        let current = Changed::of(&mut changed, Some(&original)).unwrap();
+        let label =
+            parse_patch(r#"[{"op":"add","path":"/metadata/labels/y","value":"2"}]"#).unwrap();
+        current.patch(label).unwrap();
         assert_eq!(
-            serde_json::from_str::<serde_json::Value>(current.text()).unwrap(),
-            expected
+            current.text().unwrap(),
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a","labels":{"x":"1","y":"2"}}}"#
         );
         let patch = changed.unwrap().json_patch().unwrap().unwrap();
         assert_eq!(
             String::from_utf8(patch).unwrap(),
             r#"[{"op":"add","path":"/metadata/labels/y","value":"2"}]"#
+        );
+    }
+
+    #[test]
+    fn a_replaced_object_is_diffed_against_the_request_and_later_patches_apply_to_it() {
+        let original = RawValue::from_string(
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"x":1}}"#.to_owned(),
+        )
+        .unwrap();
+        let mut changed = None;
+        let current = Changed::of(&mut changed, Some(&original)).unwrap();
+        let text = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"x":2}}"#;
+        let replacement = checked_replacement(text, &mut current.doc).unwrap();
+        current.replace(text.to_owned(), replacement);
+        let renamed = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"b"}}"#;
+        let refused = checked_replacement(renamed, &mut current.doc).unwrap_err();
+        assert!(refused.to_string().contains("metadata.name"), "{refused}");
+        let back = parse_patch(r#"[{"op":"replace","path":"/spec/x","value":1}]"#).unwrap();
+        current.patch(back).unwrap();
+        assert_eq!(
+            changed.unwrap().json_patch().unwrap(),
+            None,
+            "replaced, then patched back to the request's object"
+        );
+        let mut changed = None;
+        let current = Changed::of(&mut changed, Some(&original)).unwrap();
+        let replacement = checked_replacement(text, &mut current.doc).unwrap();
+        current.replace(text.to_owned(), replacement);
+        let patch = changed.unwrap().json_patch().unwrap().unwrap();
+        assert_eq!(
+            String::from_utf8(patch).unwrap(),
+            r#"[{"op":"replace","path":"/spec/x","value":2}]"#
         );
     }
 }
