@@ -828,6 +828,7 @@ async fn a_patched_initializer_yields_the_right_json_patch() {
             bad("not-json"),
             bad("not-a-list"),
             bad("huge"),
+            bad("unmovable"),
         ]
         .concat(),
     ));
@@ -880,6 +881,11 @@ async fn a_patched_initializer_yields_the_right_json_patch() {
         ),
         // Bounded like a replaced object, before the host parses it.
         ("huge", "invalid output: the patch is 52429"),
+        // All or none without an undo that could fail (json_patch's panicked here).
+        (
+            "unmovable",
+            "invalid output: the patch does not apply: operation '/1' failed at path '/no-such-field': path is invalid",
+        ),
     ] {
         let response = gw.answer(&format!("/mutate/bad-{mode}"), &pod).await;
         assert_eq!(response["allowed"], false, "{response}");

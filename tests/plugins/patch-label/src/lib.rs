@@ -2,8 +2,9 @@
 //! answering `patched` (RFC 6902 operations) instead of the whole object. `settings.mode` makes
 //! it answer a patch the host must refuse as an invalid output: `missing-path` (removes a path
 //! that does not exist), `kind` (changes `kind`), `not-json`, `not-a-list` (a JSON object
-//! instead of an array of operations), `huge` (a 5 MiB value); `sleep` sleeps 30 s in WASI (a
-//! host call) before it answers. With `refuse` its settings check
+//! instead of an array of operations), `huge` (a 5 MiB value), `unmovable` (moves `metadata`
+//! onto the root, then removes a path that is not there: `json_patch`'s own undo of that
+//! panics); `sleep` sleeps 30 s in WASI (a host call) before it answers. With `refuse` its settings check
 //! refuses them with a message of that many `x`.
 
 use serde::Deserialize;
@@ -33,6 +34,7 @@ enum Mode {
     NotJson,
     NotAList,
     Huge,
+    Unmovable,
     Sleep,
 }
 
@@ -69,6 +71,10 @@ impl Initializer for PatchLabel {
             ])),
             Mode::Kind => Mutation::patched(&json!([
                 {"op": "replace", "path": "/kind", "value": "Secret"},
+            ])),
+            Mode::Unmovable => Mutation::patched(&json!([
+                {"op": "move", "from": "/metadata", "path": ""},
+                {"op": "remove", "path": "/no-such-field"},
             ])),
             Mode::NotJson => raw("this is not a patch"),
             Mode::NotAList => raw(r#"{"op": "add", "path": "/a", "value": 1}"#),
