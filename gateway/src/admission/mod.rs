@@ -5,7 +5,7 @@
 mod convert;
 mod explain;
 mod merge;
-mod patch;
+pub mod patch;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};

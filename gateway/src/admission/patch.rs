@@ -1,7 +1,7 @@
 //! The object of a review as its initializers change it: RFC 6902 patches applied to the
 //! request's JSON text, parsing only the members the operations reach. Pure data: no plugins, no
 //! I/O. Its semantics are `json_patch::patch`'s, operation for operation (a test holds it to
-//! that crate on random documents and patches).
+//! that crate on random documents and patches, and the `patch_apply` fuzz target on any).
 //!
 //! Parsing a whole Pod into a `serde_json::Value`, cloning it and comparing the two copies cost
 //! more than the initializer's call itself (BENCHMARKS.md, "The initializer's object"); a patch
@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 /// A JSON document borrowed from a review's text, opened only where patches reached into it.
 #[derive(Clone, Debug)]
-pub(super) struct Document<'a> {
+pub struct Document<'a> {
     root: Node<'a>,
 }
 
@@ -37,15 +37,19 @@ enum Node<'a> {
 
 /// Why a patch cannot be applied.
 #[derive(Debug)]
-pub(super) enum PatchFailure {
+pub enum PatchFailure {
     /// The patch does not apply, worded as `json_patch::PatchError` words it.
     DoesNotApply {
+        /// The failing operation's index in the patch.
         operation: usize,
+        /// Its `path`.
         path: String,
+        /// Why it failed.
         kind: PatchErrorKind,
     },
-    /// A part of the object the patch reaches cannot be read as a `serde_json::Value` (nested
-    /// deeper than its limit of 128).
+    /// A part of the object the patch reaches cannot be read as a `serde_json::Value`: nested
+    /// deeper than its limit of 128, or a number beyond f64's range (the review's decoding
+    /// passes both on as sent).
     Unreadable(serde_json::Error),
 }
 
@@ -84,14 +88,14 @@ const MAX_DEPTH: usize = 128;
 
 impl<'a> Document<'a> {
     /// The object as the request sent it; nothing is parsed yet.
-    pub(super) fn new(text: &'a RawValue) -> Self {
+    pub fn new(text: &'a RawValue) -> Self {
         Document {
             root: Node::Raw(text),
         }
     }
 
     /// A whole object an initializer answered with.
-    pub(super) fn of_value(value: Value) -> Self {
+    pub fn of_value(value: Value) -> Self {
         Document {
             root: Node::Value(value),
         }
@@ -100,7 +104,7 @@ impl<'a> Document<'a> {
     /// Applies `operations` in order, all or none: on an error the document is as it was.
     /// Returns whether any operation changed it (an `add` or `replace` of the value already
     /// there, a `test`, or a `move` onto itself changes nothing).
-    pub(super) fn apply(&mut self, operations: &[PatchOperation]) -> Result<bool, PatchFailure> {
+    pub fn apply(&mut self, operations: &[PatchOperation]) -> Result<bool, PatchFailure> {
         let mut next = self.root.clone();
         let mut changed = false;
         for (index, operation) in operations.iter().enumerate() {
@@ -118,7 +122,7 @@ impl<'a> Document<'a> {
     }
 
     /// The value at `tokens` (already decoded), if there is one.
-    pub(super) fn get(&mut self, tokens: &[&str]) -> Result<Option<Value>, serde_json::Error> {
+    pub fn get(&mut self, tokens: &[&str]) -> Result<Option<Value>, serde_json::Error> {
         let mut node = &mut self.root;
         for token in tokens {
             match child(node, token)? {
@@ -130,7 +134,7 @@ impl<'a> Document<'a> {
     }
 
     /// Whether the document is a JSON object.
-    pub(super) fn is_object(&self) -> bool {
+    pub fn is_object(&self) -> bool {
         match &self.root {
             Node::Raw(raw) => raw.get().trim_start().starts_with('{'),
             Node::Object(_) => true,
@@ -140,12 +144,12 @@ impl<'a> Document<'a> {
     }
 
     /// The whole document, parsed.
-    pub(super) fn to_value(&self) -> Result<Value, serde_json::Error> {
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
         self.root.to_value()
     }
 
     /// The document as JSON text: what no operation reached is copied as it was sent.
-    pub(super) fn to_text(&self) -> Result<String, serde_json::Error> {
+    pub fn to_text(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string(&self.root)
     }
 }
