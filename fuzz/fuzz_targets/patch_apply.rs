@@ -8,14 +8,14 @@
 //! text), or the same error message with the document as it was (all or none); never
 //! "unchanged" for a patch that changed it. When it does not parse whole (nesting past 128, a
 //! number beyond f64), the host may only refuse with "unreadable" where a patch reaches it.
-//! The host's one documented difference, a pointer deeper than 128 tokens (which never applies),
-//! is left out of the comparison.
+//! The host's one documented difference, a pointer deeper than `MAX_DEPTH` tokens (which never
+//! applies), is left out of the comparison.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use wasmgate::admission::patch::{Document, PatchFailure};
+use wasmgate::admission::patch::{Document, MAX_DEPTH, PatchFailure};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(patch) = serde_json::from_str::<json_patch::Patch>(patch) else {
         return;
     };
-    let deep = |pointer: &json_patch::jsonptr::Pointer| pointer.tokens().count() > 128;
+    let deep = |pointer: &json_patch::jsonptr::Pointer| pointer.tokens().count() > MAX_DEPTH;
     let beyond = patch.0.iter().any(|operation| {
         deep(operation.path())
             || match operation {

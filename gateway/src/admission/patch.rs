@@ -84,7 +84,7 @@ impl<E: Into<PatchErrorKind>> From<E> for Failure {
 /// How deep a pointer may reach: `serde_json`'s nesting limit, beyond which `json_patch`
 /// could not have parsed the object at all. It also bounds the depth of the opened tree, which
 /// is cloned, written and dropped recursively.
-const MAX_DEPTH: usize = 128;
+pub const MAX_DEPTH: usize = 128;
 
 impl<'a> Document<'a> {
     /// The object as the request sent it; nothing is parsed yet.
