@@ -10,10 +10,13 @@
 //! them and writes SVG plots (docs/bench/ by default).
 //!
 //! `cargo bench --bench floor -- [--rounds 3] [--seconds 8] [--threads 2] [--connections 16]
-//!  [--open-seconds 5] [--open-connections 32] [--stages closed,open,kyverno,trace] [--out DIR]`
+//!  [--open-seconds 5] [--open-connections 32] [--stages closed,open,kyverno,trace] [--out DIR]
+//!  [--against BIN]`
 //! (`trace`: where one request's time goes at low load, from the gateway's own histograms;
 //! `plugins`, not run by default: three more servers in the closed-loop rounds, each serving one
 //! component twice, `counter`, require-labels and deny-privileged, to split the demo's cost.)
+//! `--against BIN` serves the demo with a second `wasmgate` binary too (another build), as
+//! `demo-b`, in the same interleaved rounds: an A/B of a change, each beside the same floor.
 //!
 //! Needs `scripts/build-plugins` and the shared bench folder (see `scripts/bench-tools shared`).
 
@@ -37,6 +40,7 @@ struct Opts {
     open_connections: usize,
     stages: Vec<String>,
     out: PathBuf,
+    against: Option<PathBuf>,
 }
 
 fn opts() -> Opts {
@@ -51,6 +55,7 @@ fn opts() -> Opts {
             .map(str::to_owned)
             .to_vec(),
         out: repo().join("docs/bench"),
+        against: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -66,6 +71,7 @@ fn opts() -> Opts {
             }
             "--stages" => o.stages = value().split(',').map(str::to_owned).collect(),
             "--out" => o.out = PathBuf::from(value()),
+            "--against" => o.against = Some(PathBuf::from(value())),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -628,14 +634,18 @@ fn main() {
         .unwrap_or(1);
     println!("# wasmgate against the bare floor (issues 14, 19)");
     println!(
-        "command: cargo bench --bench floor -- --rounds {} --seconds {} --threads {} --connections {} --open-seconds {} --open-connections {} --stages {}",
+        "command: cargo bench --bench floor -- --rounds {} --seconds {} --threads {} --connections {} --open-seconds {} --open-connections {} --stages {}{}",
         o.rounds,
         o.seconds,
         o.threads,
         o.connections,
         o.open_seconds,
         o.open_connections,
-        o.stages.join(",")
+        o.stages.join(","),
+        o.against
+            .as_ref()
+            .map(|b| format!(" --against {}", b.display()))
+            .unwrap_or_default()
     );
     println!(
         "machine: {cores} cores; load average at start {}; body {} bytes (mkbody.py); floor {}",
@@ -648,6 +658,10 @@ fn main() {
     let (nothing, _) = start(&demo_policy(true));
     let (bare, _) = start(&allow_all_policy());
     let floor = start_floor(&floor_bin, &demo, &body);
+    let demo_b = o.against.as_ref().map(|bin| {
+        println!("demo-b: {}", bin.display());
+        common::start_build(bin, &demo_policy(false)).0
+    });
     // The `plugins` stage: more servers, measured in the same closed-loop rounds.
     let plugin_stage = o.stages.iter().any(|s| s == "plugins");
     let singles: Vec<(&str, Server)> = if plugin_stage {
@@ -692,6 +706,20 @@ fn main() {
             target: None,
         },
     ];
+    if let Some(b) = &demo_b {
+        cases.push(Case {
+            name: "demo-b (--against) /validate",
+            server: b,
+            path: "/validate",
+            target: Some((0.9, 1.5)),
+        });
+        cases.push(Case {
+            name: "demo-b (--against) /mutate",
+            server: b,
+            path: "/mutate",
+            target: Some((0.6, 2.0)),
+        });
+    }
     cases.extend(singles.iter().map(|(name, server)| Case {
         name,
         server,

@@ -45,7 +45,17 @@ pub fn start(policy: &str) -> (Server, Duration) {
 /// [`start`] with more `serve` arguments. The audit spool is in the server's own directory
 /// unless `args` names one.
 pub fn start_with(policy: &str, args: &[&str]) -> (Server, Duration) {
-    launch(policy, args, None)
+    launch(this_build(), policy, args, None)
+}
+
+/// [`start`] with another build of `wasmgate` (an A/B of a change, both served in one run).
+pub fn start_build(binary: &Path, policy: &str) -> (Server, Duration) {
+    launch(binary, policy, &[], None)
+}
+
+/// The `wasmgate` binary of this build.
+fn this_build() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_wasmgate"))
 }
 
 /// [`start`] the way the README and `scripts/run` do it: a relative `--config
@@ -53,10 +63,15 @@ pub fn start_with(policy: &str, args: &[&str]) -> (Server, Duration) {
 /// (name, source) copied into `modules/` beside `policies/`, so that the policy names them
 /// `../modules/NAME`.
 pub fn start_relative(policy: &str, modules: &[(&str, &Path)]) -> (Server, Duration) {
-    launch(policy, &[], Some(modules))
+    launch(this_build(), policy, &[], Some(modules))
 }
 
-fn launch(policy: &str, args: &[&str], relative: Option<&[(&str, &Path)]>) -> (Server, Duration) {
+fn launch(
+    binary: &Path,
+    policy: &str,
+    args: &[&str],
+    relative: Option<&[(&str, &Path)]>,
+) -> (Server, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = wasmgate::server::tls::generate(&["127.0.0.1"]).unwrap();
     for (name, text) in [("tls.crt", &cert), ("tls.key", &key)] {
@@ -79,7 +94,7 @@ fn launch(policy: &str, args: &[&str], relative: Option<&[(&str, &Path)]>) -> (S
     };
     let port = free_port();
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+    let child = Command::new(binary)
         .current_dir(dir.path())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--config")
