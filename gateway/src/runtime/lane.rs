@@ -15,12 +15,17 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// A call that has run this long (time spent in its polls: in Wasm or host work, not waiting
-/// for a slot, a host call or a busy worker) is moved to the slow lane at its next pause (an
-/// epoch tick, or a wait in a host call). Well-behaved admission calls run tens of microseconds
-/// to a few milliseconds and never get here: they stay where they started, at the cost of one
-/// allocation for the future and two clock reads per poll.
+/// A call that has run this long (CPU time in its polls: in Wasm or host work, not waiting
+/// for a slot, a host call or a busy worker, nor the time the OS gave its thread's CPU to
+/// another: see [`Timed`]) is moved to the slow lane at its next pause (an epoch tick, or a
+/// wait in a host call). Well-behaved admission calls run tens of microseconds to a few
+/// milliseconds and never get here: they stay where they started, at the cost of one
+/// allocation for the future and three clock reads per poll.
 pub const SLOW_AFTER: Duration = Duration::from_millis(5);
+
+/// A poll that took less wall-clock time than this counts as run for all of it; a longer one
+/// counts for the CPU time its thread spent in it (see [`Timed`]).
+const PREEMPTIBLE_ABOVE: Duration = Duration::from_millis(1);
 
 /// What an audit sink's call may run, per event of its batch, on top of [`SLOW_AFTER`] before
 /// it moves to the slow lane. A sink's call is as long as its batch (hundreds of events at tens
@@ -149,10 +154,30 @@ impl<F: Future> Lane<F> {
     }
 }
 
-/// A future and the time spent in its polls so far.
+/// A future and the time it has run in its polls so far.
+///
+/// What a poll counts is the CPU time its thread spent in it, not the wall-clock time: on a
+/// loaded machine the OS takes a worker's CPU for milliseconds at a time (to the load
+/// generator, another worker, another process), and a 30 µs call caught by that looked like a
+/// slow one. Its policy was demoted, and every call of it that started before one ended well
+/// started on the `SCHED_IDLE` lane, which a busy machine starves: at c=16 on two cores, 16-46
+/// such starts per policy in 20 s, and requests answered 20-60 ms late (p99.9; BENCHMARKS.md).
+/// The thread's CPU clock is a system call (about 0.2 µs here, against 20 ns for the wall
+/// clock), so it is read at the start of every poll and at its end only when the poll took
+/// [`PREEMPTIBLE_ABOVE`] or more of wall-clock time; a shorter poll counts for all of it, which
+/// is at most that much above its CPU time.
 struct Timed<F> {
     future: Pin<Box<F>>,
     ran: Duration,
+}
+
+/// The CPU time the calling thread has used so far.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 impl<F: Future> Future for Timed<F> {
@@ -160,9 +185,14 @@ impl<F: Future> Future for Timed<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), thread_cpu_time());
         let polled = this.future.as_mut().poll(cx);
-        this.ran += started.elapsed();
+        let wall = started.elapsed();
+        this.ran += if wall < PREEMPTIBLE_ABOVE {
+            wall
+        } else {
+            thread_cpu_time().saturating_sub(cpu).min(wall)
+        };
         polled.map(|output| (output, this.ran))
     }
 }
@@ -250,12 +280,20 @@ mod tests {
         )
     }
 
+    /// Keeps the CPU busy for `time` of the thread's CPU time.
+    fn spin(time: Duration) {
+        let start = thread_cpu_time();
+        while thread_cpu_time() - start < time {
+            std::hint::spin_loop();
+        }
+    }
+
     /// Runs for `time`, yielding every millisecond (as Wasm does at each epoch tick), then
     /// says where it ended.
     async fn busy_then_here(time: Duration) -> (Option<String>, i32, bool) {
         let start = std::time::Instant::now();
         while start.elapsed() < time {
-            std::thread::sleep(Duration::from_millis(1));
+            spin(Duration::from_millis(1));
             tokio::task::yield_now().await;
         }
         here()
@@ -292,6 +330,33 @@ mod tests {
         let (place, ran) = short.await.unwrap();
         assert_eq!(place, caller);
         assert!(ran < SLOW_AFTER, "{ran:?}");
+        // So does one whose thread did not run for longer than the lane's allowance (the OS
+        // gave its CPU to others): a sleep stands for that, in one poll and over several.
+        let preempted = run(
+            async {
+                std::thread::sleep(SLOW_AFTER * 2);
+                here()
+            },
+            false,
+            SLOW_AFTER,
+            Class::Idle,
+        );
+        let (place, ran) = preempted.await.unwrap();
+        assert_eq!(place, caller);
+        assert!(ran < SLOW_AFTER, "{ran:?}");
+        let preempted_often = run(
+            async {
+                for _ in 0..3 {
+                    std::thread::sleep(SLOW_AFTER);
+                    tokio::task::yield_now().await;
+                }
+                here()
+            },
+            false,
+            SLOW_AFTER,
+            Class::Idle,
+        );
+        assert_eq!(preempted_often.await.unwrap().0, caller);
         // Unless it is asked to start on the lane.
         let sent = run(async { here() }, true, SLOW_AFTER, Class::Idle);
         assert_eq!(sent.await.unwrap().0, lane());
@@ -335,7 +400,7 @@ mod tests {
             async move {
                 let _tell = dropped_tx;
                 loop {
-                    std::thread::sleep(Duration::from_millis(1));
+                    spin(Duration::from_millis(1));
                     tokio::task::yield_now().await;
                 }
             },
