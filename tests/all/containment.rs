@@ -623,9 +623,9 @@ async fn a_misbehaving_policy_starts_its_next_calls_on_the_slow_lane() {
     for policy in ["partial", "huge", "flood", "hog-memories"] {
         assert_eq!(starts(policy), 2, "{policy}:\n{metrics}");
     }
-    // A well-behaved call runs far under the lane's 5 ms; one preempted for that long on a
-    // loaded machine would send the next one to the lane, not more.
-    assert!(starts("fast") <= 1, "{metrics}");
+    // A well-behaved call runs far under the lane's 5 ms, also when the OS preempts it for
+    // longer: what counts is the CPU time of its polls (`lane::Timed`).
+    assert_eq!(starts("fast"), 0, "{metrics}");
     // Each flood call writes 1,000 `log` lines and 100 stdout lines, of which at most 64 are
     // logged; every other one is counted.
     let dropped = policy_counter(&metrics, "wasmgate_plugin_log_lines_dropped_total", "flood");
