@@ -299,6 +299,17 @@ mod tests {
         here()
     }
 
+    /// Runs `call` as an admission call and checks that it ended on the caller's thread,
+    /// having run less than the lane's allowance.
+    async fn stays_where_it_started(
+        call: impl Future<Output = (Option<String>, i32, bool)> + Send + 'static,
+        caller: &(Option<String>, i32, bool),
+    ) {
+        let (place, ran) = run(call, false, SLOW_AFTER, Class::Idle).await.unwrap();
+        assert_eq!(&place, caller);
+        assert!(ran < SLOW_AFTER, "{ran:?}");
+    }
+
     /// Where a call on the slow lane runs.
     fn lane() -> (Option<String>, i32, bool) {
         (Some(THREAD_NAME.to_owned()), NICE, true)
@@ -318,33 +329,25 @@ mod tests {
             "the test itself runs at a higher priority"
         );
         // A short call that pauses (a tick) finishes where it started.
-        let short = run(
+        stays_where_it_started(
             async {
                 tokio::task::yield_now().await;
                 here()
             },
-            false,
-            SLOW_AFTER,
-            Class::Idle,
-        );
-        let (place, ran) = short.await.unwrap();
-        assert_eq!(place, caller);
-        assert!(ran < SLOW_AFTER, "{ran:?}");
+            &caller,
+        )
+        .await;
         // So does one whose thread did not run for longer than the lane's allowance (the OS
         // gave its CPU to others): a sleep stands for that, in one poll and over several.
-        let preempted = run(
+        stays_where_it_started(
             async {
                 std::thread::sleep(SLOW_AFTER * 2);
                 here()
             },
-            false,
-            SLOW_AFTER,
-            Class::Idle,
-        );
-        let (place, ran) = preempted.await.unwrap();
-        assert_eq!(place, caller);
-        assert!(ran < SLOW_AFTER, "{ran:?}");
-        let preempted_often = run(
+            &caller,
+        )
+        .await;
+        stays_where_it_started(
             async {
                 for _ in 0..3 {
                     std::thread::sleep(SLOW_AFTER);
@@ -352,11 +355,9 @@ mod tests {
                 }
                 here()
             },
-            false,
-            SLOW_AFTER,
-            Class::Idle,
-        );
-        assert_eq!(preempted_often.await.unwrap().0, caller);
+            &caller,
+        )
+        .await;
         // Unless it is asked to start on the lane.
         let sent = run(async { here() }, true, SLOW_AFTER, Class::Idle);
         assert_eq!(sent.await.unwrap().0, lane());
