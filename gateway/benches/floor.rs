@@ -225,6 +225,11 @@ struct Case<'a> {
     target: Option<(f64, f64)>,
 }
 
+/// Issue 14's targets for the demo's `/validate` and `/mutate` ([`Case::target`]), for this
+/// build and for `--against`'s.
+const VALIDATE_TARGET: (f64, f64) = (0.9, 1.5);
+const MUTATE_TARGET: (f64, f64) = (0.6, 2.0);
+
 /// One open-loop point: offered and achieved rate, latency from the intended send time.
 struct Open {
     offered: f64,
@@ -685,13 +690,13 @@ fn main() {
             name: "wasmgate demo /validate (2 validators)",
             server: &demo,
             path: "/validate",
-            target: Some((0.9, 1.5)),
+            target: Some(VALIDATE_TARGET),
         },
         Case {
             name: "wasmgate demo /mutate (1 initializer)",
             server: &demo,
             path: "/mutate",
-            target: Some((0.6, 2.0)),
+            target: Some(MUTATE_TARGET),
         },
         Case {
             name: "wasmgate, nothing matches, /validate",
@@ -711,13 +716,13 @@ fn main() {
             name: "demo-b (--against) /validate",
             server: b,
             path: "/validate",
-            target: Some((0.9, 1.5)),
+            target: Some(VALIDATE_TARGET),
         });
         cases.push(Case {
             name: "demo-b (--against) /mutate",
             server: b,
             path: "/mutate",
-            target: Some((0.6, 2.0)),
+            target: Some(MUTATE_TARGET),
         });
     }
     cases.extend(singles.iter().map(|(name, server)| Case {
