@@ -124,6 +124,22 @@ fn nice() {
     }
 }
 
+/// Runs `future` on the slow lane's threads of `class`, detached: work that may wait for a CPU
+/// nothing else wants (on `SCHED_IDLE`, [`Class::Idle`]). Gives `future` back if the lane could
+/// not be started.
+pub(super) fn spawn<F>(future: F, class: Class) -> Result<(), F>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match slow_lane(class) {
+        Some(lane) => {
+            drop(lane.spawn(future));
+            Ok(())
+        }
+        None => Err(future),
+    }
+}
+
 /// Why a call moved to the slow lane gave no answer (the lane's runtime dropped it).
 #[derive(Debug, thiserror::Error)]
 #[error("the slow lane dropped the call: {0}")]
@@ -318,6 +334,21 @@ mod tests {
     /// Where an audit sink's call on the slow lane runs: nice 19, not `SCHED_IDLE`.
     fn nice_lane() -> (Option<String>, i32, bool) {
         (Some(NICE_THREAD_NAME.to_owned()), NICE, false)
+    }
+
+    /// Work spawned on the lane (the making of an instance ahead of its call) runs there,
+    /// detached: on a `SCHED_IDLE` thread, never on the caller's.
+    #[tokio::test]
+    async fn spawned_work_runs_on_the_lane() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = spawn(
+            async move {
+                tx.send(here()).unwrap();
+            },
+            Class::Idle,
+        );
+        assert!(spawned.is_ok(), "the lane could not be started");
+        assert_eq!(rx.await.unwrap(), lane());
     }
 
     #[tokio::test]
