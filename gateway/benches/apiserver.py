@@ -14,6 +14,10 @@ keep-alive HTTPS connection with an admin token) through a real kube-apiserver
   demo      wasmgate on policies/demo.yaml, one webhook per policy (1 mutating + 2 validating)
   floor-2   the floor as one mutating + one validating webhook (the aggregated shape)
   demo-agg  the demo gateway registered with `--aggregate` (1 mutating + 1 validating)
+  floor-3mc the floor in the demo's shape, each webhook with the matchConditions the demo's carry
+  rl-nomc   the require-labels gateway registered with `manifests --exempt-group ''`: no
+            matchConditions at all (the shape of floor-1)
+  demo-nomc the demo gateway registered the same way (the shape of floor-3)
 
 Modes run interleaved (ROUNDS rounds of N/ROUNDS each) after a warm-up. Prints p50/p90/p99 per
 mode, the latency each adds over `none`, and wasmgate's added latency as a ratio to the floor
@@ -88,7 +92,8 @@ RL_POLICY = {"apiVersion": "wasmgate.io/v1alpha1", "kind": "PolicySet", "metadat
                                       "apiVersions": ["v1"], "resources": ["pods"]}],
                            "excludeNamespaces": ["kube-system"], "failurePolicy": "Fail",
                            "timeout": "1s"}]}
-MODES = ["none", "vap", "floor-1", "floor-1mc", "rl", "rl-agg", "floor-3", "demo", "floor-2", "demo-agg"]
+MODES = ["none", "vap", "floor-1", "floor-1mc", "rl", "rl-agg", "rl-nomc", "floor-3", "floor-3mc", "demo",
+         "demo-nomc", "floor-2", "demo-agg"]
 if args.modes:
     wanted = set(args.modes.split(",")) | {"none"}
     if wanted - set(MODES):
@@ -98,10 +103,11 @@ if args.against:
     for m in ("rl", "demo"):
         if m in MODES:
             MODES.insert(MODES.index(m) + 1, f"{m}-b")
-# wasmgate mode -> the floor mode of the same webhook shape (the same matchConditions too, for
-# floor-1mc)
-PAIRS = [(w, f) for w, f in [("rl", "floor-1"), ("rl", "floor-1mc"), ("rl-agg", "floor-1"),
-                             ("demo", "floor-3"), ("demo-agg", "floor-2")]
+# wasmgate mode -> the floor mode of the same webhook shape; the floors with "mc" carry the same
+# matchConditions as the gateway's registration, the "nomc" gateways none, like the bare floors.
+PAIRS = [(w, f) for w, f in [("rl", "floor-1"), ("rl", "floor-1mc"), ("rl-nomc", "floor-1"),
+                             ("rl-agg", "floor-1"), ("demo", "floor-3"), ("demo", "floor-3mc"),
+                             ("demo-nomc", "floor-3"), ("demo-agg", "floor-2")]
          if w in MODES and f in MODES]
 
 work = Path(tempfile.mkdtemp(prefix="wasmgate-apiserver-bench-"))
@@ -156,11 +162,9 @@ def floor_hooks(mode, port, ca, mutating, validating, conditions=None):
     return out
 
 
-def gateway_hooks(c, mode, config, port, ca, aggregate):
+def gateway_hooks(c, mode, config, port, ca, flags):
     argv = [BIN, "manifests", "--config", str(config), "--kind", "webhooks",
-            "--url", f"https://127.0.0.1:{port}", "--ca-file", str(ca)]
-    if aggregate:
-        argv.append("--aggregate")
+            "--url", f"https://127.0.0.1:{port}", "--ca-file", str(ca)] + flags
     text = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True, cwd=REPO).stdout
     # YAML to JSON through kubectl (no YAML library needed).
     out = c.kubectl("create", "--dry-run=client", "-o", "json", "-f", "-", input=text).stdout
@@ -239,6 +243,7 @@ try:
         gw[name] = (cfg, port)
         pids[name] = procs[-1].pid
     serve("floor", [FLOOR, f"127.0.0.1:{ports[2]}", str(crt), str(key)])
+    floor_pid = procs[-1].pid
     for _, port in gw.values():
         wait_ready(port, ca[0], "/healthz")
     wait_ready(ports[2], ca[0], "/", "POST")
@@ -251,17 +256,29 @@ try:
         docs += floor_hooks("floor-1", ports[2], ca[0], 0, 1)
         docs += floor_hooks("floor-3", ports[2], ca[0], 1, 2)
         docs += floor_hooks("floor-2", ports[2], ca[0], 1, 1)
-        registered = {"rl": ("rl", False), "rl-agg": ("rl", True),
-                      "demo": ("demo", False), "demo-agg": ("demo", True)}
+        registered = {"rl": ("rl", []), "rl-agg": ("rl", ["--aggregate"]),
+                      "rl-nomc": ("rl", ["--exempt-group", ""]),
+                      "demo": ("demo", []), "demo-agg": ("demo", ["--aggregate"]),
+                      "demo-nomc": ("demo", ["--exempt-group", ""])}
         if args.against:
-            registered.update({"rl-b": ("rlB", False), "demo-b": ("demoB", False)})
-        for mode, (name, agg) in registered.items():
+            registered.update({"rl-b": ("rlB", []), "demo-b": ("demoB", [])})
+        for mode, (name, flags) in registered.items():
             cfg, port = gw[name]
-            docs += gateway_hooks(c, mode, cfg, port, ca[0], agg)
-        # The floor as wasmgate registers itself: the same matchConditions as rl's webhook.
-        conditions = next(w.get("matchConditions", []) for d in docs for w in d.get("webhooks", [])
-                          if w["namespaceSelector"]["matchLabels"]["mode"] == "rl")
-        docs += floor_hooks("floor-1mc", ports[2], ca[0], 0, 1, conditions)
+            docs += gateway_hooks(c, mode, cfg, port, ca[0], flags)
+
+        def conditions_of(mode):
+            """The matchConditions of `mode`'s webhooks, which must all carry the same."""
+            found = [w.get("matchConditions", []) for d in docs for w in d.get("webhooks", [])
+                     if w["namespaceSelector"]["matchLabels"]["mode"] == mode]
+            if not found or any(f != found[0] for f in found):
+                raise RuntimeError(f"{mode}'s webhooks carry different matchConditions: {found}")
+            return found[0]
+        for mode in ("rl-nomc", "demo-nomc"):
+            if conditions_of(mode):
+                raise RuntimeError(f"{mode} was registered with matchConditions: {conditions_of(mode)}")
+        # The floor as wasmgate registers itself: the same matchConditions as rl's or demo's webhooks.
+        docs += floor_hooks("floor-1mc", ports[2], ca[0], 0, 1, conditions_of("rl"))
+        docs += floor_hooks("floor-3mc", ports[2], ca[0], 1, 2, conditions_of("demo"))
         c.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
         shape = {}
         for d in docs:
@@ -284,8 +301,14 @@ try:
                 raise RuntimeError(f"{m}: {r.status} {data[:300]!r}")
             return dt
 
+        def process_cpu(pid):
+            """The CPU seconds process `pid` has used."""
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
         def stats(name):
-            """(reviews answered, seconds in the handler, process CPU seconds) of gateway `name`."""
+            """(reviews answered, seconds in the handler, process CPU seconds, calls that found their
+            instance made ahead) of gateway `name`."""
             ctx_gw = ssl.create_default_context(cafile=str(ca[0]))
             url = f"https://127.0.0.1:{gw[name][1]}/metrics"
             text = urllib.request.urlopen(url, context=ctx_gw, timeout=5).read().decode()
@@ -293,10 +316,9 @@ try:
             def total(prefix):
                 return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                            if line.startswith(prefix))
-            fields = open(f"/proc/{pids[name]}/stat").read().rsplit(")", 1)[1].split()
-            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             return (total("wasmgate_admission_requests_total"),
-                    total("wasmgate_admission_request_duration_seconds_sum"), cpu)
+                    total("wasmgate_admission_request_duration_seconds_sum"), process_cpu(pids[name]),
+                    total("wasmgate_plugin_prepared_instance_calls_total"))
 
         # Webhook configurations reach the API server's informers asynchronously.
         time.sleep(3)
@@ -304,6 +326,7 @@ try:
             for _ in range(args.warmup):
                 once(m)
         before = {name: stats(name) for name in gw}
+        floor_before = process_cpu(floor_pid)
         res = {m: [] for m in MODES}
         for rnd in range(args.rounds):
             for m in MODES:
@@ -320,9 +343,16 @@ try:
             reviews = max(1.0, seen[name])
             print(f"gateway {name}: per review {(after[name][1] - before[name][1]) / reviews * 1e6:.0f} µs "
                   f"in the handler (body in hand to verdict), {(after[name][2] - before[name][2]) / reviews * 1e6:.0f} µs "
+                  "of process CPU (everything: TLS, HTTP/2, handler, idle work); "
+                  f"{after[name][3] - before[name][3]:.0f} calls found their fresh instance made ahead")
+        floor_reviews = done * sum(k for m, k in {"floor-1": 1, "floor-1mc": 1, "floor-3": 3,
+                                                  "floor-3mc": 3, "floor-2": 2}.items() if m in MODES)
+        if floor_reviews:
+            print(f"floor: per review {(process_cpu(floor_pid) - floor_before) / floor_reviews * 1e6:.0f} µs "
                   "of process CPU (everything: TLS, HTTP/2, handler, idle work)")
         print(f"reviews answered by the gateways while measuring: {seen} ({done} creates per mode)")
-        per_create = {"rl": {"rl": 1, "rl-agg": 1}, "demo": {"demo": 3, "demo-agg": 2},
+        per_create = {"rl": {"rl": 1, "rl-agg": 1, "rl-nomc": 1},
+                      "demo": {"demo": 3, "demo-agg": 2, "demo-nomc": 3},
                       "rlB": {"rl-b": 1}, "demoB": {"demo-b": 3}}
         expected = {name: done * sum(k for m, k in per_create[name].items() if m in MODES) for name in gw}
         if any(seen[name] < expected[name] for name in gw):
