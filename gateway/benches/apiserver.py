@@ -18,8 +18,11 @@ keep-alive HTTPS connection with an admin token) through a real kube-apiserver
   rl-nomc   the require-labels gateway registered with `manifests --exempt-group ''`: no
             matchConditions at all (the shape of floor-1)
   demo-nomc the demo gateway registered the same way (the shape of floor-3)
+  floor-2mc the floor in the aggregated shape, with the matchConditions demo-agg's webhooks carry
 
-Modes run interleaved (ROUNDS rounds of N/ROUNDS each) after a warm-up. Prints p50/p90/p99 per
+Modes run interleaved (ROUNDS rounds of N/ROUNDS each, in a new random order each round, so that
+no mode always follows the same one: a server just used answers its next review warmer) after a
+warm-up. Prints p50/p90/p99 per
 mode, the latency each adds over `none`, and wasmgate's added latency as a ratio to the floor
 webhook of the same shape (target: <= 1.2x at p50 and p99). Writes an SVG of the distributions.
 Every gateway and floor serves the same certificate (one CA, one leaf for 127.0.0.1).
@@ -33,7 +36,7 @@ builds' added latencies are compared in the same run (A/B of a change on a busy 
 The floor is built (and cached) by `scripts/bench-tools floor`. WASMGATE_BIN overrides
 $CARGO_TARGET_DIR/release/wasmgate.
 """
-import argparse, http.client, json, os, ssl, subprocess, sys, tempfile, time, urllib.request
+import argparse, http.client, json, os, random, ssl, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +96,7 @@ RL_POLICY = {"apiVersion": "wasmgate.io/v1alpha1", "kind": "PolicySet", "metadat
                            "excludeNamespaces": ["kube-system"], "failurePolicy": "Fail",
                            "timeout": "1s"}]}
 MODES = ["none", "vap", "floor-1", "floor-1mc", "rl", "rl-agg", "rl-nomc", "floor-3", "floor-3mc", "demo",
-         "demo-nomc", "floor-2", "demo-agg"]
+         "demo-nomc", "floor-2", "floor-2mc", "demo-agg"]
 if args.modes:
     wanted = set(args.modes.split(",")) | {"none"}
     if wanted - set(MODES):
@@ -106,8 +109,9 @@ if args.against:
 # wasmgate mode -> the floor mode of the same webhook shape; the floors with "mc" carry the same
 # matchConditions as the gateway's registration, the "nomc" gateways none, like the bare floors.
 PAIRS = [(w, f) for w, f in [("rl", "floor-1"), ("rl", "floor-1mc"), ("rl-nomc", "floor-1"),
-                             ("rl-agg", "floor-1"), ("demo", "floor-3"), ("demo", "floor-3mc"),
-                             ("demo-nomc", "floor-3"), ("demo-agg", "floor-2")]
+                             ("rl-agg", "floor-1"), ("rl-agg", "floor-1mc"), ("demo", "floor-3"),
+                             ("demo", "floor-3mc"), ("demo-nomc", "floor-3"), ("demo-agg", "floor-2"),
+                             ("demo-agg", "floor-2mc")]
          if w in MODES and f in MODES]
 
 work = Path(tempfile.mkdtemp(prefix="wasmgate-apiserver-bench-"))
@@ -279,6 +283,7 @@ try:
         # The floor as wasmgate registers itself: the same matchConditions as rl's or demo's webhooks.
         docs += floor_hooks("floor-1mc", ports[2], ca[0], 0, 1, conditions_of("rl"))
         docs += floor_hooks("floor-3mc", ports[2], ca[0], 1, 2, conditions_of("demo"))
+        docs += floor_hooks("floor-2mc", ports[2], ca[0], 1, 1, conditions_of("demo-agg"))
         c.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
         shape = {}
         for d in docs:
@@ -328,8 +333,10 @@ try:
         before = {name: stats(name) for name in gw}
         floor_before = process_cpu(floor_pid)
         res = {m: [] for m in MODES}
+        order, shuffle = list(MODES), random.Random(19).shuffle
         for rnd in range(args.rounds):
-            for m in MODES:
+            shuffle(order)
+            for m in order:
                 for _ in range(args.n // args.rounds):
                     res[m].append(once(m))
             if (rnd + 1) % max(1, args.rounds // 4) == 0:
@@ -346,7 +353,8 @@ try:
                   "of process CPU (everything: TLS, HTTP/2, handler, idle work); "
                   f"{after[name][3] - before[name][3]:.0f} calls found their fresh instance made ahead")
         floor_reviews = done * sum(k for m, k in {"floor-1": 1, "floor-1mc": 1, "floor-3": 3,
-                                                  "floor-3mc": 3, "floor-2": 2}.items() if m in MODES)
+                                                  "floor-3mc": 3, "floor-2": 2, "floor-2mc": 2}.items()
+                            if m in MODES)
         if floor_reviews:
             print(f"floor: per review {(process_cpu(floor_pid) - floor_before) / floor_reviews * 1e6:.0f} µs "
                   "of process CPU (everything: TLS, HTTP/2, handler, idle work)")
