@@ -17,6 +17,8 @@ keep-alive HTTPS connection with an admin token) through a real kube-apiserver
   floor-3mc the floor in the demo's shape, each webhook with the matchConditions the demo's carry
   rl-nomc   the require-labels gateway registered with `manifests --exempt-group ''`: no
             matchConditions at all (the shape of floor-1)
+  rl-nocall the same gateway as one webhook (floor-1's registration) on /validate/configmaps-only,
+            a policy that matches no Pod: its TLS, HTTP/2, decoding and answer, no plugin call
   demo-nomc the demo gateway registered the same way (the shape of floor-3)
   floor-2mc the floor in the aggregated shape, with the matchConditions demo-agg's webhooks carry
 
@@ -95,8 +97,11 @@ RL_POLICY = {"apiVersion": "wasmgate.io/v1alpha1", "kind": "PolicySet", "metadat
                                       "apiVersions": ["v1"], "resources": ["pods"]}],
                            "excludeNamespaces": ["kube-system"], "failurePolicy": "Fail",
                            "timeout": "1s"}]}
-MODES = ["none", "vap", "floor-1", "floor-1mc", "rl", "rl-agg", "rl-nomc", "floor-3", "floor-3mc", "demo",
-         "demo-nomc", "floor-2", "floor-2mc", "demo-agg"]
+# The same plugin on ConfigMaps: no Pod create calls it (mode rl-nocall).
+RL_POLICY["policies"].append(dict(RL_POLICY["policies"][0], name="configmaps-only", rules=[
+    {"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}]))
+MODES = ["none", "vap", "floor-1", "floor-1mc", "rl", "rl-agg", "rl-nomc", "rl-nocall", "floor-3",
+         "floor-3mc", "demo", "demo-nomc", "floor-2", "floor-2mc", "demo-agg"]
 if args.modes:
     wanted = set(args.modes.split(",")) | {"none"}
     if wanted - set(MODES):
@@ -109,6 +114,7 @@ if args.against:
 # wasmgate mode -> the floor mode of the same webhook shape; the floors with "mc" carry the same
 # matchConditions as the gateway's registration, the "nomc" gateways none, like the bare floors.
 PAIRS = [(w, f) for w, f in [("rl", "floor-1"), ("rl", "floor-1mc"), ("rl-nomc", "floor-1"),
+                             ("rl-nocall", "floor-1"),
                              ("rl-agg", "floor-1"), ("rl-agg", "floor-1mc"), ("demo", "floor-3"),
                              ("demo", "floor-3mc"), ("demo-nomc", "floor-3"), ("demo-agg", "floor-2"),
                              ("demo-agg", "floor-2mc")]
@@ -142,12 +148,13 @@ def wait_ready(port, ca, path, method="GET"):
             time.sleep(0.1)
 
 
-def floor_hooks(mode, port, ca, mutating, validating, conditions=None):
+def floor_hooks(mode, port, ca, mutating, validating, conditions=None, path=None):
+    """The floor's registration for `mode`: on `path` of the server at `port` if given."""
     def hook(i):
         out = {"name": f"floor-{i}.{mode}.bench.example.com", "sideEffects": "None",
                "admissionReviewVersions": ["v1"], "failurePolicy": "Fail", "timeoutSeconds": 2,
                "matchPolicy": "Equivalent",
-               "clientConfig": {"url": f"https://127.0.0.1:{port}/floor/{i}",
+               "clientConfig": {"url": f"https://127.0.0.1:{port}{path or f'/floor/{i}'}",
                                 "caBundle": cluster.ca_bundle_b64(ca)},
                "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
                           "resources": ["pods"]}],
@@ -284,6 +291,8 @@ try:
         docs += floor_hooks("floor-1mc", ports[2], ca[0], 0, 1, conditions_of("rl"))
         docs += floor_hooks("floor-3mc", ports[2], ca[0], 1, 2, conditions_of("demo"))
         docs += floor_hooks("floor-2mc", ports[2], ca[0], 1, 1, conditions_of("demo-agg"))
+        # The gateway registered as the floor is, on a policy that no Pod matches.
+        docs += floor_hooks("rl-nocall", gw["rl"][1], ca[0], 0, 1, path="/validate/configmaps-only")
         c.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
         shape = {}
         for d in docs:
@@ -347,7 +356,9 @@ try:
         after = {name: stats(name) for name in gw}
         seen = {name: after[name][0] - before[name][0] for name in gw}
         for name in gw:
-            reviews = max(1.0, seen[name])
+            if not seen[name]:
+                continue  # none of its modes was measured
+            reviews = seen[name]
             print(f"gateway {name}: per review {(after[name][1] - before[name][1]) / reviews * 1e6:.0f} µs "
                   f"in the handler (body in hand to verdict), {(after[name][2] - before[name][2]) / reviews * 1e6:.0f} µs "
                   "of process CPU (everything: TLS, HTTP/2, handler, idle work); "
@@ -359,7 +370,7 @@ try:
             print(f"floor: per review {(process_cpu(floor_pid) - floor_before) / floor_reviews * 1e6:.0f} µs "
                   "of process CPU (everything: TLS, HTTP/2, handler, idle work)")
         print(f"reviews answered by the gateways while measuring: {seen} ({done} creates per mode)")
-        per_create = {"rl": {"rl": 1, "rl-agg": 1, "rl-nomc": 1},
+        per_create = {"rl": {"rl": 1, "rl-agg": 1, "rl-nomc": 1, "rl-nocall": 1},
                       "demo": {"demo": 3, "demo-agg": 2, "demo-nomc": 3},
                       "rlB": {"rl-b": 1}, "demoB": {"demo-b": 3}}
         expected = {name: done * sum(k for m, k in per_create[name].items() if m in MODES) for name in gw}
