@@ -2,8 +2,8 @@
 //! its allowance ([`SLOW_AFTER`], more for a batch: [`allowance`]), so that a long call (a plugin
 //! that spins, or host work on its huge output) leaves the threads that serve requests to the
 //! short calls. Two classes of threads ([`Class`]): `SCHED_IDLE` for calls that may wait, nice 19
-//! for calls that must always progress. Runs futures; knows nothing of plugins, stores, HTTP or
-//! admission.
+//! for calls that must always progress. Also runs work handed to it whole that may wait for an
+//! idle CPU ([`spawn`]). Runs futures; knows nothing of plugins, stores, HTTP or admission.
 
 use std::future::Future;
 use std::pin::Pin;
