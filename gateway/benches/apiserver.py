@@ -393,15 +393,29 @@ for m, xs in res.items():
     v = {q: pct(xs, q) for q in (0.5, 0.9, 0.99)}
     print(f"| {m} | {v[0.5]:.2f} | {v[0.9]:.2f} | {v[0.99]:.2f} | "
           + " | ".join(f"{v[q] - base[q]:+.2f}" for q in (0.5, 0.9, 0.99)) + " |")
+
+
+def noise(xs, q, rounds=200):
+    """How far `xs`'s q-quantile moves between resamples of `xs` (bootstrap, 95 % interval
+    width): a difference of quantiles smaller than this is not a measurement."""
+    rng = random.Random(0)
+    qs = sorted(pct(rng.choices(xs, k=len(xs)), q) for _ in range(rounds))
+    return qs[int(rounds * 0.975)] - qs[int(rounds * 0.025)]
+
+
+NOISE = {q: noise(res["none"], q) for q in (0.5, 0.9, 0.99)}
+print("\nnoise (95 % bootstrap interval of none's quantiles): "
+      + ", ".join(f"p{int(q * 100)} ±{NOISE[q] / 2:.2f} ms" for q in (0.5, 0.9, 0.99))
+      + "; a ratio whose floor adds less than its own or none's noise is n/a")
 print("\n| wasmgate | floor of the same shape | added p50 ratio | added p90 ratio | added p99 ratio | target <= 1.2x |")
 print("|---|---|---:|---:|---:|---|")
 for w, f in PAIRS:
     r = {}
     for q in (0.5, 0.9, 0.99):
         fa = pct(res[f], q) - base[q]
-        r[q] = (pct(res[w], q) - base[q]) / fa if fa > 0.01 else None
+        r[q] = (pct(res[w], q) - base[q]) / fa if fa > max(0.01, NOISE[q], noise(res[f], q)) else None
     if r[0.5] is None or r[0.99] is None:
-        met = "n/a: the floor adds nothing measurable there (noise); re-run quieter or with more --n"
+        met = "n/a: what the floor adds is inside the run's noise; re-run quieter or with more --n"
     else:
         met = "yes" if r[0.5] <= 1.2 and r[0.99] <= 1.2 else "no"
     cells = " | ".join("n/a" if r[q] is None else f"{r[q]:.2f}x" for q in (0.5, 0.9, 0.99))
