@@ -214,7 +214,9 @@ struct ManifestsArgs {
     #[arg(long = "exempt-namespace", value_delimiter = ',', default_values = crate::manifests::DEFAULT_EXEMPT_NAMESPACES)]
     exempt_namespaces: Vec<String>,
     /// User groups whose requests never reach the gateway (repeatable, comma-separated; an
-    /// empty value clears the list).
+    /// empty value clears the list). `system:nodes` (kubelets) is exempt on the webhooks whose
+    /// rules can match what a kubelet writes to keep its node and Pods running; its mirror Pods
+    /// are judged like any Pod.
     #[arg(long = "exempt-group", value_delimiter = ',', default_values = crate::manifests::DEFAULT_EXEMPT_GROUPS)]
     exempt_groups: Vec<String>,
     /// Client certificate (PEM) the API server presents to /audit (audit-kubeconfig): a path on

@@ -47,9 +47,13 @@ pub use webhooks::webhooks;
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// Namespaces whose objects never reach the gateway by default: the control plane's own.
 pub const DEFAULT_EXEMPT_NAMESPACES: &[&str] = &["kube-system", "kube-node-lease"];
-/// Groups whose requests never reach the gateway by default: kubelets (node and pod status,
-/// mirror pods), so that a gateway outage can never take nodes down with it.
-pub const DEFAULT_EXEMPT_GROUPS: &[&str] = &["system:nodes"];
+/// The kubelets' group: every kubelet's identity is in it.
+pub const NODES_GROUP: &str = "system:nodes";
+/// Groups whose requests never reach the gateway by default: kubelets, for what they write to
+/// keep their nodes and Pods running (node and Pod status, Pod deletions, certificates,
+/// tokens), so that a gateway outage can never take nodes down with it. Their mirror Pods are
+/// judged like any Pod.
+pub const DEFAULT_EXEMPT_GROUPS: &[&str] = &[NODES_GROUP];
 /// The port wasmgate listens on inside its Pod.
 pub const CONTAINER_PORT: u16 = 8443;
 /// The API server never waits longer than this for a webhook.

@@ -102,17 +102,18 @@ fn one_webhook_per_policy_carries_the_policy_settings() {
             hook["clientConfig"]["caBundle"],
             "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
         );
-        // Only watch-only's rules (every group and resource) can match Leases; the others get
-        // the group condition alone.
+        // Only watch-only's rules (every group and resource) can match Leases and what kubelets
+        // write; labels' (Pod CREATE and UPDATE) and lenient's (Deployments) can match neither,
+        // so the API server has no condition to evaluate for them.
         let groups = serde_json::json!({"name": "exclude-exempt-groups",
             "expression": r#"!request.userInfo.groups.exists(g, g in ["system:nodes"])"#});
-        let conditions = hook["matchConditions"].as_array().unwrap();
         if hook["name"] == "watch-only.wasmgate.io" {
+            let conditions = hook["matchConditions"].as_array().unwrap();
             assert_eq!(conditions.len(), 2);
             assert_eq!(conditions[0]["name"], "exclude-leases");
             assert_eq!(conditions[1], groups);
         } else {
-            assert_eq!(conditions, &vec![groups]);
+            assert!(hook.get("matchConditions").is_none(), "{hook}");
         }
     }
 
@@ -288,8 +289,8 @@ fn only_webhooks_whose_rules_can_match_leases_exclude_them() {
             );
             let names: Vec<&str> = hooks[0]["matchConditions"]
                 .as_array()
-                .unwrap()
-                .iter()
+                .into_iter()
+                .flatten()
                 .map(|c| c["name"].as_str().unwrap())
                 .collect();
             assert_eq!(
@@ -297,7 +298,99 @@ fn only_webhooks_whose_rules_can_match_leases_exclude_them() {
                 excluded,
                 "apiGroups {groups}, resources {resources}, aggregate {aggregate}: {names:?}"
             );
-            assert!(names.contains(&"exclude-exempt-groups"));
+        }
+    }
+}
+
+#[test]
+fn kubelets_are_exempt_where_the_rules_can_match_what_they_write() {
+    let (dir, _) = policy_set(ENTRIES);
+    let rule = |operations: &str, groups: &str, resources: &str| {
+        format!(
+            "  - name: p\n    kind: validator\n    module: b.wasm\n    rules: [{{operations: [{operations}], apiGroups: [{groups}], apiVersions: ['*'], resources: [{resources}]}}]\n"
+        )
+    };
+    // (operations, apiGroups, resources, whether kubelets are exempt)
+    let cases = [
+        // Mirror Pods are judged like any Pod; kubelets never update a Pod's spec.
+        ("CREATE, UPDATE", "''", "pods", false),
+        ("CREATE", "''", "'pods/exec'", false),
+        ("'*'", "apps", "'*'", false),
+        ("'*'", "''", "configmaps", false),
+        // A kubelet deletes its Pods, reports their status, evicts them.
+        ("DELETE", "''", "pods", true),
+        ("'*'", "''", "pods", true),
+        ("UPDATE", "''", "'pods/status'", true),
+        ("UPDATE", "''", "'pods/*'", true),
+        ("CREATE", "''", "'*/eviction'", true),
+        // It registers and reports its Node, writes events, gets tokens and certificates.
+        ("CREATE", "''", "nodes", true),
+        ("UPDATE", "''", "'nodes/status'", true),
+        ("DELETE", "''", "nodes", false),
+        ("UPDATE", "''", "events", true),
+        ("CREATE", "''", "'serviceaccounts/token'", true),
+        ("CREATE", "certificates.k8s.io", "'*'", true),
+        ("UPDATE", "certificates.k8s.io", "'*'", false),
+        ("DELETE", "storage.k8s.io", "csinodes", true),
+        ("CREATE", "authentication.k8s.io", "tokenreviews", true),
+        ("CREATE", "'*'", "'*'", true),
+        ("'*'", "'*'", "'*/*'", true),
+    ];
+    for (operations, groups, resources, exempt) in cases {
+        let file = dir.path().join("kubelet.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: wasmgate.io/v1alpha1\nkind: PolicySet\npolicies:\n{}",
+                rule(operations, groups, resources)
+            ),
+        )
+        .unwrap();
+        let config = Config::load(&file).unwrap();
+        for aggregate in [false, true] {
+            let mut options = Options::new(Service::parse("gate/wg").unwrap());
+            options.aggregate = aggregate;
+            let hooks = hooks_of(
+                &webhooks(&config, &options).unwrap(),
+                "ValidatingWebhookConfiguration",
+            );
+            let expression = hooks[0]["matchConditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["name"] == "exclude-exempt-groups")
+                .map(|c| c["expression"].clone());
+            let case = format!(
+                "operations {operations}, apiGroups {groups}, resources {resources}, aggregate {aggregate}"
+            );
+            if exempt {
+                assert_eq!(
+                    expression,
+                    Some(r#"!request.userInfo.groups.exists(g, g in ["system:nodes"])"#.into()),
+                    "{case}"
+                );
+            } else {
+                assert_eq!(expression, None, "{case}");
+            }
+            // Any other group stays exempt everywhere, and system:nodes with it only where
+            // kubelets write.
+            options.exempt_groups = vec!["system:nodes".into(), "ops".into()];
+            let hooks = hooks_of(
+                &webhooks(&config, &options).unwrap(),
+                "ValidatingWebhookConfiguration",
+            );
+            let expression = hooks[0]["matchConditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "exclude-exempt-groups")
+                .map(|c| c["expression"].as_str().unwrap().to_owned());
+            let want = if exempt {
+                r#"!request.userInfo.groups.exists(g, g in ["system:nodes", "ops"])"#
+            } else {
+                r#"!request.userInfo.groups.exists(g, g in ["ops"])"#
+            };
+            assert_eq!(expression.as_deref(), Some(want), "{case}");
         }
     }
 }

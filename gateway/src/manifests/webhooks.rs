@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::{MAX_TIMEOUT_SECONDS, ManifestError, NAMESPACE_NAME_LABEL, Options, bad};
+use super::{MAX_TIMEOUT_SECONDS, ManifestError, NAMESPACE_NAME_LABEL, NODES_GROUP, Options, bad};
 use crate::config::{
     Config, FailurePolicy, LabelSelector, Mode, PluginKind, Reinvocation, ResolvedEntry, Rule,
     Scope, SelectorOperator,
@@ -87,7 +87,7 @@ fn policy_webhook(kind: PluginKind, entry: &ResolvedEntry, options: &Options) ->
         namespace_selector(options, &e.exclude_namespaces, namespaces),
         e.object_selector.as_ref().map(label_selector),
         e.reinvocation.unwrap_or_default(),
-        may_match_leases(&e.rules),
+        Reach::of(&e.rules),
         options,
     )
 }
@@ -95,7 +95,10 @@ fn policy_webhook(kind: PluginKind, entry: &ResolvedEntry, options: &Options) ->
 /// One webhook for every policy of `kind`, on `/validate` or `/mutate`: one call per request,
 /// and the gateway applies each policy's selectors itself.
 fn aggregated_webhook(kind: PluginKind, entries: &[&ResolvedEntry], options: &Options) -> Value {
-    let leases = entries.iter().any(|e| may_match_leases(&e.entry.rules));
+    let reach = entries
+        .iter()
+        .map(|e| Reach::of(&e.entry.rules))
+        .fold(Reach::default(), Reach::or);
     let mut rules: Vec<Value> = Vec::new();
     for e in entries {
         for r in e.entry.rules.iter().map(rule) {
@@ -157,7 +160,7 @@ fn aggregated_webhook(kind: PluginKind, entries: &[&ResolvedEntry], options: &Op
         } else {
             Reinvocation::Never
         },
-        leases,
+        reach,
         options,
     )
 }
@@ -173,7 +176,7 @@ fn webhook(
     namespace_selector: Value,
     object_selector: Option<Value>,
     reinvocation: Reinvocation,
-    leases: bool,
+    reach: Reach,
     options: &Options,
 ) -> Value {
     let ca = options.ca_b64();
@@ -204,7 +207,7 @@ fn webhook(
         };
         map.insert("reinvocationPolicy".into(), policy.into());
     }
-    let conditions = match_conditions(options, leases);
+    let conditions = match_conditions(options, reach);
     if !conditions.is_empty() {
         map.insert("matchConditions".into(), conditions.into());
     }
@@ -308,26 +311,124 @@ fn may_match_leases(rules: &[Rule]) -> bool {
     })
 }
 
+/// What a kubelet writes to keep its node and its Pods running, as admission sees it:
+/// operations, group, resource and sub-resource. It is what Kubernetes' node role grants
+/// (`system:node`, `plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go`, and the node
+/// authorizer): register and report its Node, its events, delete its Pods and report their
+/// status, evict them, rotate its certificates, get its Pods' service account tokens and
+/// certificates, its CSI node, its volumes' claims' status, its stale ResourceSlices, and the
+/// token and access reviews that authenticate calls to it. A patch is an `UPDATE` to admission.
+///
+/// Not in it: the kubelet's Pod `CREATE`s, its mirror Pods. They are the API's copies of
+/// static Pods, which run whether or not the copy is admitted, and policies judge them as Pod
+/// Security admission does.
+const KUBELET_WRITES: &[(&[&str], &str, &str, &str)] = &[
+    (&["CREATE", "UPDATE"], "", "nodes", ""),
+    (&["UPDATE"], "", "nodes", "status"),
+    (&["CREATE", "UPDATE"], "", "events", ""),
+    (&["DELETE"], "", "pods", ""),
+    (&["UPDATE"], "", "pods", "status"),
+    (&["CREATE"], "", "pods", "eviction"),
+    (&["CREATE"], "", "serviceaccounts", "token"),
+    (&["UPDATE"], "", "persistentvolumeclaims", "status"),
+    (
+        &["CREATE"],
+        "certificates.k8s.io",
+        "certificatesigningrequests",
+        "",
+    ),
+    (
+        &["CREATE"],
+        "certificates.k8s.io",
+        "podcertificaterequests",
+        "",
+    ),
+    (
+        &["CREATE", "UPDATE", "DELETE"],
+        "coordination.k8s.io",
+        "leases",
+        "",
+    ),
+    (
+        &["CREATE", "UPDATE", "DELETE"],
+        "storage.k8s.io",
+        "csinodes",
+        "",
+    ),
+    (&["DELETE"], "resource.k8s.io", "resourceslices", ""),
+    (&["CREATE"], "authentication.k8s.io", "tokenreviews", ""),
+    (
+        &["CREATE"],
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "",
+    ),
+    (
+        &["CREATE"],
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        "",
+    ),
+];
+
+/// Whether any of `rules` can match something a kubelet writes ([`KUBELET_WRITES`]).
+fn may_match_kubelet_writes(rules: &[Rule]) -> bool {
+    rules.iter().any(|rule| {
+        KUBELET_WRITES
+            .iter()
+            .any(|&(operations, group, resource, sub_resource)| {
+                crate::policy::rule_can_match(rule, operations, group, resource, sub_resource)
+            })
+    })
+}
+
+/// What a webhook's rules can match that decides its conditions.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reach {
+    /// Leases ([`may_match_leases`]).
+    leases: bool,
+    /// Something a kubelet writes ([`may_match_kubelet_writes`]).
+    kubelet_writes: bool,
+}
+
+impl Reach {
+    fn of(rules: &[Rule]) -> Reach {
+        Reach {
+            leases: may_match_leases(rules),
+            kubelet_writes: may_match_kubelet_writes(rules),
+        }
+    }
+
+    fn or(self, other: Reach) -> Reach {
+        Reach {
+            leases: self.leases || other.leases,
+            kubelet_writes: self.kubelet_writes || other.kubelet_writes,
+        }
+    }
+}
+
 /// The webhook's CEL `matchConditions`, evaluated by the API server before it calls the gateway:
 /// `exclude-leases` (leases are the control plane's heartbeats) when its rules can match Leases,
-/// and `exclude-exempt-groups` (kubelets' requests, by default) when groups are exempt. The API
-/// server builds a CEL activation for a webhook with any condition, before each call
-/// (+0.11-0.15 ms at p50, BENCHMARKS.md), so a webhook that needs none gets none.
-fn match_conditions(options: &Options, leases: bool) -> Vec<Value> {
+/// and `exclude-exempt-groups` when groups are exempt. [`NODES_GROUP`] (the default) is exempt
+/// only where the rules can match what a kubelet writes ([`KUBELET_WRITES`]); other groups
+/// everywhere. The API server builds a CEL activation for a webhook with any condition, before
+/// each call (+0.10-0.12 ms at p50, BENCHMARKS.md), so a webhook that needs none gets none.
+fn match_conditions(options: &Options, reach: Reach) -> Vec<Value> {
     let mut conditions = Vec::new();
-    if leases {
+    if reach.leases {
         conditions.push(yaml!({
             "name": "exclude-leases",
             "expression": r#"!(request.resource.group == "coordination.k8s.io" && request.resource.resource == "leases")"#,
         }));
     }
-    if !options.exempt_groups.is_empty() {
-        let groups = options
-            .exempt_groups
-            .iter()
-            .map(|g| cel_string(g))
-            .collect::<Vec<_>>()
-            .join(", ");
+    let groups: Vec<String> = options
+        .exempt_groups
+        .iter()
+        .filter(|g| reach.kubelet_writes || g.as_str() != NODES_GROUP)
+        .map(|g| cel_string(g))
+        .collect();
+    if !groups.is_empty() {
+        let groups = groups.join(", ");
         conditions.push(yaml!({
             "name": "exclude-exempt-groups",
             "expression": (format!("!request.userInfo.groups.exists(g, g in [{groups}])")),

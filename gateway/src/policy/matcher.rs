@@ -284,6 +284,26 @@ fn rule_mismatch(
     }
 }
 
+/// Whether `rule` can match a request with one of `operations` on `resource` (of `group`, with
+/// `sub_resource`, empty for the main resource), in any version and scope: what the manifests
+/// need to know of a policy's rules before any request exists.
+pub fn rule_can_match(
+    rule: &Rule,
+    operations: &[&str],
+    group: &str,
+    resource: &str,
+    sub_resource: &str,
+) -> bool {
+    rule.operations
+        .iter()
+        .any(|o| o == "*" || operations.contains(&o.as_str()))
+        && rule.api_groups.iter().any(|g| g == "*" || g == group)
+        && rule
+            .resources
+            .iter()
+            .any(|r| resource_matches(r, resource, sub_resource))
+}
+
 /// `pods` matches only the main resource; `pods/status` only that sub-resource; `*` every main
 /// resource (no sub-resources); `pods/*` pods and all its sub-resources; `*/scale` the scale
 /// sub-resource of anything; `*/*` everything.

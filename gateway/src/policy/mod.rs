@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub use equivalence::aggregation_conflict;
 pub use lint::rule_warnings;
-pub use matcher::{Labels, Matcher, RequestAttributes, ResourceRef, Skip};
+pub use matcher::{Labels, Matcher, RequestAttributes, ResourceRef, Skip, rule_can_match};
 
 use crate::config::{FailurePolicy, Mode, PluginKind};
 
