@@ -322,6 +322,7 @@ fn may_match_leases(rules: &[Rule]) -> bool {
 /// Not in it: the kubelet's Pod `CREATE`s, its mirror Pods. They are the API's copies of
 /// static Pods, which run whether or not the copy is admitted, and policies judge them as Pod
 /// Security admission does.
+#[rustfmt::skip]
 const KUBELET_WRITES: &[(&[&str], &str, &str, &str)] = &[
     (&["CREATE", "UPDATE"], "", "nodes", ""),
     (&["UPDATE"], "", "nodes", "status"),
@@ -331,44 +332,14 @@ const KUBELET_WRITES: &[(&[&str], &str, &str, &str)] = &[
     (&["CREATE"], "", "pods", "eviction"),
     (&["CREATE"], "", "serviceaccounts", "token"),
     (&["UPDATE"], "", "persistentvolumeclaims", "status"),
-    (
-        &["CREATE"],
-        "certificates.k8s.io",
-        "certificatesigningrequests",
-        "",
-    ),
-    (
-        &["CREATE"],
-        "certificates.k8s.io",
-        "podcertificaterequests",
-        "",
-    ),
-    (
-        &["CREATE", "UPDATE", "DELETE"],
-        "coordination.k8s.io",
-        "leases",
-        "",
-    ),
-    (
-        &["CREATE", "UPDATE", "DELETE"],
-        "storage.k8s.io",
-        "csinodes",
-        "",
-    ),
+    (&["CREATE"], "certificates.k8s.io", "certificatesigningrequests", ""),
+    (&["CREATE"], "certificates.k8s.io", "podcertificaterequests", ""),
+    (&["CREATE", "UPDATE", "DELETE"], "coordination.k8s.io", "leases", ""),
+    (&["CREATE", "UPDATE", "DELETE"], "storage.k8s.io", "csinodes", ""),
     (&["DELETE"], "resource.k8s.io", "resourceslices", ""),
     (&["CREATE"], "authentication.k8s.io", "tokenreviews", ""),
-    (
-        &["CREATE"],
-        "authorization.k8s.io",
-        "subjectaccessreviews",
-        "",
-    ),
-    (
-        &["CREATE"],
-        "authorization.k8s.io",
-        "localsubjectaccessreviews",
-        "",
-    ),
+    (&["CREATE"], "authorization.k8s.io", "subjectaccessreviews", ""),
+    (&["CREATE"], "authorization.k8s.io", "localsubjectaccessreviews", ""),
 ];
 
 /// Whether any of `rules` can match something a kubelet writes ([`KUBELET_WRITES`]).
