@@ -255,7 +255,6 @@ fn rule_mismatch(
     attrs: &RequestAttributes<'_>,
     resource: &ResourceRef<'_>,
 ) -> Option<RuleField> {
-    let any = |list: &[String], value: &str| list.iter().any(|v| v == "*" || v == value);
     let scope_ok = match rule.scope {
         Scope::All => true,
         Scope::Namespaced => attrs.is_namespaced(),
@@ -263,21 +262,13 @@ fn rule_mismatch(
     };
     if !scope_ok {
         Some(RuleField::Scope)
-    } else if !rule
-        .operations
-        .iter()
-        .any(|o| o == "*" || o == attrs.operation.as_str())
-    {
+    } else if !listed(&rule.operations, attrs.operation.as_str()) {
         Some(RuleField::Operation)
-    } else if !any(&rule.api_groups, resource.group) {
+    } else if !listed(&rule.api_groups, resource.group) {
         Some(RuleField::Group)
-    } else if !any(&rule.api_versions, resource.version) {
+    } else if !listed(&rule.api_versions, resource.version) {
         Some(RuleField::Version)
-    } else if !rule
-        .resources
-        .iter()
-        .any(|r| resource_matches(r, resource.resource, resource.sub_resource))
-    {
+    } else if !resources_match(rule, resource.resource, resource.sub_resource) {
         Some(RuleField::Resource)
     } else {
         None
@@ -297,11 +288,20 @@ pub fn rule_can_match(
     rule.operations
         .iter()
         .any(|o| o == "*" || operations.contains(&o.as_str()))
-        && rule.api_groups.iter().any(|g| g == "*" || g == group)
-        && rule
-            .resources
-            .iter()
-            .any(|r| resource_matches(r, resource, sub_resource))
+        && listed(&rule.api_groups, group)
+        && resources_match(rule, resource, sub_resource)
+}
+
+/// Whether `list` (a rule's operations, groups or versions) names `value` or `*`.
+fn listed(list: &[String], value: &str) -> bool {
+    list.iter().any(|v| v == "*" || v == value)
+}
+
+/// Whether any of `rule`'s resources matches `resource` with `sub_resource`.
+fn resources_match(rule: &Rule, resource: &str, sub_resource: &str) -> bool {
+    rule.resources
+        .iter()
+        .any(|r| resource_matches(r, resource, sub_resource))
 }
 
 /// `pods` matches only the main resource; `pods/status` only that sub-resource; `*` every main
