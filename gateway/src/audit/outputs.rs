@@ -197,6 +197,36 @@ struct FileOutput {
     size: u64,
 }
 
+/// The length of `file` up to the end of its last complete line, the rest cut off. A gateway
+/// killed in the middle of a write leaves part of a line at the end; its lines were never
+/// acknowledged (the cursor moves on only once a write returns) and are written again whole
+/// from the spool, so the fragment goes rather than glue itself to the next line.
+fn complete_lines(file: &File, path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let size = file.metadata()?.len();
+    let mut end = size;
+    let mut chunk = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let buf = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(buf, start)?;
+        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < size {
+        file.set_len(end)?;
+        tracing::warn!(
+            path = %path.display(),
+            bytes = size - end,
+            "audit file output ended in part of a line (the gateway stopped mid-write): cut off; its lines are written again from the spool"
+        );
+    }
+    Ok(end)
+}
+
 impl FileOutput {
     fn open(spec: FileSpec) -> io::Result<FileOutput> {
         if let Some(dir) = spec.path.parent() {
@@ -205,11 +235,12 @@ impl FileOutput {
         // Audit lines are sensitive: readable by the gateway's user only.
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .mode(0o600)
             .open(&spec.path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", spec.path.display())))?;
-        let size = file.metadata()?.len();
+        let size = complete_lines(&file, &spec.path)?;
         Ok(FileOutput { spec, file, size })
     }
 

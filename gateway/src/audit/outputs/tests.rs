@@ -95,3 +95,32 @@ async fn an_unreachable_http_output_is_a_transient_failure() {
     );
     assert_eq!(done, 0);
 }
+
+#[tokio::test]
+async fn a_line_cut_short_by_a_kill_is_cut_off_before_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    // What a gateway killed in the middle of a write leaves: whole lines, then part of one.
+    std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n{\"c\":").unwrap();
+    let mut outputs = file_output(&path, 1 << 20, 2);
+    let mut done = 0;
+    let again = Arc::new(vec!["{\"c\":3}".to_owned()]);
+    outputs.write(0, &again, &mut done).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"
+    );
+    // A file of one fragment alone is emptied; one that ends a line is left as it is.
+    std::fs::write(&path, "{\"c\":").unwrap();
+    let mut outputs = file_output(&path, 1 << 20, 2);
+    done = 0;
+    outputs.write(0, &again, &mut done).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"c\":3}\n");
+    let mut outputs = file_output(&path, 1 << 20, 2);
+    done = 0;
+    outputs.write(0, &again, &mut done).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"c\":3}\n{\"c\":3}\n"
+    );
+}
