@@ -144,6 +144,13 @@ struct NewArgs {
     plugins_dir: PathBuf,
 }
 
+/// A feature turned on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
 /// What `wasmgate manifests` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ManifestKind {
@@ -373,6 +380,12 @@ struct ServeArgs {
     /// A connection with no request in flight for this long is closed (Go duration).
     #[arg(long, default_value = "90s", value_parser = parse_positive_duration)]
     idle_timeout: std::time::Duration,
+    /// Move the binary's machine code onto transparent huge pages at start (Linux; when the
+    /// node's huge pages are `always` or `madvise`): fewer instruction TLB misses on a review's
+    /// path, for 24 MiB of private memory in place of shared page cache. `off` keeps the code
+    /// mapped from the file (for `perf`, which then finds its symbols).
+    #[arg(long, env = "WASMGATE_HUGE_TEXT", value_enum, default_value = "on")]
+    huge_text: Switch,
     /// A connection older than this is closed gracefully once its requests finish (Go
     /// duration): HTTP/2 GOAWAY, HTTP/1.1 `Connection: close`.
     #[arg(long, default_value = "10m", value_parser = parse_positive_duration)]
@@ -547,6 +560,13 @@ struct TestArgs {
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before the runtime starts its threads: the move refuses to run beside any.
+    let text = match &cli.command {
+        Command::Serve(args) if args.huge_text == Switch::On => {
+            Some(wasmgate_hugetext::move_text())
+        }
+        _ => None,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -558,7 +578,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => rt.block_on(serve(args)).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => rt.block_on(serve(args, text)).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => rt.block_on(check(args)),
         Command::Test(args) => rt.block_on(test(args)),
         Command::Status(args) => rt.block_on(status(args)),
@@ -635,8 +655,11 @@ async fn serve_cluster(
     Ok(ClusterState::live(client, limits, metrics))
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, text: Option<wasmgate_hugetext::Outcome>) -> anyhow::Result<()> {
     telemetry::init_logging(args.common.log_json);
+    if let Some(text) = text {
+        tracing::info!("{text}");
+    }
     let started = std::time::Instant::now();
     // Each connection is a file: the soft limit (often 1,024) would cap them long before
     // memory does.

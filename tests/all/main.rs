@@ -15,6 +15,7 @@ mod containment;
 mod context;
 mod faults;
 mod hostile_clients;
+mod huge_text;
 mod image;
 mod kafka;
 mod manifests;
