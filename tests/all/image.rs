@@ -15,11 +15,16 @@ use serde_json::Value;
 
 use crate::harness::repo;
 
+/// The profile the tests build their images with: their own build (`dist`, what is shipped,
+/// would be a second, whole-program optimised build of everything).
+const PROFILE: (&str, &str) = ("WASMGATE_IMAGE_PROFILE", "release");
+
 /// Runs `program` with `args`, failing the test with its output unless it succeeds; its stdout.
 fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> String {
     let program = program.as_ref();
     let output = Command::new(program)
         .args(args)
+        .env(PROFILE.0, PROFILE.1)
         .output()
         .unwrap_or_else(|e| panic!("{program:?}: {e}"));
     assert!(
@@ -188,6 +193,7 @@ fn a_dynamically_linked_binary_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("dynamic.tar");
     let output = Command::new(repo().join("scripts/build-image"))
+        .env(PROFILE.0, PROFILE.1)
         .args(["--binary", env!("CARGO_BIN_EXE_wasmgate")])
         .args(["--out", out.to_str().unwrap()])
         .output()

@@ -53,9 +53,15 @@ pub fn start_build(binary: &Path, policy: &str) -> (Server, Duration) {
     launch(binary, policy, &[], None)
 }
 
-/// The `wasmgate` binary of this build.
+/// The `wasmgate` binary measured: `WASMGATE_BIN` if set (the shipped `dist` build:
+/// `cargo build --profile dist --locked -p wasmgate`, then `$CARGO_TARGET_DIR/dist/wasmgate`),
+/// else the binary of this build.
 fn this_build() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_wasmgate"))
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var_os("WASMGATE_BIN")
+            .map_or_else(|| env!("CARGO_BIN_EXE_wasmgate").into(), Into::into)
+    })
 }
 
 /// [`start`] the way the README and `scripts/run` do it: a relative `--config
