@@ -236,8 +236,12 @@ mod linux {
 
         #[test]
         fn refuses_while_other_threads_run() {
-            // The test harness runs this on a thread of its own: the main thread exists too.
+            // A thread of ours runs during the call, however the harness runs its tests.
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            let other = std::thread::spawn(move || stopped.recv());
             let outcome = move_text();
+            drop(stop);
+            let _ = other.join();
             assert!(
                 matches!(&outcome, Outcome::Skipped(why) if why.contains("threads run") || why.contains("huge pages are off")),
                 "{outcome}"
