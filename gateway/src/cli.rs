@@ -382,7 +382,7 @@ struct ServeArgs {
     idle_timeout: std::time::Duration,
     /// Move the binary's machine code onto transparent huge pages at start (Linux; when the
     /// node's huge pages are `always` or `madvise`): fewer instruction TLB misses on a review's
-    /// path, for 24-28 MiB of private memory in place of shared page cache. `off` keeps the code
+    /// path, for 24-30 MiB of private memory in place of shared page cache. `off` keeps the code
     /// mapped from the file (for `perf`, which then finds its symbols).
     #[arg(long, env = "WASMGATE_HUGE_TEXT", value_enum, default_value = "on")]
     huge_text: Switch,

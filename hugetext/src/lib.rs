@@ -8,7 +8,7 @@
 //! with its work between two reviews, each review finds that code cold, and on 4 KiB pages each
 //! page of it that the review touches is an instruction TLB miss, which a virtual machine pays twice (its
 //! page walk goes through the host's tables too). On 2 MiB pages a dozen entries cover it all.
-//! The cost is memory: the moved code is resident and private to the process (24-28 MiB for
+//! The cost is memory: the moved code is resident and private to the process (24-30 MiB for
 //! wasmgate's text) instead of shared, evictable page cache.
 //!
 //! The same technique as Chromium's `hugepage_text` and Intel's iodlr large-page remapping: the

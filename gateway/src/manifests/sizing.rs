@@ -8,8 +8,8 @@ const MI: u64 = 1 << 20;
 
 /// The process without any plugin call or audit batch in flight: the runtime, wasmtime's engine
 /// and compiled code, TLS, the HTTP stacks, the spool's buffers, and the binary's machine code
-/// when `--huge-text` moved it into private memory (24 MiB, 28 in the image;
-/// the demo serves in 45 MiB of RSS).
+/// when `--huge-text` moved it into private memory (24-30 MiB; the
+/// demo serves in 45 MiB of RSS).
 pub const BASE_MEMORY: u64 = 128 * MI;
 /// The CPU a replica asks for; no CPU limit is set (a throttled webhook misses the API server's
 /// deadline, which is worse than sharing the node).
