@@ -42,7 +42,7 @@ With --against, a second build is served beside this one (modes rl-b, demo-b) an
 builds' added latencies are compared in the same run (A/B of a change on a busy machine).
 The floor is built (and cached) by `scripts/bench-tools floor`. WASMGATE_BIN overrides
 $CARGO_TARGET_DIR/release/wasmgate: the figures in BENCHMARKS.md are of the shipped build,
-`cargo build --profile dist --locked -p wasmgate`, WASMGATE_BIN=$CARGO_TARGET_DIR/dist/wasmgate.
+profile-guided, WASMGATE_BIN=$(scripts/build-dist).
 """
 import argparse, http.client, json, os, random, ssl, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path

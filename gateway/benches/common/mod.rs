@@ -53,9 +53,8 @@ pub fn start_build(binary: &Path, policy: &str) -> (Server, Duration) {
     launch(binary, policy, &[], None)
 }
 
-/// The `wasmgate` binary measured: `WASMGATE_BIN` if set (the shipped `dist` build:
-/// `cargo build --profile dist --locked -p wasmgate`, then `$CARGO_TARGET_DIR/dist/wasmgate`),
-/// else the binary of this build.
+/// The `wasmgate` binary measured: `WASMGATE_BIN` if set (the shipped build, profile-guided:
+/// `WASMGATE_BIN=$(scripts/build-dist)`), else the binary of this build.
 fn this_build() -> &'static Path {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
