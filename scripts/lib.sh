@@ -10,6 +10,18 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WASMGATE_CACHE/target}"
 # here and installed with apt-get when missing (as root; otherwise the step says what to run).
 LIBSSL_DEV_VERSION="3.0.19-1~deb12u2"
 PKG_CONFIG_VERSION="1.8.1-1"
+# build_static_binary PROFILE [CARGO-ARGS...]: the image's static binary, the package static/
+# (gateway/src/main.rs again) with only its final link static (`+crt-static`: glibc, OpenSSL's
+# archives for librdkafka, libgcc_eh), in the caller's CARGO_TARGET_DIR and with its RUSTFLAGS.
+# Used by scripts/build-image and scripts/build-dist.
+build_static_binary() {
+    local profile="$1"
+    shift
+    need_openssl_headers
+    cargo rustc --profile "$profile" --locked "$@" -p wasmgate-static --bin wasmgate-static \
+        -- -C target-feature=+crt-static >&2
+}
+
 need_openssl_headers() {
     if [[ -f /usr/include/openssl/ssl.h ]] && command -v pkg-config >/dev/null; then
         return 0
