@@ -1,7 +1,9 @@
 //! The AdmissionReview decoder on any body, as `/validate` and `/mutate` receive it. No panic;
 //! a decoded review converts to the plugin contract's request (an operation the contract does not
 //! know included: `operation::other`), and an answer to it encodes to an AdmissionReview of the
-//! same version that echoes the uid.
+//! same version that echoes the uid. Whatever the body's layout (an indented body is decoded
+//! without its whitespace between tokens): what serde_json does not read as JSON is refused, and
+//! the object handed on is the value the body holds.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,6 +14,22 @@ fuzz_target!(|data: &[u8]| {
     let Ok(review) = AdmissionReview::decode(data) else {
         return;
     };
+    // The same reader as the decoder's for what it does not type (no limit on nesting).
+    assert!(
+        serde_json::from_slice::<Box<serde_json::value::RawValue>>(data).is_ok(),
+        "a body that is not JSON was decoded"
+    );
+    if let Ok(whole) = serde_json::from_slice::<serde_json::Value>(data) {
+        let sent = &whole["request"]["object"];
+        let given = review.request.object.as_ref().map(|o| {
+            serde_json::from_str::<serde_json::Value>(o.get()).expect("the object sent is JSON")
+        });
+        assert_eq!(
+            given.as_ref().unwrap_or(&serde_json::Value::Null),
+            sent,
+            "the object handed on is the one sent"
+        );
+    }
     let request = wit_request(&review.request);
     assert_eq!(request.uid, review.request.uid);
     if let Operation::Other(name) = &review.request.operation {

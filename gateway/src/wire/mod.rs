@@ -4,6 +4,7 @@
 
 mod admission;
 pub mod audit;
+mod compact;
 mod duration;
 
 pub use admission::{
