@@ -11,12 +11,14 @@
 //!
 //! `cargo bench --bench floor -- [--rounds 3] [--seconds 8] [--threads 2] [--connections 16]
 //!  [--open-seconds 5] [--open-connections 32] [--stages closed,open,kyverno,trace] [--out DIR]
-//!  [--against BIN]`
+//!  [--against BIN] [--compact-body]`
 //! (`trace`: where one request's time goes at low load, from the gateway's own histograms;
 //! `plugins`, not run by default: three more servers in the closed-loop rounds, each serving one
 //! component twice, `counter`, require-labels and deny-privileged, to split the demo's cost.)
 //! `--against BIN` serves the demo with a second `wasmgate` binary too (another build), as
 //! `demo-b`, in the same interleaved rounds: an A/B of a change, each beside the same floor.
+//! mkbody.py writes its review indented (10 KB, half of it whitespace); `--compact-body` sends
+//! the same review compact (5.2 KB), as the API server writes JSON.
 //!
 //! Needs `scripts/build-plugins` and the shared bench folder (see `scripts/bench-tools shared`).
 
@@ -41,6 +43,8 @@ struct Opts {
     stages: Vec<String>,
     out: PathBuf,
     against: Option<PathBuf>,
+    /// Send mkbody.py's review compact, as the API server writes JSON, not indented.
+    compact_body: bool,
 }
 
 fn opts() -> Opts {
@@ -56,6 +60,7 @@ fn opts() -> Opts {
             .to_vec(),
         out: repo().join("docs/bench"),
         against: None,
+        compact_body: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -72,6 +77,7 @@ fn opts() -> Opts {
             "--stages" => o.stages = value().split(',').map(str::to_owned).collect(),
             "--out" => o.out = PathBuf::from(value()),
             "--against" => o.against = Some(PathBuf::from(value())),
+            "--compact-body" => o.compact_body = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -628,6 +634,20 @@ fn main() {
         .expect("python3 mkbody.py");
     assert!(status.success(), "mkbody.py failed");
     let body_path = scratch.path().join("admreview_allow.json");
+    if o.compact_body {
+        // The same members in the same order, without the indentation (Python's json keeps
+        // the order; serde_json's Value would sort the keys).
+        let status = Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import json, sys; p = sys.argv[1]; \
+                 d = json.load(open(p)); open(p, 'w').write(json.dumps(d, separators=(',', ':')))",
+            )
+            .arg(&body_path)
+            .status()
+            .expect("python3");
+        assert!(status.success(), "compacting the body failed");
+    }
     let body = Bytes::from(std::fs::read(&body_path).unwrap());
     let wrk = Wrk {
         bin: wrk_bin,
@@ -639,7 +659,7 @@ fn main() {
         .unwrap_or(1);
     println!("# wasmgate against the bare floor (issues 14, 19)");
     println!(
-        "command: cargo bench --bench floor -- --rounds {} --seconds {} --threads {} --connections {} --open-seconds {} --open-connections {} --stages {}{}",
+        "command: cargo bench --bench floor -- --rounds {} --seconds {} --threads {} --connections {} --open-seconds {} --open-connections {} --stages {}{}{}",
         o.rounds,
         o.seconds,
         o.threads,
@@ -650,12 +670,22 @@ fn main() {
         o.against
             .as_ref()
             .map(|b| format!(" --against {}", b.display()))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if o.compact_body {
+            " --compact-body"
+        } else {
+            ""
+        }
     );
     println!(
-        "machine: {cores} cores; load average at start {}; body {} bytes (mkbody.py); floor {}",
+        "machine: {cores} cores; load average at start {}; body {} bytes (mkbody.py{}); floor {}",
         uptime(),
         body.len(),
+        if o.compact_body {
+            ", compact"
+        } else {
+            ", indented"
+        },
         floor_bin.display()
     );
 
