@@ -84,21 +84,12 @@ impl Output {
     }
 }
 
-/// The first quote or whitespace byte at or after `at` (the end of `text` if none), eight bytes
-/// at a time.
+/// The first quote or whitespace byte at or after `at` (the end of `text` if none).
 fn quote_or_whitespace(text: &[u8], mut at: usize) -> usize {
     loop {
-        if let Some(chunk) = text.get(at..at + 8) {
-            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            // Bytes below `!` are whitespace or control characters (which JSON allows nowhere
-            // unescaped): a control character is kept, and the search goes on after it.
-            let found = has_byte(word, b'"') | has_less(word, b'!');
-            if found == 0 {
-                at += 8;
-                continue;
-            }
-            at += (found.trailing_zeros() / 8) as usize;
-        }
+        // Bytes below `!` are whitespace or control characters (which JSON allows nowhere
+        // unescaped): a control character is kept, and the search goes on after it.
+        at = first_flagged(text, at, |word| has_byte(word, b'"') | has_less(word, b'!'));
         match text.get(at) {
             None => return text.len(),
             Some(b) if *b == b'"' || is_whitespace(*b) => return at,
@@ -107,19 +98,12 @@ fn quote_or_whitespace(text: &[u8], mut at: usize) -> usize {
     }
 }
 
-/// The first byte at or after `at` that is not whitespace. An indentation is a run of spaces:
-/// eight at a time.
+/// The first byte at or after `at` that is not whitespace. An indentation is a run of spaces.
 fn whitespace_end(text: &[u8], mut at: usize) -> usize {
     const SPACES: u64 = u64::from_le_bytes([b' '; 8]);
     loop {
-        if let Some(chunk) = text.get(at..at + 8) {
-            let other = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ SPACES;
-            // Spaces give zero bytes: the count of the lowest ones is the run's length.
-            at += (other.trailing_zeros() / 8) as usize;
-            if other == 0 {
-                continue;
-            }
-        }
+        // Spaces give zero bytes: the first other byte has the lowest set bit.
+        at = first_flagged(text, at, |word| word ^ SPACES);
         match text.get(at) {
             Some(b) if is_whitespace(*b) => at += 1,
             _ => return at,
@@ -128,20 +112,12 @@ fn whitespace_end(text: &[u8], mut at: usize) -> usize {
 }
 
 /// Just past the quote that closes the string whose contents start at `at` (the end of `text`
-/// if none does). Eight bytes at a time while none is a quote or a backslash: the strings of a
-/// Kubernetes object are mostly short, too short for a call to `memchr` to pay.
+/// if none does).
 fn string_end(text: &[u8], mut at: usize) -> usize {
     loop {
-        if let Some(chunk) = text.get(at..at + 8) {
-            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            let found = has_byte(word, b'"') | has_byte(word, b'\\');
-            if found == 0 {
-                at += 8;
-                continue;
-            }
-            // The lowest flagged byte is exact (a false flag can only sit above a true one).
-            at += (found.trailing_zeros() / 8) as usize;
-        }
+        at = first_flagged(text, at, |word| {
+            has_byte(word, b'"') | has_byte(word, b'\\')
+        });
         match text.get(at) {
             None => return text.len(),
             Some(b'"') => return at + 1,
@@ -149,6 +125,21 @@ fn string_end(text: &[u8], mut at: usize) -> usize {
             Some(_) => at += 1,
         }
     }
+}
+
+/// Eight bytes at a time from `at`: the first byte `flags` flags, or where fewer than eight
+/// bytes are left (to be looked at one by one). `flags` gives a word whose lowest set bit is in
+/// the first byte of interest, zero when there is none. The runs of a Kubernetes object are
+/// mostly short, too short for a call to `memchr` to pay.
+fn first_flagged(text: &[u8], mut at: usize, flags: impl Fn(u64) -> u64) -> usize {
+    while let Some(chunk) = text.get(at..at + 8) {
+        let found = flags(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at
 }
 
 const ONES: u64 = u64::from_le_bytes([1; 8]);
