@@ -1,9 +1,8 @@
 //! The AdmissionReview decoder on any body, as `/validate` and `/mutate` receive it. No panic;
 //! a decoded review converts to the plugin contract's request (an operation the contract does not
 //! know included: `operation::other`), and an answer to it encodes to an AdmissionReview of the
-//! same version that echoes the uid. Whatever the body's layout (an indented body is decoded
-//! without its whitespace between tokens): what serde_json does not read as JSON is refused, and
-//! the object handed on is the value the body holds.
+//! same version that echoes the uid. What serde_json does not read as JSON is refused, and the
+//! object handed on is the value the body holds.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,9 +13,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(review) = AdmissionReview::decode(data) else {
         return;
     };
-    // Laid out or not, what is not JSON is refused: serde_json's reader of what the decoder does
-    // not type (no limit on nesting; the bytes of what it skips are not checked to be UTF-8)
-    // reads the body as sent.
+    // What is not JSON is refused: serde_json's reader of what the decoder does not type (no
+    // limit on nesting; the bytes of what it skips are not checked to be UTF-8) reads the body.
     assert!(
         serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok(),
         "a body that is not JSON was decoded"

@@ -1,8 +1,7 @@
 //! `admission.k8s.io/v1` and `v1beta1` AdmissionReview, as kube-apiserver sends and reads it.
 //! Upstream: `k8s.io/api/admission/v1/types.go`. The envelope and routing metadata are typed;
-//! `object`, `oldObject` and `options` stay raw JSON text and are never re-serialized (a body
-//! laid out with line breaks loses the whitespace between its tokens first: [`super::compact`]).
-//! Unknown fields are ignored, as the API server's own decoder does.
+//! `object`, `oldObject` and `options` stay raw JSON text and are never re-serialized. Unknown
+//! fields are ignored, as the API server's own decoder does.
 
 use std::collections::BTreeMap;
 
@@ -82,17 +81,7 @@ struct Envelope {
 
 impl AdmissionReview {
     /// Decodes a request body. Field names are case-sensitive, unknown fields are ignored.
-    /// An indented body is decoded without its whitespace between tokens, so that the objects
-    /// the plugins read are compact; a refusal is of the body as sent (its line and column).
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        if super::compact::is_indented(body) {
-            return Self::decode_text(&super::compact::compact(body))
-                .or_else(|_| Self::decode_text(body));
-        }
-        Self::decode_text(body)
-    }
-
-    fn decode_text(body: &[u8]) -> Result<Self, DecodeError> {
         let envelope: Envelope = serde_json::from_slice(body)?;
         let version = match (envelope.api_version.as_str(), envelope.kind.as_str()) {
             ("admission.k8s.io/v1", "AdmissionReview") => ReviewVersion::V1,

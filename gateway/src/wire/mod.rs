@@ -4,7 +4,6 @@
 
 mod admission;
 pub mod audit;
-mod compact;
 mod duration;
 
 pub use admission::{

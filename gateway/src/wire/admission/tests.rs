@@ -60,26 +60,6 @@ fn raw_objects_are_kept_byte_for_byte() {
     assert_eq!(review.request.dry_run, None);
 }
 
-/// A body laid out with line breaks (a hand-written review; the API server's are compact) hands
-/// the plugins its objects without the whitespace between tokens, strings untouched; a refusal
-/// names the line and column of the body as sent.
-#[test]
-fn an_indented_body_hands_on_compact_objects() {
-    let body = "{\n  \"apiVersion\": \"admission.k8s.io/v1\",\n  \"kind\": \"AdmissionReview\",\n  \"request\": {\n    \"uid\": \"u\",\n    \"operation\": \"UPDATE\",\n    \"object\": {\n      \"metadata\": { \"name\": \"a b\" },\n      \"spec\": [ 1, true ]\n    },\n    \"oldObject\": {\n\t\"x\" : null\n    }\n  }\n}\n";
-    let review = AdmissionReview::decode(body.as_bytes()).unwrap();
-    assert_eq!(
-        review.request.object.unwrap().get(),
-        r#"{"metadata":{"name":"a b"},"spec":[1,true]}"#
-    );
-    assert_eq!(review.request.old_object.unwrap().get(), r#"{"x":null}"#);
-
-    let broken = body.replace("[ 1, true ]", "[ 1 2 ]");
-    let error = AdmissionReview::decode(broken.as_bytes())
-        .unwrap_err()
-        .to_string();
-    assert!(error.ends_with("at line 9 column 19"), "{error}");
-}
-
 #[test]
 fn wrong_envelopes_are_named() {
     let err = AdmissionReview::decode(br#"{"apiVersion":"v1","kind":"Pod"}"#).unwrap_err();
