@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use common::{Conn, Server, cpu_seconds, demo_policy, memchr, percentile, repo, rss_kib, start};
+use common::{
+    Conn, H2Conn, Server, cpu_seconds, demo_policy, memchr, percentile, repo, rss_kib, start,
+};
 
 struct Opts {
     rounds: usize,
@@ -45,6 +47,9 @@ struct Opts {
     against: Option<PathBuf>,
     /// Send mkbody.py's review compact, as the API server writes JSON, not indented.
     compact_body: bool,
+    /// The `paced` stage: creates per server and shape, and the pause between two creates.
+    paced_creates: usize,
+    paced_gap: Duration,
 }
 
 fn opts() -> Opts {
@@ -61,6 +66,8 @@ fn opts() -> Opts {
         out: repo().join("docs/bench"),
         against: None,
         compact_body: false,
+        paced_creates: 20_000,
+        paced_gap: Duration::from_millis(2),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -78,6 +85,12 @@ fn opts() -> Opts {
             "--out" => o.out = PathBuf::from(value()),
             "--against" => o.against = Some(PathBuf::from(value())),
             "--compact-body" => o.compact_body = true,
+            "--paced-creates" => o.paced_creates = value().parse().expect("--paced-creates N"),
+            "--paced-gap-ms" => {
+                o.paced_gap = Duration::from_secs_f64(
+                    value().parse::<f64>().expect("--paced-gap-ms MS") / 1000.0,
+                )
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -485,6 +498,215 @@ fn trace(cases: &[Case], body: &Bytes, seconds: f64, policies: &[&str]) {
     }
 }
 
+/// The webhook shapes of a Pod create as the API server calls them (issue 19's modes): steps
+/// one after another, the paths of a step at the same time (validating webhooks run in
+/// parallel). The floor answers any path.
+const PACED_SHAPES: [(&str, &[&[&str]]); 3] = [
+    ("1 V (rl)", &[&["/validate/require-labels"]]),
+    (
+        "1 M + 2 V (demo)",
+        &[
+            &["/mutate/always-pull-images"],
+            &["/validate/require-labels", "/validate/deny-privileged"],
+        ],
+    ),
+    (
+        "1 M + 1 V (demo --aggregate)",
+        &[&["/mutate"], &["/validate"]],
+    ),
+];
+
+/// The API server's webhook client without the API server (issue 19's tail, which the API
+/// server's own noise hides): one HTTP/2 connection per server, one create at a time, each
+/// create the webhook calls of a shape (a step's calls as concurrent streams), `gap` between
+/// two creates so that the servers go idle between reviews as they do behind an API server.
+/// The floor and the gateway take turns in blocks in a shuffled order, so that a busy moment of
+/// the machine falls on both; ratios come with a 95 % interval from a bootstrap over the blocks.
+fn paced(servers: &[(&str, &Server)], body: &Bytes, creates: usize, gap: Duration) {
+    const BLOCKS: usize = 100;
+    let per_block = (creates / BLOCKS).max(1);
+    println!(
+        "\npaced: one create at a time over HTTP/2 as the API server's webhook client sends it, {} per server and shape in {BLOCKS} shuffled blocks, {:.1} ms between creates; review {} bytes (compact)",
+        per_block * BLOCKS,
+        gap.as_secs_f64() * 1e3,
+        body.len()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // samples[block][shape][server] = round trips of one create, µs
+    let mut samples = Vec::with_capacity(BLOCKS);
+    let connected = rt.block_on(async {
+        let mut conns = Vec::new();
+        for (_, server) in servers {
+            conns.push(H2Conn::connect(server).await.expect("an HTTP/2 connection"));
+        }
+        conns
+    });
+    let conns = &connected;
+    let create = |conn: &H2Conn, steps: &'static [&'static [&'static str]]| {
+        let conn = conn.clone();
+        let body = body.clone();
+        async move {
+            let started = Instant::now();
+            for step in steps {
+                let calls = step.iter().map(|path| conn.post(path, body.clone()));
+                for answer in futures_util::future::join_all(calls).await {
+                    let answer = answer.expect("a review answered");
+                    assert!(
+                        memchr(b"\"allowed\":true", &answer),
+                        "a review was not allowed: {}",
+                        String::from_utf8_lossy(&answer)
+                    );
+                }
+            }
+            started.elapsed().as_secs_f64() * 1e6
+        }
+    };
+    // Warm-up: every path of every server, and the pools' first instances.
+    rt.block_on(async {
+        for (_, steps) in PACED_SHAPES {
+            for conn in conns {
+                for _ in 0..200 {
+                    create(conn, steps).await;
+                    tokio::time::sleep(gap).await;
+                }
+            }
+        }
+    });
+    let before: Vec<String> = servers[1..].iter().map(|(_, s)| scrape(s)).collect();
+    rt.block_on(async {
+        let mut order: Vec<(usize, usize)> = (0..PACED_SHAPES.len())
+            .flat_map(|shape| (0..servers.len()).map(move |server| (shape, server)))
+            .collect();
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        for block in 0..BLOCKS {
+            for i in (1..order.len()).rev() {
+                order.swap(i, (xorshift(&mut rng) % (i as u64 + 1)) as usize);
+            }
+            let mut this_block = vec![vec![Vec::new(); servers.len()]; PACED_SHAPES.len()];
+            for &(shape, server) in &order {
+                for _ in 0..per_block {
+                    let us = create(&conns[server], PACED_SHAPES[shape].1).await;
+                    this_block[shape][server].push(us);
+                    tokio::time::sleep(gap).await;
+                }
+            }
+            samples.push(this_block);
+            if (block + 1) % (BLOCKS / 4) == 0 {
+                println!("block {}/{BLOCKS} done (load {})", block + 1, uptime());
+            }
+        }
+    });
+    // What the gateways counted while measuring: a call that did not find its instance made
+    // ahead instantiated on the answer's path; one that started on the slow lane waited for an
+    // idle CPU.
+    for ((name, server), before) in servers[1..].iter().zip(&before) {
+        let after = scrape(server);
+        let delta = |metric: &str| counter(&after, metric) - counter(before, metric);
+        println!(
+            "{name}: {:.0} reviews, {:.0} plugin calls, {:.0} found their instance made ahead, {:.0} started on the slow lane",
+            delta("wasmgate_admission_requests_total"),
+            delta("wasmgate_plugin_calls_total"),
+            delta("wasmgate_plugin_prepared_instance_calls_total"),
+            delta("wasmgate_plugin_slow_lane_starts_total"),
+        );
+    }
+    let quantile = |xs: &mut Vec<f64>, q: f64| {
+        xs.sort_by(|a, b| a.total_cmp(b));
+        xs[((xs.len() as f64 * q) as usize).min(xs.len() - 1)]
+    };
+    println!(
+        "\n| shape | server | p50 µs | p90 µs | p99 µs | p99.9 µs | ratio p50 [95 %] | ratio p99 [95 %] | p99 difference µs [95 %] | ratio p99.9 |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (shape, (name, _)) in PACED_SHAPES.iter().enumerate() {
+        let all = |server: usize, pick: &[usize]| -> Vec<f64> {
+            pick.iter()
+                .flat_map(|&b| samples[b][shape][server].iter().copied())
+                .collect()
+        };
+        let every: Vec<usize> = (0..BLOCKS).collect();
+        let mut floor = all(0, &every);
+        let floor_q: Vec<f64> = [0.5, 0.9, 0.99, 0.999]
+            .iter()
+            .map(|&q| quantile(&mut floor, q))
+            .collect();
+        println!(
+            "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} | | | | |",
+            servers[0].0, floor_q[0], floor_q[1], floor_q[2], floor_q[3]
+        );
+        for (server, (label, _)) in servers.iter().enumerate().skip(1) {
+            // The bootstrap: the same resampled blocks for the floor and the gateway.
+            let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+            let (mut ratio50, mut ratio99, mut diff99) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..300 {
+                let pick: Vec<usize> = (0..BLOCKS)
+                    .map(|_| (xorshift(&mut rng) % BLOCKS as u64) as usize)
+                    .collect();
+                let (mut f, mut g) = (all(0, &pick), all(server, &pick));
+                let (f50, g50) = (quantile(&mut f, 0.5), quantile(&mut g, 0.5));
+                let (f99, g99) = (quantile(&mut f, 0.99), quantile(&mut g, 0.99));
+                ratio50.push(g50 / f50);
+                ratio99.push(g99 / f99);
+                diff99.push(g99 - f99);
+            }
+            let interval = |xs: &mut Vec<f64>| {
+                xs.sort_by(|a, b| a.total_cmp(b));
+                (xs[7], xs[292])
+            };
+            let (r50, r99, d99) = (
+                interval(&mut ratio50),
+                interval(&mut ratio99),
+                interval(&mut diff99),
+            );
+            let mut g = all(server, &every);
+            let v: Vec<f64> = [0.5, 0.9, 0.99, 0.999]
+                .iter()
+                .map(|&q| quantile(&mut g, q))
+                .collect();
+            println!(
+                "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x [{:.2}, {:.2}] | {:.2}x [{:.2}, {:.2}] | {:+.0} [{:+.0}, {:+.0}] | {:.2}x |",
+                label,
+                v[0],
+                v[1],
+                v[2],
+                v[3],
+                v[0] / floor_q[0],
+                r50.0,
+                r50.1,
+                v[2] / floor_q[2],
+                r99.0,
+                r99.1,
+                v[2] - floor_q[2],
+                d99.0,
+                d99.1,
+                v[3] / floor_q[3]
+            );
+        }
+    }
+}
+
+/// The next of a xorshift sequence (the benches' shuffles and bootstraps need no more).
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// The sum of a counter's samples (every label set) in a gateway's /metrics.
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Peak resident set (VmHWM) of a process, KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -633,21 +855,26 @@ fn main() {
         .status()
         .expect("python3 mkbody.py");
     assert!(status.success(), "mkbody.py failed");
-    let body_path = scratch.path().join("admreview_allow.json");
-    if o.compact_body {
-        // The same members in the same order, without the indentation (Python's json keeps
-        // the order; serde_json's Value would sort the keys).
-        let status = Command::new("python3")
-            .arg("-c")
-            .arg(
-                "import json, sys; p = sys.argv[1]; \
-                 d = json.load(open(p)); open(p, 'w').write(json.dumps(d, separators=(',', ':')))",
-            )
-            .arg(&body_path)
-            .status()
-            .expect("python3");
-        assert!(status.success(), "compacting the body failed");
-    }
+    let indented = scratch.path().join("admreview_allow.json");
+    // The same members in the same order, without the indentation (Python's json keeps the
+    // order; serde_json's Value would sort the keys): as the API server writes a review.
+    let compact = scratch.path().join("admreview_allow_compact.json");
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import json, sys; d = json.load(open(sys.argv[1])); \
+             open(sys.argv[2], 'w').write(json.dumps(d, separators=(',', ':')))",
+        )
+        .arg(&indented)
+        .arg(&compact)
+        .status()
+        .expect("python3");
+    assert!(status.success(), "compacting the body failed");
+    let body_path = if o.compact_body {
+        compact.clone()
+    } else {
+        indented
+    };
     let body = Bytes::from(std::fs::read(&body_path).unwrap());
     let wrk = Wrk {
         bin: wrk_bin,
@@ -929,6 +1156,14 @@ fn main() {
                 ALLOW_ALL[1],
             ],
         );
+    }
+    if o.stages.iter().any(|s| s == "paced") {
+        let compact = Bytes::from(std::fs::read(&compact).unwrap());
+        let mut servers = vec![("floor", &floor), ("wasmgate demo", &demo)];
+        if let Some(b) = &demo_b {
+            servers.push(("demo-b (--against)", b));
+        }
+        paced(&servers, &compact, o.paced_creates, o.paced_gap);
     }
     drop(floor);
     drop(demo);

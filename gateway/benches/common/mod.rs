@@ -165,28 +165,55 @@ pub struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A TLS connection to `server` (its CA trusted, no client certificate) offering `alpn`.
+async fn tls_connect(
+    server: &Server,
+    alpn: &[u8],
+) -> Result<hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>, BoxError>
+{
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(server.ca.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await?;
+    tcp.set_nodelay(true)?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
+        .await?;
+    Ok(hyper_util::rt::TokioIo::new(tls))
+}
+
+/// A POST of a review as the gateway is sent one.
+fn post(path: &str, body: Bytes) -> Result<http::Request<Full<Bytes>>, BoxError> {
+    Ok(http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .body(Full::new(body))?)
+}
+
+/// The body of a 200 answer.
+async fn answer(response: http::Response<hyper::body::Incoming>) -> Result<Bytes, BoxError> {
+    if response.status() != 200 {
+        return Err(format!("status {}", response.status()).into());
+    }
+    Ok(response.into_body().collect().await?.to_bytes())
+}
+
 impl Conn {
-    pub async fn connect(
-        server: &Server,
-    ) -> Result<Conn, Box<dyn std::error::Error + Send + Sync>> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(server.ca.as_bytes()) {
-            roots.add(cert?)?;
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await?;
-        tcp.set_nodelay(true)?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("127.0.0.1")?.to_owned(), tcp)
-            .await?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    pub async fn connect(server: &Server) -> Result<Conn, BoxError> {
+        let tls = tls_connect(server, b"http/1.1").await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(tls).await?;
         tokio::spawn(conn);
         Ok(Conn { sender })
     }
@@ -196,19 +223,37 @@ impl Conn {
         method: &str,
         path: &str,
         body: Bytes,
-    ) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "127.0.0.1")
-            .header("content-type", "application/json")
-            .body(Full::new(body))?;
+    ) -> Result<Bytes, BoxError> {
+        let mut request = post(path, body)?;
+        *request.method_mut() = method.parse()?;
         self.sender.ready().await?;
-        let response = self.sender.send_request(request).await?;
-        if response.status() != 200 {
-            return Err(format!("status {}", response.status()).into());
-        }
-        Ok(response.into_body().collect().await?.to_bytes())
+        answer(self.sender.send_request(request).await?).await
+    }
+}
+
+/// One HTTPS connection over HTTP/2, as the API server's webhook client keeps one per server
+/// and sends a create's concurrent reviews (its validating webhooks) on it as streams. Clones
+/// share the connection.
+#[derive(Clone)]
+pub struct H2Conn {
+    sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+}
+
+impl H2Conn {
+    pub async fn connect(server: &Server) -> Result<H2Conn, BoxError> {
+        let tls = tls_connect(server, b"h2").await?;
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), tls)
+                .await?;
+        tokio::spawn(conn);
+        Ok(H2Conn { sender })
+    }
+
+    /// POSTs `body` to `path` and returns the answer's body.
+    pub async fn post(&self, path: &str, body: Bytes) -> Result<Bytes, BoxError> {
+        let mut sender = self.sender.clone();
+        sender.ready().await?;
+        answer(sender.send_request(post(path, body)?).await?).await
     }
 }
 
