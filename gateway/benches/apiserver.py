@@ -30,7 +30,12 @@ warm-up. Prints p50/p90/p99 per
 mode, the latency each adds over `none`, and wasmgate's added latency as a ratio to the floor
 webhook of the same shape (target: <= 1.2x at p50 and p99), each with its 95 % interval from
 a bootstrap over whole rounds: the target is shown only when both intervals end at or below
-1.2x (a p99 needs tens of thousands of creates per mode on this machine: --n 24000 --rounds 400).
+1.2x (a p99 needs tens of thousands of creates per mode on this machine: --n 20000 --rounds 400).
+kube-apiserver runs with its garbage collector held off (--apiserver-gc held, the default): left
+to the Go runtime's defaults it collects every ~2 s for ~70 ms, taking one of this machine's two
+cores from the webhooks (on a cluster it has cores of its own), and those collections decide
+which creates make every mode's p99: the p99 of `none` then moves by ±0.4 ms between resamples
+instead of ±0.06 ms, and no p99 ratio can be told from 1.2x.
 Writes an SVG of the distributions.
 Every gateway and floor serves the same certificate (one CA, one leaf for 127.0.0.1).
 
@@ -60,6 +65,12 @@ p.add_argument("--against", metavar="BIN",
                help="a second wasmgate binary (another build) served side by side: modes rl-b and "
                     "demo-b, interleaved with the rest, and its added latency against this build's")
 p.add_argument("--modes", help="only these modes, comma-separated (none is always measured)")
+p.add_argument("--apiserver-gc", choices=["held", "on"], default="held",
+               help="held (the default): kube-apiserver runs with GOGC=off GOMEMLIMIT=4GiB, so that "
+                    "its Go garbage collector runs only when its heap reaches 4 GiB (a few times in "
+                    "a long run) instead of every ~2 s; on this machine each collection takes one "
+                    "of the two cores from the webhooks for ~70 ms and decides which creates make "
+                    "the p99 of every mode. on: the Go runtime's defaults")
 p.add_argument("--module", default=str(REPO / "plugins" / "dist" / "require-labels.wasm"),
                help="the require-labels component the rl gateway serves (another language's, "
                     "e.g. plugins/dist/python-require-labels.wasm)")
@@ -265,7 +276,10 @@ try:
         wait_ready(port, ca[0], "/healthz")
     wait_ready(ports[2], ca[0], "/", "POST")
 
-    with cluster.Cluster(work / "cluster") as c:
+    gc_env = {"GOGC": "off", "GOMEMLIMIT": "4GiB"} if args.apiserver_gc == "held" else {}
+    print("kube-apiserver's garbage collector: "
+          + (" ".join(f"{k}={v}" for k, v in gc_env.items()) if gc_env else "the Go runtime's defaults"))
+    with cluster.Cluster(work / "cluster", apiserver_env=gc_env) as c:
         for m in MODES:
             c.kubectl("create", "namespace", f"bench-{m}")
             c.kubectl("label", "namespace", f"bench-{m}", f"mode={m}")
@@ -350,6 +364,14 @@ try:
                     total("wasmgate_admission_request_duration_seconds_sum"), process_cpu(pids[name]),
                     total("wasmgate_plugin_prepared_instance_calls_total"))
 
+        def apiserver_gcs():
+            """How many garbage collections the API server's Go runtime has run."""
+            conn.request("GET", "/metrics", headers=hdr)
+            r = conn.getresponse()
+            text = r.read().decode()
+            return int(next(float(line.split()[1]) for line in text.splitlines()
+                            if line.startswith("go_gc_duration_seconds_count")))
+
         # Webhook configurations reach the API server's informers asynchronously.
         time.sleep(3)
         for m in MODES:
@@ -357,6 +379,7 @@ try:
                 once(m)
         before = {name: stats(name) for name in gw}
         floor_before = process_cpu(floor_pid)
+        gcs_before = apiserver_gcs()
         res = {m: [] for m in MODES}
         order, shuffle = list(MODES), random.Random(19).shuffle
         for rnd in range(args.rounds):
@@ -366,6 +389,12 @@ try:
                     res[m].append(once(m))
             if (rnd + 1) % max(1, args.rounds // 4) == 0:
                 print(f"round {rnd + 1}/{args.rounds} done (load {loadavg()})")
+        gcs = apiserver_gcs() - gcs_before
+        rss = next(int(line.split()[1]) for line in
+                   open(f"/proc/{c.procs['kube-apiserver'].pid}/status").read().splitlines()
+                   if line.startswith("VmHWM:"))
+        print(f"kube-apiserver ran {gcs} garbage collections while measuring; its peak RSS "
+              f"{rss / 1024 / 1024:.1f} GiB")
         # Every measured create went through its webhooks: one review per rl or rl-agg create
         # for the require-labels gateway, 3 per demo and 2 per demo-agg create for the demo one.
         done = len(res["none"])

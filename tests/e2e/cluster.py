@@ -228,7 +228,8 @@ class Cluster:
                  bin_dir: str | Path | None = None, audit_policy: str | None = None,
                  audit_batch_max_wait: str = "1s", audit_initial_backoff: str | None = None,
                  extra_apiserver_args: list[str] = (), start_timeout: float = 180.0,
-                 die_with_parent: bool = True, service_account_admission: bool = False):
+                 die_with_parent: bool = True, service_account_admission: bool = False,
+                 apiserver_env: dict[str, str] | None = None):
         self.work = Path(work_dir).resolve()
         self.audit_url = audit_url
         self.audit_ca = Path(audit_ca).resolve() if audit_ca else None
@@ -241,6 +242,8 @@ class Cluster:
         self.audit_batch_max_wait = audit_batch_max_wait
         self.audit_initial_backoff = audit_initial_backoff
         self.extra_apiserver_args = list(extra_apiserver_args)
+        # Variables added to kube-apiserver's environment (e.g. its Go runtime's GOGC).
+        self.apiserver_env = dict(apiserver_env or {})
         self.start_timeout = start_timeout
         self.die_with_parent = die_with_parent
         self.service_account_admission = service_account_admission
@@ -331,11 +334,11 @@ class Cluster:
                 args.append(f"--audit-webhook-initial-backoff={self.audit_initial_backoff}")
         return args + self.extra_apiserver_args
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.work / f"{name}.log", "ab")
         self._logs.append(log)
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                             cwd=self.work,
+                             cwd=self.work, env={**os.environ, **env} if env else None,
                              preexec_fn=_die_with_parent if self.die_with_parent else None)
         self.procs[name] = p
         return p
@@ -382,7 +385,8 @@ class Cluster:
             self._wait_http(f"{etcd_url}/health", None, {}, deadline, b'"health":"true"')
             self.timings["etcd_ready_s"] = round(time.monotonic() - t0, 2)
 
-            self._spawn("kube-apiserver", [str(self.bin / "kube-apiserver"), *api_args])
+            self._spawn("kube-apiserver", [str(self.bin / "kube-apiserver"), *api_args],
+                        self.apiserver_env)
             ctx = ssl.create_default_context(cafile=str(self.ca_crt))
             self._wait_http(f"{self.server}/readyz", ctx,
                             {"Authorization": f"Bearer {ADMIN_TOKEN}"}, deadline, b"ok")
