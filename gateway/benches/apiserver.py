@@ -49,7 +49,7 @@ The floor is built (and cached) by `scripts/bench-tools floor`. WASMGATE_BIN ove
 $CARGO_TARGET_DIR/release/wasmgate: the figures in BENCHMARKS.md are of the shipped build,
 profile-guided, WASMGATE_BIN=$(scripts/build-dist).
 """
-import argparse, http.client, json, os, random, ssl, subprocess, sys, tempfile, time, urllib.request
+import argparse, gc, http.client, json, os, random, ssl, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -382,6 +382,8 @@ try:
         gcs_before = apiserver_gcs()
         res = {m: [] for m in MODES}
         order, shuffle = list(MODES), random.Random(19).shuffle
+        # The client's own collector would pause it inside a timed create: off while measuring.
+        gc.disable()
         for rnd in range(args.rounds):
             shuffle(order)
             for m in order:
@@ -389,6 +391,7 @@ try:
                     res[m].append(once(m))
             if (rnd + 1) % max(1, args.rounds // 4) == 0:
                 print(f"round {rnd + 1}/{args.rounds} done (load {loadavg()})")
+        gc.enable()
         gcs = apiserver_gcs() - gcs_before
         rss = next(int(line.split()[1]) for line in
                    open(f"/proc/{c.procs['kube-apiserver'].pid}/status").read().splitlines()
