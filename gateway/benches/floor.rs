@@ -627,12 +627,15 @@ fn paced(servers: &[(&str, &Server)], body: &Bytes, creates: usize, gap: Duratio
                 .flat_map(|&b| samples[b][shape][server].iter().copied())
                 .collect()
         };
-        let every: Vec<usize> = (0..BLOCKS).collect();
-        let mut floor = all(0, &every);
-        let floor_q: Vec<f64> = [0.5, 0.9, 0.99, 0.999]
-            .iter()
-            .map(|&q| quantile(&mut floor, q))
-            .collect();
+        // p50, p90, p99 and p99.9 of a server over every block.
+        let quantiles = |server: usize| -> Vec<f64> {
+            let mut xs = all(server, &(0..BLOCKS).collect::<Vec<_>>());
+            [0.5, 0.9, 0.99, 0.999]
+                .iter()
+                .map(|&q| quantile(&mut xs, q))
+                .collect()
+        };
+        let floor_q = quantiles(0);
         println!(
             "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} | | | | |",
             servers[0].0, floor_q[0], floor_q[1], floor_q[2], floor_q[3]
@@ -661,11 +664,7 @@ fn paced(servers: &[(&str, &Server)], body: &Bytes, creates: usize, gap: Duratio
                 interval(&mut ratio99),
                 interval(&mut diff99),
             );
-            let mut g = all(server, &every);
-            let v: Vec<f64> = [0.5, 0.9, 0.99, 0.999]
-                .iter()
-                .map(|&q| quantile(&mut g, q))
-                .collect();
+            let v = quantiles(server);
             println!(
                 "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x [{:.2}, {:.2}] | {:.2}x [{:.2}, {:.2}] | {:+.0} [{:+.0}, {:+.0}] | {:.2}x |",
                 label,
