@@ -35,7 +35,8 @@ kube-apiserver runs with its garbage collector held off (--apiserver-gc held, th
 to the Go runtime's defaults it collects every ~2 s for ~70 ms, taking one of this machine's two
 cores from the webhooks (on a cluster it has cores of its own), and those collections decide
 which creates make every mode's p99: the p99 of `none` then moves by ±0.4 ms between resamples
-instead of ±0.06 ms, and no p99 ratio can be told from 1.2x.
+instead of ±0.06 ms, and no p99 ratio can be told from 1.2x. Held, the API server's heap grows
+to 4 GiB before it collects: the bench prints the collections it ran and its peak RSS.
 Writes an SVG of the distributions.
 Every gateway and floor serves the same certificate (one CA, one leaf for 127.0.0.1).
 
@@ -43,6 +44,7 @@ Run from the repository root, after `cargo build --release --locked`, `scripts/b
 `tests/e2e/build-tools`:
   python3 gateway/benches/apiserver.py [--n 600] [--rounds 60] [--out docs/bench] [--against BIN]
                                        [--modes none,floor-1,rl] [--module plugins/dist/X.wasm]
+                                       [--apiserver-gc held|on]
 With --against, a second build is served beside this one (modes rl-b, demo-b) and the two
 builds' added latencies are compared in the same run (A/B of a change on a busy machine).
 The floor is built (and cached) by `scripts/bench-tools floor`. WASMGATE_BIN overrides
