@@ -11,8 +11,10 @@
 //!
 //! `cargo bench --bench floor -- [--rounds 3] [--seconds 8] [--threads 2] [--connections 16]
 //!  [--open-seconds 5] [--open-connections 32] [--stages closed,open,kyverno,trace] [--out DIR]
-//!  [--against BIN] [--compact-body]`
+//!  [--against BIN] [--compact-body] [--paced-creates 20000] [--paced-gap-ms 2]`
 //! (`trace`: where one request's time goes at low load, from the gateway's own histograms;
+//! `paced`, not run by default: a Pod create's webhook calls as the API server's client sends
+//! them, one create at a time over HTTP/2, the gateway's tail against the floor's;
 //! `plugins`, not run by default: three more servers in the closed-loop rounds, each serving one
 //! component twice, `counter`, require-labels and deny-privileged, to split the demo's cost.)
 //! `--against BIN` serves the demo with a second `wasmgate` binary too (another build), as
