@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use common::{Conn, cpu_seconds, ms, percentile, repo, rss_kib, start_with};
+use common::{Conn, Rng, cpu_seconds, ms, percentile, repo, rss_kib, start_with};
 
 /// Events per batch: the API server's default `--audit-webhook-batch-max-size`.
 const BATCH: usize = 400;
@@ -60,37 +60,22 @@ fn args() -> Args {
     args
 }
 
-/// A small deterministic generator (xorshift), so that every run posts the same events.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn uuid(&mut self) -> String {
-        let (a, b) = (self.next(), self.next());
-        format!(
-            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            b >> 52,
-            b & 0xffff_ffff_ffff
-        )
-    }
+/// A random version 4 UUID from `rng` (the same every run for one seed).
+fn uuid(rng: &mut Rng) -> String {
+    let (a, b) = (rng.next(), rng.next());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        b >> 52,
+        b & 0xffff_ffff_ffff
+    )
 }
 
 /// One realistic event, 1-3 KB of JSON: the shapes a cluster's audit log is made of.
 fn event(rng: &mut Rng, n: u64) -> Value {
-    let id = rng.uuid();
+    let id = uuid(rng);
     let ns = ["default", "payments", "kube-system", "web", "batch"][rng.below(5) as usize];
     let user = [
         ("alice@example.com", json!(["devs", "system:authenticated"])),

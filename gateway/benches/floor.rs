@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use common::{
-    Conn, H2Conn, Server, cpu_seconds, demo_policy, memchr, percentile, repo, rss_kib, start,
+    Conn, H2Conn, Rng, Server, cpu_seconds, demo_policy, memchr, percentile, repo, rss_kib, start,
 };
 
 struct Opts {
@@ -418,14 +418,28 @@ fn shape(
 /// `(sum, count)` of the histogram `name` (one label set whose labels contain `label`) in the
 /// gateway's /metrics.
 fn histogram(metrics: &str, name: &str, label: &str) -> (f64, f64) {
-    let value = |suffix: &str| {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(&format!("{name}{suffix}")) && l.contains(label))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
-    (value("_sum"), value("_count"))
+    (
+        samples(metrics, &format!("{name}_sum"), label),
+        samples(metrics, &format!("{name}_count"), label),
+    )
+}
+
+/// The sum of a counter's samples (every label set) in a gateway's /metrics.
+fn counter(metrics: &str, name: &str) -> f64 {
+    samples(metrics, name, "")
+}
+
+/// The sum of the samples of the series `name` whose lines contain `label`, in /metrics text.
+fn samples(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+                && l.contains(label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn scrape(server: &Server) -> String {
@@ -537,7 +551,7 @@ fn paced(servers: &[(&str, &Server)], body: &Bytes, creates: usize, gap: Duratio
         .enable_all()
         .build()
         .unwrap();
-    // samples[block][shape][server] = round trips of one create, µs
+    // samples[block][shape][server] = round trips of one create
     let mut samples = Vec::with_capacity(BLOCKS);
     let connected = rt.block_on(async {
         let mut conns = Vec::new();
@@ -563,7 +577,7 @@ fn paced(servers: &[(&str, &Server)], body: &Bytes, creates: usize, gap: Duratio
                     );
                 }
             }
-            started.elapsed().as_secs_f64() * 1e6
+            started.elapsed()
         }
     };
     // Warm-up: every path of every server, and the pools' first instances.
@@ -582,10 +596,10 @@ fn paced(servers: &[(&str, &Server)], body: &Bytes, creates: usize, gap: Duratio
         let mut order: Vec<(usize, usize)> = (0..PACED_SHAPES.len())
             .flat_map(|shape| (0..servers.len()).map(move |server| (shape, server)))
             .collect();
-        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         for block in 0..BLOCKS {
             for i in (1..order.len()).rev() {
-                order.swap(i, (xorshift(&mut rng) % (i as u64 + 1)) as usize);
+                order.swap(i, rng.below(i as u64 + 1) as usize);
             }
             let mut this_block = vec![vec![Vec::new(); servers.len()]; PACED_SHAPES.len()];
             for &(shape, server) in &order {
@@ -615,16 +629,17 @@ fn paced(servers: &[(&str, &Server)], body: &Bytes, creates: usize, gap: Duratio
             delta("wasmgate_plugin_slow_lane_starts_total"),
         );
     }
-    let quantile = |xs: &mut Vec<f64>, q: f64| {
-        xs.sort_by(|a, b| a.total_cmp(b));
-        xs[((xs.len() as f64 * q) as usize).min(xs.len() - 1)]
+    // A quantile, µs.
+    let quantile = |xs: &mut Vec<Duration>, q: f64| {
+        xs.sort_unstable();
+        percentile(xs, q).as_secs_f64() * 1e6
     };
     println!(
         "\n| shape | server | p50 µs | p90 µs | p99 µs | p99.9 µs | ratio p50 [95 %] | ratio p99 [95 %] | p99 difference µs [95 %] | ratio p99.9 |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (shape, (name, _)) in PACED_SHAPES.iter().enumerate() {
-        let all = |server: usize, pick: &[usize]| -> Vec<f64> {
+        let all = |server: usize, pick: &[usize]| -> Vec<Duration> {
             pick.iter()
                 .flat_map(|&b| samples[b][shape][server].iter().copied())
                 .collect()
@@ -644,11 +659,11 @@ fn paced(servers: &[(&str, &Server)], body: &Bytes, creates: usize, gap: Duratio
         );
         for (server, (label, _)) in servers.iter().enumerate().skip(1) {
             // The bootstrap: the same resampled blocks for the floor and the gateway.
-            let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
             let (mut ratio50, mut ratio99, mut diff99) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..300 {
                 let pick: Vec<usize> = (0..BLOCKS)
-                    .map(|_| (xorshift(&mut rng) % BLOCKS as u64) as usize)
+                    .map(|_| rng.below(BLOCKS as u64) as usize)
                     .collect();
                 let (mut f, mut g) = (all(0, &pick), all(server, &pick));
                 let (f50, g50) = (quantile(&mut f, 0.5), quantile(&mut g, 0.5));
@@ -687,25 +702,6 @@ fn paced(servers: &[(&str, &Server)], body: &Bytes, creates: usize, gap: Duratio
             );
         }
     }
-}
-
-/// The next of a xorshift sequence (the benches' shuffles and bootstraps need no more).
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-/// The sum of a counter's samples (every label set) in a gateway's /metrics.
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Peak resident set (VmHWM) of a process, KiB.

@@ -192,10 +192,10 @@ async fn tls_connect(
     Ok(hyper_util::rt::TokioIo::new(tls))
 }
 
-/// A POST of a review as the gateway is sent one.
-fn post(path: &str, body: Bytes) -> Result<http::Request<Full<Bytes>>, BoxError> {
+/// A request with a JSON body, as the gateway is sent one.
+fn request(method: &str, path: &str, body: Bytes) -> Result<http::Request<Full<Bytes>>, BoxError> {
     Ok(http::Request::builder()
-        .method("POST")
+        .method(method)
         .uri(path)
         .header("host", "127.0.0.1")
         .header("content-type", "application/json")
@@ -224,8 +224,7 @@ impl Conn {
         path: &str,
         body: Bytes,
     ) -> Result<Bytes, BoxError> {
-        let mut request = post(path, body)?;
-        *request.method_mut() = method.parse()?;
+        let request = request(method, path, body)?;
         self.sender.ready().await?;
         answer(self.sender.send_request(request).await?).await
     }
@@ -253,7 +252,25 @@ impl H2Conn {
     pub async fn post(&self, path: &str, body: Bytes) -> Result<Bytes, BoxError> {
         let mut sender = self.sender.clone();
         sender.ready().await?;
-        answer(sender.send_request(post(path, body)?).await?).await
+        answer(sender.send_request(request("POST", path, body)?).await?).await
+    }
+}
+
+/// A small deterministic generator (xorshift): every run makes the same events, shuffles and
+/// resamples.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
     }
 }
 
